@@ -1,0 +1,1 @@
+"""Baseline encoders fitted on the same features and splits."""

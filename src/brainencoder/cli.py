@@ -1,0 +1,158 @@
+"""Command-line interface: ``brainencoder <command> ...``.
+
+Each command is a small function that parses nothing itself: argparse builds
+the arguments, the function calls the library. Errors derived from
+:class:`~brainencoder.errors.BrainEncoderError` are printed without a
+traceback and give exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .errors import BrainEncoderError
+
+__all__ = ["main"]
+
+logger = logging.getLogger("brainencoder")
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from .data.synthetic import SyntheticConfig, make_synthetic
+
+    config = SyntheticConfig(
+        n_subjects=args.subjects,
+        n_train=args.n_train,
+        n_test=args.n_test,
+        n_vertices=args.vertices,
+        image_size=args.image_size,
+        seed=args.seed,
+    )
+    out = make_synthetic(args.out, config)
+    print(f"synthetic dataset: {out} (truth: {out / 'truth'})")
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from .data.layout import validate_dataset
+
+    def progress(it, total):
+        return tqdm(it, total=total, unit="img", desc="check images", disable=None)
+
+    report = validate_dataset(args.data_root, check_images=not args.skip_images, progress=progress)
+    if report.layout is not None:
+        print(report.table())
+    for problem in report.problems:
+        print(problem)
+    n_block = sum(p.blocking for p in report.problems)
+    print(
+        f"{len(report.problems)} problem(s), {n_block} blocking training"
+        if report.problems
+        else "no problems found"
+    )
+    return 0 if report.ok else 1
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from .data.store import prepare_store
+
+    store = prepare_store(
+        args.data_root,
+        args.store,
+        image_size=args.image_size,
+        fmri_dtype=args.fmri_dtype,
+        nan_policy=args.nan_policy,
+        split_seed=args.split_seed,
+        workers=args.workers,
+        overwrite=args.overwrite,
+    )
+    print(store.summary())
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    outputs = run_demo(args.out, seed=args.seed)
+    print("[demo] outputs:")
+    for name, path in outputs.items():
+        print(f"  {name:<12} {path}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of all commands."""
+    parser = argparse.ArgumentParser(
+        prog="brainencoder", description="Multi-subject fMRI encoding models (Algonauts 2023)."
+    )
+    parser.add_argument("--version", action="version", version=f"brainencoder {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("synth", help="write a synthetic dataset with planted truth")
+    p.add_argument("out", type=Path)
+    p.add_argument("--subjects", type=int, default=3)
+    p.add_argument("--n-train", type=int, default=300, help="training images of subj01")
+    p.add_argument("--n-test", type=int, default=50, help="test images of subj01")
+    p.add_argument("--vertices", type=int, default=1200, help="vertices per hemisphere")
+    p.add_argument("--image-size", type=int, default=425)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_synth)
+
+    p = sub.add_parser("validate", help="check a challenge-layout dataset")
+    p.add_argument("data_root", type=Path)
+    p.add_argument("--skip-images", action="store_true", help="do not decode-check images")
+    p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("prepare", help="decode images and copy fMRI into a store")
+    p.add_argument("data_root", type=Path)
+    p.add_argument("store", type=Path)
+    p.add_argument("--image-size", type=int, default=256)
+    p.add_argument("--fmri-dtype", choices=("float32", "float16"), default="float32")
+    p.add_argument("--nan-policy", choices=("error", "zero"), default="error")
+    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_prepare)
+
+    p = sub.add_parser("demo", help="run the whole pipeline on a synthetic dataset")
+    p.add_argument("out", type=Path, nargs="?", default=Path("demo-output"))
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_demo)
+
+    from .cli_model import add_model_commands
+
+    add_model_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except BrainEncoderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,1 @@
+"""Reading, generating, preparing and loading challenge-layout data."""

@@ -1,0 +1,530 @@
+"""Read and validate a dataset in the Algonauts 2023 challenge layout.
+
+The layout (one folder per subject, ``subjXX``)::
+
+    subjXX/roi_masks/{lh,rh}.all-vertices_fsaverage_space.npy
+    subjXX/roi_masks/{lh,rh}.<group>_{challenge,fsaverage}_space.npy
+    subjXX/roi_masks/mapping_<group>.npy
+    subjXX/training_split/training_fmri/{lh,rh}_training_fmri.npy
+    subjXX/training_split/training_images/train-0001_nsd-00013.png
+    subjXX/test_split/test_images/test-0001_nsd-00845.png
+
+Nothing about sizes is assumed: the number of subjects, images, fsaverage
+vertices and challenge-space vertices are all read from the files.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+from ..fileio import load_mapping
+
+__all__ = [
+    "HEMIS",
+    "DatasetLayout",
+    "Problem",
+    "SubjectLayout",
+    "ValidationReport",
+    "find_subjects",
+    "parse_image_name",
+    "read_layout",
+    "validate_dataset",
+]
+
+HEMIS = ("lh", "rh")
+_SUBJECT_RE = re.compile(r"^subj(\d+)$")
+_IMAGE_RE = re.compile(r"^(train|test)-(\d+)_nsd-(\d+)\.png$")
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+_FMRI_CHUNK_ROWS = 1024
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem found in a dataset.
+
+    Attributes
+    ----------
+    path : Path
+        The file or folder the problem is about.
+    message : str
+        What is wrong and, where useful, what to do.
+    blocking : bool
+        Whether training cannot proceed while the problem remains.
+    """
+
+    path: Path
+    message: str
+    blocking: bool = True
+
+    def __str__(self) -> str:
+        kind = "ERROR" if self.blocking else "WARNING"
+        return f"{kind} {self.path}: {self.message}"
+
+
+def parse_image_name(path: Path) -> tuple[str, int, int]:
+    """Return ``(split, index, nsd_id)`` of a challenge image file name.
+
+    Raises
+    ------
+    DataError
+        If the name does not follow ``{train,test}-NNNN_nsd-NNNNN.png``.
+    """
+    match = _IMAGE_RE.match(path.name)
+    if match is None:
+        raise DataError(
+            f"{path}: image name does not follow the challenge pattern "
+            "'train-0001_nsd-00013.png' / 'test-0001_nsd-00845.png'"
+        )
+    return match.group(1), int(match.group(2)), int(match.group(3))
+
+
+@dataclass
+class SubjectLayout:
+    """Paths and small arrays of one subject.
+
+    Attributes
+    ----------
+    name : str
+        Subject folder name, e.g. ``"subj01"``.
+    root : Path
+        The subject folder.
+    train_images, test_images : list of Path
+        Image files in sorted order (the order of the fMRI rows).
+    nsd_train, nsd_test : ndarray of int64, shape (n_images,)
+        0-based NSD image ids parsed from the file names.
+    masks : dict of str to ndarray of bool, shape (n_fsaverage,)
+        Per hemisphere, which fsaverage vertices the subject has.
+    roi_groups : list of str
+        ROI groups with challenge-space label files, e.g. ``"prf-visualrois"``.
+    """
+
+    name: str
+    root: Path
+    train_images: list[Path]
+    test_images: list[Path]
+    nsd_train: np.ndarray
+    nsd_test: np.ndarray
+    masks: dict[str, np.ndarray]
+    roi_groups: list[str] = field(default_factory=list)
+
+    @property
+    def roi_dir(self) -> Path:
+        return self.root / "roi_masks"
+
+    def n_vertices(self, hemi: str) -> int:
+        """Number of challenge-space vertices of hemisphere ``hemi``."""
+        return int(self.masks[_check_hemi(hemi)].sum())
+
+    def fmri_path(self, hemi: str) -> Path:
+        """Path of the training fMRI file of hemisphere ``hemi``."""
+        hemi = _check_hemi(hemi)
+        return self.root / "training_split" / "training_fmri" / f"{hemi}_training_fmri.npy"
+
+    def load_fmri(self, hemi: str, mmap: bool = True) -> np.ndarray:
+        """Training fMRI of one hemisphere, shape (n_train, n_vertices_hemi).
+
+        The shape is checked against the images and the vertex mask.
+        """
+        path = self.fmri_path(hemi)
+        data = _open_npy(path, mmap)
+        expected = (len(self.train_images), self.n_vertices(hemi))
+        if data.ndim != 2 or data.shape != expected:
+            raise DataError(
+                f"{path}: shape {data.shape} does not match {expected[0]} training images x "
+                f"{expected[1]} vertices of the {hemi}.all-vertices mask"
+            )
+        return data
+
+    def roi_path(self, group: str, hemi: str, space: str = "challenge") -> Path:
+        """Path of an ROI label file; ``space`` is ``"challenge"`` or ``"fsaverage"``."""
+        if space not in ("challenge", "fsaverage"):
+            raise ValueError(f"'space' must be one of {{'challenge', 'fsaverage'}}; got {space!r}")
+        return self.roi_dir / f"{_check_hemi(hemi)}.{group}_{space}_space.npy"
+
+    def load_rois(self, group: str, hemi: str, space: str = "challenge") -> np.ndarray:
+        """Integer ROI labels of one group and hemisphere, shape (n_vertices,)."""
+        path = self.roi_path(group, hemi, space)
+        labels = _open_npy(path, mmap=False)
+        n = self.n_vertices(hemi) if space == "challenge" else self.masks[hemi].shape[0]
+        if labels.ndim != 1 or labels.shape[0] != n:
+            raise DataError(f"{path}: shape {labels.shape}, expected ({n},) for {space} space")
+        return np.asarray(labels).astype(np.int64)
+
+    def load_mapping(self, group: str) -> dict[int, str]:
+        """ROI names of a group, read safely (see :func:`brainencoder.fileio.load_mapping`)."""
+        return load_mapping(self.roi_dir / f"mapping_{group}.npy")
+
+
+@dataclass
+class DatasetLayout:
+    """All subjects of a dataset root."""
+
+    root: Path
+    subjects: dict[str, SubjectLayout]
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.subjects)
+
+    def __getitem__(self, name: str) -> SubjectLayout:
+        try:
+            return self.subjects[name]
+        except KeyError:
+            raise DataError(
+                f"unknown subject {name!r}; this dataset has {', '.join(self.subjects)}"
+            ) from None
+
+
+@dataclass
+class ValidationReport:
+    """Result of :func:`validate_dataset`."""
+
+    root: Path
+    layout: DatasetLayout | None
+    problems: list[Problem]
+    rois: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when no problem blocks training."""
+        return not any(p.blocking for p in self.problems)
+
+    def table(self) -> str:
+        """A text table with one row per subject."""
+        if self.layout is None:
+            return ""
+        header = f"{'subject':<9} {'train':>6} {'test':>5} {'lh':>7} {'rh':>7}  ROIs present"
+        lines = [header, "-" * len(header)]
+        for name, subj in self.layout.subjects.items():
+            rois = self.rois.get(name, {})
+            roi_text = "; ".join(f"{g}: {', '.join(r) or '-'}" for g, r in rois.items()) or "-"
+            lines.append(
+                f"{name:<9} {len(subj.train_images):>6} {len(subj.test_images):>5} "
+                f"{subj.n_vertices('lh'):>7} {subj.n_vertices('rh'):>7}  {roi_text}"
+            )
+        return "\n".join(lines)
+
+
+def _check_hemi(hemi: str) -> str:
+    if hemi not in HEMIS:
+        raise ValueError(f"'hemi' must be one of {{'lh', 'rh'}}; got {hemi!r}")
+    return hemi
+
+
+def _open_npy(path: Path, mmap: bool) -> np.ndarray:
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except ValueError as exc:
+        raise DataError(
+            f"{path}: cannot read this .npy file ({exc}); it may be truncated or not a "
+            "numeric array; copy it again from the source"
+        ) from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc})") from None
+
+
+def find_subjects(root: str | Path) -> list[str]:
+    """Names of the subject folders (``subjXX``) under ``root``, sorted.
+
+    Raises
+    ------
+    DataError
+        If ``root`` does not exist, holds no subject folder, or holds two
+        folders for the same subject number (``subj1`` and ``subj01``).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: dataset folder not found")
+    names = sorted(p.name for p in root.iterdir() if p.is_dir() and _SUBJECT_RE.match(p.name))
+    if not names:
+        raise DataError(
+            f"{root}: no subject folders (subj01, subj02, ...) found; point to the folder "
+            "that holds the subjXX folders of the challenge download"
+        )
+    numbers: dict[int, str] = {}
+    for name in names:
+        number = int(_SUBJECT_RE.match(name).group(1))
+        if number in numbers:
+            raise DataError(
+                f"{root}: folders {numbers[number]!r} and {name!r} are the same subject; "
+                "keep one of them"
+            )
+        numbers[number] = name
+    return names
+
+
+def _list_images(folder: Path, split: str, problems: list[Problem]) -> list[Path]:
+    if not folder.is_dir():
+        problems.append(Problem(folder, "image folder not found", blocking=split == "train"))
+        return []
+    images = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith("."):
+            continue
+        match = _IMAGE_RE.match(path.name)
+        if match is None or match.group(1) != split:
+            hint = (
+                "not an image file"
+                if path.suffix.lower() not in _IMAGE_SUFFIXES
+                else (f"name does not follow '{split}-0001_nsd-00013.png'")
+            )
+            problems.append(Problem(path, f"{hint}; move it out of the image folder"))
+            continue
+        images.append(path)
+    return images
+
+
+def _read_subject(root: Path, name: str, problems: list[Problem]) -> SubjectLayout | None:
+    subj_root = root / name
+    masks = {}
+    for hemi in HEMIS:
+        path = subj_root / "roi_masks" / f"{hemi}.all-vertices_fsaverage_space.npy"
+        try:
+            mask = _open_npy(path, mmap=False)
+        except DataError as exc:
+            problems.append(Problem(path, str(exc).split(": ", 1)[1]))
+            continue
+        if mask.ndim != 1 or not np.isin(np.unique(mask), (0, 1)).all():
+            problems.append(
+                Problem(
+                    path,
+                    f"expected a 1-D 0/1 mask, got shape {mask.shape} "
+                    f"with values {np.unique(mask)[:5].tolist()}",
+                )
+            )
+            continue
+        masks[hemi] = mask.astype(bool)
+    train = _list_images(subj_root / "training_split" / "training_images", "train", problems)
+    test = _list_images(subj_root / "test_split" / "test_images", "test", problems)
+    if not test and (subj_root / "test_split" / "test_images").is_dir():
+        problems.append(
+            Problem(
+                subj_root / "test_split" / "test_images",
+                "no test images; 'submit' needs them",
+                blocking=False,
+            )
+        )
+    if len(masks) < len(HEMIS):
+        return None
+    groups = sorted(
+        {
+            p.name.split(".", 1)[1].rsplit("_challenge_space", 1)[0]
+            for p in (subj_root / "roi_masks").glob("*h.*_challenge_space.npy")
+        }
+    )
+    return SubjectLayout(
+        name=name,
+        root=subj_root,
+        train_images=train,
+        test_images=test,
+        nsd_train=np.array([parse_image_name(p)[2] for p in train], dtype=np.int64),
+        nsd_test=np.array([parse_image_name(p)[2] for p in test], dtype=np.int64),
+        masks=masks,
+        roi_groups=groups,
+    )
+
+
+def read_layout(root: str | Path, subjects: Iterable[str] | None = None) -> DatasetLayout:
+    """Read the layout of a dataset, raising on the first blocking problem.
+
+    This reads file names, masks and array headers only (no image decoding,
+    no fMRI scan); use :func:`validate_dataset` for a full check.
+
+    Parameters
+    ----------
+    root : path
+        Folder holding the ``subjXX`` folders.
+    subjects : iterable of str, optional
+        Subset of subjects to read; default all.
+
+    Returns
+    -------
+    layout : DatasetLayout
+    """
+    root = Path(root)
+    names = find_subjects(root)
+    if subjects is not None:
+        wanted = list(subjects)
+        unknown = sorted(set(wanted) - set(names))
+        if unknown:
+            raise DataError(f"{root}: subjects {unknown} not found; available: {names}")
+        names = wanted
+    problems: list[Problem] = []
+    layout = DatasetLayout(root, {})
+    for name in names:
+        subj = _read_subject(root, name, problems)
+        if subj is not None:
+            layout.subjects[name] = subj
+    _check_mask_lengths(layout, problems)
+    for subj in layout.subjects.values():
+        for hemi in HEMIS:
+            try:
+                subj.load_fmri(hemi)
+            except DataError as exc:
+                problems.append(Problem(subj.fmri_path(hemi), str(exc).split(": ", 1)[1]))
+    blocking = [p for p in problems if p.blocking]
+    if blocking:
+        more = f" (and {len(blocking) - 1} more; run 'brainencoder validate {root}')"
+        raise DataError(str(blocking[0])[len("ERROR ") :] + (more if len(blocking) > 1 else ""))
+    return layout
+
+
+def _check_mask_lengths(layout: DatasetLayout, problems: list[Problem]) -> None:
+    lengths = {
+        (name, hemi): subj.masks[hemi].shape[0]
+        for name, subj in layout.subjects.items()
+        for hemi in HEMIS
+    }
+    if len(set(lengths.values())) > 1:
+        (first, n0), *_ = lengths.items()
+        for (name, hemi), n in lengths.items():
+            if n != n0:
+                problems.append(
+                    Problem(
+                        layout.subjects[name].roi_dir / f"{hemi}.all-vertices_fsaverage_space.npy",
+                        f"mask has {n} fsaverage vertices but {first[0]} {first[1]} has {n0}",
+                    )
+                )
+
+
+def _check_fmri_values(path: Path, data: np.ndarray) -> Problem | None:
+    bad_rows = 0
+    first = None
+    for start in range(0, data.shape[0], _FMRI_CHUNK_ROWS):
+        chunk = np.asarray(data[start : start + _FMRI_CHUNK_ROWS])
+        finite = np.isfinite(chunk)
+        if not finite.all():
+            rows = np.flatnonzero(~finite.all(axis=1))
+            bad_rows += rows.size
+            first = first if first is not None else start + int(rows[0])
+    if bad_rows:
+        return Problem(
+            path,
+            f"{bad_rows} rows hold NaN or inf values (first: row {first}); "
+            "fix the file or prepare with --nan-policy zero",
+        )
+    return None
+
+
+def _check_image(path: Path) -> Problem | None:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            mode = img.mode
+            img.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        return Problem(path, f"cannot decode image ({exc}); replace it with a valid PNG")
+    if mode != "RGB":
+        return Problem(path, f"image mode is {mode}, will be converted to RGB", blocking=False)
+    return None
+
+
+def _check_rois(subj: SubjectLayout, problems: list[Problem]) -> dict[str, list[str]]:
+    present: dict[str, list[str]] = {}
+    for group in subj.roi_groups:
+        try:
+            mapping = subj.load_mapping(group)
+        except DataError as exc:
+            problems.append(
+                Problem(subj.roi_dir / f"mapping_{group}.npy", str(exc).split(": ", 1)[1])
+            )
+            continue
+        names: list[str] = []
+        for hemi in HEMIS:
+            for space in ("challenge", "fsaverage"):
+                path = subj.roi_path(group, hemi, space)
+                if not path.exists():
+                    problems.append(Problem(path, "ROI label file not found", blocking=False))
+                    continue
+                try:
+                    labels = subj.load_rois(group, hemi, space)
+                except DataError as exc:
+                    problems.append(Problem(path, str(exc).split(": ", 1)[1]))
+                    continue
+                unknown = sorted(set(np.unique(labels).tolist()) - set(mapping))
+                if unknown:
+                    problems.append(
+                        Problem(path, f"labels {unknown} are not in mapping_{group}.npy")
+                    )
+                if space == "challenge":
+                    names += [mapping[v] for v in np.unique(labels).tolist() if v in mapping and v]
+        present[group] = sorted(set(names), key=names.index)
+    return present
+
+
+def validate_dataset(
+    root: str | Path,
+    check_images: bool = True,
+    progress: Callable[[Iterable], Iterable] | None = None,
+) -> ValidationReport:
+    """Check a dataset against itself and collect every problem.
+
+    Checks subject folders, vertex masks, ROI label files and mapping files
+    (read safely), training fMRI shape (rows = training images, columns =
+    mask vertices) and values (NaN/inf), image names, and (unless
+    ``check_images=False``) that every image decodes.
+
+    Parameters
+    ----------
+    root : path
+        Folder holding the ``subjXX`` folders.
+    check_images : bool, default=True
+        Decode-check every image (the slowest check).
+    progress : callable, optional
+        Wraps an iterable to show progress (e.g. ``tqdm``).
+
+    Returns
+    -------
+    report : ValidationReport
+        ``report.ok`` is False when a problem blocks training.
+    """
+    root = Path(root)
+    problems: list[Problem] = []
+    try:
+        names = find_subjects(root)
+    except DataError as exc:
+        path, _, message = str(exc).partition(": ")
+        return ValidationReport(root, None, [Problem(Path(path), message)])
+    numbers = sorted(int(_SUBJECT_RE.match(n).group(1)) for n in names)
+    gaps = sorted(set(range(1, numbers[-1] + 1)) - set(numbers))
+    if gaps:
+        problems.append(
+            Problem(root, f"subjects {gaps} are missing (found {names})", blocking=False)
+        )
+    layout = DatasetLayout(root, {})
+    for name in names:
+        subj = _read_subject(root, name, problems)
+        if subj is not None:
+            layout.subjects[name] = subj
+    _check_mask_lengths(layout, problems)
+    rois = {}
+    for subj in layout.subjects.values():
+        for hemi in HEMIS:
+            path = subj.fmri_path(hemi)
+            try:
+                data = subj.load_fmri(hemi)
+            except DataError as exc:
+                problems.append(Problem(path, str(exc).split(": ", 1)[1]))
+                continue
+            found = _check_fmri_values(path, data)
+            if found:
+                problems.append(found)
+        rois[subj.name] = _check_rois(subj, problems)
+    if check_images:
+        paths = [p for s in layout.subjects.values() for p in s.train_images + s.test_images]
+        with ThreadPoolExecutor() as pool:
+            results = pool.map(_check_image, paths, chunksize=64)
+            if progress is not None:
+                results = progress(results, total=len(paths))
+            problems += [r for r in results if r is not None]
+    return ValidationReport(root, layout, problems, rois)

@@ -1,0 +1,386 @@
+"""A synthetic dataset in the exact challenge layout, with a planted ground truth.
+
+The planted model is a small "visual cortex":
+
+* Vertices are fsaverage5 vertices (the first 10,242 fsaverage indices, so the
+  data live in true fsaverage index space and plot exactly on nilearn's
+  offline fsaverage5 meshes) nearest to the occipital pole of each hemisphere.
+* Each vertex has a receptive field (a Gaussian on the image) whose centre is
+  a smooth function of its position on the sphere (a retinotopic map) and
+  whose size grows with distance from the pole.
+* Image features are phase-invariant and therefore nonlinear in the pixels:
+  local gradient energy in two orientations, absolute colour-opponent
+  contrast and luminance. Each vertex weights them with a preference that
+  varies smoothly over the cortex, pooled over its receptive field, followed
+  by a soft rectification.
+* Subjects share the map, with small per-subject jitter of receptive fields
+  and gains; one subject misses a patch of vertices.
+* Noise is vertex-specific: the noise ceiling (fraction of variance of a
+  measurement explained by the signal) is high near the pole and in a
+  "face patch" and low elsewhere, so a good model's score map is localized.
+
+The truth (noise ceilings as fractions, held-back noisy test responses and
+their noise-free signal) is written under ``OUT/truth/subjXX/``.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BrainEncoderError
+from ..fileio import save_npy_atomic, write_json_atomic
+from .layout import HEMIS
+
+__all__ = ["SyntheticConfig", "make_synthetic"]
+
+logger = logging.getLogger(__name__)
+
+_GEN_SIZE = 64  # resolution at which images are drawn and features computed
+_GRID = 16  # feature grid (cells of _GEN_SIZE // _GRID pixels)
+
+ROI_GROUPS = {
+    "prf-visualrois": ["Unknown", "V1v", "V1d", "V2v", "V2d", "V3v", "V3d", "hV4"],
+    "floc-faces": ["Unknown", "OFA", "FFA-1", "FFA-2", "mTL-faces", "aTL-faces"],
+    "streams": [
+        "Unknown",
+        "early",
+        "midventral",
+        "midlateral",
+        "midparietal",
+        "ventral",
+        "lateral",
+        "parietal",
+    ],
+}
+
+
+@dataclass
+class SyntheticConfig:
+    """Sizes and noise of a synthetic dataset.
+
+    Attributes
+    ----------
+    n_subjects : int, default=3
+    n_train : int, default=300
+        Training images of the first subject; subject ``k`` (0-based) gets
+        ``n_train - k * max(1, n_train // 12)``, so counts differ as in the challenge.
+    n_test : int, default=50
+        Test images of the first subject (subject ``k``: ``n_test - k * max(1, n_test // 10)``).
+    n_vertices : int, default=1200
+        Group vertices per hemisphere (at most 10,242).
+    image_size : int, default=425
+        Side of the square PNG images (the challenge's is 425).
+    missing_fraction : float, default=0.04
+        Fraction of each hemisphere's vertices the last subject lacks.
+    shared_fraction : float, default=0.3
+        Fraction of images every subject sees (like NSD's shared 1,000).
+    n_fsaverage : int, default=163842
+        Length of the fsaverage-space masks (fsaverage has 163,842 per hemisphere).
+    seed : int, default=0
+    """
+
+    n_subjects: int = 3
+    n_train: int = 300
+    n_test: int = 50
+    n_vertices: int = 1200
+    image_size: int = 425
+    missing_fraction: float = 0.04
+    shared_fraction: float = 0.3
+    n_fsaverage: int = 163842
+    seed: int = 0
+
+    def train_counts(self) -> list[int]:
+        """Training images per subject."""
+        step = max(1, self.n_train // 12)
+        return [self.n_train - k * step for k in range(self.n_subjects)]
+
+    def test_counts(self) -> list[int]:
+        """Test images per subject."""
+        step = max(1, self.n_test // 10)
+        return [self.n_test - k * step for k in range(self.n_subjects)]
+
+    def validate(self) -> None:
+        checks = [
+            (1 <= self.n_subjects <= 99, "'n_subjects' must be in [1, 99]"),
+            (
+                min(self.train_counts()) >= 20,
+                "'n_train' leaves fewer than 20 training images for the last subject",
+            ),
+            (min(self.test_counts()) >= 1, "'n_test' leaves no test image for the last subject"),
+            (10 <= self.n_vertices <= 10242, "'n_vertices' must be in [10, 10242]"),
+            (16 <= self.image_size <= 2048, "'image_size' must be in [16, 2048]"),
+            (0 <= self.missing_fraction < 0.5, "'missing_fraction' must be in [0, 0.5)"),
+            (0 <= self.shared_fraction <= 1, "'shared_fraction' must be in [0, 1]"),
+            (self.n_fsaverage >= 10242, "'n_fsaverage' must be at least 10242"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise BrainEncoderError(f"{message}; got {self}")
+
+
+# ----------------------------------------------------------------------------- cortex
+
+
+def _sphere(hemi: str) -> np.ndarray:
+    from nilearn.datasets import load_fsaverage
+
+    part = "left" if hemi == "lh" else "right"
+    coords = np.asarray(load_fsaverage("fsaverage5")["sphere"].parts[part].coordinates)
+    return coords / np.linalg.norm(coords, axis=1, keepdims=True)
+
+
+@dataclass
+class _Cortex:
+    vertices: np.ndarray  # fsaverage indices, sorted
+    uv: np.ndarray  # (n, 2) tangent-plane coordinates around the pole, in [-1, 1]
+    ecc: np.ndarray  # (n,) normalized distance from the pole in [0, 1]
+
+
+def _cortex(hemi: str, n_vertices: int) -> _Cortex:
+    xyz = _sphere(hemi)
+    pole = np.array([0.0, -1.0, -0.25])
+    pole /= np.linalg.norm(pole)
+    angle = np.arccos(np.clip(xyz @ pole, -1, 1))
+    chosen = np.sort(np.argsort(angle, kind="stable")[:n_vertices])
+    e1 = np.array([1.0, 0.0, 0.0])
+    e2 = np.cross(pole, e1)
+    pts = xyz[chosen]
+    uv = np.stack([pts @ e1, pts @ e2], axis=1)
+    uv /= np.abs(uv).max()
+    ecc = angle[chosen] / angle[chosen].max()
+    return _Cortex(chosen.astype(np.int64), uv, ecc)
+
+
+def _smooth_field(rng: np.random.Generator, uv: np.ndarray, n_out: int, freq: float) -> np.ndarray:
+    """Random smooth functions of cortical position, shape (n_vertices, n_out)."""
+    omega = rng.normal(scale=freq, size=(2, 8))
+    phase = rng.uniform(0, 2 * np.pi, size=8)
+    basis = np.cos(uv @ omega + phase)
+    return basis @ rng.normal(size=(8, n_out)) / np.sqrt(8)
+
+
+# ----------------------------------------------------------------------------- images
+
+
+def _draw_image(rng: np.random.Generator) -> np.ndarray:
+    """A random scene at _GEN_SIZE: colour gradient, shapes, gratings. float (S, S, 3)."""
+    s = _GEN_SIZE
+    yy, xx = np.mgrid[0:s, 0:s] / s
+    img = (
+        rng.uniform(0.2, 0.8, 3)
+        + rng.uniform(-0.3, 0.3, 3) * xx[..., None]
+        + rng.uniform(-0.3, 0.3, 3) * yy[..., None]
+    )
+    for _ in range(rng.integers(2, 7)):
+        cx, cy = rng.uniform(0, 1, 2)
+        rx, ry = rng.uniform(0.05, 0.3, 2)
+        if rng.random() < 0.5:
+            inside = ((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 < 1
+        else:
+            inside = (np.abs(xx - cx) < rx) & (np.abs(yy - cy) < ry)
+        color = rng.uniform(0, 1, 3)
+        if rng.random() < 0.5:
+            theta, freq = rng.uniform(0, np.pi), rng.uniform(4, 14)
+            grating = 0.5 + 0.5 * np.sin(
+                2 * np.pi * freq * (np.cos(theta) * xx + np.sin(theta) * yy)
+            )
+            layer = color * grating[..., None]
+        else:
+            layer = np.broadcast_to(color, img.shape)
+        img = np.where(inside[..., None], layer, img)
+    return np.clip(img, 0, 1)
+
+
+def _features(img: np.ndarray) -> np.ndarray:
+    """Phase-invariant features on a _GRID x _GRID grid, shape (5, _GRID, _GRID)."""
+    lum = img @ np.array([0.299, 0.587, 0.114])
+    gx = np.abs(np.diff(lum, axis=1, append=lum[:, -1:]))
+    gy = np.abs(np.diff(lum, axis=0, append=lum[-1:, :]))
+    rg = np.abs(img[..., 0] - img[..., 1])
+    by = np.abs(img[..., 2] - 0.5 * (img[..., 0] + img[..., 1]))
+    maps = np.stack([np.sqrt(gx), np.sqrt(gy), rg, by, lum])
+    c = _GEN_SIZE // _GRID
+    return maps.reshape(5, _GRID, c, _GRID, c).mean(axis=(2, 4))
+
+
+def _save_png(path: Path, img: np.ndarray, size: int) -> None:
+    from PIL import Image
+
+    pil = Image.fromarray((img * 255).round().astype(np.uint8), mode="RGB")
+    if size != _GEN_SIZE:
+        pil = pil.resize((size, size), Image.Resampling.BICUBIC)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pil.save(tmp, format="PNG", compress_level=1)
+    tmp.replace(path)
+
+
+# ----------------------------------------------------------------------------- responses
+
+
+def _responses(
+    feats: np.ndarray, cortex: _Cortex, pref: np.ndarray, centers: np.ndarray, gain: np.ndarray
+) -> np.ndarray:
+    """Noise-free responses, shape (n_images, n_vertices)."""
+    g = (np.arange(_GRID) + 0.5) / _GRID
+    sigma = 0.06 + 0.12 * cortex.ecc
+    rf_x = np.exp(-((g[None, :] - centers[:, :1]) ** 2) / (2 * sigma[:, None] ** 2))
+    rf_y = np.exp(-((g[None, :] - centers[:, 1:]) ** 2) / (2 * sigma[:, None] ** 2))
+    rf = rf_y[:, :, None] * rf_x[:, None, :]
+    rf /= rf.sum(axis=(1, 2), keepdims=True)
+    pooled = np.einsum("ncyx,vyx->nvc", feats, rf)  # (n_images, n_vertices, 5)
+    drive = np.einsum("nvc,vc->nv", pooled, pref)
+    drive = (drive - drive.mean(0)) / (drive.std(0) + 1e-8)
+    signal = np.logaddexp(0, 2 * drive) * gain  # soft rectification
+    return (signal - signal.mean(0)) / (signal.std(0) + 1e-8)
+
+
+def _noise_ceiling(cortex: _Cortex, face_patch: np.ndarray) -> np.ndarray:
+    d_face = np.linalg.norm(cortex.uv - face_patch, axis=1)
+    nc = 0.05 + 0.75 * np.exp(-((cortex.ecc / 0.55) ** 2)) + 0.5 * np.exp(-((d_face / 0.15) ** 2))
+    return np.clip(nc, 0.02, 0.9)
+
+
+def _roi_labels(cortex: _Cortex, face_patch: np.ndarray) -> dict[str, np.ndarray]:
+    u, v, e = cortex.uv[:, 0], cortex.uv[:, 1], cortex.ecc
+    ventral = v < 0
+    visual = np.zeros(e.size, dtype=np.int64)
+    for k, limit in enumerate((0.3, 0.45, 0.6)):
+        band = (visual == 0) & (e < limit)
+        visual[band] = np.where(ventral[band], 2 * k + 1, 2 * k + 2)
+    visual[(visual == 0) & (e < 0.7) & ventral] = 7
+    faces = np.zeros(e.size, dtype=np.int64)
+    d_face = np.linalg.norm(cortex.uv - face_patch, axis=1)
+    faces[d_face < 0.12] = 2
+    faces[(d_face >= 0.12) & (d_face < 0.2) & (u < face_patch[0])] = 1
+    streams = np.where(e < 0.45, 1, np.where(e < 0.7, 3, np.where(ventral, 5, 6)))
+    streams[(e >= 0.7) & (v > 0.5)] = 7
+    return {"prf-visualrois": visual, "floc-faces": faces, "streams": streams}
+
+
+# ----------------------------------------------------------------------------- writer
+
+
+def make_synthetic(out: str | Path, config: SyntheticConfig | None = None) -> Path:
+    """Write a synthetic dataset in the challenge layout, with its truth.
+
+    Parameters
+    ----------
+    out : path
+        Folder to create; it will hold ``subjXX/`` folders (the data root) and
+        ``truth/subjXX/{lh,rh}_{noise_ceiling,test_fmri,test_signal}.npy``.
+    config : SyntheticConfig, optional
+        Sizes, noise and seed; the same config gives identical files.
+
+    Returns
+    -------
+    out : Path
+    """
+    config = config or SyntheticConfig()
+    config.validate()
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise BrainEncoderError(f"{out} exists and is not empty; choose a new folder")
+    rng = np.random.default_rng(config.seed)
+    names = [f"subj{k + 1:02d}" for k in range(config.n_subjects)]
+    n_train, n_test = config.train_counts(), config.test_counts()
+
+    # image pool: a shared part seen by everyone plus each subject's own images
+    n_shared = round(config.shared_fraction * min(n_train))
+    n_pool = n_shared + sum(n - n_shared for n in n_train) + sum(n_test)
+    nsd_ids = np.sort(rng.choice(73000, size=n_pool, replace=False))
+    order = rng.permutation(n_pool)
+    shared, rest = order[:n_shared], list(order[n_shared:])
+    assignments = []
+    for k in range(config.n_subjects):
+        own = [rest.pop() for _ in range(n_train[k] - n_shared)]
+        test = [rest.pop() for _ in range(n_test[k])]
+        train = np.sort(nsd_ids[np.concatenate([shared, own]).astype(int)])
+        assignments.append((train, np.sort(nsd_ids[np.array(test, dtype=int)])))
+    images = [_draw_image(rng) for _ in range(n_pool)]
+    feats = np.stack([_features(img) for img in images])
+    feats = (feats - feats.mean(axis=(0, 2, 3), keepdims=True)) / feats.std(
+        axis=(0, 2, 3), keepdims=True
+    )
+    by_nsd = dict(zip(nsd_ids.tolist(), range(n_pool)))
+
+    cortices = {h: _cortex(h, config.n_vertices) for h in HEMIS}
+    maps = {}
+    for hemi, cx in cortices.items():
+        side = 1.0 if hemi == "lh" else -1.0  # each hemisphere sees the opposite hemifield
+        centers = np.stack(
+            [0.5 + side * 0.45 * (0.5 + 0.5 * cx.uv[:, 0]), 0.5 + 0.45 * cx.uv[:, 1]], axis=1
+        )
+        pref = _smooth_field(rng, cx.uv, 5, freq=2.5)
+        pref[:, :2] += 1.0  # edges drive most vertices; colour and luminance vary over cortex
+        face_patch = np.array([0.45, -0.55])
+        maps[hemi] = (centers, pref, face_patch)
+
+    with ThreadPoolExecutor() as pool:
+        jobs = []
+        for k, name in enumerate(names):
+            subj = out / name
+            roi_dir = subj / "roi_masks"
+            roi_dir.mkdir(parents=True)
+            train_dir = subj / "training_split" / "training_images"
+            test_dir = subj / "test_split" / "test_images"
+            fmri_dir = subj / "training_split" / "training_fmri"
+            truth = out / "truth" / name
+            for d in (train_dir, test_dir, fmri_dir, truth):
+                d.mkdir(parents=True)
+            train_ids, test_ids = assignments[k]
+            for split, ids, folder in (
+                ("train", train_ids, train_dir),
+                ("test", test_ids, test_dir),
+            ):
+                for i, nsd in enumerate(ids.tolist()):
+                    path = folder / f"{split}-{i + 1:04d}_nsd-{nsd:05d}.png"
+                    jobs.append(
+                        pool.submit(_save_png, path, images[by_nsd[nsd]], config.image_size)
+                    )
+            for name_group, labels in ROI_GROUPS.items():
+                np.save(
+                    roi_dir / f"mapping_{name_group}.npy",
+                    dict(enumerate(labels)),
+                    allow_pickle=True,
+                )
+            sub_rng = np.random.default_rng([config.seed, k])
+            for hemi, cx in cortices.items():
+                centers, pref, face_patch = maps[hemi]
+                keep = np.ones(cx.vertices.size, dtype=bool)
+                if k == config.n_subjects - 1 and config.n_subjects > 1:
+                    n_miss = round(config.missing_fraction * cx.vertices.size)
+                    seed_v = sub_rng.integers(cx.vertices.size)
+                    dist = np.linalg.norm(cx.uv - cx.uv[seed_v], axis=1)
+                    keep[np.argsort(dist, kind="stable")[:n_miss]] = False
+                mask = np.zeros(config.n_fsaverage, dtype=np.int32)
+                mask[cx.vertices[keep]] = 1
+                np.save(roi_dir / f"{hemi}.all-vertices_fsaverage_space.npy", mask)
+                for group, labels in _roi_labels(cx, face_patch).items():
+                    fs_labels = np.zeros(config.n_fsaverage, dtype=np.int32)
+                    fs_labels[cx.vertices[keep]] = labels[keep]
+                    np.save(roi_dir / f"{hemi}.{group}_fsaverage_space.npy", fs_labels)
+                    np.save(roi_dir / f"{hemi}.{group}_challenge_space.npy", labels[keep])
+                jitter = sub_rng.normal(scale=0.02, size=centers.shape)
+                gain = 1 + 0.1 * sub_rng.normal(size=cx.vertices.size)
+                nc = _noise_ceiling(cx, face_patch)[keep]
+                sd = np.sqrt((1 - nc) / nc)
+                all_ids = np.concatenate([train_ids, test_ids])
+                signal = _responses(
+                    feats[[by_nsd[i] for i in all_ids.tolist()]], cx, pref, centers + jitter, gain
+                )[:, keep]
+                measured = (signal + sd * sub_rng.normal(size=signal.shape)).astype(np.float32)
+                n_tr = train_ids.size
+                save_npy_atomic(fmri_dir / f"{hemi}_training_fmri.npy", measured[:n_tr])
+                save_npy_atomic(truth / f"{hemi}_test_fmri.npy", measured[n_tr:])
+                save_npy_atomic(truth / f"{hemi}_test_signal.npy", signal[n_tr:].astype(np.float32))
+                save_npy_atomic(truth / f"{hemi}_noise_ceiling.npy", nc.astype(np.float32))
+        for job in jobs:
+            job.result()
+    write_json_atomic(out / "truth" / "synthetic.json", asdict(config))
+    logger.info("wrote synthetic dataset with %d subjects to %s", config.n_subjects, out)
+    return out

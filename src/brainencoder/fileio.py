@@ -1,0 +1,207 @@
+"""Atomic writes and safe reading of files that may come from untrusted sources.
+
+Every output of brainencoder is written to a temporary file in the target
+directory and moved into place with :func:`os.replace`, so a reader never sees
+a half-written file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import pickle
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import BrainEncoderError, DataError, UnsafeFileError
+
+__all__ = [
+    "atomic_path",
+    "check_free_space",
+    "load_mapping",
+    "read_json",
+    "save_npy_atomic",
+    "write_bytes_atomic",
+    "write_json_atomic",
+]
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; move it to ``path`` on success.
+
+    On an exception the temporary file is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented JSON to ``path`` atomically."""
+    write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
+    """Read a JSON file, turning a missing or corrupt file into a clear error."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{what} not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(
+            f"{what} {path} is not valid JSON ({exc}); remove or regenerate it"
+        ) from None
+
+
+def save_npy_atomic(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Save ``array`` in ``.npy`` format (no pickles) to ``path`` atomically."""
+    with atomic_path(path, suffix=".npy") as tmp:
+        np.save(tmp, np.asarray(array), allow_pickle=False)
+
+
+def check_free_space(directory: str | os.PathLike, needed_bytes: int, what: str) -> None:
+    """Raise a clear error if ``directory`` lacks ``needed_bytes`` of free space.
+
+    Parameters
+    ----------
+    directory : path
+        Where the data will be written (the nearest existing parent is checked).
+    needed_bytes : int
+        Bytes that will be written.
+    what : str
+        Description used in the message, e.g. ``"the prepared store"``.
+    """
+    directory = Path(directory).absolute()
+    while not directory.exists():
+        directory = directory.parent
+    free = shutil.disk_usage(directory).free
+    if needed_bytes > free:
+        raise BrainEncoderError(
+            f"not enough disk space for {what}: it needs {needed_bytes / 2**30:.2f} GiB but "
+            f"{directory} has {free / 2**30:.2f} GiB free; free some space or choose another "
+            "location"
+        )
+
+
+# ----------------------------------------------------------------------------- safe pickles
+
+_NUMPY_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+}
+
+
+class _ForbiddenGlobalError(pickle.UnpicklingError):
+    """A pickle asked for a global outside the allowed set."""
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Unpickler that resolves only the numpy globals needed for an object array."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _NUMPY_GLOBALS:
+            return super().find_class(module, name)
+        raise _ForbiddenGlobalError(f"global '{module}.{name}' is not allowed")
+
+
+def _unwrap(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray) and obj.dtype == object and obj.shape == ():
+        return obj.item()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def load_mapping(path: str | os.PathLike) -> dict[int, str]:
+    """Read an ROI mapping file (a pickled ``{int: str}`` dict) without running code.
+
+    The challenge ships these as ``.npy`` files holding a pickled 0-d object
+    array (written by ``np.save(path, dict)``). The pickle stream is read with
+    an unpickler that only resolves the numpy globals needed to rebuild such an
+    array; any other global (``os.system``, ``builtins.eval``, ...) is refused
+    before it can be called.
+
+    Parameters
+    ----------
+    path : path
+        A ``mapping_<group>.npy`` file (or a plain pickle of a dict).
+
+    Returns
+    -------
+    mapping : dict of int to str
+        ROI label value to ROI name, e.g. ``{0: 'Unknown', 1: 'V1v'}``.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: mapping file not found") from None
+    stream = io.BytesIO(raw)
+    if raw.startswith(b"\x93NUMPY"):
+        try:
+            version = np.lib.format.read_magic(stream)
+            header = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            shape, _, dtype = header(stream)
+        except ValueError as exc:
+            raise DataError(f"{path}: corrupt .npy header ({exc})") from None
+        if not dtype.hasobject:
+            raise DataError(
+                f"{path}: expected a pickled dict of int -> str, found a {dtype} array "
+                f"of shape {shape}"
+            )
+    try:
+        obj = _RestrictedUnpickler(stream).load()
+    except _ForbiddenGlobalError as exc:
+        raise UnsafeFileError(
+            f"{path}: refusing to load this mapping file: {exc}. A mapping file must hold "
+            "only a dict of int -> str; replace it with the file from the official download"
+        ) from None
+    except Exception as exc:  # truncated or garbage streams raise many types
+        raise DataError(
+            f"{path}: cannot parse mapping file ({type(exc).__name__}: {exc})"
+        ) from None
+    obj = _unwrap(obj)
+    if not isinstance(obj, dict):
+        raise DataError(f"{path}: expected a dict of int -> str, got {type(obj).__name__}")
+    mapping: dict[int, str] = {}
+    for key, value in obj.items():
+        key, value = _unwrap(key), _unwrap(value)
+        if not isinstance(key, int) or isinstance(key, bool) or not isinstance(value, str):
+            raise DataError(
+                f"{path}: expected a dict of int -> str, found entry {key!r}: {value!r}"
+            )
+        mapping[key] = value
+    return mapping

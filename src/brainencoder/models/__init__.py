@@ -1,0 +1,1 @@
+"""Trunk, head and encoder models."""

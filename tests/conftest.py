@@ -1,0 +1,45 @@
+"""Shared fixtures: a small synthetic dataset and its prepared store."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from brainencoder.data.synthetic import SyntheticConfig, make_synthetic
+
+SMALL = SyntheticConfig(n_subjects=3, n_train=80, n_test=12, n_vertices=150, image_size=48, seed=0)
+
+
+@pytest.fixture(autouse=True)
+def _quiet_env(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("NILEARN_DATA", str(tmp_path_factory.getbasetemp() / "nilearn_data"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory):
+    """A small synthetic dataset (read-only: copy it before breaking it)."""
+    os.environ.setdefault("NILEARN_DATA", str(tmp_path_factory.getbasetemp() / "nilearn_data"))
+    return make_synthetic(tmp_path_factory.mktemp("synth") / "data", SMALL)
+
+
+@pytest.fixture(scope="session")
+def store(synth_root, tmp_path_factory):
+    """The prepared store of ``synth_root`` at 32 px."""
+    from brainencoder.data.store import prepare_store
+
+    return prepare_store(
+        synth_root,
+        tmp_path_factory.mktemp("store") / "store",
+        image_size=32,
+        workers=2,
+        progress=False,
+    )

@@ -1,0 +1,46 @@
+import shutil
+
+from brainencoder.cli import main
+
+
+def test_cli_synth_validate_prepare(tmp_path, capsys):
+    data = tmp_path / "data"
+    assert (
+        main(
+            [
+                "synth",
+                str(data),
+                "--subjects",
+                "2",
+                "--n-train",
+                "40",
+                "--n-test",
+                "6",
+                "--vertices",
+                "40",
+                "--image-size",
+                "32",
+            ]
+        )
+        == 0
+    )
+    assert main(["validate", str(data)]) == 0
+    out = capsys.readouterr().out
+    assert "subj02" in out and "no problems found" in out
+    assert main(["prepare", str(data), str(tmp_path / "store"), "--image-size", "16"]) == 0
+    assert "group vertices" in capsys.readouterr().out
+
+
+def test_cli_validate_broken_exits_1(synth_root, tmp_path, capsys):
+    root = shutil.copytree(synth_root, tmp_path / "data")
+    (root / "subj01/roi_masks/lh.all-vertices_fsaverage_space.npy").unlink()
+    assert main(["validate", str(root), "--skip-images"]) == 1
+    out = capsys.readouterr().out
+    assert "ERROR" in out and "lh.all-vertices_fsaverage_space.npy: file not found" in out
+
+
+def test_cli_errors_are_messages_not_tracebacks(tmp_path, capsys):
+    assert main(["prepare", str(tmp_path / "missing"), str(tmp_path / "s")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "dataset folder not found" in err
+    assert "Traceback" not in err

@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+
+from brainencoder.data.splits import make_splits
+from brainencoder.errors import ConfigError, DataError
+from brainencoder.space import GroupSpace
+
+
+def _masks():
+    a = {"lh": np.array([1, 1, 0, 1, 0]), "rh": np.array([0, 1, 1, 0, 0])}
+    b = {"lh": np.array([0, 1, 1, 1, 0]), "rh": np.array([0, 1, 0, 0, 1])}
+    return {"subj01": a, "subj02": b}
+
+
+def test_group_space_is_union_in_fsaverage_order():
+    space = GroupSpace.from_masks(_masks())
+    assert space.vertices["lh"].tolist() == [0, 1, 2, 3]
+    assert space.vertices["rh"].tolist() == [1, 2, 4]
+    assert space.n_vertices == 7
+    assert space.columns["subj01"]["lh"].tolist() == [0, 1, 3]
+    assert space.columns["subj01"]["rh"].tolist() == [4, 5]
+    assert space.columns["subj02"]["rh"].tolist() == [4, 6]
+    assert space.subject_mask("subj02").tolist() == [0, 1, 1, 1, 1, 0, 1]
+    data = np.arange(7)[None]
+    parts = space.split_hemis("subj01", data)
+    assert parts["lh"].tolist() == [[0, 1, 3]] and parts["rh"].tolist() == [[4, 5]]
+
+
+def test_group_space_round_trip_and_errors():
+    space = GroupSpace.from_masks(_masks())
+    back = GroupSpace.from_arrays(space.subjects, space.to_arrays())
+    assert back.subject_columns("subj02").tolist() == space.subject_columns("subj02").tolist()
+    with pytest.raises(DataError, match="subject 'subj09' is not in this model's group space"):
+        space.subject_index("subj09")
+    bad = _masks()
+    bad["subj02"]["lh"] = np.ones(6)
+    with pytest.raises(DataError, match="lh masks differ in length"):
+        GroupSpace.from_masks(bad)
+
+
+def test_splits_are_seeded_disjoint_and_cover():
+    s = make_splits(100, seed=0, key="subj01")
+    assert [len(s[k]) for k in ("train", "val", "testval")] == [85, 10, 5]
+    assert sorted(np.concatenate(list(s.values())).tolist()) == list(range(100))
+    again = make_splits(100, seed=0, key="subj01")
+    assert all((s[k] == again[k]).all() for k in s)
+    other = make_splits(100, seed=1, key="subj01")
+    assert not (s["val"] == other["val"]).all()
+    assert not (make_splits(100, seed=0, key="subj02")["val"] == s["val"]).all()
+
+
+def test_splits_reject_bad_fractions():
+    with pytest.raises(ConfigError, match="summing to 1"):
+        make_splits(10, fractions=(0.5, 0.5, 0.5))
+    with pytest.raises(ConfigError, match="cannot split 2 samples"):
+        make_splits(2)

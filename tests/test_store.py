@@ -1,0 +1,134 @@
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from brainencoder.data.layout import read_layout
+from brainencoder.data.store import Store, prepare_store
+from brainencoder.errors import DataError, StoreError
+
+
+def test_store_contents_match_source(synth_root, store):
+    layout = read_layout(synth_root)
+    assert store.names == layout.names
+    assert store.images.dtype == np.uint8 and store.images.shape[1:] == (32, 32, 3)
+    n_unique = len({int(n) for s in layout.subjects.values() for n in [*s.nsd_train, *s.nsd_test]})
+    assert store.images.shape[0] == n_unique  # shared images decoded once
+    s3 = layout["subj03"]
+    fmri = store.fmri("subj03")
+    expected = np.concatenate([s3.load_fmri("lh"), s3.load_fmri("rh")], axis=1)
+    np.testing.assert_array_equal(fmri, expected)
+    info = store.subject("subj03")
+    assert np.array_equal(store.nsd_ids[info.train_rows], s3.nsd_train)
+    from brainencoder.data.images import load_image
+
+    np.testing.assert_array_equal(
+        store.images[info.test_rows[2]], load_image(s3.test_images[2], 32)
+    )
+    assert sum(len(v) for v in info.splits.values()) == info.n_train
+    assert "subj03" in store.summary()
+    with pytest.raises(StoreError, match="subject 'subj09' is not in store"):
+        store.subject("subj09")
+
+
+def _copy_data(synth_root, tmp_path):
+    return shutil.copytree(synth_root, tmp_path / "data", ignore=shutil.ignore_patterns("truth"))
+
+
+def test_prepare_resumes_after_partial_work(synth_root, store, tmp_path):
+    out = tmp_path / "s"
+    prepare_store(synth_root, out, image_size=32, progress=False)
+    # simulate a kill: manifest not yet written, some chunks unfinished and garbage
+    (out / "manifest.json").unlink()
+    (out / "chunks").mkdir()
+    n = Store(store.path).images.shape[0]
+    for start in range(0, n, 64):
+        if start != 64:
+            (out / "chunks" / f"{start:08d}.done").touch()
+    mm = np.memmap(out / "images.u8", dtype=np.uint8, mode="r+", shape=(n, 32, 32, 3))
+    mm[64:128] = 7
+    mm.flush()
+    del mm
+    with pytest.raises(StoreError, match="incomplete .* run 'brainencoder prepare' again"):
+        Store(out)
+    resumed = prepare_store(synth_root, out, image_size=32, progress=False)
+    np.testing.assert_array_equal(resumed.images, store.images)
+
+
+def test_prepare_refuses_other_dataset_or_options(synth_root, store, tmp_path):
+    with pytest.raises(StoreError, match="already holds a store of other data or options"):
+        prepare_store(synth_root, store.path, image_size=40)
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "thesis.tex").write_text("precious")
+    with pytest.raises(StoreError, match="--overwrite"):
+        prepare_store(synth_root, tmp_path / "x")
+    assert (tmp_path / "x" / "thesis.tex").exists()
+    again = prepare_store(synth_root, store.path, image_size=32)  # same: no-op
+    assert again.images.shape == store.images.shape
+
+
+def test_prepare_nan_policy(synth_root, tmp_path):
+    root = _copy_data(synth_root, tmp_path)
+    path = root / "subj02/training_split/training_fmri/rh_training_fmri.npy"
+    data = np.load(path)
+    data[4, 0] = np.inf
+    np.save(path, data)
+    with pytest.raises(DataError, match="rh_training_fmri.npy: NaN or inf at row 4"):
+        prepare_store(root, tmp_path / "s", image_size=16, progress=False)
+    assert not (tmp_path / "s" / "manifest.json").exists()
+    s = prepare_store(root, tmp_path / "s", image_size=16, nan_policy="zero", overwrite=True)
+    n_lh = s.subject("subj02").n_vertices["lh"]
+    assert s.fmri("subj02")[4, n_lh] == 0 and np.isfinite(s.fmri("subj02")).all()
+
+
+def test_prepare_float16_and_version_check(synth_root, tmp_path):
+    s = prepare_store(synth_root, tmp_path / "s", image_size=16, fmri_dtype="float16")
+    assert s.fmri("subj01").dtype == np.float16
+    manifest = json.loads((s.path / "manifest.json").read_text())
+    manifest["format_version"] = 99
+    (s.path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(StoreError, match="store format version 99 .* prepare the store again"):
+        Store(s.path)
+    with pytest.raises(StoreError, match="not a prepared store: run 'brainencoder prepare"):
+        Store(tmp_path)
+    with pytest.raises(StoreError, match="'fmri_dtype' must be one of"):
+        prepare_store(synth_root, tmp_path / "t", fmri_dtype="int8")
+
+
+def test_prepare_reports_corrupt_image(synth_root, tmp_path):
+    root = _copy_data(synth_root, tmp_path)
+    png = sorted((root / "subj01/test_split/test_images").iterdir())[1]
+    png.write_bytes(b"not a png")
+    with pytest.raises(DataError, match=f"{png.name}: cannot decode image"):
+        prepare_store(root, tmp_path / "s", image_size=16, workers=1)
+    assert not (tmp_path / "s" / "manifest.json").exists()
+
+
+def test_prepare_survives_sigkill(synth_root, store, tmp_path):
+    """Kill prepare at seeded random moments several times, then finish: same store."""
+    out = tmp_path / "killed"
+    code = (
+        "import sys; from brainencoder.data.store import prepare_store; "
+        f"prepare_store({str(synth_root)!r}, {str(out)!r}, image_size=32, workers=1)"
+    )
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code],
+            env={**os.environ},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(rng.uniform(0.5, 2.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    final = prepare_store(synth_root, out, image_size=32, workers=1, progress=False)
+    np.testing.assert_array_equal(final.images, store.images)
+    for name in store.names:
+        np.testing.assert_array_equal(final.fmri(name), store.fmri(name))
