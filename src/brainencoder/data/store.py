@@ -67,12 +67,21 @@ def _fingerprint(layout: DatasetLayout) -> str:
 def _decode_chunk(
     images_file: str, shape: tuple[int, ...], start: int, paths: list[str], done_marker: str
 ) -> int:
-    """Worker: decode ``paths`` into rows ``start:`` of the image memmap."""
-    out = np.memmap(images_file, dtype=np.uint8, mode="r+", shape=shape)
+    """Worker: decode ``paths`` and write them as rows ``start:`` of the image file.
+
+    The chunk is written with one ``pwrite`` (no memory map, no per-chunk
+    msync); the marker is created after the write returned, so a killed worker
+    leaves its chunk unmarked. The whole file is fsynced once before the
+    manifest is written.
+    """
+    rows = np.empty((len(paths), *shape[1:]), dtype=np.uint8)
     for i, path in enumerate(paths):
-        out[start + i] = load_image(path, shape[1])
-    out.flush()
-    del out
+        rows[i] = load_image(path, shape[1])
+    fd = os.open(images_file, os.O_WRONLY)
+    try:
+        os.pwrite(fd, rows.tobytes(), start * rows[0].nbytes)
+    finally:
+        os.close(fd)
     Path(done_marker).touch()
     return len(paths)
 
@@ -244,6 +253,8 @@ def prepare_store(
             bar.update(fut.result())
     bar.close()
 
+    with open(images_file, "rb+") as fh:
+        os.fsync(fh.fileno())
     (store / "fmri").mkdir(exist_ok=True)
     subjects_info = {}
     for name, subj in layout.subjects.items():
