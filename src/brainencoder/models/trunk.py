@@ -1,0 +1,255 @@
+"""A timm backbone that returns feature maps of selected layers.
+
+The trunk wraps any timm model that implements ``forward_intermediates``
+(vision transformers with or without prefix tokens, ResNets, ConvNeXts, ...).
+Layers are chosen by index into the model's ``feature_info`` or by fnmatch
+globs on its module names (``"blocks.[02468]"``); layers after the last chosen
+one, and the classifier head, are pruned so they cost nothing.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import BrainEncoderError, ConfigError
+
+__all__ = ["Trunk", "apply_freeze", "create_timm_model", "resolve_layers"]
+
+logger = logging.getLogger(__name__)
+
+LayerSpec = Sequence[int] | str | Sequence[str]
+
+
+def create_timm_model(
+    name: str,
+    pretrained: bool = False,
+    weights: str | Path | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """Create a timm model, from the hub/cache, a local weights file, or random.
+
+    Keyword arguments the model family does not accept (e.g. a ViT's
+    ``attn_drop_rate`` for a ResNet) are dropped with a log message, so one
+    configuration can serve several trunks. Keyword arguments set to None are
+    dropped, as in timm.
+
+    Parameters
+    ----------
+    name : str
+        timm model name, optionally with a pretrained tag
+        (``"eva02_base_patch14_224.mim_in22k"``).
+    pretrained : bool, default=False
+        Load pretrained weights (from the Hugging Face hub or its local cache).
+    weights : path, optional
+        Local weights file (``.safetensors`` or a torch state dict, read with
+        ``weights_only=True``); implies ``pretrained``. It goes through timm's
+        own pretrained-loading path (``pretrained_cfg_overlay=dict(file=...)``).
+    **kwargs
+        Passed to :func:`timm.create_model`.
+    """
+    import timm
+
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    if weights is not None:
+        weights = Path(weights)
+        if not weights.is_file():
+            raise BrainEncoderError(f"{weights}: trunk weights file not found")
+        kwargs["pretrained_cfg_overlay"] = {"file": str(weights)}
+        pretrained = True
+    base = name.split(".")[0]
+    if base not in timm.list_models():
+        close = timm.list_models(f"*{base.split('_')[0]}*")[:10]
+        raise ConfigError(f"unknown timm model {name!r}; similar names: {close}")
+    while True:
+        try:
+            return timm.create_model(name, pretrained=pretrained, **kwargs)
+        except TypeError as exc:
+            match = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
+            if match is None or match.group(1) not in kwargs:
+                raise
+            logger.info("trunk %s does not accept %r; ignoring it", name, match.group(1))
+            kwargs.pop(match.group(1))
+        except (OSError, RuntimeError) as exc:
+            if not pretrained:
+                raise
+            text = f"{type(exc).__name__}: {exc}"
+            if weights is not None:
+                raise BrainEncoderError(
+                    f"{weights}: cannot load weights for {name} ({text[:300]})"
+                ) from None
+            raise BrainEncoderError(
+                f"cannot get pretrained weights for {name!r} ({text[:200]}). This machine may "
+                "be offline: download the weights elsewhere (e.g. the model's "
+                "model.safetensors on huggingface.co/timm) and pass the file with "
+                "trunk_weights=PATH (CLI: trunk_weights=PATH override), or set "
+                "pretrained=false to use random weights"
+            ) from None
+
+
+def resolve_layers(module_names: Sequence[str], layers: LayerSpec) -> list[int]:
+    """Turn a layer specification into sorted indices of ``module_names``.
+
+    Parameters
+    ----------
+    module_names : sequence of str
+        Names of the model's feature layers (``[f["module"] for f in model.feature_info]``).
+    layers : sequence of int, str or sequence of str
+        Indices (negative allowed), or fnmatch globs on the names.
+
+    Returns
+    -------
+    list of int
+    """
+    n = len(module_names)
+    if isinstance(layers, str):
+        layers = [layers]
+    layers = list(layers)
+    if not layers:
+        raise ConfigError("'layers' is empty; choose at least one trunk layer")
+    indices: set[int] = set()
+    for item in layers:
+        if isinstance(item, bool) or not isinstance(item, int | str):
+            raise ConfigError(f"'layers' items must be int or str; got {item!r}")
+        if isinstance(item, int):
+            if not -n <= item < n:
+                raise ConfigError(f"layer index {item} is out of range for a trunk with {n} "
+                                  f"feature layers ({', '.join(module_names)})")
+            indices.add(item % n)
+        else:
+            hits = [i for i, m in enumerate(module_names) if fnmatch.fnmatchcase(m, item)]
+            if not hits:
+                raise ConfigError(f"layer pattern {item!r} matches no trunk layer; layers are "
+                                  f"{', '.join(module_names)}")
+            indices.update(hits)
+    return sorted(indices)
+
+
+def apply_freeze(
+    module: nn.Module, patterns: Iterable[str], requires_grad: bool = False
+) -> list[str]:
+    """Set ``requires_grad`` of parameters whose names match any fnmatch pattern.
+
+    Parameters
+    ----------
+    module : nn.Module
+    patterns : iterable of str
+        fnmatch globs on parameter names (``"blocks*norm*"``).
+    requires_grad : bool, default=False
+        The value given to matching parameters.
+
+    Returns
+    -------
+    list of str
+        Names of the parameters that matched.
+
+    Raises
+    ------
+    ConfigError
+        If a pattern matches no parameter (a typo must not be a silent no-op).
+    """
+    names = [n for n, _ in module.named_parameters()]
+    matched: set[str] = set()
+    for pattern in patterns:
+        hits = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+        if not hits:
+            sample = ", ".join(names[:8])
+            raise ConfigError(f"freeze pattern {pattern!r} matches no parameter (names look "
+                              f"like: {sample}, ...)")
+        matched.update(hits)
+    for name, param in module.named_parameters():
+        if name in matched:
+            param.requires_grad_(requires_grad)
+    return sorted(matched)
+
+
+class Trunk(nn.Module):
+    """timm backbone returning (B, C, H, W) feature maps of chosen layers.
+
+    Parameters
+    ----------
+    model_name : str
+        timm model name.
+    layers : sequence of int, str or sequence of str
+        See :func:`resolve_layers`.
+    pretrained : bool, default=False
+    weights : path, optional
+        Local weights file (see :func:`create_timm_model`).
+    img_size : int, optional
+        Input side length; default the model's pretrained config. Passed to
+        models that accept it (ViTs interpolate their position embedding).
+    **model_kwargs
+        Extra keyword arguments for :func:`timm.create_model`.
+
+    Attributes
+    ----------
+    indices : list of int
+        Chosen feature layers.
+    layer_names : list of str
+    data_config : dict
+        timm's resolved data config (input_size, mean, std, interpolation, ...).
+    """
+
+    def __init__(
+        self,
+        model_name: str,
+        layers: LayerSpec,
+        pretrained: bool = False,
+        weights: str | Path | None = None,
+        img_size: int | None = None,
+        **model_kwargs: Any,
+    ) -> None:
+        import timm
+
+        super().__init__()
+        kwargs = dict(model_kwargs)
+        if img_size is not None:
+            kwargs["img_size"] = img_size
+        model = create_timm_model(model_name, pretrained=pretrained, weights=weights, **kwargs)
+        if not hasattr(model, "forward_intermediates"):
+            raise ConfigError(f"timm model {model_name!r} has no forward_intermediates; choose "
+                              "a ViT, ResNet, ConvNeXt or other model that supports it")
+        module_names = [f["module"] for f in model.feature_info]
+        self.indices = resolve_layers(module_names, layers)
+        self.layer_names = [module_names[i] for i in self.indices]
+        self.data_config = timm.data.resolve_model_data_config(model)
+        if img_size is not None:
+            self.data_config["input_size"] = (3, img_size, img_size)
+        model.prune_intermediate_layers(self.indices, prune_head=True)
+        self.model = model
+
+    @property
+    def input_size(self) -> int:
+        """Side length of the square input images."""
+        return int(self.data_config["input_size"][-1])
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Feature maps of the chosen layers.
+
+        Parameters
+        ----------
+        x : Tensor of shape (B, 3, H, W)
+            Normalized images.
+
+        Returns
+        -------
+        list of Tensor of shape (B, C_l, H_l, W_l)
+        """
+        return self.model.forward_intermediates(x, indices=self.indices, intermediates_only=True)
+
+    @torch.no_grad()
+    def feature_shapes(self) -> list[tuple[int, int, int]]:
+        """(C, H, W) of each chosen layer at :attr:`input_size` (one dry run)."""
+        was_training = self.training
+        self.eval()
+        size = self.input_size
+        feats = self(torch.zeros(1, 3, size, size, device=next(self.parameters()).device))
+        self.train(was_training)
+        return [tuple(f.shape[1:]) for f in feats]
