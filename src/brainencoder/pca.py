@@ -54,9 +54,15 @@ class GroupPCA:
         from safetensors.numpy import save_file
 
         with atomic_path(path, suffix=".safetensors") as tmp:
-            save_file({"components": self.components, "mean": self.mean,
-                       "explained_variance": self.explained_variance}, str(tmp),
-                      metadata={"n_samples": json.dumps(self.n_samples)})
+            save_file(
+                {
+                    "components": self.components,
+                    "mean": self.mean,
+                    "explained_variance": self.explained_variance,
+                },
+                str(tmp),
+                metadata={"n_samples": json.dumps(self.n_samples)},
+            )
 
     @classmethod
     def load(cls, path: str | Path) -> GroupPCA:
@@ -67,14 +73,19 @@ class GroupPCA:
             with safe_open(str(path), framework="np") as fh:
                 arrays = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
                 meta = fh.metadata() or {}
-            return cls(arrays["components"], arrays["mean"], arrays["explained_variance"],
-                       int(json.loads(meta["n_samples"])))
+            return cls(
+                arrays["components"],
+                arrays["mean"],
+                arrays["explained_variance"],
+                int(json.loads(meta["n_samples"])),
+            )
         except (OSError, KeyError, ValueError) as exc:
             raise DataError(f"{path}: not a group PCA file ({exc})") from None
 
 
-def resolve_n_components(requested: int | str, n_samples: int, n_vertices: int,
-                         auto_max: int = 2048) -> int:
+def resolve_n_components(
+    requested: int | str, n_samples: int, n_vertices: int, auto_max: int = 2048
+) -> int:
     """Check or choose the number of components.
 
     ``"auto"`` gives ``min(auto_max, n_samples, n_vertices)``; an integer
@@ -94,15 +105,16 @@ def resolve_n_components(requested: int | str, n_samples: int, n_vertices: int,
     return requested
 
 
-def _row_blocks(store: Store, split: str, mean: np.ndarray | None, chunk: int
-                ) -> Iterator[np.ndarray]:
+def _row_blocks(
+    store: Store, split: str, mean: np.ndarray | None, chunk: int
+) -> Iterator[np.ndarray]:
     """Yield centred group-space row blocks of all subjects, shape (n, n_group)."""
     for name in store.names:
         rows = store.split_rows(name, split)
         cols = store.space.subject_columns(name)
         fmri = store.fmri(name)
         for start in range(0, rows.size, chunk):
-            block = np.asarray(fmri[rows[start:start + chunk]], dtype=np.float32)
+            block = np.asarray(fmri[rows[start : start + chunk]], dtype=np.float32)
             out = np.zeros((block.shape[0], store.space.n_vertices), dtype=np.float32)
             out[:, cols] = block if mean is None else block - mean[cols]
             yield out
@@ -147,7 +159,7 @@ def fit_group_pca(
         cols = store.space.subject_columns(name)
         fmri = store.fmri(name)
         for start in range(0, rows.size, chunk_rows):
-            block = np.asarray(fmri[rows[start:start + chunk_rows]], dtype=np.float64)
+            block = np.asarray(fmri[rows[start : start + chunk_rows]], dtype=np.float64)
             sums[cols] += block.sum(0)
         counts[cols] += rows.size
         n_samples += rows.size
@@ -158,14 +170,15 @@ def fit_group_pca(
     omega = torch.randn(n_vertices, width, generator=gen)
 
     def times(right: torch.Tensor) -> torch.Tensor:  # X @ right, (n_samples, width)
-        return torch.cat([torch.from_numpy(b) @ right for b in _row_blocks(
-            store, split, mean, chunk_rows)])
+        return torch.cat(
+            [torch.from_numpy(b) @ right for b in _row_blocks(store, split, mean, chunk_rows)]
+        )
 
     def t_times(left: torch.Tensor) -> torch.Tensor:  # X.T @ left, (n_vertices, width)
         acc = torch.zeros(n_vertices, left.shape[1])
         start = 0
         for b in _row_blocks(store, split, mean, chunk_rows):
-            acc += torch.from_numpy(b).t() @ left[start:start + b.shape[0]]
+            acc += torch.from_numpy(b).t() @ left[start : start + b.shape[0]]
             start += b.shape[0]
         return acc
 

@@ -92,8 +92,13 @@ ENCODER_CONFIGS: dict[str, EncoderConfig] = {
     # a CPU-sized encoder: random-init ResNet-18 (its ReLU + pooling features carry
     # signal even untrained), three stages, 112 px input
     "tiny": EncoderConfig(
-        trunk="resnet18", layers=["layer1", "layer2", "layer3"], pretrained=False,
-        img_size=112, hidden_dim=256, latent_dim=256, dropout=0.3,
+        trunk="resnet18",
+        layers=["layer1", "layer2", "layer3"],
+        pretrained=False,
+        img_size=112,
+        hidden_dim=256,
+        latent_dim=256,
+        dropout=0.3,
     ),
 }
 
@@ -123,26 +128,42 @@ class Encoder(nn.Module):
     mean : Tensor of shape (n_group_vertices,)
     """
 
-    def __init__(self, config: EncoderConfig, space: GroupSpace, components: torch.Tensor,
-                 mean: torch.Tensor) -> None:
+    def __init__(
+        self, config: EncoderConfig, space: GroupSpace, components: torch.Tensor, mean: torch.Tensor
+    ) -> None:
         super().__init__()
         config.validate()
         if components.shape[1] != space.n_vertices:
-            raise ConfigError(f"PCA components have {components.shape[1]} vertices but the group "
-                              f"space has {space.n_vertices}")
+            raise ConfigError(
+                f"PCA components have {components.shape[1]} vertices but the group "
+                f"space has {space.n_vertices}"
+            )
         self.config = config
         self.space = space
-        self.trunk = Trunk(config.trunk, config.layers, pretrained=config.pretrained,
-                           weights=config.trunk_weights, img_size=config.img_size,
-                           **config.trunk_kwargs)
+        self.trunk = Trunk(
+            config.trunk,
+            config.layers,
+            pretrained=config.pretrained,
+            weights=config.trunk_weights,
+            img_size=config.img_size,
+            **config.trunk_kwargs,
+        )
         self.feature_shapes = self.trunk.feature_shapes()
-        self.head = GroupLinReadout(self.feature_shapes, len(space.subjects), components, mean,
-                                    hidden_dim=config.hidden_dim, dropout=config.dropout)
+        self.head = GroupLinReadout(
+            self.feature_shapes,
+            len(space.subjects),
+            components,
+            mean,
+            hidden_dim=config.hidden_dim,
+            dropout=config.dropout,
+        )
         dc = self.trunk.data_config
-        self.register_buffer("pixel_mean", torch.tensor(dc["mean"]).view(1, 3, 1, 1),
-                             persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(dc["std"]).view(1, 3, 1, 1),
-                             persistent=False)
+        self.register_buffer(
+            "pixel_mean", torch.tensor(dc["mean"]).view(1, 3, 1, 1), persistent=False
+        )
+        self.register_buffer(
+            "pixel_std", torch.tensor(dc["std"]).view(1, 3, 1, 1), persistent=False
+        )
         self.register_buffer("subject_masks", torch.from_numpy(space.masks()), persistent=False)
 
     @property
@@ -183,13 +204,15 @@ class Encoder(nn.Module):
             raise ValueError(f"images must have shape (B, 3, H, W); got {tuple(x.shape)}")
         size = self.input_size
         if x.shape[-2:] != (size, size):
-            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
-                              align_corners=False)
+            x = F.interpolate(
+                x, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+            )
         return x
 
     @torch.no_grad()
-    def predict(self, images: np.ndarray | torch.Tensor, subject: str, batch_size: int = 64
-                ) -> dict[str, np.ndarray]:
+    def predict(
+        self, images: np.ndarray | torch.Tensor, subject: str, batch_size: int = 64
+    ) -> dict[str, np.ndarray]:
         """Predict one subject's responses in its own challenge space.
 
         Parameters
@@ -209,14 +232,16 @@ class Encoder(nn.Module):
         device = next(self.parameters()).device
         outs = []
         for start in range(0, len(images), batch_size):
-            x = self.prepare_images(images[start:start + batch_size]).to(device)
+            x = self.prepare_images(images[start : start + batch_size]).to(device)
             subj = torch.full((x.shape[0],), index, dtype=torch.long, device=device)
             outs.append(self(x, subj).float().cpu())
         self.train(was_training)
-        group = torch.cat(outs).numpy() if outs else np.zeros((0, self.space.n_vertices),
-                                                              np.float32)
-        return {h: np.ascontiguousarray(v) for h, v in self.space.split_hemis(subject, group)
-                .items()}
+        group = (
+            torch.cat(outs).numpy() if outs else np.zeros((0, self.space.n_vertices), np.float32)
+        )
+        return {
+            h: np.ascontiguousarray(v) for h, v in self.space.split_hemis(subject, group).items()
+        }
 
 
 def _random_components(latent_dim: int, n_vertices: int, seed: int = 0) -> torch.Tensor:
@@ -225,8 +250,9 @@ def _random_components(latent_dim: int, n_vertices: int, seed: int = 0) -> torch
     return q.t().contiguous()
 
 
-def create_encoder(name: str, space: GroupSpace, pca: Any | None = None, **overrides: Any
-                   ) -> Encoder:
+def create_encoder(
+    name: str, space: GroupSpace, pca: Any | None = None, **overrides: Any
+) -> Encoder:
     """Build a named encoder configuration, with keyword overrides.
 
     Parameters
@@ -270,8 +296,10 @@ def build_encoder(config: EncoderConfig, space: GroupSpace, pca: Any | None = No
 
         k = resolve_n_components(config.latent_dim, pca.n_samples, space.n_vertices)
         if k > pca.components.shape[0]:
-            raise ConfigError(f"latent_dim {k} is larger than the {pca.components.shape[0]} "
-                              "components of the given PCA")
+            raise ConfigError(
+                f"latent_dim {k} is larger than the {pca.components.shape[0]} "
+                "components of the given PCA"
+            )
         components = torch.from_numpy(np.asarray(pca.components[:k]))
         mean = torch.from_numpy(np.asarray(pca.mean))
     return Encoder(config, space, components, mean)
@@ -291,8 +319,7 @@ def encoder_metadata(model: Encoder) -> dict[str, str]:
     }
 
 
-def save_encoder(model: Encoder, path: str | Path, metadata: dict[str, str] | None = None
-                 ) -> None:
+def save_encoder(model: Encoder, path: str | Path, metadata: dict[str, str] | None = None) -> None:
     """Save a self-contained model file (safetensors): weights, PCA, group space, config.
 
     Parameters
@@ -326,13 +353,16 @@ def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
             meta = fh.metadata() or {}
             tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({exc}); it may be "
-                              "truncated") from None
+        raise CheckpointError(
+            f"{path}: not a readable safetensors file ({exc}); it may be truncated"
+        ) from None
     if meta.get("format") != "brainencoder-model":
         raise CheckpointError(f"{path}: not a brainencoder model file")
     if int(meta.get("format_version", -1)) != _FORMAT_VERSION:
-        raise CheckpointError(f"{path}: model format {meta.get('format_version')}, this "
-                              f"brainencoder reads {_FORMAT_VERSION}")
+        raise CheckpointError(
+            f"{path}: model format {meta.get('format_version')}, this "
+            f"brainencoder reads {_FORMAT_VERSION}"
+        )
     return tensors, meta
 
 
@@ -341,16 +371,25 @@ def load_state(model: Encoder, state: dict[str, torch.Tensor], source: str | Pat
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     extra = sorted(set(state) - set(own))
-    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in own.keys() & state.keys() if own[k].shape != state[k].shape]
+    shapes = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own.keys() & state.keys()
+        if own[k].shape != state[k].shape
+    ]
     if missing or extra or shapes:
-        detail = "; ".join(filter(None, [
-            f"missing {missing[:5]}" if missing else "",
-            f"unexpected {extra[:5]}" if extra else "",
-            f"shape mismatch {shapes[:5]}" if shapes else "",
-        ]))
-        raise CheckpointError(f"{source}: weights were saved from a different model "
-                              f"configuration ({detail})")
+        detail = "; ".join(
+            filter(
+                None,
+                [
+                    f"missing {missing[:5]}" if missing else "",
+                    f"unexpected {extra[:5]}" if extra else "",
+                    f"shape mismatch {shapes[:5]}" if shapes else "",
+                ],
+            )
+        )
+        raise CheckpointError(
+            f"{source}: weights were saved from a different model configuration ({detail})"
+        )
     model.load_state_dict(state)
 
 
@@ -360,10 +399,10 @@ def load_encoder(path: str | Path, map_location: str | torch.device = "cpu") -> 
     config = EncoderConfig(**json.loads(meta["config"]))
     config.pretrained, config.trunk_weights = False, None  # the weights are in the file
     subjects = json.loads(meta["subjects"])
-    space = GroupSpace.from_arrays(subjects, {k[6:]: v.numpy() for k, v in tensors.items()
-                                              if k.startswith("space.")})
+    space = GroupSpace.from_arrays(
+        subjects, {k[6:]: v.numpy() for k, v in tensors.items() if k.startswith("space.")}
+    )
     state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
-    model = Encoder(config, space, state["head.embedding.components"],
-                    state["head.embedding.mean"])
+    model = Encoder(config, space, state["head.embedding.components"], state["head.embedding.mean"])
     load_state(model, state, path)
     return model.to(map_location)

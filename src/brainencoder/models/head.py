@@ -43,8 +43,9 @@ class FactorizedProjection(nn.Module):
     dropout : float, default=0.0
     """
 
-    def __init__(self, in_channels: int, n_positions: int, hidden_dim: int, dropout: float = 0.0
-                 ) -> None:
+    def __init__(
+        self, in_channels: int, n_positions: int, hidden_dim: int, dropout: float = 0.0
+    ) -> None:
         super().__init__()
         self.in_channels, self.n_positions = in_channels, n_positions
         self.spatial = nn.Parameter(torch.empty(hidden_dim, n_positions))
@@ -73,8 +74,10 @@ class FactorizedProjection(nn.Module):
         """
         b, c, h, w = x.shape
         if (c, h * w) != (self.in_channels, self.n_positions):
-            raise ValueError(f"feature map of shape {(c, h, w)} does not match this projection "
-                             f"({self.in_channels} channels x {self.n_positions} positions)")
+            raise ValueError(
+                f"feature map of shape {(c, h, w)} does not match this projection "
+                f"({self.in_channels} channels x {self.n_positions} positions)"
+            )
         x = x.reshape(b, c, h * w)
         if self.n_positions <= self.in_channels:
             y = torch.matmul(self.channel, x)  # (B, K, P)
@@ -100,8 +103,9 @@ class GroupLinear(nn.Module):
         subjects begin shared and diverge only as the data ask.
     """
 
-    def __init__(self, n_groups: int, in_features: int, out_features: int,
-                 identity_init: bool = True) -> None:
+    def __init__(
+        self, n_groups: int, in_features: int, out_features: int, identity_init: bool = True
+    ) -> None:
         super().__init__()
         self.n_groups, self.in_features, self.out_features = n_groups, in_features, out_features
         self.weight = nn.Parameter(torch.empty(n_groups, out_features, in_features))
@@ -146,8 +150,10 @@ class PCAEmbedding(nn.Module):
     def __init__(self, components: torch.Tensor, mean: torch.Tensor) -> None:
         super().__init__()
         if components.ndim != 2 or mean.shape != components.shape[1:]:
-            raise ValueError(f"components {tuple(components.shape)} and mean "
-                             f"{tuple(mean.shape)} do not fit together")
+            raise ValueError(
+                f"components {tuple(components.shape)} and mean "
+                f"{tuple(mean.shape)} do not fit together"
+            )
         self.register_buffer("components", components.float().contiguous())
         self.register_buffer("mean", mean.float().contiguous())
 
@@ -188,9 +194,15 @@ class GroupLinReadout(Readout):
     dropout : float, default=0.9
     """
 
-    def __init__(self, feature_shapes: Sequence[tuple[int, int, int]], n_subjects: int,
-                 components: torch.Tensor, mean: torch.Tensor, hidden_dim: int = 1024,
-                 dropout: float = 0.9) -> None:
+    def __init__(
+        self,
+        feature_shapes: Sequence[tuple[int, int, int]],
+        n_subjects: int,
+        components: torch.Tensor,
+        mean: torch.Tensor,
+        hidden_dim: int = 1024,
+        dropout: float = 0.9,
+    ) -> None:
         super().__init__()
         latent_dim = components.shape[0]
         self.projections = nn.ModuleList(

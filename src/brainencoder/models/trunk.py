@@ -120,14 +120,18 @@ def resolve_layers(module_names: Sequence[str], layers: LayerSpec) -> list[int]:
             raise ConfigError(f"'layers' items must be int or str; got {item!r}")
         if isinstance(item, int):
             if not -n <= item < n:
-                raise ConfigError(f"layer index {item} is out of range for a trunk with {n} "
-                                  f"feature layers ({', '.join(module_names)})")
+                raise ConfigError(
+                    f"layer index {item} is out of range for a trunk with {n} "
+                    f"feature layers ({', '.join(module_names)})"
+                )
             indices.add(item % n)
         else:
             hits = [i for i, m in enumerate(module_names) if fnmatch.fnmatchcase(m, item)]
             if not hits:
-                raise ConfigError(f"layer pattern {item!r} matches no trunk layer; layers are "
-                                  f"{', '.join(module_names)}")
+                raise ConfigError(
+                    f"layer pattern {item!r} matches no trunk layer; layers are "
+                    f"{', '.join(module_names)}"
+                )
             indices.update(hits)
     return sorted(indices)
 
@@ -161,8 +165,9 @@ def apply_freeze(
         hits = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
         if not hits:
             sample = ", ".join(names[:8])
-            raise ConfigError(f"freeze pattern {pattern!r} matches no parameter (names look "
-                              f"like: {sample}, ...)")
+            raise ConfigError(
+                f"freeze pattern {pattern!r} matches no parameter (names look like: {sample}, ...)"
+            )
         matched.update(hits)
     for name, param in module.named_parameters():
         if name in matched:
@@ -214,8 +219,10 @@ class Trunk(nn.Module):
             kwargs["img_size"] = img_size
         model = create_timm_model(model_name, pretrained=pretrained, weights=weights, **kwargs)
         if not hasattr(model, "forward_intermediates"):
-            raise ConfigError(f"timm model {model_name!r} has no forward_intermediates; choose "
-                              "a ViT, ResNet, ConvNeXt or other model that supports it")
+            raise ConfigError(
+                f"timm model {model_name!r} has no forward_intermediates; choose "
+                "a ViT, ResNet, ConvNeXt or other model that supports it"
+            )
         module_names = [f["module"] for f in model.feature_info]
         self.indices = resolve_layers(module_names, layers)
         self.layer_names = [module_names[i] for i in self.indices]

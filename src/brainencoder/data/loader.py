@@ -1,0 +1,160 @@
+"""Batches of (images, subject, group-space targets, masks) from a store.
+
+Batches mix subjects. :class:`EpochBatchSampler` draws a permutation that
+depends only on (seed, epoch), splits each global batch across DDP ranks, and
+can start at any batch of an epoch, so that a resumed run sees exactly the
+batches an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+from .store import Store
+
+__all__ = ["EpochBatchSampler", "SampleIndex", "StoreBatches", "build_index"]
+
+
+@dataclass
+class SampleIndex:
+    """Flat list of samples across subjects.
+
+    Attributes
+    ----------
+    subject : ndarray of int64, shape (n_samples,)
+        Subject index (position in ``store.names``).
+    row : ndarray of int64, shape (n_samples,)
+        Row of the subject's training fMRI.
+    image : ndarray of int64, shape (n_samples,)
+        Row of ``store.images``.
+    """
+
+    subject: np.ndarray
+    row: np.ndarray
+    image: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.subject.size)
+
+
+def build_index(store: Store, split: str, subjects: Sequence[str] | None = None) -> SampleIndex:
+    """All samples of ``split`` ('train', 'val', 'testval', 'all') of the given subjects."""
+    parts = []
+    for name in subjects or store.names:
+        info = store.subject(name)
+        rows = store.split_rows(name, split)
+        parts.append((np.full(rows.size, info.index), rows, info.train_rows[rows]))
+    return SampleIndex(*(np.concatenate(p).astype(np.int64) for p in zip(*parts)))
+
+
+class EpochBatchSampler:
+    """Global batches of a seeded per-epoch permutation, split across ranks.
+
+    Parameters
+    ----------
+    n_samples : int
+    batch_size : int
+        Global batch size (all ranks together).
+    seed : int
+    rank, world_size : int, default=0, 1
+    shuffle : bool, default=True
+    drop_last : bool, default=True
+        Drop the last incomplete batch (training); keep it for evaluation.
+    """
+
+    def __init__(
+        self,
+        n_samples: int,
+        batch_size: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        shuffle: bool = True,
+        drop_last: bool = True,
+    ) -> None:
+        if batch_size % world_size:
+            raise ConfigError(
+                f"batch size {batch_size} must be divisible by the number of processes {world_size}"
+            )
+        if drop_last and n_samples < batch_size:
+            raise ConfigError(
+                f"batch size {batch_size} is larger than the {n_samples} training "
+                "samples; lower batch_size"
+            )
+        self.n_samples, self.batch_size, self.seed = n_samples, batch_size, seed
+        self.rank, self.world_size = rank, world_size
+        self.shuffle, self.drop_last = shuffle, drop_last
+        self.epoch, self.start_batch = 0, 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Select the epoch's permutation and the first batch to yield."""
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def __len__(self) -> int:
+        if self.drop_last:
+            return self.n_samples // self.batch_size
+        return -(-self.n_samples // self.batch_size)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n_samples)
+        else:
+            order = np.arange(self.n_samples)
+        for k in range(self.start_batch, len(self)):
+            batch = order[k * self.batch_size : (k + 1) * self.batch_size]
+            yield np.array_split(batch, self.world_size)[self.rank]
+
+
+class StoreBatches(torch.utils.data.Dataset):
+    """Map a batch of sample positions to tensors (use with ``batch_size=None``).
+
+    Each item is a dict with ``images`` (uint8, (B, S, S, 3)), ``subject``
+    (int64, (B,)), ``target`` (float32, (B, n_group), zero where masked) and
+    ``mask`` (bool, (B, n_group)).
+    """
+
+    def __init__(self, store: Store, index: SampleIndex) -> None:
+        self.store, self.index = store, index
+        self.columns = [torch.from_numpy(store.space.subject_columns(n)) for n in store.names]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def targets(self, positions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Group-space targets and masks of samples, each (B, n_group)."""
+        n_group = self.store.space.n_vertices
+        target = torch.zeros(len(positions), n_group)
+        mask = torch.zeros(len(positions), n_group, dtype=torch.bool)
+        subjects = self.index.subject[positions]
+        for s in np.unique(subjects):
+            which = np.flatnonzero(subjects == s)
+            rows = self.index.row[positions[which]]
+            order = np.argsort(rows)
+            data = np.asarray(self.store.fmri(self.store.names[s])[rows[order]], dtype=np.float32)
+            sel = torch.from_numpy(which[order])
+            target[sel.unsqueeze(1), self.columns[s].unsqueeze(0)] = torch.from_numpy(data)
+            mask[sel.unsqueeze(1), self.columns[s].unsqueeze(0)] = True
+        return target, mask
+
+    def images(self, positions: np.ndarray) -> torch.Tensor:
+        rows = self.index.image[positions]
+        order = np.argsort(rows)
+        out = np.empty((len(rows), *self.store.images.shape[1:]), dtype=np.uint8)
+        out[order] = self.store.images[rows[order]]
+        return torch.from_numpy(out)
+
+    def __getitem__(self, positions: np.ndarray) -> dict[str, torch.Tensor]:
+        positions = np.asarray(positions)
+        target, mask = self.targets(positions)
+        return {
+            "images": self.images(positions),
+            "subject": torch.from_numpy(self.index.subject[positions]),
+            "target": target,
+            "mask": mask,
+            "positions": torch.from_numpy(positions),
+        }
