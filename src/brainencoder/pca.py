@@ -7,7 +7,8 @@ that have it, and after centring the missing entries are 0, i.e. mean
 imputation, which is neutral for the covariance. The fit is a randomized SVD
 (Halko, Martinsson & Tropp 2011) that streams the rows from the store's
 memory maps, so only (n_rows x (k + p)) and (n_vertices x (k + p)) matrices are
-held in memory, never the full data.
+held in memory, never the full data. When the centred matrix is small (below
+``max_dense_bytes``) an exact SVD is used instead.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ class GroupPCA:
 
         try:
             with safe_open(str(path), framework="np") as fh:
-                arrays = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
+                arrays = {k: fh.get_tensor(k) for k in fh.keys()}
                 meta = fh.metadata() or {}
             return cls(
                 arrays["components"],
@@ -126,8 +127,9 @@ def fit_group_pca(
     split: str = "train",
     seed: int = 0,
     n_oversamples: int = 16,
-    n_iter: int = 2,
+    n_iter: int = 4,
     chunk_rows: int = 2048,
+    max_dense_bytes: int = 2**30,
 ) -> GroupPCA:
     """Fit the group PCA on the store's training rows of all subjects.
 
@@ -141,10 +143,13 @@ def fit_group_pca(
     seed : int, default=0
         Seed of the random test matrix; the result is deterministic.
     n_oversamples : int, default=16
-    n_iter : int, default=2
-        Power iterations (each one more two passes over the data).
+    n_iter : int, default=4
+        Power iterations of the randomized SVD (each adds two passes over the data).
     chunk_rows : int, default=2048
         Rows read at a time.
+    max_dense_bytes : int, default=2**30
+        Use an exact SVD of the dense centred matrix when it (float32) is no
+        larger than this; 0 always streams.
 
     Returns
     -------
@@ -183,14 +188,19 @@ def fit_group_pca(
         return acc
 
     logger.info("group PCA: %d components from %d rows x %d vertices", k, n_samples, n_vertices)
-    y = times(omega)
-    for _ in range(n_iter):
+    if n_samples * n_vertices * 4 <= max_dense_bytes:
+        blocks = _row_blocks(store, split, mean, chunk_rows)
+        dense = torch.cat([torch.from_numpy(b) for b in blocks]).double()
+        _, s, vt = torch.linalg.svd(dense, full_matrices=False)
+    else:
+        y = times(omega)
+        for _ in range(n_iter):
+            q, _ = torch.linalg.qr(y)
+            z, _ = torch.linalg.qr(t_times(q))
+            y = times(z)
         q, _ = torch.linalg.qr(y)
-        z, _ = torch.linalg.qr(t_times(q))
-        y = times(z)
-    q, _ = torch.linalg.qr(y)
-    b = t_times(q).t()  # (width, n_vertices) = Q.T X
-    _, s, vt = torch.linalg.svd(b.double(), full_matrices=False)
+        b = t_times(q).t()  # (width, n_vertices) = Q.T X
+        _, s, vt = torch.linalg.svd(b.double(), full_matrices=False)
     vt = vt[:k]
     # deterministic signs: the largest-magnitude entry of each component is positive
     signs = torch.sign(vt.gather(1, vt.abs().argmax(1, keepdim=True)))

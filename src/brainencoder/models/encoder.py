@@ -295,6 +295,8 @@ def build_encoder(config: EncoderConfig, space: GroupSpace, pca: Any | None = No
         from ..pca import resolve_n_components
 
         k = resolve_n_components(config.latent_dim, pca.n_samples, space.n_vertices)
+        if config.latent_dim == "auto":
+            k = min(k, pca.components.shape[0])
         if k > pca.components.shape[0]:
             raise ConfigError(
                 f"latent_dim {k} is larger than the {pca.components.shape[0]} "
@@ -351,7 +353,7 @@ def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     try:
         with safe_open(str(path), framework="pt") as fh:
             meta = fh.metadata() or {}
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(
             f"{path}: not a readable safetensors file ({exc}); it may be truncated"

@@ -109,7 +109,7 @@ class RunDir:
         if torch.cuda.is_available():
             tensors["cuda_rng"] = torch.cuda.get_rng_state_all()
         torch.save(tensors, tmp / "state.pt")
-        np_state = np.random.get_state()
+        np_state = np.random.get_state()  # noqa: NPY002 (global state of user code)
         meta = dict(state)
         meta["numpy_rng"] = [np_state[0], np_state[1].tolist(), *np_state[2:]]
         py_state = random.getstate()
@@ -148,7 +148,8 @@ class RunDir:
             torch.cuda.set_rng_state_all(tensors["cuda_rng"])
         state = read_json(ckpt / "state.json", "checkpoint state")
         np_rng = state.pop("numpy_rng")
-        np.random.set_state((np_rng[0], np.asarray(np_rng[1], dtype=np.uint32), *np_rng[2:]))
+        restored = (np_rng[0], np.asarray(np_rng[1], dtype=np.uint32), *np_rng[2:])
+        np.random.set_state(restored)  # noqa: NPY002
         py_rng = state.pop("python_rng")
         random.setstate((py_rng[0], tuple(py_rng[1]), py_rng[2]))
         return state

@@ -137,12 +137,8 @@ class TrainConfig:
             raise ConfigError("'warmup_frac' must be in [0, 1) and 'min_lr_frac' in [0, 1]")
         if self.amp not in _AMP:
             raise ConfigError(f"'amp' must be one of {set(_AMP)}; got {self.amp!r}")
-        lo, hi = (
-            (self.crop_scale + [None, None])[:2]
-            if isinstance(self.crop_scale, list)
-            else (None, None)
-        )
-        if len(self.crop_scale) != 2 or not (0 < lo <= hi <= 1):
+        scale = self.crop_scale
+        if len(scale) != 2 or not (0 < scale[0] <= scale[1] <= 1):
             raise ConfigError(
                 f"'crop_scale' must be [min, max] with 0 < min <= max <= 1; got {self.crop_scale}"
             )

@@ -48,7 +48,7 @@ def lr_at(
     step: int, total_steps: int, base_lr: float, warmup_frac: float, min_lr_frac: float
 ) -> float:
     """Learning rate at optimizer step ``step`` (0-based): linear warmup, cosine to a floor."""
-    warmup = int(round(warmup_frac * total_steps))
+    warmup = round(warmup_frac * total_steps)
     if step < warmup:
         return base_lr * (step + 1) / warmup
     progress = (step - warmup) / max(1, total_steps - warmup)
@@ -202,7 +202,7 @@ def train(
     _prepare_run_dir(run, resume, overwrite, info)
     store = Store(store_path)
     torch.manual_seed(config.seed + info.rank)
-    np.random.seed(config.seed)
+    np.random.seed(config.seed)  # noqa: NPY002 (for user code that uses it)
 
     model = _build_model(config, store)
     model.store_image_size = store.image_size

@@ -1,0 +1,218 @@
+import numpy as np
+import pytest
+import torch
+
+from brainencoder.errors import BrainEncoderError, CheckpointError, ConfigError
+from brainencoder.models.encoder import (
+    build_encoder,
+    create_encoder,
+    load_encoder,
+    masked_mse,
+    save_encoder,
+)
+from brainencoder.models.head import FactorizedProjection, GroupLinear
+from brainencoder.models.trunk import Trunk, apply_freeze, resolve_layers
+from brainencoder.pca import GroupPCA, fit_group_pca, resolve_n_components
+from brainencoder.space import GroupSpace
+
+TINY = {"img_size": 32, "hidden_dim": 16, "latent_dim": 8, "dropout": 0.0}
+
+
+def test_vit_trunk_with_prefix_tokens_and_globs():
+    trunk = Trunk("test_vit", "blocks.[024]")
+    assert trunk.indices == [0, 2, 4] and trunk.layer_names == ["blocks.0", "blocks.2", "blocks.4"]
+    assert trunk.model.num_prefix_tokens == 1
+    feats = trunk(torch.randn(2, 3, trunk.input_size, trunk.input_size))
+    assert [tuple(f.shape) for f in feats] == [(2, 64, 10, 10)] * 3
+    assert trunk.feature_shapes() == [(64, 10, 10)] * 3
+    assert len(trunk.model.blocks) == 5  # pruned after the last chosen block
+    assert trunk.data_config["mean"] == (0.5, 0.5, 0.5)  # from timm's pretrained config
+
+
+def test_convnet_trunk_drops_unsupported_kwargs():
+    trunk = Trunk("resnet18", [1, -1], img_size=64, attn_drop_rate=0.1)
+    assert trunk.layer_names == ["layer1", "layer4"]
+    assert trunk.feature_shapes() == [(64, 16, 16), (512, 2, 2)]
+
+
+def test_layer_spec_errors():
+    names = ["blocks.0", "blocks.1"]
+    with pytest.raises(ConfigError, match="layer pattern 'blocks.9' matches no trunk layer"):
+        resolve_layers(names, "blocks.9")
+    with pytest.raises(ConfigError, match="layer index 5 is out of range"):
+        resolve_layers(names, [5])
+    with pytest.raises(ConfigError, match="'layers' is empty"):
+        resolve_layers(names, [])
+    with pytest.raises(ConfigError, match="unknown timm model 'no_such_vit'"):
+        Trunk("no_such_vit", [0])
+
+
+def test_freeze_patterns():
+    trunk = Trunk("test_vit", [0, 1])
+    names = apply_freeze(trunk.model, ["cls_token", "blocks*norm*"])
+    assert "cls_token" in names and "blocks.1.norm2.weight" in names
+    assert not trunk.model.cls_token.requires_grad
+    assert trunk.model.blocks[0].attn.qkv.weight.requires_grad
+    with pytest.raises(ConfigError, match='freeze pattern "fc_norm\'\\*" matches no parameter'):
+        apply_freeze(trunk.model, ["fc_norm'*"])
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_local_weights_load_through_timm(tmp_path, suffix):
+    import timm
+    from safetensors.torch import save_file
+
+    src = timm.create_model("test_vit", pretrained=False)
+    path = tmp_path / f"weights{suffix}"
+    state = {k: v.contiguous() for k, v in src.state_dict().items()}
+    save_file(state, str(path)) if suffix == ".safetensors" else torch.save(state, path)
+    trunk = Trunk("test_vit", [0], weights=path)
+    torch.testing.assert_close(trunk.model.patch_embed.proj.weight, src.patch_embed.proj.weight)
+    with pytest.raises(BrainEncoderError, match="trunk weights file not found"):
+        Trunk("test_vit", [0], weights=tmp_path / "missing.safetensors")
+
+
+def test_pretrained_offline_gives_instructions(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(BrainEncoderError, match="pass the file with trunk_weights=PATH"):
+        Trunk("test_vit.r160_in1k", [0], pretrained=True)
+
+
+@pytest.mark.parametrize(("c", "hw"), [(32, 4), (4, 6)])  # both contraction orders
+def test_factorized_projection_matches_naive(c, hw):
+    proj = FactorizedProjection(c, hw * hw, 5).eval()
+    x = torch.randn(3, c, hw, hw)
+    naive = torch.einsum("bcp,kp,kc->bk", x.flatten(2), proj.spatial, proj.channel)
+    torch.testing.assert_close(proj(x), proj.norm(naive), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="does not match this projection"):
+        proj(torch.randn(3, c + 1, hw, hw))
+
+
+def test_group_linear_mixed_batch_equals_per_group():
+    gl = GroupLinear(3, 4, 4, identity_init=False)
+    x, groups = torch.randn(6, 4), torch.tensor([2, 0, 1, 2, 0, 1])
+    out = gl(x, groups)
+    for i, g in enumerate(groups.tolist()):
+        torch.testing.assert_close(out[i], x[i] @ gl.weight[g].t() + gl.bias[g])
+
+
+def _space():
+    rng = np.random.default_rng(0)
+    masks = {}
+    for s in ("subj01", "subj02"):
+        masks[s] = {h: rng.random(50) < 0.6 for h in ("lh", "rh")}
+    return GroupSpace.from_masks(masks)
+
+
+def test_encoder_mixed_batch_and_missing_vertices():
+    space = _space()
+    enc = create_encoder("tiny", space, **TINY).eval()
+    x = torch.rand(4, 3, 32, 32)
+    subj = torch.tensor([0, 1, 1, 0])
+    with torch.no_grad():
+        mixed = enc(x, subj)
+        alone = torch.cat([enc(x[i : i + 1], subj[i : i + 1]) for i in range(4)])
+    torch.testing.assert_close(mixed, alone, rtol=1e-4, atol=1e-5)
+    out = enc.predict(np.zeros((3, 40, 40, 3), np.uint8), "subj02")
+    assert out["lh"].shape == (3, space.n_subject_vertices("subj02", "lh"))
+    assert out["rh"].dtype == np.float32
+    with pytest.raises(Exception, match="subject 'subj05' is not in this model's group space"):
+        enc.predict(np.zeros((1, 8, 8, 3), np.uint8), "subj05")
+
+
+def test_encoder_factory_rejects_unknown():
+    with pytest.raises(ConfigError, match=r"unknown encoder 'huge'; available: \['eva02_base'"):
+        create_encoder("huge", _space())
+    with pytest.raises(ConfigError, match=r"unknown encoder option\(s\) \['dropuot'\]"):
+        create_encoder("tiny", _space(), dropuot=0.1)
+
+
+def test_save_load_round_trip_with_pca(tmp_path, store):
+    pca = fit_group_pca(store, 8)
+    enc = create_encoder("tiny", store.space, pca, **{**TINY, "latent_dim": "auto"})
+    assert enc.head.embedding.components.shape[0] == 8  # auto: all components of the PCA
+    enc = create_encoder("tiny", store.space, pca, **TINY)
+    with torch.no_grad():  # move BN stats away from defaults
+        enc.head.projections[0].norm.running_mean.add_(0.5)
+    save_encoder(enc, tmp_path / "m.safetensors")
+    back = load_encoder(tmp_path / "m.safetensors")
+    images = np.asarray(store.images[:5])
+    a, b = enc.predict(images, "subj03"), back.predict(images, "subj03")
+    np.testing.assert_array_equal(a["lh"], b["lh"])
+    np.testing.assert_array_equal(back.head.embedding.components.numpy(), pca.components)
+    other = create_encoder("tiny", store.space, pca, **{**TINY, "hidden_dim": 12})
+    from brainencoder.models.encoder import load_state, read_model_file
+
+    tensors, _ = read_model_file(tmp_path / "m.safetensors")
+    with pytest.raises(CheckpointError, match="different model configuration .*shape mismatch"):
+        load_state(other, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, "f")
+    (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 20)
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+        load_encoder(tmp_path / "bad.safetensors")
+
+
+def test_masked_mse_ignores_masked_entries():
+    pred = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    target = torch.tensor([[0.0, 1e6], [3.0, 2.0]])
+    mask = torch.tensor([[True, False], [True, True]])
+    assert masked_mse(pred, target, mask).item() == pytest.approx((1 + 0 + 4) / 3)
+
+
+def test_pca_matches_sklearn_and_is_deterministic(store):
+    from sklearn.decomposition import PCA
+
+    pca = fit_group_pca(store, 6, seed=3)
+    again = fit_group_pca(store, 6, seed=3)
+    np.testing.assert_array_equal(pca.components, again.components)
+    # reference: dense matrix with missing entries imputed by the vertex mean
+    rows = []
+    for name in store.names:
+        block = np.zeros((len(store.split_rows(name, "train")), store.space.n_vertices))
+        block[:] = pca.mean
+        block[:, store.space.subject_columns(name)] = store.fmri(name)[
+            store.split_rows(name, "train")
+        ]
+        rows.append(block)
+    dense = np.concatenate(rows)
+    ref = PCA(6, svd_solver="full").fit(dense)
+    np.testing.assert_allclose(pca.mean, dense.mean(0), atol=1e-5)
+    overlap = np.abs(pca.components @ ref.components_.T)
+    np.testing.assert_allclose(np.diag(overlap), 1.0, atol=1e-3)
+    np.testing.assert_allclose(pca.explained_variance, ref.explained_variance_, rtol=1e-3)
+    # the streaming randomized path spans the same leading subspace
+    streamed = fit_group_pca(store, 6, seed=3, max_dense_bytes=0, n_iter=6)
+    cos = np.linalg.svd(streamed.components[:3] @ pca.components.T, compute_uv=False)
+    assert cos.min() > 0.99
+
+
+def test_pca_component_limits(store, tmp_path):
+    n = sum(len(store.split_rows(s, "train")) for s in store.names)
+    with pytest.raises(ConfigError, match=f"cannot fit 5000 PCA components from {n} training"):
+        fit_group_pca(store, 5000)
+    assert resolve_n_components("auto", 10, 300) == 10
+    assert resolve_n_components("auto", 10_000, 50_000) == 2048
+    pca = fit_group_pca(store, 4)
+    pca.save(tmp_path / "p.safetensors")
+    np.testing.assert_array_equal(GroupPCA.load(tmp_path / "p.safetensors").mean, pca.mean)
+
+
+def test_reference_configuration_builds_at_full_scale():
+    """eva02 base, 6 layers, 8 subjects, 39,548 group vertices: a forward pass of 2 images."""
+    rng = np.random.default_rng(0)
+    n_fs = 163842
+    masks = {}
+    for k in range(8):
+        masks[f"subj{k + 1:02d}"] = {}
+        for h, n in (("lh", 19004), ("rh", 20544)):
+            m = np.zeros(n_fs, bool)
+            m[:n] = True
+            if k == 5:
+                m[rng.choice(n, 30, replace=False)] = False
+            masks[f"subj{k + 1:02d}"][h] = m
+    space = GroupSpace.from_masks(masks)
+    assert space.n_vertices == 39548
+    enc = create_encoder("eva02_base", space, pretrained=False, latent_dim=2048).eval()
+    with torch.no_grad():
+        out = enc(torch.rand(2, 3, 224, 224), torch.tensor([0, 7]))
+    assert out.shape == (2, 39548)
+    assert build_encoder  # factory re-export stays importable
