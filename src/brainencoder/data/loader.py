@@ -121,6 +121,7 @@ class StoreBatches(torch.utils.data.Dataset):
     def __init__(self, store: Store, index: SampleIndex) -> None:
         self.store, self.index = store, index
         self.columns = [torch.from_numpy(store.space.subject_columns(n)) for n in store.names]
+        self.n_vertices = np.array([c.numel() for c in self.columns], dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.index)

@@ -103,7 +103,12 @@ ENCODER_CONFIGS: dict[str, EncoderConfig] = {
 }
 
 
-def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def masked_mse(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor,
+    denominator: float | torch.Tensor | None = None,
+) -> torch.Tensor:
     """Mean squared error over each sample's own vertices.
 
     Parameters
@@ -112,9 +117,14 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> 
     mask : BoolTensor of shape (B, n_group)
         True where the sample's subject has the vertex; other entries of
         ``target`` are ignored whatever they hold.
+    denominator : float or Tensor, optional
+        Divide the summed squared error by this instead of ``mask.sum()``
+        (the count over a whole global batch, when this is a part of it).
     """
     diff = torch.where(mask, pred.float() - target.float(), torch.zeros((), device=pred.device))
-    return diff.pow(2).sum() / mask.sum().clamp_min(1)
+    if denominator is None:
+        denominator = mask.sum().clamp_min(1)
+    return diff.pow(2).sum() / denominator
 
 
 class Encoder(nn.Module):
@@ -303,6 +313,7 @@ def build_encoder(config: EncoderConfig, space: GroupSpace, pca: Any | None = No
                 "components of the given PCA"
             )
         components = torch.from_numpy(np.asarray(pca.components[:k]))
+        components = components * torch.from_numpy(np.sqrt(pca.explained_variance[:k]))[:, None]
         mean = torch.from_numpy(np.asarray(pca.mean))
     return Encoder(config, space, components, mean)
 

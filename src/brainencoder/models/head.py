@@ -209,6 +209,10 @@ class GroupLinReadout(Readout):
             FactorizedProjection(c, h * w, hidden_dim, dropout) for c, h, w in feature_shapes
         )
         self.shared = nn.Linear(hidden_dim, latent_dim)
+        # start at the training mean (the PCA mean), as neuralpredictors initialises
+        # readout biases; gradients still reach this layer since its input is not zero
+        nn.init.zeros_(self.shared.weight)
+        nn.init.zeros_(self.shared.bias)
         self.subject = GroupLinear(n_subjects, latent_dim, latent_dim)
         self.embedding = PCAEmbedding(components, mean)
 

@@ -177,6 +177,11 @@ def _check_type(key: str, value: Any, annotation: Any) -> Any:
         return value
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if annotation is float and isinstance(value, str):  # YAML 1.1 reads "3e-3" as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if annotation is Any:
         return value
     if annotation in (int, float) and isinstance(value, bool):

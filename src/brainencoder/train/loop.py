@@ -201,15 +201,16 @@ def train(
     run = RunDir(run_dir)
     _prepare_run_dir(run, resume, overwrite, info)
     store = Store(store_path)
-    torch.manual_seed(config.seed + info.rank)
+    torch.manual_seed(config.seed)  # the same initial model on every rank
     np.random.seed(config.seed)  # noqa: NPY002 (for user code that uses it)
 
     model = _build_model(config, store)
+    torch.manual_seed(config.seed + info.rank)  # per-rank dropout masks
     model.store_image_size = store.image_size
     for p in model.trunk.parameters():
         p.requires_grad_(config.train_trunk)
     if config.train_trunk and config.freeze:
-        frozen = apply_freeze(model.trunk, config.freeze)
+        frozen = apply_freeze(model.trunk.model, config.freeze)  # timm parameter names
         logger.info("froze %d trunk parameter tensors", len(frozen))
     if info.enabled:
         sync_batchnorms(model.head)
@@ -470,6 +471,12 @@ def _step(
 
     micro_local = max(1, micro // info.world_size)
     chunks = [positions[i : i + micro_local] for i in range(0, len(positions), micro_local)]
+    # normalize by the vertex count of the whole global batch, so that micro-batches and
+    # DDP ranks (whose gradients DDP averages) add up to the global masked MSE exactly
+    count = torch.tensor(float(batches.n_vertices[batches.index.subject[positions]].sum()))
+    if info.enabled:
+        torch.distributed.all_reduce(count)
+    denominator = count.item() / info.world_size
     total = 0.0
     for i, chunk in enumerate(chunks):
         target, mask = batches.targets(chunk)
@@ -502,9 +509,13 @@ def _step(
                 if not config.train_trunk:
                     model.trunk.eval()
                 pred = ddp(images, subject)
-            loss = masked_mse(pred, target.to(device), mask.to(device)) / len(chunks)
+            loss = masked_mse(pred, target.to(device), mask.to(device), denominator)
         scaler.scale(loss).backward()
-        total += float(loss.detach())
+        total += float(loss.detach()) / info.world_size
+    if info.enabled:  # the logged loss is the global batch's
+        reduced = torch.tensor(total)
+        torch.distributed.all_reduce(reduced)
+        total = reduced.item()
     if config.grad_clip:
         scaler.unscale_(optimizer)
         params = [p for g in optimizer.param_groups for p in g["params"]]

@@ -1,0 +1,256 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from brainencoder.errors import CheckpointError, ConfigError
+from brainencoder.models.encoder import load_encoder
+from brainencoder.train.config import load_config, parse_overrides
+from brainencoder.train.loop import lr_at, train
+
+FAST = [
+    "model.img_size=32",
+    "model.hidden_dim=16",
+    "model.latent_dim=8",
+    "epochs=2",
+    "batch_size=32",
+    "lr=3e-3",
+    "weight_decay=0.01",
+    "log_every=1",
+]
+
+
+def _config(*extra):
+    return load_config(None, [*FAST, *extra])
+
+
+def test_config_layers_and_errors(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("epochs: 3\nlr: 1\nmodel: {dropout: 0.2}\n")
+    cfg = load_config(path, ["lr=0.5", "model.hidden_dim=8", "crop_scale=[0.5, 1]"])
+    assert cfg.epochs == 3 and cfg.lr == 0.5 and isinstance(cfg.lr, float)
+    assert cfg.model == {"dropout": 0.2, "hidden_dim": 8} and cfg.crop_scale == [0.5, 1.0]
+    assert parse_overrides(["a.b.c=[1, 2]"]) == {"a": {"b": {"c": [1, 2]}}}
+    with pytest.raises(ConfigError, match=r"unknown config key\(s\) \['lrr'\]; valid keys"):
+        load_config(None, ["lrr=1"])
+    with pytest.raises(ConfigError, match="'epochs' must be int; got 'many'"):
+        load_config(None, ["epochs=many"])
+    with pytest.raises(ConfigError, match="'batch_size' must be >= 1"):
+        load_config(None, ["batch_size=0"])
+    with pytest.raises(ConfigError, match=r"unknown model key\(s\) \['depth'\]"):
+        load_config(None, ["model.depth=3"])
+    with pytest.raises(ConfigError, match="must look like key=value"):
+        load_config(None, ["epochs"])
+    with pytest.raises(ConfigError, match="'amp' must be one of"):
+        load_config(None, ["amp=fp8"])
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    for name in ("phase1", "phase2", "demo", "demo_phase2"):
+        load_config(Path(__file__).parents[1] / "configs" / f"{name}.yaml")
+
+
+def test_lr_schedule_is_warmup_then_cosine_to_floor():
+    lrs = [lr_at(s, 100, 1.0, 0.05, 0.05) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.2) and lrs[4] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[4:], lrs[5:]))
+    assert lrs[-1] == pytest.approx(0.05, abs=1e-3)
+
+
+@pytest.mark.parametrize("cached", [True, False])
+def test_train_learns_and_writes_run(store, tmp_path, cached):
+    run = tmp_path / "run"
+    cfg = _config(
+        f"cache_features={str(cached).lower()}",
+        "cache_views=2",
+        f"cache_dir={tmp_path / 'cache'}",
+        "epochs=4",
+    )
+    summary = train(cfg, store.path, run)
+    assert summary["finished"] and summary["epochs_run"] == 4
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    val = [r["val/r2_median"] for r in records if "val/r2_median" in r]
+    assert len(val) == 4 and val[-1] > val[0]
+    # 8 val images per subject: R² is dominated by the val mean, Pearson shows the signal
+    assert [r["val/pearson_median"] for r in records if "epoch" in r and "best" in r][-1] > 0.1
+    for name in ("config.yaml", "best.safetensors", "best.json", "summary.json"):
+        assert (run / name).exists()
+    model = load_encoder(run / "best.safetensors")
+    assert model.predict(np.asarray(store.images[:2]), "subj01")["lh"].shape[0] == 2
+    with pytest.raises(CheckpointError, match="already holds a finished run; pass --overwrite"):
+        train(cfg, store.path, run)
+    with pytest.raises(CheckpointError, match="the run already finished"):
+        train(cfg, store.path, run, resume=True)
+
+
+def _weights(run):
+    model = load_encoder(run / "best.safetensors")
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_resume_is_bitwise_identical(store, tmp_path):
+    cfg = _config(
+        "cache_features=true",
+        f"cache_dir={tmp_path / 'cache'}",
+        "cache_views=2",
+        "epochs=3",
+        "model.dropout=0.3",
+    )
+    train(cfg, store.path, tmp_path / "full")
+    stopped = train(cfg, store.path, tmp_path / "part", stop_after_steps=7)  # mid-epoch 2
+    assert stopped == {"stopped_at_step": 7}
+    with pytest.raises(
+        CheckpointError, match="holds an unfinished run; pass --overwrite .* or --resume"
+    ):
+        train(cfg, store.path, tmp_path / "part")
+    train(cfg, store.path, tmp_path / "part", resume=True)
+    a, b = _weights(tmp_path / "full"), _weights(tmp_path / "part")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    strip = [
+        {k: v for k, v in r.items() if k != "samples_per_s"}
+        for r in map(json.loads, (tmp_path / "full" / "metrics.jsonl").read_text().splitlines())
+    ]
+    again = [
+        {k: v for k, v in r.items() if k != "samples_per_s"}
+        for r in map(json.loads, (tmp_path / "part" / "metrics.jsonl").read_text().splitlines())
+    ]
+    assert strip == again
+    other = _config("cache_features=true", f"cache_dir={tmp_path / 'cache'}", "epochs=5")
+    train(other, store.path, tmp_path / "p2", stop_after_steps=2)
+    with pytest.raises(CheckpointError, match="made with another config"):
+        train(_config("epochs=5"), store.path, tmp_path / "p2", resume=True)
+
+
+def test_phase2_from_phase1_and_freeze_errors(store, tmp_path):
+    train(
+        _config("cache_features=true", f"cache_dir={tmp_path / 'c'}"), store.path, tmp_path / "p1"
+    )
+    p2 = load_config(
+        None,
+        [
+            "epochs=1",
+            "batch_size=32",
+            "lr=1e-4",
+            "train_trunk=true",
+            f"init_from={tmp_path / 'p1'}",
+            "freeze=[conv1*, layer1*]",
+        ],
+    )
+    summary = train(p2, store.path, tmp_path / "p2")
+    assert summary["finished"]
+    before = load_encoder(tmp_path / "p1" / "best.safetensors").state_dict()
+    after = load_encoder(tmp_path / "p2" / "best.safetensors").state_dict()
+    assert torch.equal(before["trunk.model.conv1.weight"], after["trunk.model.conv1.weight"])
+    assert not torch.equal(
+        before["trunk.model.layer3.0.conv1.weight"], after["trunk.model.layer3.0.conv1.weight"]
+    )
+    bad = load_config(
+        None,
+        [
+            "epochs=1",
+            "batch_size=32",
+            "train_trunk=true",
+            f"init_from={tmp_path / 'p1'}",
+            'freeze=["fc_norm\'*"]',
+        ],
+    )
+    with pytest.raises(ConfigError, match='freeze pattern "fc_norm\'\\*" matches no parameter'):
+        train(bad, store.path, tmp_path / "p3")
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume_matches(store, tmp_path):
+    """SIGKILL a training subprocess at seeded random moments after each new checkpoint,
+    resume every time, and compare with an uninterrupted run."""
+    args = [
+        *FAST,
+        "epochs=30",
+        "checkpoint_every=3",
+        "cache_features=true",
+        f"cache_dir={tmp_path / 'cache'}",
+        "model.dropout=0.3",
+    ]
+    train(load_config(None, args), store.path, tmp_path / "full")
+    run = tmp_path / "killed"
+    pointer = run / "checkpoints" / "latest.json"
+    cmd = [
+        sys.executable,
+        "-m",
+        "brainencoder",
+        "train",
+        "none",
+        *args,
+        "--store",
+        str(store.path),
+        "--out",
+        str(run),
+    ]
+    rng = np.random.default_rng(1)
+    kills = resumes = 0
+    while not (run / "summary.json").exists():
+        resumes += pointer.exists()
+        proc = subprocess.Popen(
+            cmd + (["--resume"] if pointer.exists() else ["--overwrite"]),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        if kills < 3:
+            before = pointer.read_text() if pointer.exists() else None
+            deadline = time.time() + 120
+            while proc.poll() is None and time.time() < deadline:
+                if pointer.exists() and pointer.read_text() != before:
+                    time.sleep(rng.uniform(0.0, 0.2))  # somewhere mid-epoch
+                    proc.send_signal(signal.SIGKILL)
+                    kills += 1
+                    break
+                time.sleep(0.05)
+        proc.wait(timeout=300)
+        assert kills + resumes < 10
+    assert kills == 3 and resumes >= 3
+    a, b = _weights(tmp_path / "full"), _weights(run)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_torchrun_two_gloo_processes_match_single_process(store, tmp_path):
+    args = [
+        *FAST,
+        "epochs=2",
+        "model.dropout=0.0",
+        "cache_features=true",
+        "cache_views=2",
+        f"cache_dir={tmp_path / 'cache'}",
+        "grad_clip=null",
+    ]
+    train(load_config(None, args), store.path, tmp_path / "single")
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "brainencoder",
+        "train",
+        "none",
+        *args,
+        "--store",
+        str(store.path),
+        "--out",
+        str(tmp_path / "ddp"),
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
+    assert summary["world_size"] == 2
+    a, b = _weights(tmp_path / "single"), _weights(tmp_path / "ddp")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=2e-3, atol=2e-4, msg=key)
+    lines = (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == len((tmp_path / "single" / "metrics.jsonl").read_text().splitlines())
