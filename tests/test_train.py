@@ -1,5 +1,5 @@
+import itertools
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -59,7 +59,7 @@ def test_config_layers_and_errors(tmp_path):
 def test_lr_schedule_is_warmup_then_cosine_to_floor():
     lrs = [lr_at(s, 100, 1.0, 0.05, 0.05) for s in range(100)]
     assert lrs[0] == pytest.approx(0.2) and lrs[4] == pytest.approx(1.0)
-    assert all(a >= b for a, b in zip(lrs[4:], lrs[5:]))
+    assert all(a >= b for a, b in itertools.pairwise(lrs[4:]))
     assert lrs[-1] == pytest.approx(0.05, abs=1e-3)
 
 
