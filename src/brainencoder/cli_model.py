@@ -51,6 +51,123 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_run, summary_table
+
+    table = evaluate_run(args.run_dir, args.split, args.store, args.noise_ceiling)
+    print(summary_table(table))
+    score = table[
+        (table.subject == "all") & (table.metric == "score") & (table.statistic == "mean")
+    ]
+    if len(score):
+        print(f"challenge score (mean noise-normalized, all vertices): {score.value.iloc[0]:.2f}%")
+    print(f"wrote {Path(args.run_dir) / 'eval' / args.split / 'metrics.csv'}")
+    return 0
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from .figures import plot_run
+
+    sphere = None
+    if args.fsaverage_surf:
+        import nibabel.freesurfer as fsio
+
+        sphere = {
+            h: fsio.read_geometry(str(Path(args.fsaverage_surf) / f"{h}.sphere"))[0]
+            for h in ("lh", "rh")
+        }
+    for path in plot_run(args.run_dir, args.split, args.metric, sphere):
+        print(path)
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .fileio import atomic_path, save_npy_atomic
+    from .predict import list_images, predict_images
+    from .runs import load_run_model
+
+    model = load_run_model(args.run_dir)
+    paths = list_images(args.images_dir)
+    pred = predict_images(model, paths, args.subject, batch_size=args.batch_size)
+    out = Path(args.out)
+    if out.suffix == ".npz":
+        with atomic_path(out, suffix=".npz") as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, lh=pred["lh"], rh=pred["rh"], names=np.array([p.name for p in paths]))
+        print(f"wrote {out}: lh {pred['lh'].shape}, rh {pred['rh'].shape}, names")
+    else:
+        stem = out.with_suffix("")
+        for hemi in ("lh", "rh"):
+            save_npy_atomic(f"{stem}_{hemi}.npy", pred[hemi])
+            print(f"wrote {stem}_{hemi}.npy {pred[hemi].shape}")
+    return 0
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from .data.layout import read_layout
+    from .predict import ensemble_predict, score_submission, write_submission
+    from .runs import load_run_model
+
+    layout = read_layout(args.data)
+    models = [load_run_model(r) for r in args.run_dirs]
+    weights = None
+    if args.val_weights:
+        from .ensemble import val_weights
+
+        weights = val_weights(models, args.run_dirs, args.store)
+    preds = {}
+    for name, subj in layout.subjects.items():
+        w = None if weights is None else [wm[name] for wm in weights]
+        preds[name] = ensemble_predict(models, subj.test_images, name, w)
+    write_submission(preds, layout, args.out)
+    print(f"wrote {args.out} ({len(preds)} subjects, {len(models)} model(s))")
+    if args.truth:
+        scores = score_submission(args.out, args.truth, layout)
+        print("challenge score vs truth: " + ", ".join(f"{k} {v:.2f}" for k, v in scores.items()))
+    return 0
+
+
+def _cmd_baseline(args: argparse.Namespace) -> int:
+    from .baselines.ridge import FeatureSpec, fit_ridge_baseline
+    from .data.store import Store
+
+    store = Store(args.store)
+    layers = [int(x) if x.lstrip("-").isdigit() else x for x in args.layers]
+    if args.kind == "devkit":  # the Algonauts 2023 tutorial: PCA 100 of one layer + OLS
+        spec = FeatureSpec(
+            kind="trunk",
+            trunk=args.trunk,
+            layers=layers[-1:],
+            pretrained=args.pretrained,
+            trunk_weights=args.trunk_weights,
+            img_size=args.img_size,
+            pooling="mean",
+            pca_components=args.pca_components or 100,
+        )
+        solver = "ols"
+    else:
+        spec = FeatureSpec(
+            kind=args.features,
+            trunk=args.trunk,
+            layers=layers,
+            pretrained=args.pretrained,
+            trunk_weights=args.trunk_weights,
+            img_size=args.img_size,
+            pooling=args.pooling,
+            grid=args.grid,
+            pixel_size=args.pixel_size,
+            pca_components=args.pca_components,
+        )
+        solver = args.solver
+    fit_ridge_baseline(store, args.out, spec, solver=solver, overwrite=args.overwrite)
+    print(
+        f"wrote {args.out} ({args.kind}, {solver}); evaluate it with "
+        f"'brainencoder evaluate {args.out}'"
+    )
+    return 0
+
+
 def add_model_commands(sub: argparse._SubParsersAction) -> None:
     """Register the model commands on the subparsers ``sub``."""
     p = sub.add_parser("pca", help="fit the group PCA of a store's training fMRI")
@@ -68,3 +185,87 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="metrics of a run on a split, per subject and ROI")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument(
+        "--split",
+        default="testval",
+        choices=("val", "testval", "train", "all", "test"),
+        help="'test' needs held-back test responses in --noise-ceiling DIR",
+    )
+    p.add_argument("--store", type=Path, default=None, help="default: the run's store")
+    p.add_argument(
+        "--noise-ceiling",
+        type=Path,
+        default=None,
+        help="folder with subjXX/{lh,rh}_noise_ceiling.npy (fractions)",
+    )
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("plot", help="cortical maps, ROI bars and learning curves of a run")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--split", default="testval")
+    p.add_argument(
+        "--metric",
+        action="append",
+        choices=("score", "pearson", "r2"),
+        help="repeatable; default: pearson, and score when noise ceilings were given",
+    )
+    p.add_argument(
+        "--fsaverage-surf",
+        type=Path,
+        default=None,
+        help="FreeSurfer fsaverage/surf folder (lh.sphere, rh.sphere) to place "
+        "every vertex on fsaverage5; default: the fsaverage5 subset",
+    )
+    p.set_defaults(func=_cmd_plot)
+
+    p = sub.add_parser("predict", help="predict a subject's responses to a folder of images")
+    p.add_argument("run_dir", type=Path, help="run directory or model file")
+    p.add_argument("images_dir", type=Path)
+    p.add_argument("--subject", required=True)
+    p.add_argument("--out", type=Path, required=True, help="FILE.npz, or FILE.npy -> FILE_lh/rh")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("submit", help="write a challenge submission zip (several runs: ensemble)")
+    p.add_argument("run_dirs", type=Path, nargs="+")
+    p.add_argument("--data", type=Path, required=True, help="challenge data root")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument(
+        "--val-weights",
+        action="store_true",
+        help="per-vertex ensemble weights from validation accuracy",
+    )
+    p.add_argument("--store", type=Path, default=None, help="store for --val-weights")
+    p.add_argument(
+        "--truth",
+        type=Path,
+        default=None,
+        help="folder with held-back test responses and noise ceilings to score",
+    )
+    p.set_defaults(func=_cmd_submit)
+
+    p = sub.add_parser("baseline", help="fit a ridge or devkit baseline on frozen features")
+    p.add_argument("kind", choices=("ridge", "devkit"))
+    p.add_argument("--store", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--features", choices=("trunk", "pixels"), default="trunk")
+    p.add_argument("--trunk", default="resnet18")
+    p.add_argument(
+        "--layers",
+        nargs="+",
+        default=["layer1", "layer2", "layer3"],
+        help="indices or globs, as for the encoder",
+    )
+    p.add_argument("--pretrained", action="store_true")
+    p.add_argument("--trunk-weights", default=None)
+    p.add_argument("--img-size", type=int, default=112)
+    p.add_argument("--pooling", choices=("mean", "grid"), default="grid")
+    p.add_argument("--grid", type=int, default=2)
+    p.add_argument("--pixel-size", type=int, default=32)
+    p.add_argument("--pca-components", type=int, default=None)
+    p.add_argument("--solver", choices=("torch", "himalaya", "sklearn"), default="torch")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_baseline)

@@ -1,0 +1,360 @@
+"""Ridge baselines on frozen features: himalaya-style ridge and the devkit baseline.
+
+``brainencoder baseline ridge`` fits, per subject, a linear map from image
+features to every vertex on the store's train split, with a per-vertex alpha
+chosen by 5-fold cross-validation (:func:`~brainencoder.baselines.solvers.ridge_cv`,
+or himalaya's ``RidgeCV``, or scikit-learn's). ``brainencoder baseline devkit``
+is the official Algonauts 2023 tutorial's model: PCA (100 components) of one
+layer's features and ordinary least squares.
+
+Features (:class:`FeatureSpec`): downsampled pixels, or spatially pooled maps
+of chosen trunk layers (mean over space, or a ``grid`` x ``grid`` average),
+optionally PCA-reduced. A baseline run directory has the shape of an encoder
+run (``config.yaml`` naming the store, the model in ``ridge.safetensors``,
+``summary.json``), so ``evaluate``, ``plot``, ``predict`` and ``submit`` work
+on it unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import __version__
+from ..data.store import Store
+from ..data.transforms import resize
+from ..errors import CheckpointError, ConfigError
+from ..fileio import atomic_path, write_bytes_atomic, write_json_atomic
+from ..space import GroupSpace
+from .solvers import RidgeFit, ols, ridge_cv
+
+__all__ = ["FeatureExtractor", "FeatureSpec", "RidgeModel", "fit_ridge_baseline"]
+
+logger = logging.getLogger(__name__)
+_SOLVERS = ("torch", "himalaya", "sklearn", "ols")
+
+
+@dataclass
+class FeatureSpec:
+    """Which image features a baseline regresses on.
+
+    Attributes
+    ----------
+    kind : {"trunk", "pixels"}
+    trunk, layers, pretrained, trunk_weights, img_size :
+        As in :class:`~brainencoder.models.encoder.EncoderConfig` (kind "trunk").
+    pooling : {"mean", "grid"}
+        Average each map over space, or over a ``grid`` x ``grid`` partition.
+    grid : int
+    pixel_size : int
+        Side of the downsampled image (kind "pixels").
+    pca_components : int or None
+        Reduce the features with a PCA fitted on the training images.
+    seed : int
+        Seed of the trunk's random initialisation (when not pretrained).
+    """
+
+    kind: str = "trunk"
+    trunk: str = "resnet18"
+    layers: list[Any] = field(default_factory=lambda: ["layer1", "layer2", "layer3"])
+    pretrained: bool = False
+    trunk_weights: str | None = None
+    img_size: int | None = 112
+    pooling: str = "grid"
+    grid: int = 2
+    pixel_size: int = 32
+    pca_components: int | None = None
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.kind not in ("trunk", "pixels"):
+            raise ConfigError(f"'kind' must be one of {{'trunk', 'pixels'}}; got {self.kind!r}")
+        if self.pooling not in ("mean", "grid"):
+            raise ConfigError(f"'pooling' must be one of {{'mean', 'grid'}}; got {self.pooling!r}")
+
+
+class FeatureExtractor:
+    """Turns uint8 images into the feature vectors of a :class:`FeatureSpec`."""
+
+    def __init__(
+        self, spec: FeatureSpec, trunk_state: dict[str, torch.Tensor] | None = None
+    ) -> None:
+        spec.validate()
+        self.spec = spec
+        self.trunk = None
+        if spec.kind == "trunk":
+            from ..models.trunk import Trunk
+
+            torch.manual_seed(spec.seed)
+            pretrained = spec.pretrained and trunk_state is None
+            self.trunk = Trunk(
+                spec.trunk,
+                spec.layers,
+                pretrained=pretrained,
+                weights=spec.trunk_weights if pretrained else None,
+                img_size=spec.img_size,
+            ).eval()
+            if trunk_state is not None:
+                self.trunk.load_state_dict(trunk_state)
+            dc = self.trunk.data_config
+            self.mean = torch.tensor(dc["mean"]).view(1, 3, 1, 1)
+            self.std = torch.tensor(dc["std"]).view(1, 3, 1, 1)
+        self.pca_mean: np.ndarray | None = None
+        self.pca_components: np.ndarray | None = None
+
+    @torch.no_grad()
+    def raw(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """Features before PCA, shape (n_images, n_raw_features)."""
+        out = []
+        for start in range(0, len(images), batch_size):
+            batch = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size]))
+            if self.trunk is None:
+                x = resize(batch, self.spec.pixel_size)
+                out.append(x.flatten(1).numpy())
+                continue
+            x = (resize(batch, self.trunk.input_size) - self.mean) / self.std
+            pooled = []
+            for f in self.trunk(x):
+                g = 1 if self.spec.pooling == "mean" else self.spec.grid
+                pooled.append(F.adaptive_avg_pool2d(f, g).flatten(1))
+            out.append(torch.cat(pooled, 1).numpy())
+        return np.concatenate(out).astype(np.float32)
+
+    def fit_pca(self, features: np.ndarray) -> None:
+        """Fit the optional PCA reduction on training features."""
+        if self.spec.pca_components is None:
+            return
+        from sklearn.decomposition import PCA
+
+        k = self.spec.pca_components
+        if k > min(features.shape):
+            raise ConfigError(
+                f"pca_components {k} exceeds min(n_images, n_features) = {min(features.shape)}"
+            )
+        pca = PCA(k, random_state=0).fit(features)
+        self.pca_mean = np.ascontiguousarray(pca.mean_, dtype=np.float32)
+        self.pca_components = np.ascontiguousarray(pca.components_, dtype=np.float32)
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        """Final features, shape (n_images, n_features)."""
+        feats = self.raw(images)
+        if self.pca_components is not None:
+            feats = (feats - self.pca_mean) @ self.pca_components.T
+        return feats
+
+
+class RidgeModel:
+    """Per-subject linear maps from features to the subject's vertices.
+
+    Has the prediction interface of an encoder: ``space``,
+    ``predict(images, subject)`` and ``store_image_size``.
+    """
+
+    def __init__(
+        self,
+        extractor: FeatureExtractor,
+        space: GroupSpace,
+        fits: dict[str, RidgeFit],
+        store_image_size: int | None = None,
+    ) -> None:
+        self.extractor, self.space, self.fits = extractor, space, fits
+        self.store_image_size = store_image_size
+
+    def predict(self, images: np.ndarray, subject: str) -> dict[str, np.ndarray]:
+        """Predictions in the subject's challenge space, lh and rh (n_images, n_vertices)."""
+        self.space.subject_index(subject)
+        pred = self.fits[subject].predict(self.extractor(np.asarray(images)))
+        n_lh = self.space.n_subject_vertices(subject, "lh")
+        return {"lh": pred[:, :n_lh], "rh": pred[:, n_lh:]}
+
+    def save(self, path: str | Path) -> None:
+        """Self-contained safetensors file (trunk weights, PCA, maps, group space)."""
+        from safetensors.torch import save_file
+
+        tensors = {f"space.{k}": torch.from_numpy(v) for k, v in self.space.to_arrays().items()}
+        for name, fit in self.fits.items():
+            for key in ("coef", "intercept", "alphas"):
+                tensors[f"fit.{name}.{key}"] = torch.from_numpy(
+                    np.ascontiguousarray(getattr(fit, key), dtype=np.float32)
+                )
+        if self.extractor.trunk is not None:
+            for k, v in self.extractor.trunk.state_dict().items():
+                tensors[f"trunk.{k}"] = v.detach().contiguous()
+        if self.extractor.pca_components is not None:
+            tensors["pca.mean"] = torch.from_numpy(self.extractor.pca_mean)
+            tensors["pca.components"] = torch.from_numpy(self.extractor.pca_components)
+        meta = {
+            "format": "brainencoder-ridge",
+            "brainencoder_version": __version__,
+            "spec": json.dumps(dataclasses.asdict(self.extractor.spec)),
+            "subjects": json.dumps(self.space.subjects),
+            "store_image_size": json.dumps(self.store_image_size),
+        }
+        with atomic_path(path, suffix=".safetensors") as tmp:
+            save_file(tensors, str(tmp), metadata=meta)
+
+    @classmethod
+    def load(cls, path: str | Path) -> RidgeModel:
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as fh:
+                meta = fh.metadata() or {}
+                tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+        except (SafetensorError, OSError) as exc:
+            raise CheckpointError(f"{path}: cannot read ridge model ({exc})") from None
+        if meta.get("format") != "brainencoder-ridge":
+            raise CheckpointError(f"{path}: not a brainencoder ridge model")
+        spec = FeatureSpec(**json.loads(meta["spec"]))
+        trunk_state = {k[6:]: v for k, v in tensors.items() if k.startswith("trunk.")}
+        extractor = FeatureExtractor(spec, trunk_state or None)
+        if "pca.mean" in tensors:
+            extractor.pca_mean = tensors["pca.mean"].numpy()
+            extractor.pca_components = tensors["pca.components"].numpy()
+        subjects = json.loads(meta["subjects"])
+        space = GroupSpace.from_arrays(
+            subjects, {k[6:]: v.numpy() for k, v in tensors.items() if k.startswith("space.")}
+        )
+        fits = {
+            s: RidgeFit(
+                tensors[f"fit.{s}.coef"].numpy(),
+                tensors[f"fit.{s}.intercept"].numpy(),
+                tensors[f"fit.{s}.alphas"].numpy(),
+                np.zeros(0),
+            )
+            for s in subjects
+        }
+        return cls(extractor, space, fits, json.loads(meta["store_image_size"]))
+
+
+def _fit(solver: str, X: np.ndarray, Y: np.ndarray, alphas: np.ndarray, n_folds: int) -> RidgeFit:
+    if solver == "torch":
+        return ridge_cv(X, Y, alphas, n_folds)
+    if solver == "ols":
+        return ols(X, Y)
+    if solver == "himalaya":
+        from himalaya.ridge import RidgeCV
+
+        model = RidgeCV(alphas=alphas, cv=n_folds, fit_intercept=True).fit(X, Y)
+        return RidgeFit(
+            np.asarray(model.coef_, np.float32),
+            np.asarray(model.intercept_, np.float32),
+            np.asarray(model.best_alphas_),
+            np.asarray(model.cv_scores_),
+        )
+    from sklearn.linear_model import RidgeCV as SkRidgeCV
+
+    model = SkRidgeCV(alphas=alphas, cv=n_folds, alpha_per_target=True).fit(X, Y)
+    alpha = np.broadcast_to(np.asarray(model.alpha_, dtype=np.float64), (Y.shape[1],))
+    return RidgeFit(
+        model.coef_.T.astype(np.float32),
+        np.asarray(model.intercept_, np.float32),
+        np.array(alpha),
+        np.zeros(Y.shape[1]),
+    )
+
+
+def fit_ridge_baseline(
+    store: Store,
+    out: str | Path,
+    spec: FeatureSpec | None = None,
+    solver: str = "torch",
+    alphas: np.ndarray | None = None,
+    n_folds: int = 5,
+    split: str = "train",
+    overwrite: bool = False,
+) -> RidgeModel:
+    """Fit a baseline on the store's split and write a run directory.
+
+    Parameters
+    ----------
+    store : Store
+    out : path
+        Run directory (refused if it holds something, unless ``overwrite``).
+    spec : FeatureSpec, optional
+    solver : {"torch", "himalaya", "sklearn", "ols"}, default="torch"
+    alphas : ndarray, optional
+        Default ``np.logspace(-2, 6, 17)``.
+    n_folds : int, default=5
+    split : str, default="train"
+        Rows to fit on (``"train"``, or ``"all"``: train + val + testval).
+    overwrite : bool, default=False
+
+    Returns
+    -------
+    RidgeModel
+    """
+    import shutil
+
+    import yaml
+
+    spec = spec or FeatureSpec()
+    if solver not in _SOLVERS:
+        raise ConfigError(f"'solver' must be one of {set(_SOLVERS)}; got {solver!r}")
+    alphas = np.logspace(-2, 6, 17) if alphas is None else np.asarray(alphas, dtype=np.float64)
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise CheckpointError(f"{out} already holds a run; pass --overwrite to replace it")
+    work = out.parent / f".{out.name}.tmp"  # built aside, moved into place when complete
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    extractor = FeatureExtractor(spec)
+    rows_by_subject = {n: store.split_rows(n, split) for n in store.names}
+    image_rows = np.unique(
+        np.concatenate([store.subject(n).train_rows[r] for n, r in rows_by_subject.items()])
+    )
+    raw = extractor.raw(np.asarray(store.images[image_rows]))
+    extractor.fit_pca(raw)
+    feats = (
+        raw
+        if extractor.pca_components is None
+        else ((raw - extractor.pca_mean) @ extractor.pca_components.T)
+    )
+    fits, summary = {}, {}
+    for name, rows in rows_by_subject.items():
+        X = feats[np.searchsorted(image_rows, store.subject(name).train_rows[rows])]
+        Y = np.asarray(store.fmri(name)[rows], dtype=np.float32)
+        logger.info(
+            "%s: %s ridge on %d images x %d features -> %d vertices",
+            name,
+            solver,
+            *X.shape,
+            Y.shape[1],
+        )
+        fits[name] = _fit(solver, X, Y, alphas, n_folds)
+        summary[name] = {
+            "n_images": int(X.shape[0]),
+            "n_features": int(X.shape[1]),
+            "median_alpha": float(np.median(fits[name].alphas)),
+        }
+    model = RidgeModel(extractor, store.space, fits, store.image_size)
+    model.save(work / "ridge.safetensors")
+    header = {
+        "brainencoder_version": __version__,
+        "store": str(store.path.absolute()),
+        "baseline": solver,
+    }
+    config = {
+        "run": header,
+        "features": dataclasses.asdict(spec),
+        "solver": solver,
+        "alphas": alphas.tolist(),
+        "n_folds": n_folds,
+        "split": split,
+    }
+    write_bytes_atomic(work / "config.yaml", yaml.safe_dump(config, sort_keys=False).encode())
+    write_json_atomic(work / "summary.json", {"finished": True, "subjects": summary})
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(work, out)
+    return model

@@ -1,0 +1,54 @@
+"""Per-vertex ensemble weights chosen on the validation split."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .data.store import Store
+from .evaluate import predict_store_rows
+from .metrics import StreamingStats
+from .runs import run_store_path
+
+__all__ = ["val_weights"]
+
+
+def val_weights(
+    models: Sequence,
+    run_dirs: Sequence[Path],
+    store: Store | Path | None = None,
+    power: float = 2.0,
+) -> list[dict[str, np.ndarray]]:
+    """Weights proportional to ``max(r_val, 0) ** power`` per model and vertex.
+
+    Where no model has a positive validation correlation the weights are
+    uniform. Weights sum to 1 over models at each vertex.
+
+    Returns
+    -------
+    list (one per model) of dict of str to ndarray of shape (n_lh + n_rh,)
+    """
+    if not isinstance(store, Store):
+        store = Store(store if store is not None else run_store_path(run_dirs[0]))
+    raw = []
+    for model in models:
+        per_subject = {}
+        for name in store.names:
+            rows = store.split_rows(name, "val")
+            fmri = store.fmri(name)
+            stats = StreamingStats(fmri.shape[1])
+            for pos, pred in predict_store_rows(model, store, name, rows):
+                stats.update(pred, np.asarray(fmri[rows[pos]], dtype=np.float32))
+            per_subject[name] = np.clip(stats.pearson(), 0, None) ** power
+        raw.append(per_subject)
+    out = [dict() for _ in models]
+    for name in store.names:
+        stack = np.stack([r[name] for r in raw])
+        total = stack.sum(0)
+        uniform = np.full_like(stack, 1.0 / len(models))
+        weights = np.where(total > 0, stack / np.where(total > 0, total, 1), uniform)
+        for m in range(len(models)):
+            out[m][name] = weights[m]
+    return out

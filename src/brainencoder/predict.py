@@ -1,0 +1,250 @@
+"""Predictions for new images, challenge submissions, and ensembles.
+
+A submission is a zip with ``subjXX/lh_pred_test.npy`` and
+``subjXX/rh_pred_test.npy`` at its root for every subject: float32 arrays of
+shape (n_test_images, n_vertices_hemi) in the subject's challenge space, rows
+in sorted test-image order. It is validated before it is written, and written
+atomically.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+import zipfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .data.images import load_image
+from .data.layout import HEMIS, DatasetLayout
+from .errors import DataError, UnsafeFileError
+from .fileio import atomic_path
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "ensemble_predict",
+    "list_images",
+    "predict_images",
+    "read_submission",
+    "score_submission",
+    "write_submission",
+]
+
+logger = logging.getLogger(__name__)
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+_MEMBER = re.compile(r"^(subj\d+)/(lh|rh)_pred_test\.npy$")
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files of a folder, sorted by name; other files are skipped with a warning."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: image folder not found")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+    for other in sorted(set(files) - set(images)):
+        logger.warning("skipping %s: not an image file", other)
+    if not images:
+        raise DataError(f"{folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return images
+
+
+def predict_images(
+    model, paths: Sequence[Path], subject: str, batch_size: int = 64, progress: bool | None = None
+) -> dict[str, np.ndarray]:
+    """Predict a subject's responses to image files (any size, RGB/grayscale/RGBA).
+
+    Images are decoded and resized to the size of the store the model was
+    trained on (if known), then to the model's input size, as in training.
+
+    Returns
+    -------
+    dict with keys "lh", "rh" : ndarray of float32, shape (n_images, n_vertices_hemi)
+    """
+    from tqdm.auto import tqdm
+
+    size = getattr(model, "store_image_size", None)
+    outs: dict[str, list[np.ndarray]] = {h: [] for h in HEMIS}
+    starts = range(0, len(paths), batch_size)
+    for start in tqdm(
+        starts,
+        desc=f"predict {subject}",
+        unit="batch",
+        disable=None if progress is None else not progress,
+    ):
+        batch = [load_image(p, size) for p in paths[start : start + batch_size]]
+        if size is None:  # uneven sizes: resize each to the first one's
+            side = batch[0].shape[0]
+            batch = [load_image(p, side) for p in paths[start : start + batch_size]]
+        pred = model.predict(np.stack(batch), subject)
+        for h in HEMIS:
+            outs[h].append(pred[h])
+    return {h: np.concatenate(v).astype(np.float32) for h, v in outs.items()}
+
+
+def ensemble_predict(
+    models: Sequence,
+    paths: Sequence[Path],
+    subject: str,
+    weights: Sequence[np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
+    """Mean (or per-vertex weighted mean) of several models' predictions.
+
+    Parameters
+    ----------
+    models : sequence of models
+    paths : sequence of image paths
+    subject : str
+    weights : sequence of ndarray of shape (n_lh + n_rh,), optional
+        Per-model, per-vertex weights (lh then rh columns), summing to 1 over
+        models at each vertex.
+    """
+    total: dict[str, np.ndarray] | None = None
+    for m, model in enumerate(models):
+        pred = predict_images(model, paths, subject)
+        if weights is not None:
+            n_lh = pred["lh"].shape[1]
+            w = {"lh": weights[m][:n_lh], "rh": weights[m][n_lh:]}
+            pred = {h: pred[h] * w[h][None, :] for h in HEMIS}
+        else:
+            pred = {h: pred[h] / len(models) for h in HEMIS}
+        total = pred if total is None else {h: total[h] + pred[h] for h in HEMIS}
+    return {h: total[h].astype(np.float32) for h in HEMIS}
+
+
+def _expected_shapes(layout: DatasetLayout) -> dict[str, dict[str, tuple[int, int]]]:
+    return {
+        name: {h: (len(s.test_images), s.n_vertices(h)) for h in HEMIS}
+        for name, s in layout.subjects.items()
+    }
+
+
+def _check_predictions(
+    preds: Mapping[str, Mapping[str, np.ndarray]],
+    expected: Mapping[str, Mapping[str, tuple[int, int]]],
+) -> None:
+    missing = sorted(set(expected) - set(preds))
+    extra = sorted(set(preds) - set(expected))
+    if missing or extra:
+        raise DataError(
+            f"submission subjects do not match the dataset: missing {missing}, unexpected {extra}"
+        )
+    for name, shapes in expected.items():
+        for h in HEMIS:
+            arr = preds[name].get(h)
+            where = f"{name}/{h}_pred_test.npy"
+            if arr is None:
+                raise DataError(f"{where}: missing")
+            if arr.dtype != np.float32:
+                raise DataError(f"{where}: dtype {arr.dtype}, expected float32")
+            if arr.shape != shapes[h]:
+                raise DataError(
+                    f"{where}: shape {arr.shape}, expected {shapes[h]} "
+                    "(test images x challenge-space vertices)"
+                )
+            if not np.isfinite(arr).all():
+                raise DataError(f"{where}: holds NaN or inf values")
+
+
+def write_submission(
+    preds: Mapping[str, Mapping[str, np.ndarray]], layout: DatasetLayout, out: str | Path
+) -> Path:
+    """Validate predictions against the dataset and write the zip atomically.
+
+    Parameters
+    ----------
+    preds : mapping of str to mapping of str to ndarray
+        ``preds[subject][hemi]``, float32 (n_test, n_vertices_hemi).
+    layout : DatasetLayout
+        The challenge data (test image counts and vertex counts).
+    out : path
+    """
+    if any(len(s.test_images) == 0 for s in layout.subjects.values()):
+        empty = [n for n, s in layout.subjects.items() if not s.test_images]
+        raise DataError(f"subjects {empty} have no test images; a submission needs them")
+    _check_predictions(preds, _expected_shapes(layout))
+    out = Path(out)
+    with atomic_path(out, suffix=".zip") as tmp:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for name in sorted(preds):
+                for h in HEMIS:
+                    buf = io.BytesIO()
+                    np.save(buf, preds[name][h], allow_pickle=False)
+                    zf.writestr(f"{name}/{h}_pred_test.npy", buf.getvalue())
+    read_submission(out, layout)  # what was written reads back and validates
+    return out
+
+
+def read_submission(
+    path: str | Path, layout: DatasetLayout | None = None
+) -> dict[str, dict[str, np.ndarray]]:
+    """Read and validate a submission zip (no pickles; no member may leave the root).
+
+    Parameters
+    ----------
+    path : path
+    layout : DatasetLayout, optional
+        If given, shapes are checked against it.
+    """
+    preds: dict[str, dict[str, np.ndarray]] = {}
+    try:
+        zf = zipfile.ZipFile(path)
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: not a readable zip file ({exc})") from None
+    with zf:
+        for info in zf.infolist():
+            if info.is_dir():
+                continue
+            match = _MEMBER.match(info.filename)
+            if match is None:
+                raise UnsafeFileError(
+                    f"{path}: unexpected member {info.filename!r}; a "
+                    "submission holds only subjXX/{lh,rh}_pred_test.npy"
+                )
+            with zf.open(info) as fh:
+                try:
+                    arr = np.load(io.BytesIO(fh.read()), allow_pickle=False)
+                except ValueError as exc:
+                    raise DataError(f"{path}:{info.filename}: not a numeric .npy ({exc})") from None
+            preds.setdefault(match.group(1), {})[match.group(2)] = arr
+    if layout is not None:
+        _check_predictions(preds, _expected_shapes(layout))
+    return preds
+
+
+def score_submission(
+    path: str | Path, truth_dir: str | Path, layout: DatasetLayout | None = None
+) -> dict[str, float]:
+    """Challenge score of a submission against held-back test responses.
+
+    ``truth_dir/subjXX/{lh,rh}_test_fmri.npy`` and ``{lh,rh}_noise_ceiling.npy``
+    (as written by ``brainencoder synth``) are required.
+
+    Returns
+    -------
+    dict
+        Mean noise-normalized score per subject and ``"all"`` (mean over all
+        vertices of all subjects), plus ``"median"``.
+    """
+    from .metrics import noise_normalized_score, pearson_r
+
+    preds = read_submission(path, layout)
+    truth_dir = Path(truth_dir)
+    per_subject, every = {}, []
+    for name in sorted(preds):
+        scores = []
+        for h in HEMIS:
+            try:
+                target = np.load(truth_dir / name / f"{h}_test_fmri.npy")
+                nc = np.load(truth_dir / name / f"{h}_noise_ceiling.npy")
+            except FileNotFoundError as exc:
+                raise DataError(f"{exc.filename}: truth file not found") from None
+            scores.append(noise_normalized_score(pearson_r(preds[name][h], target), nc))
+        s = np.concatenate(scores)
+        per_subject[name] = float(np.nanmean(s))
+        every.append(s)
+    allv = np.concatenate(every)
+    return {**per_subject, "all": float(np.nanmean(allv)), "median": float(np.nanmedian(allv))}
