@@ -1,5 +1,7 @@
 import shutil
 
+import pytest
+
 from brainencoder.cli import main
 
 
@@ -44,3 +46,21 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "dataset folder not found" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_small(tmp_path, capsys):
+    from brainencoder.data.synthetic import SyntheticConfig
+    from brainencoder.demo import run_demo
+
+    cfg = SyntheticConfig(n_subjects=2, n_train=60, n_test=8, n_vertices=80, image_size=64)
+    out = run_demo(
+        tmp_path / "demo",
+        synthetic=cfg,
+        overrides=["epochs=2", "batch_size=32", "model.img_size=32", "model.latent_dim=auto"],
+    )
+    text = capsys.readouterr().out
+    assert "challenge score" in text and "pixel ridge" in text
+    for key in ("submission", "ensemble_submission"):
+        assert out[key].exists()
+    assert (out["figures"] / "subj02_pearson_test.png").exists()

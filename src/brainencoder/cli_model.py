@@ -106,10 +106,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def _cmd_submit(args: argparse.Namespace) -> int:
     from .data.layout import read_layout
-    from .predict import ensemble_predict, score_submission, write_submission
+    from .predict import check_test_images, ensemble_predict, score_submission, write_submission
     from .runs import load_run_model
 
     layout = read_layout(args.data)
+    check_test_images(layout)
     models = [load_run_model(r) for r in args.run_dirs]
     weights = None
     if args.val_weights:

@@ -1,11 +1,17 @@
-"""The end-to-end demo on the embedded synthetic dataset (``brainencoder demo``)."""
+"""The end-to-end demo on the embedded synthetic dataset (``brainencoder demo``).
+
+synth -> validate -> prepare -> train phase 1 (feature cache) -> train phase 2
+-> pixel-ridge reference -> evaluate (testval, and test vs the planted truth)
+-> figures -> submission zips (single model and a two-run ensemble), scored
+against the truth. Steps whose outputs exist are reused, so a rerun is quick.
+"""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-from .data.layout import validate_dataset
+from .data.layout import read_layout, validate_dataset
 from .data.store import prepare_store
 from .data.synthetic import SyntheticConfig, make_synthetic
 from .errors import BrainEncoderError
@@ -13,35 +19,140 @@ from .errors import BrainEncoderError
 __all__ = ["run_demo"]
 
 logger = logging.getLogger(__name__)
+_CONFIGS = Path(__file__).parent / "configs"
 
 
-def run_demo(out: str | Path, seed: int = 0) -> dict[str, Path]:
-    """Synthesize, validate and prepare a dataset (later steps train and submit).
+def _score_row(table, subject: str, split: str) -> float:
+    sel = table[
+        (table.subject == subject)
+        & (table.metric == "score")
+        & (table.statistic == "mean")
+        & (table.hemisphere == "both")
+        & (table.roi_group == "all")
+    ]
+    return float(sel.value.iloc[0])
+
+
+def run_demo(
+    out: str | Path,
+    seed: int = 0,
+    synthetic: SyntheticConfig | None = None,
+    overrides: list[str] | None = None,
+) -> dict[str, Path]:
+    """Run the whole pipeline on a synthetic dataset.
 
     Parameters
     ----------
     out : path
         Folder for every output of the demo (reused when it already holds one).
     seed : int, default=0
+    synthetic : SyntheticConfig, optional
+        Size of the dataset (default: :class:`SyntheticConfig` with ``seed``).
+    overrides : list of str, optional
+        ``key=value`` overrides of the training configs (tests use them); ``model.*``
+        keys go to phase 1 only (phase 2 inherits its architecture).
 
     Returns
     -------
     dict of str to Path
         Where each output is.
     """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from .baselines.ridge import FeatureSpec, fit_ridge_baseline
+    from .evaluate import evaluate_run
+    from .figures import plot_run
+    from .predict import ensemble_predict, score_submission, write_submission
+    from .runs import load_run_model
+    from .train.config import load_config
+    from .train.loop import train
+
     out = Path(out)
     data = out / "data"
-    if not (data / "truth" / "synthetic.json").exists():
+    truth = data / "truth"
+    if not (truth / "synthetic.json").exists():
         if data.exists():
             raise BrainEncoderError(f"{data} holds an incomplete dataset; remove {out} and rerun")
-        print(f"[demo] writing synthetic dataset to {data}")
-        make_synthetic(data, SyntheticConfig(seed=seed))
+        print(f"[demo] 1/8 writing a synthetic dataset to {data}")
+        make_synthetic(data, synthetic or SyntheticConfig(seed=seed))
+    print("[demo] 2/8 validating it")
     report = validate_dataset(data)
     print(report.table())
     if not report.ok:
         raise BrainEncoderError(
             "the synthetic dataset failed validation:\n" + "\n".join(map(str, report.problems))
         )
-    store = prepare_store(data, out / "store")
+    print("[demo] 3/8 preparing the store")
+    store = prepare_store(data, out / "store", image_size=256 if synthetic is None else 64)
     print(store.summary())
-    return {"data": data, "truth": data / "truth", "store": store.path}
+
+    phase2_overrides = [o for o in overrides or [] if not o.startswith("model.")]
+    runs = out / "runs"
+    phase1, phase2, pixels = runs / "phase1", runs / "phase2", runs / "pixel-ridge"
+    if not (phase1 / "summary.json").exists():
+        print("[demo] 4/8 phase 1: tiny encoder, frozen random ResNet-18 trunk, feature cache")
+        train(
+            load_config(_CONFIGS / "demo.yaml", [f"seed={seed}", *(overrides or [])]),
+            store.path,
+            phase1,
+            overwrite=True,
+        )
+    if not (phase2 / "summary.json").exists():
+        print("[demo] 5/8 phase 2: fine-tune the trunk's last stage from phase 1's best model")
+        train(
+            load_config(
+                _CONFIGS / "demo_phase2.yaml",
+                [f"init_from={phase1}", f"seed={seed}", *phase2_overrides],
+            ),
+            store.path,
+            phase2,
+            overwrite=True,
+        )
+    if not (pixels / "summary.json").exists():
+        print("[demo] 6/8 reference: ridge on downsampled pixels (PCA 100, alpha by CV)")
+        n_images = sum(len(store.split_rows(n, "train")) for n in store.names)
+        spec = FeatureSpec(kind="pixels", pca_components=min(100, n_images // 2))
+        fit_ridge_baseline(store, pixels, spec, overwrite=True)
+
+    print("[demo] 7/8 evaluating (noise ceilings and test responses from the planted truth)")
+    tables = {}
+    for run in (phase1, phase2, pixels):
+        for split in ("testval", "test"):
+            tables[run.name, split] = evaluate_run(run, split, store, noise_ceiling=truth)
+    figures = plot_run(phase2, "test")
+    print("\nnoise-normalized score (%), mean over vertices:")
+    print(f"{'subject':<9} {'split':<8} {'phase 1':>8} {'phase 2':>8} {'pixel ridge':>12}")
+    for split in ("testval", "test"):
+        for name in [*store.names, "all"]:
+            vals = [
+                _score_row(tables[r, split], name, split)
+                for r in ("phase1", "phase2", "pixel-ridge")
+            ]
+            print(f"{name:<9} {split:<8} {vals[0]:8.2f} {vals[1]:8.2f} {vals[2]:12.2f}")
+
+    print("\n[demo] 8/8 submissions (validated, scored against the synthetic truth)")
+    layout = read_layout(data)
+    zips = {}
+    for label, run_dirs in (("phase2", [phase2]), ("ensemble", [phase1, phase2])):
+        models = [load_run_model(r) for r in run_dirs]
+        preds = {n: ensemble_predict(models, s.test_images, n) for n, s in layout.subjects.items()}
+        zips[label] = write_submission(preds, layout, out / f"submission-{label}.zip")
+        scores = score_submission(zips[label], truth, layout)
+        print(
+            f"  {zips[label]}: challenge score {scores['all']:.2f}% "
+            f"("
+            + ", ".join(f"{k} {v:.1f}" for k, v in scores.items() if k.startswith("subj"))
+            + ")"
+        )
+    return {
+        "data": data,
+        "truth": truth,
+        "store": store.path,
+        "phase1": phase1,
+        "phase2": phase2,
+        "pixel_ridge": pixels,
+        "figures": figures[0].parent,
+        "submission": zips["phase2"],
+        "ensemble_submission": zips["ensemble"],
+    }

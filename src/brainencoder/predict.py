@@ -25,6 +25,7 @@ from .fileio import atomic_path
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "check_test_images",
     "ensemble_predict",
     "list_images",
     "predict_images",
@@ -66,6 +67,8 @@ def predict_images(
     """
     from tqdm.auto import tqdm
 
+    if len(paths) == 0:
+        raise DataError("no images to predict")
     size = getattr(model, "store_image_size", None)
     outs: dict[str, list[np.ndarray]] = {h: [] for h in HEMIS}
     starts = range(0, len(paths), batch_size)
@@ -149,6 +152,16 @@ def _check_predictions(
                 raise DataError(f"{where}: holds NaN or inf values")
 
 
+def check_test_images(layout: DatasetLayout) -> None:
+    """Raise if a subject has no test images (a submission needs every subject's)."""
+    empty = [n for n, s in layout.subjects.items() if not s.test_images]
+    if empty:
+        raise DataError(
+            f"subjects {empty} have no test images in {layout.root}; a submission "
+            "needs them (restore test_split/test_images)"
+        )
+
+
 def write_submission(
     preds: Mapping[str, Mapping[str, np.ndarray]], layout: DatasetLayout, out: str | Path
 ) -> Path:
@@ -162,9 +175,7 @@ def write_submission(
         The challenge data (test image counts and vertex counts).
     out : path
     """
-    if any(len(s.test_images) == 0 for s in layout.subjects.values()):
-        empty = [n for n, s in layout.subjects.items() if not s.test_images]
-        raise DataError(f"subjects {empty} have no test images; a submission needs them")
+    check_test_images(layout)
     _check_predictions(preds, _expected_shapes(layout))
     out = Path(out)
     with atomic_path(out, suffix=".zip") as tmp:

@@ -116,7 +116,7 @@ class FeatureExtractor:
         """Features before PCA, shape (n_images, n_raw_features)."""
         out = []
         for start in range(0, len(images), batch_size):
-            batch = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size]))
+            batch = torch.from_numpy(np.array(images[start : start + batch_size]))
             if self.trunk is None:
                 x = resize(batch, self.spec.pixel_size)
                 out.append(x.flatten(1).numpy())

@@ -295,7 +295,13 @@ def create_encoder(
 
 
 def build_encoder(config: EncoderConfig, space: GroupSpace, pca: Any | None = None) -> Encoder:
-    """Build an encoder from a config (see :func:`create_encoder`)."""
+    """Build an encoder from a config (see :func:`create_encoder`).
+
+    The frozen embedding's rows are the PCA components scaled by their
+    standard deviations (``sqrt(explained_variance)``): the same subspace as
+    the reference's plain components, but a unit-variance latent now maps to
+    responses of the data's scale, which with the zero-initialised shared
+    layer makes the head start at the training mean and learn quickly."""
     if pca is None:
         if not isinstance(config.latent_dim, int):
             raise ConfigError("without a fitted PCA, 'latent_dim' must be an int")

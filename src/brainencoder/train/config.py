@@ -40,6 +40,9 @@ class TrainConfig:
         Train the trunk (phase 2) or keep it frozen (phase 1).
     freeze : list of str
         fnmatch patterns of trunk parameters kept frozen when ``train_trunk``.
+    trunk_bn_eval : bool
+        When training the trunk, keep its BatchNorm layers in eval mode (running
+        statistics frozen, as in phase 1); matters for convnet trunks only.
     epochs, batch_size, grad_accum : int
         ``batch_size`` is the global batch of one optimizer step, split over
         ``grad_accum`` micro-batches and over DDP processes.
@@ -82,6 +85,7 @@ class TrainConfig:
     init_from: str | None = None
     train_trunk: bool = False
     freeze: list[str] = field(default_factory=list)
+    trunk_bn_eval: bool = True
     epochs: int = 40
     batch_size: int = 512
     grad_accum: int = 1

@@ -508,6 +508,10 @@ def _step(
                 ).to(device)
                 if not config.train_trunk:
                     model.trunk.eval()
+                elif config.trunk_bn_eval:
+                    for module in model.trunk.modules():
+                        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                            module.eval()
                 pred = ddp(images, subject)
             loss = masked_mse(pred, target.to(device), mask.to(device), denominator)
         scaler.scale(loss).backward()

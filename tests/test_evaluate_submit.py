@@ -1,0 +1,315 @@
+import shutil
+import zipfile
+
+import matplotlib
+import numpy as np
+import pytest
+
+from brainencoder.baselines.ridge import FeatureSpec, RidgeModel, fit_ridge_baseline
+from brainencoder.baselines.solvers import ols, ridge_cv
+from brainencoder.cli import main
+from brainencoder.data.layout import read_layout
+from brainencoder.errors import CheckpointError, DataError, UnsafeFileError
+from brainencoder.evaluate import evaluate_run
+from brainencoder.metrics import noise_normalized_score
+from brainencoder.predict import (
+    ensemble_predict,
+    list_images,
+    predict_images,
+    read_submission,
+    score_submission,
+    write_submission,
+)
+from brainencoder.runs import load_run_model
+from brainencoder.train.config import load_config
+from brainencoder.train.loop import train
+
+matplotlib.use("Agg")
+FAST = [
+    "model.img_size=32",
+    "model.hidden_dim=16",
+    "model.latent_dim=8",
+    "epochs=3",
+    "batch_size=32",
+    "lr=3e-3",
+    "weight_decay=0.01",
+    "cache_features=true",
+]
+
+
+@pytest.fixture(scope="module")
+def run(store, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "enc"
+    cache = tmp_path_factory.getbasetemp() / "cache"
+    train(load_config(None, [*FAST, f"cache_dir={cache}"]), store.path, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def ridge_run(store, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "ridge"
+    spec = FeatureSpec(kind="trunk", layers=["layer1", "layer2"], img_size=32)
+    fit_ridge_baseline(store, out, spec)
+    return out
+
+
+def test_challenge_score_matches_independent_formula(run, store, synth_root):
+    truth = synth_root / "truth"
+    table = evaluate_run(run, "test", store, noise_ceiling=truth)
+    model = load_run_model(run)
+    layout = read_layout(synth_root)
+    every = []
+    for name, subj in layout.subjects.items():
+        from brainencoder.data.images import load_image
+
+        images = np.stack([load_image(p, store.image_size) for p in subj.test_images])
+        pred = model.predict(images, name)
+        for h in ("lh", "rh"):
+            y = np.load(truth / name / f"{h}_test_fmri.npy").astype(np.float64)
+            nc = np.load(truth / name / f"{h}_noise_ceiling.npy").astype(np.float64)
+            p = pred[h].astype(np.float64)
+            r = ((p - p.mean(0)) * (y - y.mean(0))).sum(0) / np.sqrt(
+                ((p - p.mean(0)) ** 2).sum(0) * ((y - y.mean(0)) ** 2).sum(0)
+            )
+            every.append(np.minimum(100 * np.maximum(r, 0) ** 2 / nc, 100))
+    expected = np.concatenate(every).mean()
+    got = table[
+        (table.subject == "all") & (table.metric == "score") & (table.statistic == "mean")
+    ].value.iloc[0]
+    assert got == pytest.approx(expected, rel=1e-4)
+    assert set(table.columns) == {
+        "subject",
+        "hemisphere",
+        "roi_group",
+        "roi",
+        "metric",
+        "statistic",
+        "n_vertices",
+        "value",
+    }
+    assert {"V1v", "FFA-1", "early"} <= set(table.roi)
+    assert (run / "eval" / "test" / "metrics.csv").exists()
+    assert noise_normalized_score(np.array([0.5]), np.array([0.25]))[0] == 100.0
+
+
+def test_submission_round_trip_and_validation(run, synth_root, tmp_path):
+    layout = read_layout(synth_root)
+    model = load_run_model(run)
+    preds = {n: predict_images(model, s.test_images, n) for n, s in layout.subjects.items()}
+    out = write_submission(preds, layout, tmp_path / "sub.zip")
+    with zipfile.ZipFile(out) as zf:
+        assert sorted(zf.namelist()) == sorted(
+            f"{n}/{h}_pred_test.npy" for n in layout.names for h in ("lh", "rh")
+        )
+    back = read_submission(out, layout)
+    np.testing.assert_array_equal(back["subj03"]["rh"], preds["subj03"]["rh"])
+    scores = score_submission(out, synth_root / "truth", layout)
+    assert 0 < scores["all"] <= 100
+    bad = {n: dict(p) for n, p in preds.items()}
+    bad["subj02"]["lh"] = bad["subj02"]["lh"][:-1]
+    with pytest.raises(DataError, match=r"subj02/lh_pred_test.npy: shape \(.*\), expected"):
+        write_submission(bad, layout, tmp_path / "bad.zip")
+    assert not (tmp_path / "bad.zip").exists()
+    bad["subj02"]["lh"] = preds["subj02"]["lh"].astype(np.float64)
+    with pytest.raises(DataError, match="dtype float64, expected float32"):
+        write_submission(bad, layout, tmp_path / "bad.zip")
+    bad["subj02"]["lh"] = preds["subj02"]["lh"].copy()
+    bad["subj02"]["lh"][0, 0] = np.nan
+    with pytest.raises(DataError, match="holds NaN or inf"):
+        write_submission(bad, layout, tmp_path / "bad.zip")
+    del bad["subj02"]
+    with pytest.raises(DataError, match=r"missing \['subj02'\]"):
+        write_submission(bad, layout, tmp_path / "bad.zip")
+    with zipfile.ZipFile(tmp_path / "evil.zip", "w") as zf:
+        zf.writestr("../../etc/passwd", b"x")
+    with pytest.raises(UnsafeFileError, match="unexpected member '../../etc/passwd'"):
+        read_submission(tmp_path / "evil.zip")
+
+
+def test_predict_any_images_and_cli(run, tmp_path, capsys):
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (50, 70, 3), dtype=np.uint8)).save(folder / "a.png")
+    Image.fromarray(rng.integers(0, 255, (30, 30), dtype=np.uint8)).save(folder / "b.jpg")
+    Image.fromarray(rng.integers(0, 255, (40, 40, 4), dtype=np.uint8)).save(folder / "c.png")
+    (folder / "notes.txt").write_text("x")
+    assert [p.name for p in list_images(folder)] == ["a.png", "b.jpg", "c.png"]
+    assert (
+        main(
+            [
+                "predict",
+                str(run),
+                str(folder),
+                "--subject",
+                "subj03",
+                "--out",
+                str(tmp_path / "p.npz"),
+            ]
+        )
+        == 0
+    )
+    with np.load(tmp_path / "p.npz") as f:
+        assert f["lh"].shape[0] == 3 and f["names"].tolist() == ["a.png", "b.jpg", "c.png"]
+    (folder / "d.png").write_bytes(b"garbage")
+    assert (
+        main(
+            [
+                "predict",
+                str(run),
+                str(folder),
+                "--subject",
+                "subj03",
+                "--out",
+                str(tmp_path / "q.npy"),
+            ]
+        )
+        == 1
+    )
+    assert "d.png: cannot decode image" in capsys.readouterr().err
+    with pytest.raises(CheckpointError, match="no model found"):
+        load_run_model(tmp_path)
+
+
+def test_ensemble_mean_and_weights(run, ridge_run, synth_root):
+    layout = read_layout(synth_root)
+    models = [load_run_model(run), load_run_model(ridge_run)]
+    paths = layout["subj01"].test_images[:4]
+    a, b = (predict_images(m, paths, "subj01") for m in models)
+    mean = ensemble_predict(models, paths, "subj01")
+    np.testing.assert_allclose(mean["lh"], (a["lh"] + b["lh"]) / 2, rtol=1e-5, atol=1e-6)
+    n = a["lh"].shape[1] + a["rh"].shape[1]
+    only_first = ensemble_predict(models, paths, "subj01", [np.ones(n), np.zeros(n)])
+    np.testing.assert_allclose(only_first["rh"], a["rh"], rtol=1e-6)
+
+
+def test_ridge_solver_matches_himalaya(rng):
+    from himalaya.ridge import RidgeCV
+
+    X = rng.normal(size=(200, 30))
+    Y = X @ rng.normal(size=(30, 40)) * rng.uniform(0, 1, 40) + rng.normal(size=(200, 40)) * (
+        rng.uniform(0.5, 20, 40)
+    )
+    alphas = np.logspace(-2, 5, 15)
+    ours = ridge_cv(X, Y, alphas)
+    ref = RidgeCV(alphas=alphas, cv=5, fit_intercept=True).fit(X, Y)
+    np.testing.assert_allclose(ours.alphas, ref.best_alphas_, rtol=1e-5)
+    np.testing.assert_allclose(ours.predict(X), ref.predict(X), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(ours.cv_scores, ref.cv_scores_, rtol=1e-5)
+    fit = ols(X, Y)
+    coef, *_ = np.linalg.lstsq(np.c_[X, np.ones(200)], Y, rcond=None)
+    np.testing.assert_allclose(fit.coef, coef[:-1], rtol=1e-4, atol=1e-5)
+
+
+def test_baselines_run_like_encoder_runs(ridge_run, store, synth_root, tmp_path):
+    model = RidgeModel.load(ridge_run / "ridge.safetensors")
+    assert model.predict(np.asarray(store.images[:3]), "subj02")["rh"].shape == (
+        3,
+        store.subject("subj02").n_vertices["rh"],
+    )
+    table = evaluate_run(ridge_run, "testval", store)
+    assert (table.metric == "pearson").any()
+    assert (
+        main(
+            [
+                "baseline",
+                "devkit",
+                "--store",
+                str(store.path),
+                "--out",
+                str(tmp_path / "dev"),
+                "--layers",
+                "layer2",
+                "--img-size",
+                "32",
+                "--pca-components",
+                "20",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "baseline",
+                "ridge",
+                "--features",
+                "pixels",
+                "--store",
+                str(store.path),
+                "--out",
+                str(tmp_path / "pix"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "submit",
+                str(ridge_run),
+                str(tmp_path / "pix"),
+                "--data",
+                str(synth_root),
+                "--out",
+                str(tmp_path / "ens.zip"),
+                "--val-weights",
+                "--truth",
+                str(synth_root / "truth"),
+            ]
+        )
+        == 0
+    )
+    read_submission(tmp_path / "ens.zip", read_layout(synth_root))
+    with pytest.raises(CheckpointError, match="already holds a run; pass --overwrite"):
+        fit_ridge_baseline(store, tmp_path / "pix", FeatureSpec(kind="pixels"))
+
+
+def test_plots_are_written(run, store, synth_root, capsys):
+    assert (
+        main(
+            [
+                "evaluate",
+                str(run),
+                "--split",
+                "testval",
+                "--noise-ceiling",
+                str(synth_root / "truth"),
+            ]
+        )
+        == 0
+    )
+    assert "challenge score" in capsys.readouterr().out
+    assert main(["plot", str(run), "--split", "testval"]) == 0
+    figs = sorted(p.name for p in (run / "figures").iterdir())
+    assert "subj01_pearson_testval.png" in figs and "subj03_score_testval.png" in figs
+    assert "roi_score_testval.png" in figs and "learning_curves.png" in figs
+    assert all((run / "figures" / f).stat().st_size > 10_000 for f in figs)
+
+
+def test_fsaverage5_resampling_keeps_every_value(rng):
+    from brainencoder.plotting import _fsaverage5, fsaverage_to_fsaverage5
+
+    n_fs = 10242 * 4
+    meshes, _ = _fsaverage5()
+    fs5 = np.asarray(meshes["sphere"].parts["left"].coordinates)
+    # a fake denser sphere: fsaverage5 vertices first, then midpoints of random pairs
+    pairs = rng.integers(0, 10242, (n_fs - 10242, 2))
+    mids = fs5[pairs[:, 0]] * 0.95 + fs5[pairs[:, 1]] * 0.05
+    sphere = np.vstack([fs5, mids])
+    values = np.full(n_fs, np.nan)
+    values[10242:] = 1.0  # only vertices beyond fsaverage5 are measured
+    out = fsaverage_to_fsaverage5(values, "lh", sphere)
+    assert np.nanmax(out) == 1.0 and np.isfinite(out).sum() > 1000
+    assert np.isnan(fsaverage_to_fsaverage5(values, "lh")).all()  # subset only: none shown
+
+
+def test_cli_submit_refuses_missing_test_images(run, synth_root, tmp_path, capsys):
+    root = shutil.copytree(synth_root, tmp_path / "data")
+    for p in (root / "subj02/test_split/test_images").iterdir():
+        p.unlink()
+    assert main(["submit", str(run), "--data", str(root), "--out", str(tmp_path / "s.zip")]) == 1
+    assert "have no test images" in capsys.readouterr().err
+    assert not (tmp_path / "s.zip").exists()
