@@ -253,7 +253,9 @@ def _fit(solver: str, X: np.ndarray, Y: np.ndarray, alphas: np.ndarray, n_folds:
         )
     from sklearn.linear_model import RidgeCV as SkRidgeCV
 
-    model = SkRidgeCV(alphas=alphas, cv=n_folds, alpha_per_target=True).fit(X, Y)
+    model = SkRidgeCV(
+        alphas=alphas, alpha_per_target=True
+    )  # LOO: sklearn allows no K-fold here.fit(X, Y)
     alpha = np.broadcast_to(np.asarray(model.alpha_, dtype=np.float64), (Y.shape[1],))
     return RidgeFit(
         model.coef_.T.astype(np.float32),

@@ -80,8 +80,10 @@ class FactorizedProjection(nn.Module):
             )
         x = x.reshape(b, c, h * w)
         if self.n_positions <= self.in_channels:
-            y = torch.matmul(self.channel, x)  # (B, K, P)
-            out = torch.einsum("bkp,kp->bk", y, self.spatial)
+            # one (K, C) @ (C, B*P) GEMM (forward and weight gradient) beats B small ones
+            xr = x.permute(1, 0, 2).reshape(c, b * h * w)
+            y = (self.channel @ xr).view(-1, b, h * w)  # (K, B, P)
+            out = torch.einsum("kbp,kp->bk", y, self.spatial)
         else:
             y = torch.matmul(x, self.spatial.t())  # (B, C, K)
             out = torch.einsum("bck,kc->bk", y, self.channel)

@@ -316,6 +316,7 @@ def train(
         while state["epoch"] < config.epochs:
             epoch = state["epoch"]
             sampler.set_epoch(epoch, state["batch_in_epoch"])
+            epoch_start = time.perf_counter()
             bar = tqdm(
                 total=steps_per_epoch,
                 initial=state["batch_in_epoch"],
@@ -377,6 +378,7 @@ def train(
                     bar.close()
                     return {"stopped_at_step": state["step"]}
             bar.close()
+            train_seconds = time.perf_counter() - epoch_start
             stats = split_stats(model, store, "val", cache)
             metrics = summarize_stats(stats, "val")
             value = metrics[config.val_metric] if config.val_metric in metrics else None
@@ -409,7 +411,15 @@ def train(
                     )
             else:
                 state["epochs_since_best"] += 1
-            log({"step": state["step"], "epoch": epoch, **metrics, "best": state["best"]})
+            log(
+                {
+                    "step": state["step"],
+                    "epoch": epoch,
+                    **metrics,
+                    "best": state["best"],
+                    "epoch_seconds": train_seconds,
+                }
+            )
             if info.is_main:
                 logger.info(
                     "epoch %d: %s = %.4f (best %.4f at epoch %d)",
