@@ -313,3 +313,41 @@ def test_cli_submit_refuses_missing_test_images(run, synth_root, tmp_path, capsy
     assert main(["submit", str(run), "--data", str(root), "--out", str(tmp_path / "s.zip")]) == 1
     assert "have no test images" in capsys.readouterr().err
     assert not (tmp_path / "s.zip").exists()
+
+
+def _chromium():
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_chromium() is None, reason="needs Debian's chromium (make test installs it)")
+def test_report_renders_in_headless_chromium(run, store, synth_root, tmp_path):
+    import re
+    import subprocess
+
+    evaluate_run(run, "testval", store, noise_ceiling=synth_root / "truth")
+    assert main(["plot", str(run), "--split", "testval"]) == 0
+    assert main(["report", str(run)]) == 0
+    page = run / "report.html"
+    n_figures = len(list((run / "figures").glob("*.png")))
+    text = page.read_text()
+    assert text.count("class='figure'") == n_figures and "plotly" in text.lower()
+    cmd = [
+        _chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=5000",
+        "--dump-dom",
+        page.as_uri(),
+    ]
+    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+    match = re.search(r'data-figures-loaded="(\d+)"', dom)
+    assert match is not None, dom[:500]
+    assert int(match.group(1)) == n_figures > 0

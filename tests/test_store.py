@@ -1,5 +1,4 @@
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -111,24 +110,53 @@ def test_prepare_reports_corrupt_image(synth_root, tmp_path):
 
 
 def test_prepare_survives_sigkill(synth_root, store, tmp_path):
-    """Kill prepare at seeded random moments several times, then finish: same store."""
+    """SIGKILL prepare mid-run (after seeded random numbers of finished chunks), then finish."""
     out = tmp_path / "killed"
     code = (
-        "import sys; from brainencoder.data.store import prepare_store; "
+        "from brainencoder.data.store import prepare_store; "
         f"prepare_store({str(synth_root)!r}, {str(out)!r}, image_size=32, workers=1)"
     )
     rng = np.random.default_rng(0)
+    kills = 0
     for _ in range(3):
         proc = subprocess.Popen(
-            [sys.executable, "-c", code],
-            env={**os.environ},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            [sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        time.sleep(rng.uniform(0.5, 2.0))
-        proc.send_signal(signal.SIGKILL)
+        wanted = int(rng.integers(1, 3))
+        deadline = time.time() + 60
+        while proc.poll() is None and time.time() < deadline:
+            chunks = out / "chunks"
+            if chunks.exists() and len(list(chunks.glob("*.done"))) >= wanted:
+                time.sleep(rng.uniform(0, 0.05))
+                proc.send_signal(signal.SIGKILL)
+                kills += 1
+                break
+            time.sleep(0.005)
         proc.wait()
+        assert not (out / "manifest.json").exists() or proc.returncode == 0
+    assert kills >= 1
     final = prepare_store(synth_root, out, image_size=32, workers=1, progress=False)
     np.testing.assert_array_equal(final.images, store.images)
     for name in store.names:
         np.testing.assert_array_equal(final.fmri(name), store.fmri(name))
+
+
+def test_manifest_paths_cannot_escape(store, tmp_path):
+    copy = shutil.copytree(store.path, tmp_path / "s")
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["subjects"]["subj01"]["fmri"] = "../../../etc/passwd"
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(StoreError, match="manifest points outside the store"):
+        Store(copy).fmri("subj01")
+
+
+def test_prepare_checks_disk_space_up_front(synth_root, tmp_path, monkeypatch):
+    import collections
+
+    import brainencoder.fileio as fileio
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(fileio.shutil, "disk_usage", lambda p: usage(10**9, 10**9, 1000))
+    with pytest.raises(Exception, match="not enough disk space for the prepared store"):
+        prepare_store(synth_root, tmp_path / "s", image_size=32)
+    assert not (tmp_path / "s" / "images.u8").exists()

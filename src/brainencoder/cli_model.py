@@ -169,6 +169,13 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    print(write_report(args.run_dir, args.out))
+    return 0
+
+
 def add_model_commands(sub: argparse._SubParsersAction) -> None:
     """Register the model commands on the subparsers ``sub``."""
     p = sub.add_parser("pca", help="fit the group PCA of a store's training fMRI")
@@ -270,3 +277,8 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--solver", choices=("torch", "himalaya", "sklearn"), default="torch")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_baseline)
+
+    p = sub.add_parser("report", help="one self-contained HTML page of a run")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--out", type=Path, default=None, help="default: RUN_DIR/report.html")
+    p.set_defaults(func=_cmd_report)

@@ -274,6 +274,8 @@ def fit_ridge_baseline(
     n_folds: int = 5,
     split: str = "train",
     overwrite: bool = False,
+    train_fraction: float = 1.0,
+    seed: int = 0,
 ) -> RidgeModel:
     """Fit a baseline on the store's split and write a run directory.
 
@@ -290,6 +292,10 @@ def fit_ridge_baseline(
     split : str, default="train"
         Rows to fit on (``"train"``, or ``"all"``: train + val + testval).
     overwrite : bool, default=False
+    train_fraction : float, default=1.0
+        Fit on a seeded random fraction of each subject's rows (the same subset
+        as an encoder trained with the same ``train_fraction`` and ``seed``).
+    seed : int, default=0
 
     Returns
     -------
@@ -311,7 +317,11 @@ def fit_ridge_baseline(
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     extractor = FeatureExtractor(spec)
-    rows_by_subject = {n: store.split_rows(n, split) for n in store.names}
+    from ..data.splits import subsample
+
+    rows_by_subject = {
+        n: subsample(store.split_rows(n, split), train_fraction, seed, n) for n in store.names
+    }
     image_rows = np.unique(
         np.concatenate([store.subject(n).train_rows[r] for n, r in rows_by_subject.items()])
     )

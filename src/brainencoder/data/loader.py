@@ -42,12 +42,23 @@ class SampleIndex:
         return int(self.subject.size)
 
 
-def build_index(store: Store, split: str, subjects: Sequence[str] | None = None) -> SampleIndex:
-    """All samples of ``split`` ('train', 'val', 'testval', 'all') of the given subjects."""
+def build_index(
+    store: Store,
+    split: str,
+    subjects: Sequence[str] | None = None,
+    fraction: float = 1.0,
+    seed: int = 0,
+) -> SampleIndex:
+    """Samples of ``split`` ('train', 'val', 'testval', 'all') of the given subjects.
+
+    ``fraction`` < 1 keeps a seeded random subset of each subject's rows.
+    """
+    from .splits import subsample
+
     parts = []
     for name in subjects or store.names:
         info = store.subject(name)
-        rows = store.split_rows(name, split)
+        rows = subsample(store.split_rows(name, split), fraction, seed, name)
         parts.append((np.full(rows.size, info.index), rows, info.train_rows[rows]))
     return SampleIndex(*(np.concatenate(p).astype(np.int64) for p in zip(*parts)))
 

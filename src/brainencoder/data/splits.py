@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import ConfigError
 
-__all__ = ["SPLIT_NAMES", "make_splits"]
+__all__ = ["SPLIT_NAMES", "make_splits", "subsample"]
 
 SPLIT_NAMES = ("train", "val", "testval")
 
@@ -55,3 +55,24 @@ def make_splits(
     n_train = n_samples - n_val - n_testval
     parts = np.split(perm, [n_train, n_train + n_val])
     return {name: np.sort(part).astype(np.int64) for name, part in zip(SPLIT_NAMES, parts)}
+
+
+def subsample(rows: np.ndarray, fraction: float, seed: int = 0, key: str = "") -> np.ndarray:
+    """A seeded random subset of ``rows`` (sorted), for learning curves.
+
+    Parameters
+    ----------
+    rows : ndarray of int64
+    fraction : float in (0, 1]
+        Fraction kept (at least one row).
+    seed : int, default=0
+    key : str, default=""
+        Mixed into the seed (the subject name).
+    """
+    if not 0 < fraction <= 1:
+        raise ConfigError(f"'train_fraction' must be in (0, 1]; got {fraction}")
+    if fraction == 1:
+        return rows
+    n = max(1, round(fraction * rows.size))
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), zlib.crc32(key.encode()), 1]))
+    return np.sort(rng.choice(rows, size=n, replace=False))

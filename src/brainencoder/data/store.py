@@ -345,13 +345,15 @@ class Store:
             )
         self.manifest = manifest
         shape = tuple(manifest["images"]["shape"])
-        images_file = self.path / manifest["images"]["file"]
+        images_file = (self.path / manifest["images"]["file"]).resolve()
+        if not images_file.is_relative_to(self.path.resolve()):
+            raise StoreError(f"{self.path}: manifest points outside the store ({images_file})")
         if not images_file.exists() or images_file.stat().st_size != int(np.prod(shape)):
             raise StoreError(f"{images_file}: missing or wrong size; prepare the store again")
         self.images = np.memmap(images_file, dtype=np.uint8, mode="r", shape=shape)
         self.nsd_ids = np.asarray(manifest["images"]["nsd_ids"], dtype=np.int64)
         names = list(manifest["subjects"])
-        with np.load(self.path / manifest["space"], allow_pickle=False) as arrays:
+        with np.load(self.path / Path(manifest["space"]).name, allow_pickle=False) as arrays:
             self.space = GroupSpace.from_arrays(names, dict(arrays))
         self.subjects: dict[str, SubjectInfo] = {}
         for i, (name, info) in enumerate(manifest["subjects"].items()):
@@ -391,7 +393,9 @@ class Store:
         """Training fMRI of a subject, memory-mapped, shape (n_train, n_lh + n_rh)."""
         if name not in self._fmri:
             info = self.subject(name)
-            path = self.path / self.manifest["subjects"][name]["fmri"]
+            path = (self.path / self.manifest["subjects"][name]["fmri"]).resolve()
+            if not path.is_relative_to(self.path.resolve()):
+                raise StoreError(f"{self.path}: manifest points outside the store ({path})")
             try:
                 arr = np.load(path, mmap_mode="r", allow_pickle=False)
             except (OSError, ValueError) as exc:

@@ -36,6 +36,8 @@ class TrainConfig:
     init_from : str or None
         Run directory (its best model) or model file to start from (phase 2).
         The architecture then comes from that model; ``model`` must be empty.
+    pca_file : str or None
+        Group PCA from ``brainencoder pca`` (default: fit one on the train split).
     train_trunk : bool
         Train the trunk (phase 2) or keep it frozen (phase 1).
     freeze : list of str
@@ -43,6 +45,9 @@ class TrainConfig:
     trunk_bn_eval : bool
         When training the trunk, keep its BatchNorm layers in eval mode (running
         statistics frozen, as in phase 1); matters for convnet trunks only.
+    train_fraction : float
+        Train on a seeded random fraction of each subject's train split
+        (learning curves); validation always uses the whole val split.
     epochs, batch_size, grad_accum : int
         ``batch_size`` is the global batch of one optimizer step, split over
         ``grad_accum`` micro-batches and over DDP processes.
@@ -83,9 +88,11 @@ class TrainConfig:
     encoder: str = "tiny"
     model: dict[str, Any] = field(default_factory=dict)
     init_from: str | None = None
+    pca_file: str | None = None
     train_trunk: bool = False
     freeze: list[str] = field(default_factory=list)
     trunk_bn_eval: bool = True
+    train_fraction: float = 1.0
     epochs: int = 40
     batch_size: int = 512
     grad_accum: int = 1
@@ -139,6 +146,8 @@ class TrainConfig:
             )
         if not (0 <= self.warmup_frac < 1 and 0 <= self.min_lr_frac <= 1):
             raise ConfigError("'warmup_frac' must be in [0, 1) and 'min_lr_frac' in [0, 1]")
+        if not 0 < self.train_fraction <= 1:
+            raise ConfigError(f"'train_fraction' must be in (0, 1]; got {self.train_fraction}")
         if self.amp not in _AMP:
             raise ConfigError(f"'amp' must be one of {set(_AMP)}; got {self.amp!r}")
         scale = self.crop_scale

@@ -132,7 +132,17 @@ def _build_model(config: TrainConfig, store: Store) -> Encoder:
     from ..models.encoder import ENCODER_CONFIGS
 
     latent = latent if latent is not None else ENCODER_CONFIGS[config.encoder].latent_dim
-    pca = fit_group_pca(store, latent, seed=config.pca_seed)
+    if config.pca_file:
+        from ..pca import GroupPCA
+
+        pca = GroupPCA.load(config.pca_file)
+        if pca.mean.shape[0] != store.space.n_vertices:
+            raise ConfigError(
+                f"{config.pca_file}: PCA of {pca.mean.shape[0]} vertices, but "
+                f"the store's group space has {store.space.n_vertices}"
+            )
+    else:
+        pca = fit_group_pca(store, latent, seed=config.pca_seed)
     return create_encoder(config.encoder, store.space, pca, **config.model)
 
 
@@ -221,11 +231,12 @@ def train(
     if n_trainable == 0:
         raise ConfigError("no trainable parameters: check train_trunk and freeze")
 
-    train_index = build_index(store, "train")
+    train_index = build_index(store, "train", fraction=config.train_fraction, seed=config.seed)
     batches = StoreBatches(store, train_index)
     cache: FeatureCache | None = None
     if config.cache_features:
-        all_rows = build_index(store, "all").image
+        # the training rows in use plus the validation rows
+        all_rows = np.concatenate([train_index.image, build_index(store, "val").image])
         if info.is_main:
             cache = build_feature_cache(
                 model,

@@ -1,0 +1,87 @@
+"""Where does the shared multi-subject head beat per-subject ridge? Accuracy vs data size.
+
+Usage: python benchmarks/accuracy.py [--subjects 4] [--n-train 600] [--fractions 0.15 0.4 1.0]
+
+One synthetic dataset with planted truth. For each fraction of each subject's
+training split, fits on the same random-init ResNet-18 features (layers 1-3 at
+112 px, the ``tiny`` encoder's trunk):
+
+* GroupLin: the tiny encoder's phase 1 from the feature cache (configs/demo.yaml);
+* ridge: per-subject ridge, per-vertex alpha by 5-fold CV, on 2x2-pooled maps;
+* devkit: PCA (100 components) of layer 3 (mean-pooled) + OLS, per subject;
+
+and prints the mean noise-normalized test score (%) against the truth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from brainencoder.baselines.ridge import FeatureSpec, fit_ridge_baseline
+from brainencoder.data.store import prepare_store
+from brainencoder.data.synthetic import SyntheticConfig, make_synthetic
+from brainencoder.evaluate import evaluate_run
+from brainencoder.train.config import load_config
+from brainencoder.train.loop import train
+
+
+def _score(table) -> float:
+    sel = table[(table.subject == "all") & (table.metric == "score") & (table.statistic == "mean")]
+    return float(sel.value.iloc[0])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--subjects", type=int, default=4)
+    parser.add_argument("--n-train", type=int, default=600)
+    parser.add_argument("--fractions", type=float, nargs="+", default=[0.15, 0.4, 1.0])
+    args = parser.parse_args()
+    t_start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        cfg = SyntheticConfig(n_subjects=args.subjects, n_train=args.n_train, n_test=100)
+        make_synthetic(tmp / "data", cfg)
+        truth = tmp / "data" / "truth"
+        store = prepare_store(tmp / "data", tmp / "store", progress=False)
+        rows = []
+        for fraction in args.fractions:
+            n = [round(fraction * len(store.split_rows(s, "train"))) for s in store.names]
+            runs = tmp / f"f{fraction}"
+            train(
+                load_config(
+                    "configs/demo.yaml",
+                    [f"train_fraction={fraction}", f"cache_dir={tmp / 'cache'}"],
+                ),
+                store.path,
+                runs / "grouplin",
+                progress=False,
+            )
+            fit_ridge_baseline(store, runs / "ridge", FeatureSpec(), train_fraction=fraction)
+            devkit = FeatureSpec(
+                layers=["layer3"], pooling="mean", pca_components=min(100, min(n) - 1)
+            )
+            fit_ridge_baseline(
+                store, runs / "devkit", devkit, solver="ols", train_fraction=fraction
+            )
+            scores = {
+                name: _score(evaluate_run(runs / name, "test", store, truth))
+                for name in ("grouplin", "ridge", "devkit")
+            }
+            rows.append((fraction, n, scores))
+            print(f"fraction {fraction}: {scores}", flush=True)
+    print(
+        f"\n{args.subjects} subjects, test images per subject {cfg.test_counts()}, "
+        f"{2 * cfg.n_vertices} vertices; noise-normalized test score (%), mean over vertices"
+    )
+    print(f"{'train images / subject':<26} {'GroupLin':>9} {'ridge':>9} {'devkit':>9}")
+    for fraction, n, s in rows:
+        label = f"{min(n)}-{max(n)} ({fraction:.0%})"
+        print(f"{label:<26} {s['grouplin']:9.2f} {s['ridge']:9.2f} {s['devkit']:9.2f}")
+    print(f"total {time.perf_counter() - t_start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

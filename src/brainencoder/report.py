@@ -1,0 +1,124 @@
+"""``brainencoder report``: one self-contained HTML page per run.
+
+The page holds the resolved config, the run summary, the evaluation tables,
+every figure of ``RUN/figures`` (embedded as base64 PNG) and an interactive
+3-D view of the per-vertex score on the inflated fsaverage5 surface (nilearn's
+``view_surf``, plotly inlined), so it opens offline in any browser.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .errors import DataError
+from .fileio import write_bytes_atomic
+
+__all__ = ["write_report"]
+
+_STYLE = """
+body { font-family: sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
+table { border-collapse: collapse; font-size: 13px; }
+td, th { border: 1px solid #ccc; padding: 3px 6px; text-align: right; }
+img { max-width: 100%; border: 1px solid #eee; margin: 6px 0; }
+pre { background: #f6f6f6; padding: 8px; overflow-x: auto; font-size: 12px; }
+iframe { width: 100%; height: 620px; border: 1px solid #ccc; }
+"""
+
+
+# records how many figures the browser decoded (checked by a headless-browser test)
+_LOADED_SCRIPT = """<script>
+window.addEventListener("load", () => {
+  const figs = [...document.querySelectorAll("img.figure")];
+  document.body.dataset.figuresLoaded = figs.filter(i => i.complete && i.naturalWidth > 0).length;
+});
+</script>"""
+
+
+def _surface_view(run_dir: Path, split: str, metric: str, subject: str) -> str:
+    from nilearn.plotting import view_surf
+
+    from .figures import to_fsaverage
+    from .plotting import _fsaverage5, fsaverage_to_fsaverage5
+    from .runs import load_run_model
+
+    with np.load(run_dir / "eval" / split / "per_vertex.npz") as f:
+        values = f[f"{subject}.lh.{metric}"]
+    space = load_run_model(run_dir).space
+    fs5 = fsaverage_to_fsaverage5(to_fsaverage(space, subject, "lh", values), "lh")
+    meshes, sulcal = _fsaverage5()
+    view = view_surf(
+        meshes["inflated"].parts["left"],
+        np.nan_to_num(fs5, nan=0.0),
+        bg_map=sulcal.data.parts["left"],
+        cmap="inferno",
+        symmetric_cmap=False,
+        vmin=0.0,
+        threshold=1e-6,
+        title=f"{subject} lh: {metric} ({split})",
+    )
+    return view.get_standalone()
+
+
+def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Write ``run_dir/report.html`` (or ``out``); returns its path."""
+    import pandas as pd
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").exists():
+        raise DataError(f"{run_dir}: not a run directory (no config.yaml)")
+    out = Path(out) if out is not None else run_dir / "report.html"
+    parts = [
+        f"<h1>brainencoder run: {html.escape(run_dir.name)}</h1>",
+        f"<p>brainencoder {__version__}; folder <code>{html.escape(str(run_dir))}</code></p>",
+    ]
+    summary = run_dir / "summary.json"
+    if summary.exists():
+        parts.append(
+            "<h2>Summary</h2><pre>"
+            + html.escape(json.dumps(json.loads(summary.read_text()), indent=2))
+            + "</pre>"
+        )
+    view_source = None
+    for csv in sorted((run_dir / "eval").glob("*/metrics.csv")):
+        split = csv.parent.name
+        table = pd.read_csv(csv)
+        sel = table[(table.hemisphere == "both") & (table.roi_group == "all")]
+        pivot = sel.pivot_table(index="subject", columns=["metric", "statistic"], values="value")
+        parts.append(f"<h2>Scores on the {html.escape(split)} split</h2>")
+        parts.append(pivot.to_html(float_format=lambda v: f"{v:.4f}"))
+        metric = "score" if (table.metric == "score").any() else "pearson"
+        view_source = view_source or (split, metric, sorted(set(table.subject) - {"all"})[0])
+    figures = sorted((run_dir / "figures").glob("*.png")) if (run_dir / "figures").exists() else []
+    if figures:
+        parts.append("<h2>Figures</h2>")
+    for fig in figures:
+        data = base64.b64encode(fig.read_bytes()).decode()
+        parts.append(
+            f"<h3>{html.escape(fig.stem)}</h3>"
+            f"<img class='figure' alt='{html.escape(fig.stem)}' "
+            f"src='data:image/png;base64,{data}'>"
+        )
+    if view_source is not None:
+        parts.append("<h2>Interactive surface (drag to rotate)</h2>")
+        page = _surface_view(run_dir, *view_source)
+        parts.append(
+            f"<iframe title='surface' srcdoc=\"{html.escape(page, quote=True)}\"></iframe>"
+        )
+    parts.append(
+        "<h2>Config</h2><pre>" + html.escape((run_dir / "config.yaml").read_text()) + "</pre>"
+    )
+    doc = (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>brainencoder report: "
+        f"{html.escape(run_dir.name)}</title><style>{_STYLE}</style></head><body>"
+        + "\n".join(parts)
+        + _LOADED_SCRIPT
+        + "</body></html>"
+    )
+    write_bytes_atomic(out, doc.encode())
+    return out

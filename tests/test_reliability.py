@@ -1,0 +1,89 @@
+"""Interrupted feature caching, disk checks, mismatched subjects."""
+
+import collections
+import shutil
+
+import numpy as np
+import pytest
+
+from brainencoder.data.store import Store, prepare_store
+from brainencoder.errors import BrainEncoderError, ConfigError
+from brainencoder.features import FeatureCache, build_feature_cache
+from brainencoder.models.encoder import create_encoder
+from brainencoder.train.config import load_config
+from brainencoder.train.loop import train
+
+TINY = {"img_size": 32, "hidden_dim": 8, "latent_dim": 4}
+
+
+def _model(store):
+    import torch
+
+    torch.manual_seed(0)
+    return create_encoder("tiny", store.space, **TINY)
+
+
+def test_feature_cache_resumes_after_interruption(store, tmp_path):
+    rows = np.arange(store.images.shape[0])
+    full = build_feature_cache(_model(store), store, rows, 2, root=tmp_path / "a")
+    part = build_feature_cache(_model(store), store, rows, 2, root=tmp_path / "b")
+    # simulate a kill: manifest gone, one chunk unmarked and overwritten with garbage
+    (part.path / "manifest.json").unlink()
+    (part.path / "chunks").mkdir()
+    for view in range(2):
+        for start in range(0, rows.size, 64):
+            if (view, start) != (1, 64):
+                (part.path / "chunks" / f"{view}-{start:08d}.done").touch()
+    layer = np.memmap(
+        part.path / "layer0.f16", dtype=np.float16, mode="r+", shape=full.layers[0].shape
+    )
+    layer[1, 64:128] = 7
+    layer.flush()
+    del layer
+    with pytest.raises(BrainEncoderError, match="feature cache is incomplete"):
+        FeatureCache(part.path)
+    resumed = build_feature_cache(_model(store), store, rows, 2, root=tmp_path / "b")
+    for a, b in zip(full.layers, resumed.layers):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_feature_cache_checks_disk_space(store, tmp_path, monkeypatch):
+    import brainencoder.fileio as fileio
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(fileio.shutil, "disk_usage", lambda p: usage(10**9, 10**9, 100))
+    with pytest.raises(BrainEncoderError, match="not enough disk space for the feature cache"):
+        build_feature_cache(_model(store), store, np.arange(10), 1, root=tmp_path / "c")
+
+
+def test_mismatched_subjects_are_refused(store, synth_root, tmp_path):
+    fast = [
+        "model.img_size=32",
+        "model.hidden_dim=8",
+        "model.latent_dim=4",
+        "epochs=1",
+        "batch_size=32",
+        "cache_features=true",
+        f"cache_dir={tmp_path / 'cache'}",
+    ]
+    train(load_config(None, fast), store.path, tmp_path / "run")
+    two = shutil.copytree(synth_root, tmp_path / "two", ignore=shutil.ignore_patterns("truth"))
+    shutil.rmtree(two / "subj01")
+    shutil.rmtree(two / "subj02")  # only subj03 left, which misses some group vertices
+    other = prepare_store(two, tmp_path / "store2", image_size=32)
+    cfg = load_config(None, ["epochs=1", "batch_size=32", f"init_from={tmp_path / 'run'}"])
+    with pytest.raises(ConfigError, match=r"model subjects \['subj01', 'subj02', 'subj03'\]"):
+        train(cfg, other.path, tmp_path / "run2")
+    from brainencoder.evaluate import evaluate_run
+
+    with pytest.raises(BrainEncoderError, match="model subjects .* differ from the store's"):
+        evaluate_run(tmp_path / "run", "val", Store(other.path))
+    with pytest.raises(ConfigError, match=r"PCA of \d+ vertices, but the store's group space"):
+        from brainencoder.pca import fit_group_pca
+
+        fit_group_pca(store, 4).save(tmp_path / "pca.safetensors")
+        train(
+            load_config(None, [*fast, f"pca_file={tmp_path / 'pca.safetensors'}"]),
+            other.path,
+            tmp_path / "run3",
+        )
