@@ -191,20 +191,27 @@ def test_sigkill_mid_epoch_then_resume_matches(store, tmp_path):
         "--out",
         str(run),
     ]
+    # Ctrl-C first: a checkpoint at the current step, exit status 130
+    proc = subprocess.Popen(
+        [*cmd, "--overwrite"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    while not pointer.exists() and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "continue with --resume" in err
     rng = np.random.default_rng(1)
     kills = resumes = 0
     while not (run / "summary.json").exists():
         resumes += pointer.exists()
         proc = subprocess.Popen(
-            cmd + (["--resume"] if pointer.exists() else ["--overwrite"]),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            [*cmd, "--resume"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         if kills < 3:
-            before = pointer.read_text() if pointer.exists() else None
+            before = pointer.read_text()
             deadline = time.time() + 120
             while proc.poll() is None and time.time() < deadline:
-                if pointer.exists() and pointer.read_text() != before:
+                if pointer.read_text() != before:
                     time.sleep(rng.uniform(0.0, 0.2))  # somewhere mid-epoch
                     proc.send_signal(signal.SIGKILL)
                     kills += 1

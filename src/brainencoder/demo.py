@@ -145,6 +145,9 @@ def run_demo(
             + ", ".join(f"{k} {v:.1f}" for k, v in scores.items() if k.startswith("subj"))
             + ")"
         )
+    from .report import write_report
+
+    report = write_report(phase2)
     return {
         "data": data,
         "truth": truth,
@@ -155,4 +158,5 @@ def run_demo(
         "figures": figures[0].parent,
         "submission": zips["phase2"],
         "ensemble_submission": zips["ensemble"],
+        "report": report,
     }

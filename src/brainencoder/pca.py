@@ -106,19 +106,24 @@ def resolve_n_components(
     return requested
 
 
-def _row_blocks(
-    store: Store, split: str, mean: np.ndarray | None, chunk: int
-) -> Iterator[np.ndarray]:
-    """Yield centred group-space row blocks of all subjects, shape (n, n_group)."""
+def _subject_blocks(
+    store: Store, split: str, chunk: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield (group columns, float32 row block) of every subject's rows of ``split``."""
     for name in store.names:
         rows = store.split_rows(name, split)
         cols = store.space.subject_columns(name)
         fmri = store.fmri(name)
         for start in range(0, rows.size, chunk):
-            block = np.asarray(fmri[rows[start : start + chunk]], dtype=np.float32)
-            out = np.zeros((block.shape[0], store.space.n_vertices), dtype=np.float32)
-            out[:, cols] = block if mean is None else block - mean[cols]
-            yield out
+            yield cols, np.asarray(fmri[rows[start : start + chunk]], dtype=np.float32)
+
+
+def _row_blocks(store: Store, split: str, mean: np.ndarray, chunk: int) -> Iterator[np.ndarray]:
+    """Yield centred group-space row blocks, shape (n, n_group); missing vertices are 0."""
+    for cols, block in _subject_blocks(store, split, chunk):
+        out = np.zeros((block.shape[0], store.space.n_vertices), dtype=np.float32)
+        out[:, cols] = block - mean[cols]
+        yield out
 
 
 def fit_group_pca(
@@ -158,16 +163,10 @@ def fit_group_pca(
     n_vertices = store.space.n_vertices
     counts = np.zeros(n_vertices, dtype=np.float64)
     sums = np.zeros(n_vertices, dtype=np.float64)
-    n_samples = 0
-    for name in store.names:
-        rows = store.split_rows(name, split)
-        cols = store.space.subject_columns(name)
-        fmri = store.fmri(name)
-        for start in range(0, rows.size, chunk_rows):
-            block = np.asarray(fmri[rows[start : start + chunk_rows]], dtype=np.float64)
-            sums[cols] += block.sum(0)
-        counts[cols] += rows.size
-        n_samples += rows.size
+    for cols, block in _subject_blocks(store, split, chunk_rows):
+        sums[cols] += block.sum(0, dtype=np.float64)
+        counts[cols] += block.shape[0]
+    n_samples = int(sum(len(store.split_rows(n, split)) for n in store.names))
     mean = (sums / np.maximum(counts, 1)).astype(np.float32)
     k = resolve_n_components(n_components, n_samples, n_vertices)
     width = min(k + n_oversamples, n_samples, n_vertices)

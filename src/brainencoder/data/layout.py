@@ -333,6 +333,17 @@ def _read_subject(root: Path, name: str, problems: list[Problem]) -> SubjectLayo
     )
 
 
+def _read_subjects(root: Path, names: list[str], problems: list[Problem]) -> DatasetLayout:
+    """Read the named subjects, adding problems; subjects without masks are left out."""
+    layout = DatasetLayout(root, {})
+    for name in names:
+        subj = _read_subject(root, name, problems)
+        if subj is not None:
+            layout.subjects[name] = subj
+    _check_mask_lengths(layout, problems)
+    return layout
+
+
 def read_layout(root: str | Path, subjects: Iterable[str] | None = None) -> DatasetLayout:
     """Read the layout of a dataset, raising on the first blocking problem.
 
@@ -359,12 +370,7 @@ def read_layout(root: str | Path, subjects: Iterable[str] | None = None) -> Data
             raise DataError(f"{root}: subjects {unknown} not found; available: {names}")
         names = wanted
     problems: list[Problem] = []
-    layout = DatasetLayout(root, {})
-    for name in names:
-        subj = _read_subject(root, name, problems)
-        if subj is not None:
-            layout.subjects[name] = subj
-    _check_mask_lengths(layout, problems)
+    layout = _read_subjects(root, names, problems)
     for subj in layout.subjects.values():
         for hemi in HEMIS:
             try:
@@ -501,12 +507,7 @@ def validate_dataset(
         problems.append(
             Problem(root, f"subjects {gaps} are missing (found {names})", blocking=False)
         )
-    layout = DatasetLayout(root, {})
-    for name in names:
-        subj = _read_subject(root, name, problems)
-        if subj is not None:
-            layout.subjects[name] = subj
-    _check_mask_lengths(layout, problems)
+    layout = _read_subjects(root, names, problems)
     rois = {}
     for subj in layout.subjects.values():
         for hemi in HEMIS:

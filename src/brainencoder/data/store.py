@@ -22,7 +22,7 @@ import hashlib
 import logging
 import os
 import shutil
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -249,12 +249,18 @@ def prepare_store(
             )
             for s in todo
         ]
-        for fut in futures:
-            bar.update(fut.result())
+        # flush written chunks to disk in the background while workers keep decoding,
+        # so the final fsync (before the manifest) has little left to do
+        with open(images_file, "rb+") as fh, ThreadPoolExecutor(1) as syncer:
+            pending = []
+            for i, fut in enumerate(futures):
+                bar.update(fut.result())
+                if i % 8 == 7:
+                    pending.append(syncer.submit(os.fsync, fh.fileno()))
+            for job in pending:
+                job.result()
+            os.fsync(fh.fileno())
     bar.close()
-
-    with open(images_file, "rb+") as fh:
-        os.fsync(fh.fileno())
     (store / "fmri").mkdir(exist_ok=True)
     subjects_info = {}
     for name, subj in layout.subjects.items():

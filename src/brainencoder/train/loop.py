@@ -15,7 +15,6 @@ import math
 import shutil
 import signal
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -237,8 +236,9 @@ def train(
     if config.cache_features:
         # the training rows in use plus the validation rows
         all_rows = np.concatenate([train_index.image, build_index(store, "val").image])
-        if info.is_main:
-            cache = build_feature_cache(
+
+        def open_cache(**kwargs: Any) -> FeatureCache:
+            return build_feature_cache(
                 model,
                 store,
                 all_rows,
@@ -246,20 +246,14 @@ def train(
                 tuple(config.crop_scale),
                 config.seed,
                 config.cache_dir,
-                device=device,
-                progress=progress,
+                **kwargs,
             )
+
+        if info.is_main:  # rank 0 extracts; the others open the finished cache
+            cache = open_cache(device=device, progress=progress)
         barrier(info)
         if not info.is_main:
-            cache = build_feature_cache(
-                model,
-                store,
-                all_rows,
-                config.cache_views,
-                tuple(config.crop_scale),
-                config.seed,
-                config.cache_dir,
-            )
+            cache = open_cache()
     trained: nn.Module = model.head if cache is not None else model
     ddp: nn.Module = trained
     if info.enabled:
@@ -569,7 +563,7 @@ def _write_config(run: RunDir, config: TrainConfig, store_path: str | Path, info
     write_bytes_atomic(run.path / "config.yaml", text.encode())
 
 
-def _wandb(config: TrainConfig, run: RunDir) -> Callable | None:
+def _wandb(config: TrainConfig, run: RunDir) -> Any:
     if not config.wandb:
         return None
     try:
