@@ -261,3 +261,18 @@ def test_torchrun_two_gloo_processes_match_single_process(store, tmp_path):
         torch.testing.assert_close(a[key], b[key], rtol=2e-3, atol=2e-4, msg=key)
     lines = (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == len((tmp_path / "single" / "metrics.jsonl").read_text().splitlines())
+
+
+def test_early_stopping_and_grad_accumulation(store, tmp_path):
+    cache = f"cache_dir={tmp_path / 'cache'}"
+    # lr so small nothing improves after the first epoch: patience 1 stops at epoch 2
+    cfg = _config("epochs=10", "lr=1e-9", "early_stop_patience=1", "cache_features=true", cache)
+    summary = train(cfg, store.path, tmp_path / "early")
+    assert summary["stopped_early"] and summary["epochs_run"] < 10
+    # gradient accumulation: 2 micro-batches per step, same number of optimizer steps;
+    # BatchNorm sees micro-batch statistics, so it is close to, not equal to, batch 32
+    base = ["epochs=3", "model.dropout=0.0", "cache_features=true", cache]
+    one = train(_config(*base), store.path, tmp_path / "one")
+    two = train(_config(*base, "grad_accum=2"), store.path, tmp_path / "two")
+    assert two["steps"] == one["steps"] > 0
+    assert abs(two["val/r2_median"] - one["val/r2_median"]) < 0.05
