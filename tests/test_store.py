@@ -160,3 +160,23 @@ def test_prepare_checks_disk_space_up_front(synth_root, tmp_path, monkeypatch):
     with pytest.raises(Exception, match="not enough disk space for the prepared store"):
         prepare_store(synth_root, tmp_path / "s", image_size=32)
     assert not (tmp_path / "s" / "images.u8").exists()
+
+
+def test_row_reader_matches_memmap_and_detects_truncation(store, tmp_path):
+    rows = np.array([5, 3, 4, 30, 7, 7, 0])
+    np.testing.assert_array_equal(store.read_images(rows), store.images[rows])
+    np.testing.assert_array_equal(
+        store.read_fmri("subj02", rows), np.asarray(store.fmri("subj02"))[rows]
+    )
+    assert store.read_fmri("subj01", np.array([], dtype=np.int64)).shape[0] == 0
+    from brainencoder.data.store import RowReader
+
+    path = tmp_path / "a.bin"
+    np.arange(20, dtype=np.float32).tofile(path)
+    reader = RowReader(path, 0, (10, 2), np.float32)
+    np.testing.assert_array_equal(reader(np.array([9, 0])), [[18, 19], [0, 1]])
+    with pytest.raises(IndexError, match="rows out of range"):
+        reader(np.array([10]))
+    path.write_bytes(path.read_bytes()[:-4])
+    with pytest.raises(StoreError, match="short read; the file is truncated"):
+        RowReader(path, 0, (10, 2), np.float32)(np.array([9]))

@@ -37,10 +37,9 @@ def val_weights(
         per_subject = {}
         for name in store.names:
             rows = store.split_rows(name, "val")
-            fmri = store.fmri(name)
-            stats = StreamingStats(fmri.shape[1])
+            stats = StreamingStats(store.fmri(name).shape[1])
             for pos, pred in predict_store_rows(model, store, name, rows):
-                stats.update(pred, np.asarray(fmri[rows[pos]], dtype=np.float32))
+                stats.update(pred, store.read_fmri(name, rows[pos]))
             per_subject[name] = np.clip(stats.pearson(), 0, None) ** power
         raw.append(per_subject)
     out = [dict() for _ in models]

@@ -27,10 +27,7 @@ def predict_store_rows(
     image_rows = (info.test_rows if test else info.train_rows)[rows]
     for start in range(0, len(rows), batch_size):
         sel = image_rows[start : start + batch_size]
-        order = np.argsort(sel)
-        images = np.empty((len(sel), *store.images.shape[1:]), np.uint8)
-        images[order] = store.images[sel[order]]
-        pred = model.predict(images, subject)
+        pred = model.predict(store.read_images(sel), subject)
         yield np.arange(start, start + len(sel)), np.concatenate([pred[h] for h in HEMIS], 1)
 
 
@@ -125,14 +122,15 @@ def evaluate_run(
     for name in store.names:
         info = store.subject(name)
         if split == "test":
-            fmri = _test_responses(noise_ceiling, name, info.n_test, info.n_vertices)
+            truth = _test_responses(noise_ceiling, name, info.n_test, info.n_vertices)
             rows = np.arange(info.n_test)
+            targets = lambda r, truth=truth: truth[r]  # noqa: E731
         else:
-            fmri = store.fmri(name)
             rows = store.split_rows(name, split)
-        stats = StreamingStats(fmri.shape[1])
+            targets = lambda r, name=name: store.read_fmri(name, r)  # noqa: E731
+        stats = StreamingStats(sum(info.n_vertices.values()))
         for pos, pred in predict_store_rows(model, store, name, rows, test=split == "test"):
-            stats.update(pred, np.asarray(fmri[rows[pos]], dtype=np.float32))
+            stats.update(pred, targets(rows[pos]))
         n_lh = info.n_vertices["lh"]
         metrics = {"pearson": stats.pearson(), "r2": stats.r2()}
         if noise_ceiling is not None:

@@ -64,10 +64,8 @@ def iter_predictions(
                 feats = cache.get(np.zeros(stop - start, dtype=np.int64), cache.lookup(img_rows))
                 out = model.head([f.to(device) for f in feats], subj)
             else:
-                order = np.argsort(img_rows)
-                images = np.empty((stop - start, *store.images.shape[1:]), np.uint8)
-                images[order] = store.images[img_rows[order]]
-                x = resize(torch.from_numpy(images), model.input_size).to(device)
+                images = torch.from_numpy(store.read_images(img_rows))
+                x = resize(images, model.input_size).to(device)
                 out = model(x, subj)
             yield np.arange(start, stop), out[:, cols].float().cpu().numpy()
     finally:
@@ -85,11 +83,9 @@ def split_stats(
     out = {}
     for name in store.names:
         rows = store.split_rows(name, split)
-        fmri = store.fmri(name)
-        stats = StreamingStats(fmri.shape[1])
+        stats = StreamingStats(store.fmri(name).shape[1])
         for pos, pred in iter_predictions(model, store, name, rows, cache, batch_size):
-            sel = rows[pos]
-            stats.update(pred, np.asarray(fmri[sel], dtype=np.float32))
+            stats.update(pred, store.read_fmri(name, rows[pos]))
         out[name] = stats
     return out
 

@@ -202,7 +202,7 @@ def build_feature_cache(
     )
     for view, start in todo:
         rows = image_rows[start : start + batch_size]
-        images = torch.from_numpy(np.asarray(store.images[rows]))
+        images = torch.from_numpy(store.read_images(rows))
         if view == 0:
             x = resize(images, model.input_size)
         else:

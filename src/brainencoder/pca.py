@@ -113,9 +113,8 @@ def _subject_blocks(
     for name in store.names:
         rows = store.split_rows(name, split)
         cols = store.space.subject_columns(name)
-        fmri = store.fmri(name)
         for start in range(0, rows.size, chunk):
-            yield cols, np.asarray(fmri[rows[start : start + chunk]], dtype=np.float32)
+            yield cols, store.read_fmri(name, rows[start : start + chunk])
 
 
 def _row_blocks(store: Store, split: str, mean: np.ndarray, chunk: int) -> Iterator[np.ndarray]:

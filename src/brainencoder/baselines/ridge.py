@@ -325,7 +325,12 @@ def fit_ridge_baseline(
     image_rows = np.unique(
         np.concatenate([store.subject(n).train_rows[r] for n, r in rows_by_subject.items()])
     )
-    raw = extractor.raw(np.asarray(store.images[image_rows]))
+    raw = np.concatenate(
+        [
+            extractor.raw(store.read_images(image_rows[s : s + 1024]))
+            for s in range(0, image_rows.size, 1024)
+        ]
+    )
     extractor.fit_pca(raw)
     feats = (
         raw
@@ -335,7 +340,7 @@ def fit_ridge_baseline(
     fits, summary = {}, {}
     for name, rows in rows_by_subject.items():
         X = feats[np.searchsorted(image_rows, store.subject(name).train_rows[rows])]
-        Y = np.asarray(store.fmri(name)[rows], dtype=np.float32)
+        Y = store.read_fmri(name, rows)
         logger.info(
             "%s: %s ridge on %d images x %d features -> %d vertices",
             name,

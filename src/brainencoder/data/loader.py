@@ -146,19 +146,14 @@ class StoreBatches(torch.utils.data.Dataset):
         for s in np.unique(subjects):
             which = np.flatnonzero(subjects == s)
             rows = self.index.row[positions[which]]
-            order = np.argsort(rows)
-            data = np.asarray(self.store.fmri(self.store.names[s])[rows[order]], dtype=np.float32)
-            sel = torch.from_numpy(which[order])
+            data = self.store.read_fmri(self.store.names[s], rows)
+            sel = torch.from_numpy(which)
             target[sel.unsqueeze(1), self.columns[s].unsqueeze(0)] = torch.from_numpy(data)
             mask[sel.unsqueeze(1), self.columns[s].unsqueeze(0)] = True
         return target, mask
 
     def images(self, positions: np.ndarray) -> torch.Tensor:
-        rows = self.index.image[positions]
-        order = np.argsort(rows)
-        out = np.empty((len(rows), *self.store.images.shape[1:]), dtype=np.uint8)
-        out[order] = self.store.images[rows[order]]
-        return torch.from_numpy(out)
+        return torch.from_numpy(self.store.read_images(self.index.image[positions]))
 
     def __getitem__(self, positions: np.ndarray) -> dict[str, torch.Tensor]:
         positions = np.asarray(positions)

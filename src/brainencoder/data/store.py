@@ -18,6 +18,7 @@ A killed ``prepare`` resumes from the chunk markers; a store whose
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -298,6 +299,79 @@ def prepare_store(
     return Store(store)
 
 
+class RowReader:
+    """Reads rows of a C-ordered array file with ``preadv`` into a new array.
+
+    Unlike indexing a memory map, the pages read are not mapped into the
+    process, so reading a whole store in blocks does not grow the resident
+    set (the OS page cache still serves repeated reads). Rows may be given in
+    any order; contiguous runs are read with one call each.
+
+    Parameters
+    ----------
+    path : path
+    offset : int
+        Byte offset of row 0.
+    shape : tuple of int
+        Shape of the whole array (rows first).
+    dtype : numpy dtype
+    """
+
+    def __init__(self, path: str | Path, offset: int, shape: tuple[int, ...], dtype) -> None:
+        self.path, self.offset = str(path), int(offset)
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        self._fd: int | None = None
+        self._pid: int | None = None
+
+    def _handle(self) -> int:
+        if self._fd is None or self._pid != os.getpid():  # one descriptor per process
+            self._fd, self._pid = os.open(self.path, os.O_RDONLY), os.getpid()
+        return self._fd
+
+    def __call__(self, rows: np.ndarray) -> np.ndarray:
+        """Rows ``rows`` (any order), shape (len(rows), *shape[1:])."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        out = np.empty((rows.size, *self.shape[1:]), dtype=self.dtype)
+        if rows.size == 0:
+            return out
+        if rows.min() < 0 or rows.max() >= self.shape[0]:
+            raise IndexError(f"rows out of range [0, {self.shape[0]}) for {self.path}")
+        order = np.argsort(rows, kind="stable")
+        srt = rows[order]
+        ordered = np.empty_like(out)
+        flat = ordered.reshape(rows.size, -1).view(np.uint8).reshape(rows.size, self.row_bytes)
+        breaks = np.flatnonzero(np.diff(srt) != 1) + 1
+        fd = self._handle()
+        for run in np.split(np.arange(rows.size), breaks):
+            first, n = int(srt[run[0]]), run.size  # consecutive rows (duplicates split runs)
+            got = os.preadv(fd, [flat[run[0] : run[-1] + 1]], self.offset + first * self.row_bytes)
+            if got != n * self.row_bytes:
+                raise StoreError(f"{self.path}: short read; the file is truncated")
+        out[order] = ordered
+        return out
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_fd"] = state["_pid"] = None
+        return state
+
+    def __del__(self) -> None:
+        if self._fd is not None and self._pid == os.getpid():
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+
+
+def _npy_data_offset(path: Path) -> int:
+    with open(path, "rb") as fh:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            np.lib.format.read_array_header_1_0(fh)
+        else:
+            np.lib.format.read_array_header_2_0(fh)
+        return fh.tell()
+
+
 @dataclass
 class SubjectInfo:
     """What the store knows about one subject (see :class:`Store`)."""
@@ -357,6 +431,8 @@ class Store:
         if not images_file.exists() or images_file.stat().st_size != int(np.prod(shape)):
             raise StoreError(f"{images_file}: missing or wrong size; prepare the store again")
         self.images = np.memmap(images_file, dtype=np.uint8, mode="r", shape=shape)
+        self.read_images = RowReader(images_file, 0, shape, np.uint8)
+        """Read image rows without mapping them: ``store.read_images(rows)``."""
         self.nsd_ids = np.asarray(manifest["images"]["nsd_ids"], dtype=np.int64)
         names = list(manifest["subjects"])
         with np.load(self.path / Path(manifest["space"]).name, allow_pickle=False) as arrays:
@@ -375,6 +451,7 @@ class Store:
                 splits={k: np.asarray(v, dtype=np.int64) for k, v in info["splits"].items()},
             )
         self._fmri: dict[str, np.ndarray] = {}
+        self._fmri_readers: dict[str, RowReader] = {}
 
     @property
     def names(self) -> list[str]:
@@ -410,7 +487,17 @@ class Store:
             if arr.shape != expected:
                 raise StoreError(f"{path}: shape {arr.shape}, expected {expected}")
             self._fmri[name] = arr
+            self._fmri_readers[name] = RowReader(path, _npy_data_offset(path), arr.shape, arr.dtype)
         return self._fmri[name]
+
+    def read_fmri(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """Rows of a subject's training fMRI as float32, shape (len(rows), n_lh + n_rh).
+
+        Reads with ``preadv`` instead of the memory map, so streaming through
+        the whole store keeps the process's resident memory small.
+        """
+        self.fmri(name)
+        return self._fmri_readers[name](rows).astype(np.float32, copy=False)
 
     def split_rows(self, name: str, split: str) -> np.ndarray:
         """Training-row indices of ``split`` ('train', 'val', 'testval' or 'all')."""
