@@ -48,6 +48,9 @@ def test_config_layers_and_errors(tmp_path):
         load_config(None, ["model.depth=3"])
     with pytest.raises(ConfigError, match="must look like key=value"):
         load_config(None, ["epochs"])
+    with pytest.raises(ConfigError, match="'val_metric' must be val/"):
+        load_config(None, ["val_metric=val/loss"])
+    assert load_config(None, ["val_metric=val/subj02/pearson_median"]).val_metric
     with pytest.raises(ConfigError, match="'amp' must be one of"):
         load_config(None, ["amp=fp8"])
     with pytest.raises(ConfigError, match="config file not found"):

@@ -7,6 +7,7 @@ are errors listing what is valid) and saved into the run directory.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from ..models.encoder import ENCODER_CONFIGS, EncoderConfig
 __all__ = ["TrainConfig", "load_config", "parse_overrides"]
 
 _AMP = ("auto", "none", "bf16", "fp16")
+_VAL_METRIC = re.compile(r"^val/((r2|pearson)_(median|mean)|subj\d+/(r2|pearson)_median)$")
 
 
 @dataclass
@@ -157,8 +159,11 @@ class TrainConfig:
             )
         if self.cache_features and self.train_trunk:
             raise ConfigError("'cache_features' needs a frozen trunk; set train_trunk: false")
-        if not self.val_metric.startswith("val/"):
-            raise ConfigError(f"'val_metric' must start with 'val/'; got {self.val_metric!r}")
+        if not _VAL_METRIC.match(self.val_metric):
+            raise ConfigError(
+                "'val_metric' must be val/{r2,pearson}_{median,mean} or "
+                f"val/subjXX/{{r2,pearson}}_median; got {self.val_metric!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -31,7 +31,14 @@ from ..errors import CheckpointError, ConfigError
 from ..evaluation import split_stats, summarize_stats
 from ..features import FeatureCache, build_feature_cache
 from ..fileio import write_json_atomic
-from ..models.encoder import Encoder, create_encoder, load_encoder, load_state, read_model_file
+from ..models.encoder import (
+    Encoder,
+    create_encoder,
+    load_encoder,
+    load_state,
+    read_model_file,
+    save_encoder,
+)
 from ..models.trunk import apply_freeze
 from ..pca import fit_group_pca
 from .checkpoint import RunDir, git_revision
@@ -210,50 +217,12 @@ def train(
     run = RunDir(run_dir)
     _prepare_run_dir(run, resume, overwrite, info)
     store = Store(store_path)
-    torch.manual_seed(config.seed)  # the same initial model on every rank
     np.random.seed(config.seed)  # noqa: NPY002 (for user code that uses it)
-
-    model = _build_model(config, store)
-    torch.manual_seed(config.seed + info.rank)  # per-rank dropout masks
-    model.store_image_size = store.image_size
-    for p in model.trunk.parameters():
-        p.requires_grad_(config.train_trunk)
-    if config.train_trunk and config.freeze:
-        frozen = apply_freeze(model.trunk.model, config.freeze)  # timm parameter names
-        logger.info("froze %d trunk parameter tensors", len(frozen))
-    if info.enabled:
-        sync_batchnorms(model.head)
-        if device.type == "cuda" and config.train_trunk:
-            model.trunk = nn.SyncBatchNorm.convert_sync_batchnorm(model.trunk)
-    model.to(device)
-    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    if n_trainable == 0:
-        raise ConfigError("no trainable parameters: check train_trunk and freeze")
+    model, n_trainable = _prepare_model(config, store, info, device)
 
     train_index = build_index(store, "train", fraction=config.train_fraction, seed=config.seed)
     batches = StoreBatches(store, train_index)
-    cache: FeatureCache | None = None
-    if config.cache_features:
-        # the training rows in use plus the validation rows
-        all_rows = np.concatenate([train_index.image, build_index(store, "val").image])
-
-        def open_cache(**kwargs: Any) -> FeatureCache:
-            return build_feature_cache(
-                model,
-                store,
-                all_rows,
-                config.cache_views,
-                tuple(config.crop_scale),
-                config.seed,
-                config.cache_dir,
-                **kwargs,
-            )
-
-        if info.is_main:  # rank 0 extracts; the others open the finished cache
-            cache = open_cache(device=device, progress=progress)
-        barrier(info)
-        if not info.is_main:
-            cache = open_cache()
+    cache = _open_cache(config, model, store, train_index, info, device, progress)
     trained: nn.Module = model.head if cache is not None else model
     ddp: nn.Module = trained
     if info.enabled:
@@ -285,18 +254,7 @@ def train(
         "epochs_since_best": 0,
     }
     if resume:
-        ckpt = run.latest_checkpoint()
-        tensors, _ = read_model_file(ckpt / "model.safetensors")
-        load_state(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, ckpt)
-        state = run.load_checkpoint(ckpt, optimizer, scaler)
-        if state.get("config") != _config_record(config):
-            raise CheckpointError(
-                f"{ckpt}: the checkpoint was made with another config; "
-                "resume with the same config and overrides"
-            )
-        if info.is_main:
-            run.truncate_metrics(state["step"])
-        logger.info("resuming at epoch %d, step %d", state["epoch"], state["step"])
+        state = _resume(run, model, optimizer, scaler, config, info)
     elif info.is_main:
         _write_config(run, config, store_path, info)
 
@@ -384,38 +342,7 @@ def train(
                     return {"stopped_at_step": state["step"]}
             bar.close()
             train_seconds = time.perf_counter() - epoch_start
-            stats = split_stats(model, store, "val", cache)
-            metrics = summarize_stats(stats, "val")
-            value = metrics[config.val_metric] if config.val_metric in metrics else None
-            if value is None:
-                raise ConfigError(
-                    f"'val_metric' {config.val_metric!r} is not computed; choose "
-                    f"one of {sorted(k for k in metrics if k.count('/') == 1)}"
-                )
-            state["epoch"] += 1
-            state["batch_in_epoch"] = 0
-            improved = state["best"] is None or value > state["best"]
-            if improved:
-                state.update(best=value, best_epoch=epoch, epochs_since_best=0)
-                if info.is_main:
-                    from ..models.encoder import save_encoder
-
-                    save_encoder(
-                        model,
-                        run.path / "best.safetensors",
-                        {"store_image_size": str(store.image_size)},
-                    )
-                    write_json_atomic(
-                        run.path / "best.json",
-                        {
-                            "epoch": epoch,
-                            "step": state["step"],
-                            config.val_metric: value,
-                            **metrics,
-                        },
-                    )
-            else:
-                state["epochs_since_best"] += 1
+            metrics, value = _validate(model, store, cache, config, state, epoch, run, info)
             log(
                 {
                     "step": state["step"],
@@ -463,6 +390,121 @@ def train(
             wandb_run.finish()
     barrier(info)
     return summary
+
+
+def _prepare_model(
+    config: TrainConfig, store: Store, info: DistInfo, device: torch.device
+) -> tuple[Encoder, int]:
+    """Build or load the model, set what trains, sync BatchNorm under DDP, move it."""
+    torch.manual_seed(config.seed)  # the same initial model on every rank
+    model = _build_model(config, store)
+    torch.manual_seed(config.seed + info.rank)  # per-rank dropout masks
+    model.store_image_size = store.image_size
+    for p in model.trunk.parameters():
+        p.requires_grad_(config.train_trunk)
+    if config.train_trunk and config.freeze:
+        frozen = apply_freeze(model.trunk.model, config.freeze)  # timm parameter names
+        logger.info("froze %d trunk parameter tensors", len(frozen))
+    if info.enabled:
+        sync_batchnorms(model.head)
+        if device.type == "cuda" and config.train_trunk:
+            model.trunk = nn.SyncBatchNorm.convert_sync_batchnorm(model.trunk)
+    model.to(device)
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if n_trainable == 0:
+        raise ConfigError("no trainable parameters: check train_trunk and freeze")
+    return model, n_trainable
+
+
+def _open_cache(
+    config: TrainConfig,
+    model: Encoder,
+    store: Store,
+    train_index,
+    info: DistInfo,
+    device: torch.device,
+    progress: bool | None,
+) -> FeatureCache | None:
+    """The feature cache of the training rows in use plus the validation rows (rank 0
+    extracts; the other ranks open the finished cache)."""
+    if not config.cache_features:
+        return None
+    rows = np.concatenate([train_index.image, build_index(store, "val").image])
+
+    def build(**kwargs: Any) -> FeatureCache:
+        return build_feature_cache(
+            model,
+            store,
+            rows,
+            config.cache_views,
+            tuple(config.crop_scale),
+            config.seed,
+            config.cache_dir,
+            **kwargs,
+        )
+
+    cache = build(device=device, progress=progress) if info.is_main else None
+    barrier(info)
+    return cache if info.is_main else build()
+
+
+def _resume(
+    run: RunDir,
+    model: Encoder,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    config: TrainConfig,
+    info: DistInfo,
+) -> dict[str, Any]:
+    """Restore the latest checkpoint of ``run``; returns the training state."""
+    ckpt = run.latest_checkpoint()
+    tensors, _ = read_model_file(ckpt / "model.safetensors")
+    load_state(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, ckpt)
+    state = run.load_checkpoint(ckpt, optimizer, scaler)
+    if state.get("config") != _config_record(config):
+        raise CheckpointError(
+            f"{ckpt}: the checkpoint was made with another config; resume "
+            "with the same config and overrides"
+        )
+    if info.is_main:
+        run.truncate_metrics(state["step"])
+    logger.info("resuming at epoch %d, step %d", state["epoch"], state["step"])
+    return state
+
+
+def _validate(
+    model: Encoder,
+    store: Store,
+    cache: FeatureCache | None,
+    config: TrainConfig,
+    state: dict[str, Any],
+    epoch: int,
+    run: RunDir,
+    info: DistInfo,
+) -> tuple[dict[str, float], float]:
+    """Validation metrics of the epoch; updates ``state`` and saves a new best model."""
+    metrics = summarize_stats(split_stats(model, store, "val", cache), "val")
+    if config.val_metric not in metrics:
+        raise ConfigError(
+            f"'val_metric' {config.val_metric!r} is not computed for this store "
+            f"(subjects {store.names})"
+        )
+    value = metrics[config.val_metric]
+    state["epoch"] += 1
+    state["batch_in_epoch"] = 0
+    if state["best"] is None or value > state["best"]:
+        state.update(best=value, best_epoch=epoch, epochs_since_best=0)
+        if info.is_main:
+            save_encoder(
+                model, run.path / "best.safetensors", {"store_image_size": str(store.image_size)}
+            )
+            write_json_atomic(
+                run.path / "best.json",
+                {"epoch": epoch, "step": state["step"], config.val_metric: value, **metrics},
+            )
+    else:
+        state["epochs_since_best"] += 1
+    return metrics, value
 
 
 def _step(
