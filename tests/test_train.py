@@ -279,3 +279,13 @@ def test_early_stopping_and_grad_accumulation(store, tmp_path):
     two = train(_config(*base, "grad_accum=2"), store.path, tmp_path / "two")
     assert two["steps"] == one["steps"] > 0
     assert abs(two["val/r2_median"] - one["val/r2_median"]) < 0.05
+
+
+def test_bf16_autocast_on_cpu_and_fp16_refused(store, tmp_path):
+    cache = f"cache_dir={tmp_path / 'cache'}"
+    summary = train(
+        _config("epochs=1", "amp=bf16", "cache_features=true", cache), store.path, tmp_path / "bf16"
+    )
+    assert summary["finished"] and np.isfinite(summary["val/r2_median"])
+    with pytest.raises(ConfigError, match="amp 'fp16' needs a CUDA device"):
+        train(_config("epochs=1", "amp=fp16", "device=cpu"), store.path, tmp_path / "fp16")
