@@ -214,6 +214,7 @@ def train(
     device = _device(config.device, DistInfo())
     info = init_distributed(device.type)
     device = _device(config.device, info)
+    amp_dtype, use_scaler = _amp(config, device)  # fails early for impossible settings
     run = RunDir(run_dir)
     _prepare_run_dir(run, resume, overwrite, info)
     store = Store(store_path)
@@ -242,7 +243,6 @@ def train(
         betas=(0.9, 0.999),
         fused=device.type == "cuda",
     )
-    amp_dtype, use_scaler = _amp(config, device)
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
 
     state: dict[str, Any] = {
