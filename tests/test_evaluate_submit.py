@@ -137,37 +137,15 @@ def test_predict_any_images_and_cli(run, tmp_path, capsys):
     Image.fromarray(rng.integers(0, 255, (40, 40, 4), dtype=np.uint8)).save(folder / "c.png")
     (folder / "notes.txt").write_text("x")
     assert [p.name for p in list_images(folder)] == ["a.png", "b.jpg", "c.png"]
-    assert (
-        main(
-            [
-                "predict",
-                str(run),
-                str(folder),
-                "--subject",
-                "subj03",
-                "--out",
-                str(tmp_path / "p.npz"),
-            ]
-        )
-        == 0
-    )
+
+    def predict(out):
+        return main(["predict", str(run), str(folder), "--subject", "subj03", "--out", str(out)])
+
+    assert predict(tmp_path / "p.npz") == 0
     with np.load(tmp_path / "p.npz") as f:
         assert f["lh"].shape[0] == 3 and f["names"].tolist() == ["a.png", "b.jpg", "c.png"]
     (folder / "d.png").write_bytes(b"garbage")
-    assert (
-        main(
-            [
-                "predict",
-                str(run),
-                str(folder),
-                "--subject",
-                "subj03",
-                "--out",
-                str(tmp_path / "q.npy"),
-            ]
-        )
-        == 1
-    )
+    assert predict(tmp_path / "q.npy") == 1
     assert "d.png: cannot decode image" in capsys.readouterr().err
     with pytest.raises(CheckpointError, match="no model found"):
         load_run_model(tmp_path)

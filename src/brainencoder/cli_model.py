@@ -135,30 +135,30 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
 
     store = Store(args.store)
     layers = [int(x) if x.lstrip("-").isdigit() else x for x in args.layers]
+    trunk = {
+        "trunk": args.trunk,
+        "pretrained": args.pretrained,
+        "trunk_weights": args.trunk_weights,
+        "img_size": args.img_size,
+    }
     if args.kind == "devkit":  # the Algonauts 2023 tutorial: PCA 100 of one layer + OLS
         spec = FeatureSpec(
             kind="trunk",
-            trunk=args.trunk,
             layers=layers[-1:],
-            pretrained=args.pretrained,
-            trunk_weights=args.trunk_weights,
-            img_size=args.img_size,
             pooling="mean",
             pca_components=args.pca_components or 100,
+            **trunk,
         )
         solver = "ols"
     else:
         spec = FeatureSpec(
             kind=args.features,
-            trunk=args.trunk,
             layers=layers,
-            pretrained=args.pretrained,
-            trunk_weights=args.trunk_weights,
-            img_size=args.img_size,
             pooling=args.pooling,
             grid=args.grid,
             pixel_size=args.pixel_size,
             pca_components=args.pca_components,
+            **trunk,
         )
         solver = args.solver
     fit_ridge_baseline(store, args.out, spec, solver=solver, overwrite=args.overwrite)
