@@ -217,3 +217,14 @@ def test_reference_configuration_builds_at_full_scale():
         out = enc(torch.rand(2, 3, 224, 224), torch.tensor([0, 7]))
     assert out.shape == (2, 39548)
     assert build_encoder  # factory re-export stays importable
+
+
+def test_ridge_baseline_trunk_equals_tiny_encoder_trunk(store):
+    """benchmarks/accuracy.py compares GroupLin and ridge on the same random trunk."""
+    from brainencoder.baselines.ridge import FeatureExtractor, FeatureSpec
+
+    torch.manual_seed(0)  # as train() does before building the encoder (seed 0)
+    enc = create_encoder("tiny", store.space, latent_dim=8)
+    fx = FeatureExtractor(FeatureSpec(seed=0))
+    a, b = enc.trunk.state_dict(), fx.trunk.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
