@@ -87,3 +87,86 @@ def test_mismatched_subjects_are_refused(store, synth_root, tmp_path):
             other.path,
             tmp_path / "run3",
         )
+
+
+def _kill_after(cmd, ready, rng, timeout=120):
+    """Start ``cmd``, SIGKILL it soon after ``ready()`` turns true; True if it was killed."""
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while proc.poll() is None and time.time() < deadline:
+        if ready():
+            time.sleep(rng.uniform(0, 0.05))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return True
+        time.sleep(0.01)
+    proc.wait()
+    return False
+
+
+@pytest.mark.slow
+def test_sigkill_feature_caching_then_resume(store, tmp_path):
+    import sys
+
+    rows = np.arange(store.images.shape[0])
+    root = tmp_path / "killed"
+    code = (
+        "import numpy as np, torch; from brainencoder.data.store import Store; "
+        "from brainencoder.features import build_feature_cache; "
+        "from brainencoder.models.encoder import create_encoder; "
+        f"s = Store({str(store.path)!r}); torch.manual_seed(0); "
+        f"m = create_encoder('tiny', s.space, **{TINY!r}); "
+        f"build_feature_cache(m, s, np.arange(s.images.shape[0]), 3, root={str(root)!r})"
+    )
+    rng = np.random.default_rng(0)
+
+    def some_chunks_done():
+        return any(root.glob("*/chunks/*.done"))
+
+    killed = sum(_kill_after([sys.executable, "-c", code], some_chunks_done, rng) for _ in range(2))
+    assert killed >= 1
+    assert not list(root.glob("*/manifest.json")) or killed < 2
+    resumed = build_feature_cache(_model(store), store, rows, 3, root=root)
+    full = build_feature_cache(_model(store), store, rows, 3, root=tmp_path / "full")
+    for a, b in zip(full.layers, resumed.layers):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_sigkill_submit_leaves_no_partial_zip(store, synth_root, tmp_path):
+    import sys
+
+    from brainencoder.data.layout import read_layout
+    from brainencoder.predict import read_submission
+
+    fast = [
+        "model.img_size=32",
+        "model.hidden_dim=8",
+        "model.latent_dim=4",
+        "epochs=1",
+        "batch_size=32",
+        "cache_features=true",
+        f"cache_dir={tmp_path / 'cache'}",
+    ]
+    train(load_config(None, fast), store.path, tmp_path / "run")
+    out = tmp_path / "sub.zip"
+    cmd = [
+        sys.executable,
+        "-m",
+        "brainencoder",
+        "submit",
+        str(tmp_path / "run"),
+        "--data",
+        str(synth_root),
+        "--out",
+        str(out),
+    ]
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        _kill_after(cmd, lambda: any(tmp_path.glob(".sub.zip.*")) or out.exists(), rng)
+        if out.exists():  # whatever is at the target is complete and valid
+            read_submission(out, read_layout(synth_root))
