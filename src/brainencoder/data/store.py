@@ -398,7 +398,10 @@ class Store:
     Attributes
     ----------
     images : ndarray of uint8, shape (n_images, size, size, 3)
-        All decoded images (memory-mapped).
+        All decoded images (memory-mapped, for inspection and small reads).
+    read_images : RowReader
+        ``store.read_images(rows)`` -> uint8 (len(rows), size, size, 3), read with
+        ``preadv`` so streaming all images keeps the resident memory small.
     space : GroupSpace
     subjects : dict of str to SubjectInfo
     """
@@ -431,8 +434,8 @@ class Store:
         if not images_file.exists() or images_file.stat().st_size != int(np.prod(shape)):
             raise StoreError(f"{images_file}: missing or wrong size; prepare the store again")
         self.images = np.memmap(images_file, dtype=np.uint8, mode="r", shape=shape)
+        # store.read_images(rows): image rows read without mapping them into the process
         self.read_images = RowReader(images_file, 0, shape, np.uint8)
-        """Read image rows without mapping them: ``store.read_images(rows)``."""
         self.nsd_ids = np.asarray(manifest["images"]["nsd_ids"], dtype=np.int64)
         names = list(manifest["subjects"])
         with np.load(self.path / Path(manifest["space"]).name, allow_pickle=False) as arrays:
