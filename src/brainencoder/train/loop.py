@@ -219,7 +219,8 @@ def train(
     _prepare_run_dir(run, resume, overwrite, info)
     store = Store(store_path)
     np.random.seed(config.seed)  # noqa: NPY002 (for user code that uses it)
-    model, n_trainable = _prepare_model(config, store, info, device)
+    ckpt = run.latest_checkpoint() if resume else None
+    model, n_trainable = _prepare_model(config, store, info, device, ckpt)
 
     train_index = build_index(store, "train", fraction=config.train_fraction, seed=config.seed)
     batches = StoreBatches(store, train_index)
@@ -253,8 +254,8 @@ def train(
         "best_epoch": None,
         "epochs_since_best": 0,
     }
-    if resume:
-        state = _resume(run, model, optimizer, scaler, config, info)
+    if ckpt is not None:
+        state = _resume(ckpt, run, model, optimizer, scaler, config, info)
     elif info.is_main:
         _write_config(run, config, store_path, info)
 
@@ -393,11 +394,22 @@ def train(
 
 
 def _prepare_model(
-    config: TrainConfig, store: Store, info: DistInfo, device: torch.device
+    config: TrainConfig,
+    store: Store,
+    info: DistInfo,
+    device: torch.device,
+    checkpoint: Path | None = None,
 ) -> tuple[Encoder, int]:
-    """Build or load the model, set what trains, sync BatchNorm under DDP, move it."""
+    """Build or load the model, set what trains, sync BatchNorm under DDP, move it.
+
+    When resuming, the architecture and the frozen PCA come from the checkpoint's
+    model file, so the group PCA is not fitted again.
+    """
     torch.manual_seed(config.seed)  # the same initial model on every rank
-    model = _build_model(config, store)
+    if checkpoint is not None:
+        model = load_encoder(checkpoint / "model.safetensors")
+    else:
+        model = _build_model(config, store)
     torch.manual_seed(config.seed + info.rank)  # per-rank dropout masks
     model.store_image_size = store.image_size
     for p in model.trunk.parameters():
@@ -449,6 +461,7 @@ def _open_cache(
 
 
 def _resume(
+    ckpt: Path,
     run: RunDir,
     model: Encoder,
     optimizer: torch.optim.Optimizer,
@@ -456,8 +469,7 @@ def _resume(
     config: TrainConfig,
     info: DistInfo,
 ) -> dict[str, Any]:
-    """Restore the latest checkpoint of ``run``; returns the training state."""
-    ckpt = run.latest_checkpoint()
+    """Restore checkpoint ``ckpt`` of ``run``; returns the training state."""
     tensors, _ = read_model_file(ckpt / "model.safetensors")
     load_state(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, ckpt)
     state = run.load_checkpoint(ckpt, optimizer, scaler)
