@@ -53,6 +53,13 @@ def list_images(folder: str | Path) -> list[Path]:
     return images
 
 
+def _decode(paths: Sequence[Path], size: int | None) -> np.ndarray:
+    """Decode a batch at ``size`` (None: the first image's size, so a batch stacks)."""
+    if size is None:
+        size = load_image(paths[0]).shape[0]
+    return np.stack([load_image(p, size) for p in paths])
+
+
 def predict_images(
     model, paths: Sequence[Path], subject: str, batch_size: int = 64, progress: bool | None = None
 ) -> dict[str, np.ndarray]:
@@ -65,27 +72,7 @@ def predict_images(
     -------
     dict with keys "lh", "rh" : ndarray of float32, shape (n_images, n_vertices_hemi)
     """
-    from tqdm.auto import tqdm
-
-    if len(paths) == 0:
-        raise DataError("no images to predict")
-    size = getattr(model, "store_image_size", None)
-    outs: dict[str, list[np.ndarray]] = {h: [] for h in HEMIS}
-    starts = range(0, len(paths), batch_size)
-    for start in tqdm(
-        starts,
-        desc=f"predict {subject}",
-        unit="batch",
-        disable=None if progress is None else not progress,
-    ):
-        batch = [load_image(p, size) for p in paths[start : start + batch_size]]
-        if size is None:  # uneven sizes: resize each to the first one's
-            side = batch[0].shape[0]
-            batch = [load_image(p, side) for p in paths[start : start + batch_size]]
-        pred = model.predict(np.stack(batch), subject)
-        for h in HEMIS:
-            outs[h].append(pred[h])
-    return {h: np.concatenate(v).astype(np.float32) for h, v in outs.items()}
+    return ensemble_predict([model], paths, subject, None, batch_size, progress)
 
 
 def ensemble_predict(
@@ -93,8 +80,13 @@ def ensemble_predict(
     paths: Sequence[Path],
     subject: str,
     weights: Sequence[np.ndarray] | None = None,
+    batch_size: int = 64,
+    progress: bool | None = None,
 ) -> dict[str, np.ndarray]:
     """Mean (or per-vertex weighted mean) of several models' predictions.
+
+    Each batch of images is decoded once per distinct store image size of the
+    models, not once per model.
 
     Parameters
     ----------
@@ -103,19 +95,38 @@ def ensemble_predict(
     subject : str
     weights : sequence of ndarray of shape (n_lh + n_rh,), optional
         Per-model, per-vertex weights (lh then rh columns), summing to 1 over
-        models at each vertex.
+        models at each vertex. Default: the plain mean.
+    batch_size : int, default=64
+    progress : bool, optional
+
+    Returns
+    -------
+    dict with keys "lh", "rh" : ndarray of float32, shape (n_images, n_vertices_hemi)
     """
-    total: dict[str, np.ndarray] | None = None
-    for m, model in enumerate(models):
-        pred = predict_images(model, paths, subject)
-        if weights is not None:
+    from tqdm.auto import tqdm
+
+    if len(paths) == 0:
+        raise DataError("no images to predict")
+    sizes = [getattr(m, "store_image_size", None) for m in models]
+    outs: dict[str, list[np.ndarray]] = {h: [] for h in HEMIS}
+    for start in tqdm(
+        range(0, len(paths), batch_size),
+        desc=f"predict {subject}",
+        unit="batch",
+        disable=None if progress is None else not progress,
+    ):
+        batch = paths[start : start + batch_size]
+        decoded = {size: _decode(batch, size) for size in set(sizes)}
+        total: dict[str, np.ndarray] = {}
+        for m, model in enumerate(models):
+            pred = model.predict(decoded[sizes[m]], subject)
             n_lh = pred["lh"].shape[1]
-            w = {"lh": weights[m][:n_lh], "rh": weights[m][n_lh:]}
-            pred = {h: pred[h] * w[h][None, :] for h in HEMIS}
-        else:
-            pred = {h: pred[h] / len(models) for h in HEMIS}
-        total = pred if total is None else {h: total[h] + pred[h] for h in HEMIS}
-    return {h: total[h].astype(np.float32) for h in HEMIS}
+            for h, sl in (("lh", slice(0, n_lh)), ("rh", slice(n_lh, None))):
+                w = 1.0 / len(models) if weights is None else weights[m][sl][None, :]
+                total[h] = total.get(h, 0.0) + pred[h] * w
+        for h in HEMIS:
+            outs[h].append(total[h])
+    return {h: np.concatenate(v).astype(np.float32) for h, v in outs.items()}
 
 
 def _expected_shapes(layout: DatasetLayout) -> dict[str, dict[str, tuple[int, int]]]:
