@@ -16,6 +16,21 @@ from brainencoder.train.loop import train
 TINY = {"img_size": 32, "hidden_dim": 8, "latent_dim": 4}
 
 
+def _fast_run(store, tmp_path):
+    """Train a minimal encoder into tmp_path/run; returns its config overrides."""
+    fast = [
+        "model.img_size=32",
+        "model.hidden_dim=8",
+        "model.latent_dim=4",
+        "epochs=1",
+        "batch_size=32",
+        "cache_features=true",
+        f"cache_dir={tmp_path / 'cache'}",
+    ]
+    train(load_config(None, fast), store.path, tmp_path / "run")
+    return fast
+
+
 def _model(store):
     import torch
 
@@ -57,16 +72,7 @@ def test_feature_cache_checks_disk_space(store, tmp_path, monkeypatch):
 
 
 def test_mismatched_subjects_are_refused(store, synth_root, tmp_path):
-    fast = [
-        "model.img_size=32",
-        "model.hidden_dim=8",
-        "model.latent_dim=4",
-        "epochs=1",
-        "batch_size=32",
-        "cache_features=true",
-        f"cache_dir={tmp_path / 'cache'}",
-    ]
-    train(load_config(None, fast), store.path, tmp_path / "run")
+    fast = _fast_run(store, tmp_path)
     two = shutil.copytree(synth_root, tmp_path / "two", ignore=shutil.ignore_patterns("truth"))
     shutil.rmtree(two / "subj01")
     shutil.rmtree(two / "subj02")  # only subj03 left, which misses some group vertices
@@ -143,16 +149,7 @@ def test_sigkill_submit_leaves_no_partial_zip(store, synth_root, tmp_path):
     from brainencoder.data.layout import read_layout
     from brainencoder.predict import read_submission
 
-    fast = [
-        "model.img_size=32",
-        "model.hidden_dim=8",
-        "model.latent_dim=4",
-        "epochs=1",
-        "batch_size=32",
-        "cache_features=true",
-        f"cache_dir={tmp_path / 'cache'}",
-    ]
-    train(load_config(None, fast), store.path, tmp_path / "run")
+    _fast_run(store, tmp_path)
     out = tmp_path / "sub.zip"
     cmd = [
         sys.executable,
