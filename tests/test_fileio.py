@@ -74,6 +74,9 @@ def test_atomic_path_leaves_target_untouched_on_error(tmp_path):
         raise RuntimeError("boom")
     assert target.read_text().strip().startswith("{")
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+    (tmp_path / ".out.json.abc123.tmp").write_text("left by a killed writer")
+    write_json_atomic(target, {"a": 2})
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
 
 
 def test_check_free_space(tmp_path):

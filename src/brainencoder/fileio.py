@@ -8,6 +8,7 @@ a half-written file.
 from __future__ import annotations
 
 import contextlib
+import glob
 import io
 import json
 import os
@@ -38,9 +39,13 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path next to ``path``; move it to ``path`` on success.
 
     On an exception the temporary file is removed and ``path`` is untouched.
+    Temporary files of an earlier writer of ``path`` that was killed are
+    removed first (one writer per target is assumed).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp{glob.escape(suffix)}"):
+        stale.unlink(missing_ok=True)  # left by a writer that was killed
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
