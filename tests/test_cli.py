@@ -64,3 +64,36 @@ def test_demo_end_to_end_small(tmp_path, capsys):
     for key in ("submission", "ensemble_submission"):
         assert out[key].exists()
     assert (out["figures"] / "subj02_pearson_test.png").exists()
+
+
+def test_cli_pca(store, tmp_path, capsys):
+    from brainencoder.pca import GroupPCA
+
+    assert (
+        main(
+            ["pca", str(store.path), "--out", str(tmp_path / "p.safetensors"), "--components", "5"]
+        )
+        == 0
+    )
+    assert "5 components" in capsys.readouterr().out
+    assert GroupPCA.load(tmp_path / "p.safetensors").components.shape[0] == 5
+    assert (
+        main(
+            [
+                "pca",
+                str(store.path),
+                "--out",
+                str(tmp_path / "q.safetensors"),
+                "--components",
+                "auto",
+            ]
+        )
+        == 0
+    )
+    with pytest.raises(SystemExit):
+        main(["pca", str(store.path), "--out", str(tmp_path / "r"), "--components", "many"])
+    assert "expected a number of components or 'auto'" in capsys.readouterr().err
+    assert (
+        main(["pca", str(store.path), "--out", str(tmp_path / "r"), "--components", "100000"]) == 1
+    )
+    assert "cannot fit 100000 PCA components" in capsys.readouterr().err

@@ -25,12 +25,23 @@ def _resolve_config(name: str) -> Path | None:
     raise ConfigError(f"config {name!r} is neither a file nor a packaged config ({available})")
 
 
+def _components(text: str) -> int | str:
+    """argparse type: a positive int or 'auto'."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of components or 'auto'; got {text!r}"
+        ) from None
+
+
 def _cmd_pca(args: argparse.Namespace) -> int:
     from .data.store import Store
     from .pca import fit_group_pca
 
-    n = args.components if args.components == "auto" else int(args.components)
-    pca = fit_group_pca(Store(args.store), n, seed=args.seed)
+    pca = fit_group_pca(Store(args.store), args.components, seed=args.seed)
     pca.save(args.out)
     ratio = pca.explained_variance.sum()
     print(
@@ -181,7 +192,9 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pca", help="fit the group PCA of a store's training fMRI")
     p.add_argument("store", type=Path)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--components", default="2048", help="number of components or 'auto'")
+    p.add_argument(
+        "--components", type=_components, default=2048, help="number of components or 'auto'"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_pca)
 
