@@ -97,3 +97,10 @@ def test_cli_pca(store, tmp_path, capsys):
         main(["pca", str(store.path), "--out", str(tmp_path / "r"), "--components", "100000"]) == 1
     )
     assert "cannot fit 100000 PCA components" in capsys.readouterr().err
+
+
+def test_cli_plot_bad_sphere_folder(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    assert main(["plot", str(run), "--fsaverage-surf", str(tmp_path / "nowhere")]) == 1
+    assert "lh.sphere: cannot read the fsaverage sphere" in capsys.readouterr().err

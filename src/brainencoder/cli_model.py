@@ -83,10 +83,18 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     if args.fsaverage_surf:
         import nibabel.freesurfer as fsio
 
-        sphere = {
-            h: fsio.read_geometry(str(Path(args.fsaverage_surf) / f"{h}.sphere"))[0]
-            for h in ("lh", "rh")
-        }
+        from .errors import DataError
+
+        sphere = {}
+        for h in ("lh", "rh"):
+            path = Path(args.fsaverage_surf) / f"{h}.sphere"
+            try:
+                sphere[h] = fsio.read_geometry(str(path))[0]
+            except (OSError, ValueError) as exc:
+                raise DataError(
+                    f"{path}: cannot read the fsaverage sphere ({exc}); pass "
+                    "FreeSurfer's subjects/fsaverage/surf folder"
+                ) from None
     for path in plot_run(args.run_dir, args.split, args.metric, sphere):
         print(path)
     return 0
