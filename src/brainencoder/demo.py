@@ -57,9 +57,6 @@ def run_demo(
     dict of str to Path
         Where each output is.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
     from .baselines.ridge import FeatureSpec, fit_ridge_baseline
     from .evaluate import evaluate_run
     from .figures import plot_run

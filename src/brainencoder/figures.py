@@ -38,9 +38,6 @@ def plot_run(
 
     Needs ``run_dir/eval/<split>/per_vertex.npz`` (from ``brainencoder evaluate``).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import pandas as pd
 

@@ -37,6 +37,14 @@ def _fsaverage5():
     return meshes, sulcal
 
 
+def _save(fig, output_file: str | Path) -> None:
+    """Save a figure as PNG atomically (a killed run never leaves half a PNG)."""
+    from .fileio import atomic_path
+
+    with atomic_path(output_file, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+
+
 def fsaverage_to_fsaverage5(
     values: np.ndarray, hemi: str, fsaverage_sphere: np.ndarray | None = None
 ) -> np.ndarray:
@@ -160,7 +168,7 @@ def plot_surface_map(
     cbar.set_label(colorbar_label)
     fig.suptitle(title, fontsize=14)
     if output_file is not None:
-        fig.savefig(output_file, dpi=100)
+        _save(fig, output_file)
     return fig
 
 
@@ -210,7 +218,7 @@ def plot_roi_bars(
     ax.legend(fontsize=8)
     fig.tight_layout()
     if output_file is not None:
-        fig.savefig(output_file, dpi=100)
+        _save(fig, output_file)
     return fig
 
 
@@ -240,5 +248,5 @@ def plot_learning_curves(records: Sequence[Mapping], output_file: str | Path | N
     ax2.legend()
     fig.tight_layout()
     if output_file is not None:
-        fig.savefig(output_file, dpi=100)
+        _save(fig, output_file)
     return fig
