@@ -22,7 +22,8 @@ logger = logging.getLogger(__name__)
 _CONFIGS = Path(__file__).parent / "configs"
 
 
-def _score_row(table, subject: str, split: str) -> float:
+def _score_row(table, subject: str) -> float:
+    """Mean noise-normalized score of one subject (or 'all') over all its vertices."""
     sel = table[
         (table.subject == subject)
         & (table.metric == "score")
@@ -126,10 +127,7 @@ def run_demo(
     print(f"{'subject':<9} {'split':<8} {'phase 1':>8} {'phase 2':>8} {'pixel ridge':>12}")
     for split in ("testval", "test"):
         for name in [*store.names, "all"]:
-            vals = [
-                _score_row(tables[r, split], name, split)
-                for r in ("phase1", "phase2", "pixel-ridge")
-            ]
+            vals = [_score_row(tables[r, split], name) for r in ("phase1", "phase2", "pixel-ridge")]
             print(f"{name:<9} {split:<8} {vals[0]:8.2f} {vals[1]:8.2f} {vals[2]:12.2f}")
 
     print("\n[demo] 8/8 submissions (validated, scored against the synthetic truth)")

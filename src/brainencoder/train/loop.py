@@ -260,12 +260,11 @@ def train(
         _write_config(run, config, store_path, info)
 
     wandb_run = _wandb(config, run) if info.is_main else None
-    model_to_save = model
 
     def checkpoint() -> None:
         if info.is_main:
-            state["config"] = _config_record(config)
-            run.save_checkpoint(model_to_save, optimizer, scaler, state)
+            state["config"] = config.to_dict()
+            run.save_checkpoint(model, optimizer, scaler, state)
         barrier(info)
 
     def log(record: dict[str, Any]) -> None:
@@ -473,7 +472,7 @@ def _resume(
     tensors, _ = read_model_file(ckpt / "model.safetensors")
     load_state(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, ckpt)
     state = run.load_checkpoint(ckpt, optimizer, scaler)
-    if state.get("config") != _config_record(config):
+    if state.get("config") != config.to_dict():
         raise CheckpointError(
             f"{ckpt}: the checkpoint was made with another config; resume "
             "with the same config and overrides"
@@ -597,10 +596,6 @@ def _step(
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
     return total
-
-
-def _config_record(config: TrainConfig) -> dict[str, Any]:
-    return config.to_dict()
 
 
 def _write_config(run: RunDir, config: TrainConfig, store_path: str | Path, info: DistInfo) -> None:
