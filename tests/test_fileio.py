@@ -14,6 +14,16 @@ def test_load_mapping_reads_numpy_saved_dict(tmp_path):
     assert load_mapping(path) == {0: "Unknown", 1: "early"}
 
 
+def test_save_mapping_round_trip(tmp_path):
+    from brainencoder.fileio import save_mapping
+
+    save_mapping(tmp_path / "m.npy", {0: "Unknown", 7: "hV4"})
+    assert load_mapping(tmp_path / "m.npy") == {0: "Unknown", 7: "hV4"}
+    assert np.load(tmp_path / "m.npy", allow_pickle=True).item() == {0: "Unknown", 7: "hV4"}
+    with pytest.raises(ValueError, match="dict of int -> str"):
+        save_mapping(tmp_path / "bad.npy", {"a": 1})
+
+
 def test_load_mapping_accepts_plain_pickle(tmp_path):
     path = tmp_path / "m.pkl"
     path.write_bytes(pickle.dumps({np.int64(3): "V1v"}))

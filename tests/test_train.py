@@ -27,6 +27,21 @@ FAST = [
 ]
 
 
+def _train_cli(args, store, out):
+    """``-m brainencoder train`` arguments for a subprocess (no config file)."""
+    return [
+        "-m",
+        "brainencoder",
+        "train",
+        "none",
+        *args,
+        "--store",
+        str(store.path),
+        "--out",
+        str(out),
+    ]
+
+
 def _config(*extra):
     return load_config(None, [*FAST, *extra])
 
@@ -182,18 +197,7 @@ def test_sigkill_mid_epoch_then_resume_matches(store, tmp_path):
     train(load_config(None, args), store.path, tmp_path / "full")
     run = tmp_path / "killed"
     pointer = run / "checkpoints" / "latest.json"
-    cmd = [
-        sys.executable,
-        "-m",
-        "brainencoder",
-        "train",
-        "none",
-        *args,
-        "--store",
-        str(store.path),
-        "--out",
-        str(run),
-    ]
+    cmd = [sys.executable, *_train_cli(args, store, run)]
     # Ctrl-C first: a checkpoint at the current step, exit status 130
     proc = subprocess.Popen(
         [*cmd, "--overwrite"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
@@ -245,15 +249,7 @@ def test_torchrun_two_gloo_processes_match_single_process(store, tmp_path):
         "torch.distributed.run",
         "--standalone",
         "--nproc_per_node=2",
-        "-m",
-        "brainencoder",
-        "train",
-        "none",
-        *args,
-        "--store",
-        str(store.path),
-        "--out",
-        str(tmp_path / "ddp"),
+        *_train_cli(args, store, tmp_path / "ddp"),
     ]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

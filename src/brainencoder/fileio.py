@@ -28,6 +28,7 @@ __all__ = [
     "check_free_space",
     "load_mapping",
     "read_json",
+    "save_mapping",
     "save_npy_atomic",
     "write_bytes_atomic",
     "write_json_atomic",
@@ -210,3 +211,18 @@ def load_mapping(path: str | os.PathLike) -> dict[int, str]:
             )
         mapping[key] = value
     return mapping
+
+
+def save_mapping(path: str | os.PathLike, mapping: dict[int, str]) -> None:
+    """Write an ROI mapping file in the challenge's format, atomically.
+
+    The challenge ships ``np.save(path, dict)`` files, i.e. a pickled 0-d
+    object array; this writes the same format so files made here read like
+    the official ones. Only a validated dict of int -> str is pickled, so the
+    file holds nothing but numpy's array reconstruction and that dict, which
+    :func:`load_mapping` accepts.
+    """
+    if not all(isinstance(k, int) and isinstance(v, str) for k, v in mapping.items()):
+        raise ValueError(f"a mapping must be a dict of int -> str; got {mapping!r}")
+    with atomic_path(path, suffix=".npy") as tmp:
+        np.save(tmp, np.array(dict(mapping), dtype=object), allow_pickle=True)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .data.layout import HEMIS
+from .space import ico_vertices
 
 __all__ = [
     "fsaverage_to_fsaverage5",
@@ -25,7 +26,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-_N_FS5 = 10242  # fsaverage5 vertex count: fixed by the icosahedral mesh, not by the data
+_N_FS5 = ico_vertices(5)  # fsaverage5: a property of the mesh, not of the data
 _PART = {"lh": "left", "rh": "right"}
 
 

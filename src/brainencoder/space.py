@@ -17,7 +17,16 @@ import numpy as np
 from .data.layout import HEMIS
 from .errors import DataError
 
-__all__ = ["GroupSpace"]
+__all__ = ["GroupSpace", "ico_vertices"]
+
+
+def ico_vertices(order: int) -> int:
+    """Vertices per hemisphere of an icosahedral FreeSurfer mesh: ``10 * 4**order + 2``.
+
+    fsaverage is order 7 (163,842), fsaverage5 order 5 (10,242); the first
+    ``ico_vertices(k)`` vertices of a finer mesh are those of order ``k``.
+    """
+    return 10 * 4**order + 2
 
 
 @dataclass

@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BrainEncoderError
-from ..fileio import save_npy_atomic, write_json_atomic
+from ..fileio import save_mapping, save_npy_atomic, write_json_atomic
+from ..space import ico_vertices
 from .layout import HEMIS
 
 __all__ = ["SyntheticConfig", "make_synthetic"]
@@ -79,8 +80,8 @@ class SyntheticConfig:
         Fraction of each hemisphere's vertices the last subject lacks.
     shared_fraction : float, default=0.3
         Fraction of images every subject sees (like NSD's shared 1,000).
-    n_fsaverage : int, default=163842
-        Length of the fsaverage-space masks (fsaverage has 163,842 per hemisphere).
+    n_fsaverage : int, default=ico_vertices(7)
+        Length of the fsaverage-space masks (fsaverage, icosahedral order 7).
     seed : int, default=0
     """
 
@@ -91,7 +92,7 @@ class SyntheticConfig:
     image_size: int = 425
     missing_fraction: float = 0.04
     shared_fraction: float = 0.3
-    n_fsaverage: int = 163842
+    n_fsaverage: int = ico_vertices(7)
     seed: int = 0
 
     def train_counts(self) -> list[int]:
@@ -112,11 +113,17 @@ class SyntheticConfig:
                 "'n_train' leaves fewer than 20 training images for the last subject",
             ),
             (min(self.test_counts()) >= 1, "'n_test' leaves no test image for the last subject"),
-            (10 <= self.n_vertices <= 10242, "'n_vertices' must be in [10, 10242]"),
+            (
+                10 <= self.n_vertices <= ico_vertices(5),
+                f"'n_vertices' must be in [10, {ico_vertices(5)}]",
+            ),
             (16 <= self.image_size <= 2048, "'image_size' must be in [16, 2048]"),
             (0 <= self.missing_fraction < 0.5, "'missing_fraction' must be in [0, 0.5)"),
             (0 <= self.shared_fraction <= 1, "'shared_fraction' must be in [0, 1]"),
-            (self.n_fsaverage >= 10242, "'n_fsaverage' must be at least 10242"),
+            (
+                self.n_fsaverage >= ico_vertices(5),
+                f"'n_fsaverage' must be at least {ico_vertices(5)}",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -343,11 +350,7 @@ def make_synthetic(out: str | Path, config: SyntheticConfig | None = None) -> Pa
                         pool.submit(_save_png, path, images[by_nsd[nsd]], config.image_size)
                     )
             for name_group, labels in ROI_GROUPS.items():
-                np.save(
-                    roi_dir / f"mapping_{name_group}.npy",
-                    dict(enumerate(labels)),
-                    allow_pickle=True,
-                )
+                save_mapping(roi_dir / f"mapping_{name_group}.npy", dict(enumerate(labels)))
             sub_rng = np.random.default_rng([config.seed, k])
             for hemi, cx in cortices.items():
                 centers, pref, face_patch = maps[hemi]
