@@ -57,7 +57,12 @@ def test_demo_end_to_end_small(tmp_path, capsys):
     out = run_demo(
         tmp_path / "demo",
         synthetic=cfg,
-        overrides=["epochs=2", "batch_size=32", "model.img_size=32", "model.latent_dim=auto"],
+        overrides=[
+            "epochs=2",
+            "batch_size=32",
+            "model.img_size=32",
+            "model.readout.latent_dim=auto",
+        ],
     )
     text = capsys.readouterr().out
     assert "challenge score" in text and "pixel ridge" in text

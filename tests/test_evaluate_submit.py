@@ -27,8 +27,8 @@ from brainencoder.train.loop import train
 matplotlib.use("Agg")
 FAST = [
     "model.img_size=32",
-    "model.hidden_dim=16",
-    "model.latent_dim=8",
+    "model.readout.hidden_dim=16",
+    "model.readout.latent_dim=8",
     "epochs=3",
     "batch_size=32",
     "lr=3e-3",

@@ -3,19 +3,14 @@ import pytest
 import torch
 
 from brainencoder.errors import BrainEncoderError, CheckpointError, ConfigError
-from brainencoder.models.encoder import (
-    build_encoder,
-    create_encoder,
-    load_encoder,
-    masked_mse,
-    save_encoder,
-)
-from brainencoder.models.head import FactorizedProjection, GroupLinear
+from brainencoder.models.encoder import build_encoder, create_encoder
+from brainencoder.models.modelfile import load_encoder, save_encoder
+from brainencoder.models.readouts.layers import FactorizedProjection, apply_per_subject
 from brainencoder.models.trunk import Trunk, apply_freeze, resolve_layers
 from brainencoder.pca import GroupPCA, fit_group_pca, resolve_n_components
 from brainencoder.space import GroupSpace
 
-TINY = {"img_size": 32, "hidden_dim": 16, "latent_dim": 8, "dropout": 0.0}
+TINY = {"img_size": 32, "readout": {"hidden_dim": 16, "latent_dim": 8, "dropout": 0.0}}
 
 
 def test_vit_trunk_with_prefix_tokens_and_globs():
@@ -29,10 +24,23 @@ def test_vit_trunk_with_prefix_tokens_and_globs():
     assert trunk.data_config["mean"] == (0.5, 0.5, 0.5)  # from timm's pretrained config
 
 
-def test_convnet_trunk_drops_unsupported_kwargs():
-    trunk = Trunk("resnet18", [1, -1], img_size=64, attn_drop_rate=0.1)
+def test_vit_trunk_returns_prefix_tokens_first():
+    trunk = Trunk("test_vit", [1], prefix_tokens=True).eval()
+    x = torch.randn(2, 3, trunk.input_size, trunk.input_size)
+    (tokens,) = trunk(x)
+    assert tuple(tokens.shape) == (2, 64, 101)  # 1 class token + 10 x 10 patches
+    captured = {}
+    trunk.model.blocks[1].register_forward_hook(lambda m, i, o: captured.setdefault("o", o))
+    trunk(x)  # the block's own output (B, T, C), class token first
+    torch.testing.assert_close(tokens, captured["o"].transpose(1, 2))
+
+
+def test_convnet_trunk_img_size_optional_other_kwargs_refused():
+    trunk = Trunk("resnet18", [1, -1], img_size=64)
     assert trunk.layer_names == ["layer1", "layer4"]
     assert trunk.feature_shapes() == [(64, 16, 16), (512, 2, 2)]
+    with pytest.raises(ConfigError, match="does not accept .*'trunk_kwargs.attn_drop_rate'"):
+        Trunk("resnet18", [1], attn_drop_rate=0.1)
 
 
 def test_layer_spec_errors():
@@ -80,20 +88,20 @@ def test_pretrained_offline_gives_instructions(monkeypatch):
 
 @pytest.mark.parametrize(("c", "hw"), [(32, 4), (4, 6)])  # both contraction orders
 def test_factorized_projection_matches_naive(c, hw):
-    proj = FactorizedProjection(c, hw * hw, 5).eval()
+    proj = FactorizedProjection(c, hw * hw, 5)
     x = torch.randn(3, c, hw, hw)
     naive = torch.einsum("bcp,kp,kc->bk", x.flatten(2), proj.spatial, proj.channel)
-    torch.testing.assert_close(proj(x), proj.norm(naive), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(proj(x), naive, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="does not match this projection"):
         proj(torch.randn(3, c + 1, hw, hw))
 
 
-def test_group_linear_mixed_batch_equals_per_group():
-    gl = GroupLinear(3, 4, 4, identity_init=False)
+def test_per_subject_mixed_batch_equals_per_group():
+    maps = [torch.nn.Linear(4, 3) for _ in range(3)]
     x, groups = torch.randn(6, 4), torch.tensor([2, 0, 1, 2, 0, 1])
-    out = gl(x, groups)
+    out = apply_per_subject(x, groups, maps)
     for i, g in enumerate(groups.tolist()):
-        torch.testing.assert_close(out[i], x[i] @ gl.weight[g].t() + gl.bias[g])
+        torch.testing.assert_close(out[i], maps[g](x[i]))
 
 
 def _space():
@@ -123,26 +131,35 @@ def test_encoder_mixed_batch_and_missing_vertices():
 def test_encoder_factory_rejects_unknown():
     with pytest.raises(ConfigError, match=r"unknown encoder 'huge'; available: \['eva02_base'"):
         create_encoder("huge", _space())
-    with pytest.raises(ConfigError, match=r"unknown encoder option\(s\) \['dropuot'\]"):
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['model.dropuot'\]"):
         create_encoder("tiny", _space(), dropuot=0.1)
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['model.readout.dropuot'\]"):
+        create_encoder("tiny", _space(), readout={"dropuot": 0.1})
+    with pytest.raises(ConfigError, match=r"unknown readout 'nope'; available: \['grouplin'"):
+        create_encoder("tiny", _space(), readout={"name": "nope"})
+    with pytest.raises(ConfigError, match="'model.readout.hidden_dim' must be int; got 'abc'"):
+        create_encoder("tiny", _space(), readout={"hidden_dim": "abc"})
 
 
 def test_save_load_round_trip_with_pca(tmp_path, store):
     pca = fit_group_pca(store, 8)
-    enc = create_encoder("tiny", store.space, pca, **{**TINY, "latent_dim": "auto"})
-    assert enc.head.embedding.components.shape[0] == 8  # auto: all components of the PCA
+    enc = create_encoder("tiny", store.space, pca, img_size=32, readout={"latent_dim": "auto"})
+    assert enc.readout.embedding.components.shape[0] == 8  # auto: all components of the PCA
+    assert enc.config.readout["latent_dim"] == 8  # resolved in the stored config
     enc = create_encoder("tiny", store.space, pca, **TINY)
     with torch.no_grad():  # move BN stats away from defaults
-        enc.head.projections[0].norm.running_mean.add_(0.5)
+        enc.readout.projections[0].norm.running_mean.add_(0.5)
     save_encoder(enc, tmp_path / "m.safetensors")
     back = load_encoder(tmp_path / "m.safetensors")
     images = np.asarray(store.images[:5])
     a, b = enc.predict(images, "subj03"), back.predict(images, "subj03")
     np.testing.assert_array_equal(a["lh"], b["lh"])
-    scaled = pca.components * np.sqrt(pca.explained_variance)[:, None]  # see build_encoder
-    np.testing.assert_allclose(back.head.embedding.components.numpy(), scaled, rtol=1e-6)
-    other = create_encoder("tiny", store.space, pca, **{**TINY, "hidden_dim": 12})
-    from brainencoder.models.encoder import load_state, read_model_file
+    scaled = pca.components * np.sqrt(pca.explained_variance)[:, None]  # grouplin_seq: std
+    np.testing.assert_allclose(back.readout.embedding.components.numpy(), scaled, rtol=1e-6)
+    other = create_encoder(
+        "tiny", store.space, pca, img_size=32, readout={"hidden_dim": 12, "latent_dim": 8}
+    )
+    from brainencoder.models.modelfile import load_state, read_model_file
 
     tensors, _ = read_model_file(tmp_path / "m.safetensors")
     with pytest.raises(CheckpointError, match="different model configuration .*shape mismatch"):
@@ -150,13 +167,6 @@ def test_save_load_round_trip_with_pca(tmp_path, store):
     (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 20)
     with pytest.raises(CheckpointError, match="not a readable safetensors file"):
         load_encoder(tmp_path / "bad.safetensors")
-
-
-def test_masked_mse_ignores_masked_entries():
-    pred = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
-    target = torch.tensor([[0.0, 1e6], [3.0, 2.0]])
-    mask = torch.tensor([[True, False], [True, True]])
-    assert masked_mse(pred, target, mask).item() == pytest.approx((1 + 0 + 4) / 3)
 
 
 def test_pca_matches_sklearn_and_is_deterministic(store):
@@ -212,7 +222,7 @@ def test_reference_configuration_builds_at_full_scale():
             masks[f"subj{k + 1:02d}"][h] = m
     space = GroupSpace.from_masks(masks)
     assert space.n_vertices == 39548
-    enc = create_encoder("eva02_base", space, pretrained=False, latent_dim=2048).eval()
+    enc = create_encoder("eva02_base", space, pretrained=False).eval()
     with torch.no_grad():
         out = enc(torch.rand(2, 3, 224, 224), torch.tensor([0, 7]))
     assert out.shape == (2, 39548)
@@ -224,7 +234,7 @@ def test_ridge_baseline_trunk_equals_tiny_encoder_trunk(store):
     from brainencoder.baselines.ridge import FeatureExtractor, FeatureSpec
 
     torch.manual_seed(0)  # as train() does before building the encoder (seed 0)
-    enc = create_encoder("tiny", store.space, latent_dim=8)
+    enc = create_encoder("tiny", store.space, readout={"latent_dim": 8})
     fx = FeatureExtractor(FeatureSpec(seed=0))
     a, b = enc.trunk.state_dict(), fx.trunk.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -13,15 +13,15 @@ from brainencoder.models.encoder import create_encoder
 from brainencoder.train.config import load_config
 from brainencoder.train.loop import train
 
-TINY = {"img_size": 32, "hidden_dim": 8, "latent_dim": 4}
+TINY = {"img_size": 32, "readout": {"hidden_dim": 8, "latent_dim": 4}}
 
 
 def _fast_run(store, tmp_path):
     """Train a minimal encoder into tmp_path/run; returns its config overrides."""
     fast = [
         "model.img_size=32",
-        "model.hidden_dim=8",
-        "model.latent_dim=4",
+        "model.readout.hidden_dim=8",
+        "model.readout.latent_dim=4",
         "epochs=1",
         "batch_size=32",
         "cache_features=true",

@@ -11,14 +11,14 @@ import pytest
 import torch
 
 from brainencoder.errors import CheckpointError, ConfigError
-from brainencoder.models.encoder import load_encoder
+from brainencoder.models.modelfile import load_encoder
 from brainencoder.train.config import load_config, parse_overrides
 from brainencoder.train.loop import lr_at, train
 
 FAST = [
     "model.img_size=32",
-    "model.hidden_dim=16",
-    "model.latent_dim=8",
+    "model.readout.hidden_dim=16",
+    "model.readout.latent_dim=8",
     "epochs=2",
     "batch_size=32",
     "lr=3e-3",
@@ -48,19 +48,42 @@ def _config(*extra):
 
 def test_config_layers_and_errors(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("epochs: 3\nlr: 1\nmodel: {dropout: 0.2}\n")
-    cfg = load_config(path, ["lr=0.5", "model.hidden_dim=8", "crop_scale=[0.5, 1]"])
+    path.write_text("epochs: 3\nlr: 1\nmodel: {readout: {dropout: 0.2}}\n")
+    cfg = load_config(path, ["lr=0.5", "model.readout.hidden_dim=8", "crop_scale=[0.5, 1]"])
     assert cfg.epochs == 3 and cfg.lr == 0.5 and isinstance(cfg.lr, float)
-    assert cfg.model == {"dropout": 0.2, "hidden_dim": 8} and cfg.crop_scale == [0.5, 1.0]
+    assert cfg.model == {"readout": {"dropout": 0.2, "hidden_dim": 8}}
+    assert cfg.crop_scale == [0.5, 1.0]
+    assert cfg.encoder_config().readout["hidden_dim"] == 8
     assert parse_overrides(["a.b.c=[1, 2]"]) == {"a": {"b": {"c": [1, 2]}}}
-    with pytest.raises(ConfigError, match=r"unknown config key\(s\) \['lrr'\]; valid keys"):
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['lrr'\]; valid"):
         load_config(None, ["lrr=1"])
     with pytest.raises(ConfigError, match="'epochs' must be int; got 'many'"):
         load_config(None, ["epochs=many"])
     with pytest.raises(ConfigError, match="'batch_size' must be >= 1"):
         load_config(None, ["batch_size=0"])
-    with pytest.raises(ConfigError, match=r"unknown model key\(s\) \['depth'\]"):
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['model.depth'\]"):
         load_config(None, ["model.depth=3"])
+    with pytest.raises(ConfigError, match="'model.readout.hidden_dim' must be int; got 'abc'"):
+        load_config(None, ["model.readout.hidden_dim=abc"])
+    with pytest.raises(ConfigError, match="'model.img_size' must be int or None; got 'x'"):
+        load_config(None, ["model.img_size=x"])
+    for bad, match in [
+        ("lr=.nan", "'lr' must be a finite number"),
+        ("weight_decay=-1", "'weight_decay' must be >= 0"),
+        ("grad_clip=0", "'grad_clip' must be > 0 or null"),
+        ("seed=-3", "'seed' must be >= 0"),
+        ("early_stop_patience=0", "'early_stop_patience' must be >= 1"),
+        ("betas=[0.9, 1.5]", "'betas' must be two numbers in"),
+        ("loss.name=l3", r"'loss.name' must be one of \['mse', 'pearson', 'smooth_l1'\]"),
+        ("loss.beta=0.1", r"unknown key\(s\) \['loss.beta'\]"),
+        ("model.readout.dropout=1.5", "'dropout' must be in"),
+    ]:
+        with pytest.raises(ConfigError, match=match):
+            load_config(None, [bad])
+    smooth = load_config(None, ["loss.name=smooth_l1", "loss.beta=0.01"])
+    assert smooth.loss == {"name": "smooth_l1", "beta": 0.01}
+    with pytest.raises(ConfigError, match="does not decompose over samples"):
+        load_config(None, ["loss.name=pearson", "grad_accum=2", "batch_size=8"])
     with pytest.raises(ConfigError, match="must look like key=value"):
         load_config(None, ["epochs"])
     with pytest.raises(ConfigError, match="'val_metric' must be val/"):
@@ -118,7 +141,7 @@ def test_resume_is_bitwise_identical(store, tmp_path):
         f"cache_dir={tmp_path / 'cache'}",
         "cache_views=2",
         "epochs=3",
-        "model.dropout=0.3",
+        "model.readout.dropout=0.3",
     )
     train(cfg, store.path, tmp_path / "full")
     stopped = train(cfg, store.path, tmp_path / "part", stop_after_steps=7)  # mid-epoch 2
@@ -192,7 +215,7 @@ def test_sigkill_mid_epoch_then_resume_matches(store, tmp_path):
         "checkpoint_every=3",
         "cache_features=true",
         f"cache_dir={tmp_path / 'cache'}",
-        "model.dropout=0.3",
+        "model.readout.dropout=0.3",
     ]
     train(load_config(None, args), store.path, tmp_path / "full")
     run = tmp_path / "killed"
@@ -236,7 +259,7 @@ def test_torchrun_two_gloo_processes_match_single_process(store, tmp_path):
     args = [
         *FAST,
         "epochs=2",
-        "model.dropout=0.0",
+        "model.readout.dropout=0.0",
         "cache_features=true",
         "cache_views=2",
         f"cache_dir={tmp_path / 'cache'}",
@@ -270,7 +293,7 @@ def test_early_stopping_and_grad_accumulation(store, tmp_path):
     assert summary["stopped_early"] and summary["epochs_run"] < 10
     # gradient accumulation: 2 micro-batches per step, same number of optimizer steps;
     # BatchNorm sees micro-batch statistics, so it is close to, not equal to, batch 32
-    base = ["epochs=3", "model.dropout=0.0", "cache_features=true", cache]
+    base = ["epochs=3", "model.readout.dropout=0.0", "cache_features=true", cache]
     one = train(_config(*base), store.path, tmp_path / "one")
     two = train(_config(*base, "grad_accum=2"), store.path, tmp_path / "two")
     assert two["steps"] == one["steps"] > 0

@@ -62,7 +62,7 @@ def iter_predictions(
             subj = torch.full((stop - start,), index, dtype=torch.long, device=device)
             if cache is not None:
                 feats = cache.get(np.zeros(stop - start, dtype=np.int64), cache.lookup(img_rows))
-                out = model.head([f.to(device) for f in feats], subj)
+                out = model.readout([f.to(device) for f in feats], subj)
             else:
                 images = torch.from_numpy(store.read_images(img_rows))
                 x = resize(images, model.input_size).to(device)

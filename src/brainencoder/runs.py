@@ -38,7 +38,7 @@ def load_run_model(run_or_file: str | Path):
         from .baselines.ridge import RidgeModel
 
         return RidgeModel.load(path)
-    from .models.encoder import load_encoder, read_model_file
+    from .models.modelfile import load_encoder, read_model_file
 
     model = load_encoder(path)
     _, meta = read_model_file(path)

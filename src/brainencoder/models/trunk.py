@@ -32,14 +32,15 @@ def create_timm_model(
     name: str,
     pretrained: bool = False,
     weights: str | Path | None = None,
+    optional: Iterable[str] = (),
     **kwargs: Any,
 ) -> nn.Module:
     """Create a timm model, from the hub/cache, a local weights file, or random.
 
-    Keyword arguments the model family does not accept (e.g. a ViT's
-    ``attn_drop_rate`` for a ResNet) are dropped with a log message, so one
-    configuration can serve several trunks. Keyword arguments set to None are
-    dropped, as in timm.
+    A keyword argument the model family does not accept (e.g. a ViT's
+    ``attn_drop_rate`` for a ResNet) is a :class:`ConfigError` naming it, except
+    those in ``optional``, which are dropped silently (e.g. ``img_size``, which
+    convnets do not need). Keyword arguments set to None are dropped, as in timm.
 
     Parameters
     ----------
@@ -52,6 +53,8 @@ def create_timm_model(
         Local weights file (``.safetensors`` or a torch state dict, read with
         ``weights_only=True``); implies ``pretrained``. It goes through timm's
         own pretrained-loading path (``pretrained_cfg_overlay=dict(file=...)``).
+    optional : iterable of str, default=()
+        Keyword arguments to drop when the family does not accept them.
     **kwargs
         Passed to :func:`timm.create_model`.
     """
@@ -75,7 +78,12 @@ def create_timm_model(
             match = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
             if match is None or match.group(1) not in kwargs:
                 raise
-            logger.info("trunk %s does not accept %r; ignoring it", name, match.group(1))
+            if match.group(1) not in optional:
+                raise ConfigError(
+                    f"trunk {name!r} does not accept the keyword argument "
+                    f"'trunk_kwargs.{match.group(1)}'; remove it from the config"
+                ) from None
+            logger.debug("trunk %s does not accept %r; not passing it", name, match.group(1))
             kwargs.pop(match.group(1))
         except (OSError, RuntimeError) as exc:
             if not pretrained:
@@ -190,6 +198,11 @@ class Trunk(nn.Module):
     img_size : int, optional
         Input side length; default the model's pretrained config. Passed to
         models that accept it (ViTs interpolate their position embedding).
+    prefix_tokens : bool, default=False
+        For trunks with prefix tokens (a ViT's class and register tokens),
+        return every token: maps of shape (B, C, n_prefix + H*W), prefix
+        tokens first, then the patches in row-major order (the layout of the
+        blocks' own outputs). Trunks without prefix tokens return (B, C, H, W).
     **model_kwargs
         Extra keyword arguments for :func:`timm.create_model`.
 
@@ -209,6 +222,7 @@ class Trunk(nn.Module):
         pretrained: bool = False,
         weights: str | Path | None = None,
         img_size: int | None = None,
+        prefix_tokens: bool = False,
         **model_kwargs: Any,
     ) -> None:
         import timm
@@ -217,7 +231,9 @@ class Trunk(nn.Module):
         kwargs = dict(model_kwargs)
         if img_size is not None:
             kwargs["img_size"] = img_size
-        model = create_timm_model(model_name, pretrained=pretrained, weights=weights, **kwargs)
+        model = create_timm_model(
+            model_name, pretrained=pretrained, weights=weights, optional=("img_size",), **kwargs
+        )
         if not hasattr(model, "forward_intermediates"):
             raise ConfigError(
                 f"timm model {model_name!r} has no forward_intermediates; choose "
@@ -231,6 +247,7 @@ class Trunk(nn.Module):
             self.data_config["input_size"] = (3, img_size, img_size)
         model.prune_intermediate_layers(self.indices, prune_head=True)
         self.model = model
+        self.n_prefix = int(getattr(model, "num_prefix_tokens", 0) or 0) if prefix_tokens else 0
 
     @property
     def input_size(self) -> int:
@@ -247,13 +264,20 @@ class Trunk(nn.Module):
 
         Returns
         -------
-        list of Tensor of shape (B, C_l, H_l, W_l)
+        list of Tensor of shape (B, C_l, H_l, W_l), or (B, C_l, T_l) with prefix tokens
         """
-        return self.model.forward_intermediates(x, indices=self.indices, intermediates_only=True)
+        if not self.n_prefix:
+            return self.model.forward_intermediates(
+                x, indices=self.indices, intermediates_only=True
+            )
+        pairs = self.model.forward_intermediates(
+            x, indices=self.indices, intermediates_only=True, return_prefix_tokens=True
+        )
+        return [torch.cat([p.transpose(1, 2), s.flatten(2)], dim=2) for s, p in pairs]
 
     @torch.no_grad()
-    def feature_shapes(self) -> list[tuple[int, int, int]]:
-        """(C, H, W) of each chosen layer at :attr:`input_size` (one dry run)."""
+    def feature_shapes(self) -> list[tuple[int, ...]]:
+        """(C, H, W) or (C, T) of each chosen layer at :attr:`input_size` (one dry run)."""
         was_training = self.training
         self.eval()
         size = self.input_size

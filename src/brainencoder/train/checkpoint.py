@@ -30,7 +30,8 @@ import torch
 
 from ..errors import CheckpointError
 from ..fileio import read_json, write_json_atomic
-from ..models.encoder import Encoder, save_encoder
+from ..models.encoder import Encoder
+from ..models.modelfile import save_encoder
 
 __all__ = ["RunDir", "git_revision"]
 

@@ -6,10 +6,9 @@ are errors listing what is valid) and saved into the run directory.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import re
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,9 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
-from ..models.encoder import ENCODER_CONFIGS, EncoderConfig
+from ..models.encoder import ENCODER_CONFIGS, EncoderConfig, merge_encoder_config
+from ..typecheck import from_mapping
+from .losses import create_loss, validate_loss
 
 __all__ = ["TrainConfig", "load_config", "parse_overrides"]
 
@@ -34,7 +35,9 @@ class TrainConfig:
     encoder : str
         Named encoder configuration (``"tiny"``, ``"eva02_base"``).
     model : dict
-        Overrides of :class:`~brainencoder.models.encoder.EncoderConfig` fields.
+        Overrides of :class:`~brainencoder.models.encoder.EncoderConfig` fields;
+        ``readout`` options merge into the preset's
+        (``model.readout.name=grouplin model.readout.dropout=0.5``).
     init_from : str or None
         Run directory (its best model) or model file to start from (phase 2).
         The architecture then comes from that model; ``model`` must be empty.
@@ -54,10 +57,18 @@ class TrainConfig:
         ``batch_size`` is the global batch of one optimizer step, split over
         ``grad_accum`` micro-batches and over DDP processes.
     lr, weight_decay, warmup_frac, min_lr_frac : float
-        AdamW with decay on matrices only; linear warmup over ``warmup_frac``
-        of the steps, then cosine decay to ``min_lr_frac * lr``.
+        AdamW; linear warmup over ``warmup_frac`` of the steps, then cosine
+        decay to ``min_lr_frac * lr``.
+    betas : list of 2 floats
+        AdamW betas (the original entry: [0.9, 0.99]).
+    decay_all_params : bool
+        Weight decay on every trainable parameter (the original entry), or on
+        matrices only (biases and norms undecayed, as nanoGPT).
     grad_clip : float or None
-        Max global gradient norm.
+        Max global gradient norm; None: no clipping (the original entry).
+    loss : dict
+        ``{"name": "mse" | "smooth_l1" | "pearson", **options}``
+        (see :mod:`brainencoder.train.losses`).
     amp : {"auto", "none", "bf16", "fp16"}
         Mixed precision: "auto" is bf16 on CUDA devices that support it (else
         fp16 with a gradient scaler) and none on CPU.
@@ -102,7 +113,10 @@ class TrainConfig:
     weight_decay: float = 0.8
     warmup_frac: float = 0.05
     min_lr_frac: float = 0.05
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    decay_all_params: bool = False
     grad_clip: float | None = 1.0
+    loss: dict[str, Any] = field(default_factory=lambda: {"name": "mse"})
     amp: str = "auto"
     crop_scale: list[float] = field(default_factory=lambda: [0.8, 1.0])
     cache_features: bool = False
@@ -119,33 +133,40 @@ class TrainConfig:
     log_every: int = 10
 
     def validate(self) -> None:
-        """Check values; raises ConfigError naming the key."""
+        """Check values before any work; raises ConfigError naming the key."""
         if self.encoder not in ENCODER_CONFIGS:
             raise ConfigError(
                 f"'encoder' must be one of {sorted(ENCODER_CONFIGS)}; got {self.encoder!r}"
             )
-        valid_model = {f.name for f in dataclasses.fields(EncoderConfig)}
-        unknown = sorted(set(self.model) - valid_model)
-        if unknown:
-            raise ConfigError(f"unknown model key(s) {unknown}; valid: {sorted(valid_model)}")
         if self.init_from and self.model:
             raise ConfigError(
                 "'model' overrides cannot be combined with 'init_from' (the "
                 "architecture comes from the initial model)"
             )
+        self.encoder_config()  # type-checks every model.* key
+        validate_loss(self.loss)
         positive = ("epochs", "batch_size", "grad_accum", "cache_views", "log_every")
         for key in positive:
             if getattr(self, key) < 1:
                 raise ConfigError(f"'{key}' must be >= 1; got {getattr(self, key)}")
+        for key in ("seed", "pca_seed", "num_workers", "checkpoint_every"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"'{key}' must be >= 0; got {getattr(self, key)}")
+        if self.early_stop_patience is not None and self.early_stop_patience < 1:
+            raise ConfigError(f"'early_stop_patience' must be >= 1; got {self.early_stop_patience}")
         if self.batch_size % self.grad_accum:
             raise ConfigError(
                 f"'batch_size' ({self.batch_size}) must be divisible by "
                 f"'grad_accum' ({self.grad_accum})"
             )
-        if self.lr <= 0 or self.weight_decay < 0:
-            raise ConfigError(
-                f"'lr' must be > 0 and 'weight_decay' >= 0; got {self.lr}, {self.weight_decay}"
-            )
+        if self.lr <= 0 or self.lr > 1:
+            raise ConfigError(f"'lr' must be in (0, 1]; got {self.lr}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"'weight_decay' must be >= 0; got {self.weight_decay}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ConfigError(f"'grad_clip' must be > 0 or null; got {self.grad_clip}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"'betas' must be two numbers in [0, 1); got {self.betas}")
         if not (0 <= self.warmup_frac < 1 and 0 <= self.min_lr_frac <= 1):
             raise ConfigError("'warmup_frac' must be in [0, 1) and 'min_lr_frac' in [0, 1]")
         if not 0 < self.train_fraction <= 1:
@@ -164,53 +185,26 @@ class TrainConfig:
                 "'val_metric' must be val/{r2,pearson}_{median,mean} or "
                 f"val/subjXX/{{r2,pearson}}_median; got {self.val_metric!r}"
             )
+        if self.grad_accum > 1 and not _decomposes(self.loss):
+            raise ConfigError(
+                f"loss {self.loss['name']!r} does not decompose over samples, so gradient "
+                "accumulation would change it: set grad_accum: 1 (or use mse / smooth_l1)"
+            )
+
+    def encoder_config(self) -> EncoderConfig:
+        """The preset named by ``encoder`` with the ``model`` overrides, type-checked."""
+        return merge_encoder_config(copy.deepcopy(ENCODER_CONFIGS[self.encoder]), self.model)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-def _check_type(key: str, value: Any, annotation: Any) -> Any:
-    """Coerce ``value`` to ``annotation`` where lossless; raise otherwise."""
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(annotation)
-        if value is None and type(None) in options:
-            return None
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _check_type(key, value, option)
-            except ConfigError:
-                continue
-        raise ConfigError(f"'{key}' must be {annotation}; got {value!r}")
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"'{key}' must be a list; got {value!r}")
-        (item,) = typing.get_args(annotation)
-        return [_check_type(key, v, item) for v in value]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"'{key}' must be a mapping; got {value!r}")
-        return value
-    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if annotation is float and isinstance(value, str):  # YAML 1.1 reads "3e-3" as a string
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    if annotation is Any:
-        return value
-    if annotation in (int, float) and isinstance(value, bool):
-        raise ConfigError(f"'{key}' must be {annotation.__name__}; got {value!r}")
-    if not isinstance(value, annotation):
-        raise ConfigError(f"'{key}' must be {annotation.__name__}; got {value!r}")
-    return value
+def _decomposes(loss: dict[str, Any]) -> bool:
+    return create_loss(loss).decomposes
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``["lr=1e-3", "model.dropout=0.5"]`` -> ``{"lr": 0.001, "model": {"dropout": 0.5}}``.
+    """``["lr=1e-3", "model.img_size=64"]`` -> ``{"lr": 0.001, "model": {"img_size": 64}}``.
 
     Values are parsed as YAML scalars/lists (``true``, ``[0, 2]``, ``null``).
     """
@@ -249,7 +243,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     path : path, optional
         YAML file with TrainConfig keys.
     overrides : list of str, optional
-        ``key=value`` strings (nested keys with dots: ``model.dropout=0.5``).
+        ``key=value`` strings (nested keys with dots: ``model.readout.dropout=0.5``).
     """
     data: dict[str, Any] = {}
     if path is not None:
@@ -264,12 +258,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{path}: expected a mapping of config keys")
         data = loaded
     data = _merge(data, parse_overrides(overrides or []))
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"unknown config key(s) {unknown}; valid keys: {sorted(fields)}")
-    hints = typing.get_type_hints(TrainConfig)
-    values = {k: _check_type(k, v, hints[k]) for k, v in data.items()}
-    config = TrainConfig(**values)
-    config.validate()
-    return config
+    if isinstance(data.get("loss"), str):  # "loss: smooth_l1" shorthand
+        data["loss"] = {"name": data["loss"]}
+    if isinstance(data.get("loss"), dict):  # "loss.beta=0.1" keeps the default name
+        data["loss"] = {**TrainConfig().loss, **data["loss"]}
+    return from_mapping(TrainConfig, data)

@@ -1,0 +1,275 @@
+"""Building blocks shared by readouts.
+
+- :class:`FactorizedProjection`: a learned spatial pooling per output channel
+  times a channel projection (the "factorized" readout of neuralpredictors);
+- :class:`PCAEmbedding`: a frozen linear map from a latent space to every group
+  vertex (group PCA);
+- :func:`apply_per_subject`: run each sample through its subject's module.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+__all__ = [
+    "FactorizedProjection",
+    "LayerProjection",
+    "PCAEmbedding",
+    "apply_per_subject",
+    "average_projections",
+    "pca_embedding",
+    "random_basis",
+]
+
+
+class FactorizedProjection(nn.Module):
+    """Factorized spatial x channel projection of one feature map (no bias).
+
+    ``out[b, k] = sum_{c, p} x[b, c, p] * spatial[k, p] * channel[k, c]`` where
+    ``p`` runs over every position of the map (H*W for a convnet map, the
+    tokens for a ViT map, prefix tokens included when the trunk returns them).
+    Of the two contraction orders, the one with the smaller intermediate is
+    used (channels first when there are fewer positions than channels, as in
+    ViTs; positions first otherwise); the (B, K, C, P) product never exists.
+
+    Parameters
+    ----------
+    in_channels : int
+        C of the input map.
+    n_positions : int
+        P, the number of positions of the input map.
+    hidden_dim : int
+        K, the number of output channels.
+    init : {"uniform", "average"}, default="uniform"
+        "uniform": both factors like ``nn.Linear`` (U(-1/sqrt(fan_in), ...)),
+        as the original GroupLin entry; "average": spatial weights start near
+        uniform average pooling.
+    """
+
+    def __init__(
+        self, in_channels: int, n_positions: int, hidden_dim: int, init: str = "uniform"
+    ) -> None:
+        super().__init__()
+        self.in_channels, self.n_positions, self.init = in_channels, n_positions, init
+        self.spatial = nn.Parameter(torch.empty(hidden_dim, n_positions))
+        self.channel = nn.Parameter(torch.empty(hidden_dim, in_channels))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            if self.init == "average":
+                self.spatial.normal_(1.0, 0.1).div_(self.n_positions)
+            elif self.init == "uniform":
+                bound = 1 / math.sqrt(self.n_positions)
+                self.spatial.uniform_(-bound, bound)
+            else:
+                raise ValueError(f"init must be 'uniform' or 'average'; got {self.init!r}")
+            bound = 1 / math.sqrt(self.in_channels)
+            self.channel.uniform_(-bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Project one feature map.
+
+        Parameters
+        ----------
+        x : Tensor of shape (B, C, *positions)
+            (B, C, H, W) maps or (B, C, T) token sequences.
+
+        Returns
+        -------
+        Tensor of shape (B, K)
+        """
+        b, c = x.shape[:2]
+        p = math.prod(x.shape[2:])
+        if (c, p) != (self.in_channels, self.n_positions):
+            raise ValueError(
+                f"feature map of shape {tuple(x.shape[1:])} does not match this projection "
+                f"({self.in_channels} channels x {self.n_positions} positions)"
+            )
+        x = x.reshape(b, c, p)
+        if p <= c:
+            # one (K, C) @ (C, B*P) GEMM (forward and weight gradient) beats B small ones
+            xr = x.permute(1, 0, 2).reshape(c, b * p)
+            y = (self.channel @ xr).view(-1, b, p)  # (K, B, P)
+            return torch.einsum("kbp,kp->bk", y, self.spatial)
+        y = torch.matmul(x, self.spatial.t())  # (B, C, K)
+        return torch.einsum("bck,kc->bk", y, self.channel)
+
+
+class PCAEmbedding(nn.Module):
+    """Frozen linear map from the latent space to every group vertex.
+
+    ``out = z @ components + mean``; components and mean are buffers, so they
+    are saved with the model and never trained.
+
+    Parameters
+    ----------
+    components : Tensor of shape (latent_dim, n_group_vertices)
+    mean : Tensor of shape (n_group_vertices,)
+    """
+
+    def __init__(self, components: torch.Tensor, mean: torch.Tensor) -> None:
+        super().__init__()
+        if components.ndim != 2 or mean.shape != components.shape[1:]:
+            raise ValueError(
+                f"components {tuple(components.shape)} and mean "
+                f"{tuple(mean.shape)} do not fit together"
+            )
+        self.register_buffer("components", components.float().contiguous())
+        self.register_buffer("mean", mean.float().contiguous())
+
+    @property
+    def latent_dim(self) -> int:
+        return self.components.shape[0]
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, latent_dim) -> (B, n_group_vertices)."""
+        return torch.addmm(self.mean.to(z.dtype), z, self.components.to(z.dtype))
+
+
+def random_basis(latent_dim: int, n_vertices: int, seed: int = 0) -> torch.Tensor:
+    """A random basis with unit-norm rows, shape (latent_dim, n_vertices).
+
+    Orthonormal (QR) when small; for large shapes (a placeholder about to be
+    overwritten by stored weights) Gaussian rows scaled to unit norm in
+    expectation, which are nearly orthogonal in high dimension.
+    """
+    if latent_dim > n_vertices:
+        raise ValueError(f"latent_dim {latent_dim} exceeds the {n_vertices} group vertices")
+    gen = torch.Generator().manual_seed(seed)
+    basis = torch.randn(n_vertices, latent_dim, generator=gen)
+    if latent_dim * n_vertices <= 2**22:
+        return torch.linalg.qr(basis)[0].t().contiguous()
+    return (basis.t() / n_vertices**0.5).contiguous()
+
+
+def apply_per_subject(
+    x: torch.Tensor,
+    subject: torch.Tensor,
+    modules: Sequence[Callable[[torch.Tensor], torch.Tensor]],
+) -> torch.Tensor:
+    """Run each sample through the module of its subject.
+
+    Parameters
+    ----------
+    x : Tensor of shape (B, ...)
+    subject : LongTensor of shape (B,)
+        Index into ``modules``.
+    modules : sequence of callables
+        One per subject; each maps (n, ...) to (n, D).
+
+    Returns
+    -------
+    Tensor of shape (B, D)
+        Only the subjects present in the batch are computed (one GEMM each).
+    """
+    out: torch.Tensor | None = None
+    for index in torch.unique(subject).tolist():
+        rows = (subject == index).nonzero().squeeze(1)
+        y = modules[index](x.index_select(0, rows))
+        if out is None:
+            out = y.new_zeros((x.shape[0], *y.shape[1:]))
+        out = out.index_copy(0, rows, y)
+    if out is None:
+        raise ValueError("empty batch")
+    return out
+
+
+class LayerProjection(nn.Module):
+    """Dropout, :class:`FactorizedProjection` and BatchNorm of one trunk layer.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        (C, *positions) of the layer's feature map.
+    hidden_dim : int
+    dropout : float
+    norm : bool
+        BatchNorm1d after the projection.
+    dropout_on : {"input", "output"}
+        "input": dropout on the feature map, then projection and norm (the
+        original GroupLin); "output": projection, norm, then dropout.
+    init : {"uniform", "average"}
+        See :class:`FactorizedProjection`.
+    """
+
+    def __init__(
+        self,
+        shape: Sequence[int],
+        hidden_dim: int,
+        dropout: float,
+        norm: bool = True,
+        dropout_on: str = "input",
+        init: str = "uniform",
+    ) -> None:
+        super().__init__()
+        if dropout_on not in ("input", "output"):
+            raise ValueError(f"dropout_on must be 'input' or 'output'; got {dropout_on!r}")
+        self.dropout_on = dropout_on
+        self.drop = nn.Dropout(dropout)
+        self.proj = FactorizedProjection(shape[0], math.prod(shape[1:]), hidden_dim, init)
+        self.norm = nn.BatchNorm1d(hidden_dim) if norm else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, *positions) -> (B, hidden_dim)."""
+        if self.dropout_on == "input":
+            return self.norm(self.proj(self.drop(x)))
+        return self.drop(self.norm(self.proj(x)))
+
+
+def average_projections(
+    projections: Sequence[nn.Module], features: Sequence[torch.Tensor]
+) -> torch.Tensor:
+    """Mean over layers of each layer's projection, shape (B, hidden_dim)."""
+    if len(features) != len(projections):
+        raise ValueError(f"expected {len(projections)} feature maps, got {len(features)}")
+    return torch.stack([p(f) for p, f in zip(projections, features)]).mean(0)
+
+
+def pca_embedding(
+    latent_dim: int | str, n_vertices: int, pca: object | None, scale: str
+) -> PCAEmbedding:
+    """The frozen group-PCA embedding of a readout.
+
+    Parameters
+    ----------
+    latent_dim : int or "auto"
+        Number of components (see :func:`brainencoder.pca.resolve_n_components`).
+    n_vertices : int
+    pca : GroupPCA or None
+        Without it (a model being rebuilt from a file, or shape tests) the
+        embedding is a random orthonormal basis with zero mean, to be
+        overwritten by the stored weights; ``latent_dim`` must then be an int.
+    scale : {"none", "std"}
+        "none": rows are the principal components (the original entry);
+        "std": rows scaled by each component's standard deviation.
+    """
+    from ...errors import ConfigError
+
+    if pca is None:
+        if not isinstance(latent_dim, int):
+            raise ConfigError("without a fitted PCA, 'latent_dim' must be an int")
+        return PCAEmbedding(random_basis(latent_dim, n_vertices), torch.zeros(n_vertices))
+    from ...pca import resolve_n_components
+
+    available = pca.components.shape[0]
+    k = resolve_n_components(latent_dim, pca.n_samples, n_vertices)
+    if latent_dim == "auto":
+        k = min(k, available)
+    if k > available:
+        raise ConfigError(
+            f"latent_dim {k} is larger than the {available} components of the given PCA"
+        )
+    if pca.components.shape[1] != n_vertices:
+        raise ConfigError(
+            f"the PCA has {pca.components.shape[1]} vertices but the group space {n_vertices}"
+        )
+    components = torch.as_tensor(pca.components[:k], dtype=torch.float32)
+    if scale == "std":
+        std = torch.as_tensor(pca.explained_variance[:k], dtype=torch.float32).sqrt()
+        components = components * std[:, None]
+    return PCAEmbedding(components, torch.as_tensor(pca.mean, dtype=torch.float32))

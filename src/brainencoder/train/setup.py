@@ -1,0 +1,226 @@
+"""Setting up a training run: device, run folder, model, feature cache, resume."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+
+from .. import __version__
+from ..data.loader import build_index
+from ..data.store import Store
+from ..errors import CheckpointError, ConfigError
+from ..features import FeatureCache, build_feature_cache
+from ..fileio import write_bytes_atomic
+from ..models.encoder import Encoder, build_encoder
+from ..models.modelfile import load_encoder, load_state, model_state, read_model_file
+from ..models.trunk import apply_freeze
+from ..pca import GroupPCA, fit_group_pca
+from .checkpoint import RunDir, git_revision
+from .config import TrainConfig
+from .distributed import DistInfo, barrier, sync_batchnorms
+
+__all__ = [
+    "open_cache",
+    "prepare_model",
+    "prepare_run_dir",
+    "resolve_device",
+    "resume_state",
+    "write_config",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_device(spec: str, info: DistInfo) -> torch.device:
+    """``"auto"`` / ``"cpu"`` / ``"cuda[:i]"`` -> a device (this rank's GPU under DDP)."""
+    if spec == "auto":
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise ConfigError(f"'device' must be auto, cpu, cuda or cuda:N; got {spec!r}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("device 'cuda' asked for, but no CUDA device is available")
+        if device.index is None:
+            device = torch.device("cuda", info.local_rank)
+        torch.cuda.set_device(device)
+    return device
+
+
+def prepare_run_dir(run: RunDir, resume: bool, overwrite: bool, info: DistInfo) -> None:
+    """Check (and with ``overwrite`` clear) the run folder; rank 0 only."""
+    if info.is_main:
+        has_ckpt = (run.checkpoints / "latest.json").exists()
+        if resume:
+            if run.finished:
+                raise CheckpointError(f"{run.path}: the run already finished; nothing to resume")
+            if not has_ckpt:
+                raise CheckpointError(f"{run.path}: no checkpoint to resume from")
+        elif run.path.exists() and any(run.path.iterdir()):
+            if not overwrite:
+                what = "a finished run" if run.finished else "an unfinished run"
+                hint = "" if run.finished else " or --resume to continue it"
+                raise CheckpointError(
+                    f"{run.path} already holds {what}; pass --overwrite to replace it{hint}"
+                )
+            shutil.rmtree(run.path)
+        run.path.mkdir(parents=True, exist_ok=True)
+    barrier(info)
+
+
+def _build_model(config: TrainConfig, store: Store) -> Encoder:
+    if config.init_from:
+        src = Path(config.init_from)
+        path = RunDir(src).model_file() if src.is_dir() else src
+        model = load_encoder(path)
+        if model.space.subjects != store.names or model.space.n_vertices != (
+            store.space.n_vertices
+        ):
+            raise ConfigError(
+                f"{path}: model subjects {model.space.subjects} "
+                f"({model.space.n_vertices} vertices) do not match the store's "
+                f"{store.names} ({store.space.n_vertices} vertices)"
+            )
+        logger.info("initialized from %s", path)
+        return model
+    encoder_config = config.encoder_config()
+    pca = None
+    readout = encoder_config.readout
+    from ..models.readouts import readout_class
+
+    if readout_class(readout["name"]).uses_pca:
+        if config.pca_file:
+            pca = GroupPCA.load(config.pca_file)
+            if pca.mean.shape[0] != store.space.n_vertices:
+                raise ConfigError(
+                    f"{config.pca_file}: PCA of {pca.mean.shape[0]} vertices, but "
+                    f"the store's group space has {store.space.n_vertices}"
+                )
+        else:
+            pca = fit_group_pca(store, readout.get("latent_dim", 2048), seed=config.pca_seed)
+    return build_encoder(encoder_config, store.space, pca)
+
+
+def prepare_model(
+    config: TrainConfig,
+    store: Store,
+    info: DistInfo,
+    device: torch.device,
+    checkpoint: Path | None = None,
+) -> tuple[Encoder, int]:
+    """Build or load the model, set what trains, sync BatchNorm under DDP, move it.
+
+    When resuming, the architecture and the frozen PCA come from the checkpoint's
+    model file, so the group PCA is not fitted again.
+    """
+    torch.manual_seed(config.seed)  # the same initial model on every rank
+    if checkpoint is not None:
+        model = load_encoder(checkpoint / "model.safetensors")
+    else:
+        model = _build_model(config, store)
+    torch.manual_seed(config.seed + info.rank)  # per-rank dropout masks
+    model.store_image_size = store.image_size
+    model.train()  # loaded models come in eval mode
+    model.set_trunk_mode(config.train_trunk, bn_eval=config.trunk_bn_eval)
+    if config.train_trunk and config.freeze:
+        frozen = apply_freeze(model.trunk.model, config.freeze)  # timm parameter names
+        logger.info("froze %d trunk parameter tensors", len(frozen))
+    if info.enabled:
+        sync_batchnorms(model.readout)
+        if device.type == "cuda" and config.train_trunk:
+            model.trunk = nn.SyncBatchNorm.convert_sync_batchnorm(model.trunk)
+    model.to(device)
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if n_trainable == 0:
+        raise ConfigError("no trainable parameters: check train_trunk and freeze")
+    return model, n_trainable
+
+
+def open_cache(
+    config: TrainConfig,
+    model: Encoder,
+    store: Store,
+    train_index: Any,
+    info: DistInfo,
+    device: torch.device,
+    progress: bool | None,
+) -> FeatureCache | None:
+    """The feature cache of the training rows in use plus the validation rows (rank 0
+    extracts; the other ranks open the finished cache)."""
+    if not config.cache_features:
+        return None
+    rows = np.concatenate([train_index.image, build_index(store, "val").image])
+
+    def build(**kwargs: Any) -> FeatureCache:
+        return build_feature_cache(
+            model,
+            store,
+            rows,
+            config.cache_views,
+            tuple(config.crop_scale),
+            config.seed,
+            config.cache_dir,
+            **kwargs,
+        )
+
+    cache = build(device=device, progress=progress) if info.is_main else None
+    barrier(info)
+    return cache if info.is_main else build()
+
+
+def resume_state(
+    ckpt: Path,
+    run: RunDir,
+    model: Encoder,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    config: TrainConfig,
+    info: DistInfo,
+) -> dict[str, Any]:
+    """Restore checkpoint ``ckpt`` of ``run``; returns the training state."""
+    tensors, _ = read_model_file(ckpt / "model.safetensors")
+    load_state(model, model_state(tensors), ckpt)
+    state = run.load_checkpoint(ckpt, optimizer, scaler)
+    if state.get("config") != config.to_dict():
+        raise CheckpointError(
+            f"{ckpt}: the checkpoint was made with another config; resume "
+            "with the same config and overrides"
+        )
+    if info.is_main:
+        run.truncate_metrics(state["step"])
+    logger.info("resuming at epoch %d, step %d", state["epoch"], state["step"])
+    return state
+
+
+def write_config(run: RunDir, config: TrainConfig, store_path: str | Path, info: DistInfo) -> None:
+    """The resolved config with the package version, git revision and store path."""
+    header = {
+        "brainencoder_version": __version__,
+        "git_revision": git_revision(),
+        "store": str(Path(store_path).absolute()),
+        "world_size": info.world_size,
+        "torch_version": str(torch.__version__),
+    }
+    text = yaml.safe_dump({"run": header, **config.to_dict()}, sort_keys=False)
+    write_bytes_atomic(run.path / "config.yaml", text.encode())
+
+
+def open_wandb(config: TrainConfig, run: RunDir) -> Any:
+    """A Weights & Biases run when ``wandb: true`` (needs the package)."""
+    if not config.wandb:
+        return None
+    try:
+        import wandb
+    except ImportError:
+        raise ConfigError("wandb: true needs the wandb package; pip install wandb") from None
+    return wandb.init(
+        project="brainencoder", dir=str(run.path), config=config.to_dict(), name=run.path.name
+    )

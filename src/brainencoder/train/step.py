@@ -1,0 +1,199 @@
+"""One optimizer step, and the optimizer and schedule it uses.
+
+:class:`TrainStep` holds everything a step needs (model, data, cache, loss,
+optimizer, precision, process group); calling it with this rank's positions of
+the global batch runs the forward and backward passes of every micro-batch,
+then the optimizer. ``benchmarks/train.py`` times this same object.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data.loader import StoreBatches
+from ..data.transforms import random_resized_crop
+from ..errors import ConfigError
+from ..features import FeatureCache
+from ..models.encoder import Encoder
+from .config import TrainConfig
+from .distributed import DistInfo
+from .losses import Loss
+
+__all__ = ["NonFiniteLossError", "TrainStep", "amp_settings", "lr_at", "make_optimizer"]
+
+
+class NonFiniteLossError(ConfigError):
+    """The training loss became NaN or inf."""
+
+
+def lr_at(
+    step: int, total_steps: int, base_lr: float, warmup_frac: float, min_lr_frac: float
+) -> float:
+    """Learning rate at optimizer step ``step`` (0-based): linear warmup, cosine to a floor."""
+    warmup = round(warmup_frac * total_steps)
+    if step < warmup:
+        return base_lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total_steps - warmup)
+    floor = min_lr_frac * base_lr
+    return floor + (base_lr - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def amp_settings(config: TrainConfig, device: torch.device) -> tuple[torch.dtype | None, bool]:
+    """(autocast dtype or None, whether a gradient scaler is needed)."""
+    mode = config.amp
+    if mode == "auto":
+        if device.type != "cuda":
+            return None, False
+        mode = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if mode == "none":
+        return None, False
+    if mode == "fp16" and device.type != "cuda":
+        raise ConfigError("amp 'fp16' needs a CUDA device; use 'bf16' or 'none' on CPU")
+    return (torch.bfloat16, False) if mode == "bf16" else (torch.float16, True)
+
+
+def param_groups(module: nn.Module, weight_decay: float, decay_all: bool) -> list[dict[str, Any]]:
+    """AdamW groups: decay on every parameter, or on matrices only (ndim >= 2)."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    if decay_all:
+        return [{"params": params, "weight_decay": weight_decay}]
+    return [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+
+
+def make_optimizer(
+    module: nn.Module, config: TrainConfig, device: torch.device
+) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters of ``module`` as ``config`` says."""
+    return torch.optim.AdamW(
+        param_groups(module, config.weight_decay, config.decay_all_params),
+        lr=config.lr,
+        betas=(config.betas[0], config.betas[1]),
+        fused=device.type == "cuda",
+    )
+
+
+@dataclass
+class TrainStep:
+    """One optimizer step over this rank's share of a global batch.
+
+    Attributes
+    ----------
+    module : nn.Module
+        What runs forward: the readout (from a feature cache) or the encoder,
+        possibly wrapped in DistributedDataParallel.
+    model : Encoder
+        The unwrapped encoder (input size, trunk).
+    batches : StoreBatches
+    cache : FeatureCache or None
+    loss : Loss
+    optimizer : torch.optim.Optimizer
+    scaler : torch.amp.GradScaler
+    config : TrainConfig
+    device : torch.device
+    info : DistInfo
+    amp_dtype : torch.dtype or None
+    """
+
+    module: nn.Module
+    model: Encoder
+    batches: StoreBatches
+    cache: FeatureCache | None
+    loss: Loss
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    config: TrainConfig
+    device: torch.device
+    info: DistInfo
+    amp_dtype: torch.dtype | None = None
+
+    def inputs(self, chunk: np.ndarray, epoch: int, step: int, part: int) -> Any:
+        """Cached features or augmented images of micro-batch ``chunk`` (pure in its seeds)."""
+        cfg = self.config
+        if self.cache is not None:
+            views = np.random.default_rng([cfg.seed, epoch, 7]).integers(
+                self.cache.n_views, size=len(self.batches.index)
+            )[chunk]
+            feats = self.cache.get(views, self.cache.lookup(self.batches.index.image[chunk]))
+            return [f.to(self.device, non_blocking=True) for f in feats]
+        seed = np.random.SeedSequence([cfg.seed, step, part, self.info.rank]).generate_state(1)
+        gen = torch.Generator().manual_seed(int(seed[0]))
+        images = random_resized_crop(
+            self.batches.images(chunk), self.model.input_size, tuple(cfg.crop_scale), gen
+        )
+        return images.to(self.device)
+
+    def __call__(self, positions: np.ndarray, epoch: int, step: int) -> float:
+        """Run the step; returns the global batch's loss.
+
+        Parameters
+        ----------
+        positions : ndarray of int64
+            This rank's positions (into the batches' index) of the global batch.
+        epoch, step : int
+            For the seeds of views and crops.
+
+        Raises
+        ------
+        NonFiniteLossError
+            When the loss is NaN or inf (nothing is updated).
+        """
+        cfg, info = self.config, self.info
+        micro = max(1, cfg.batch_size // cfg.grad_accum // info.world_size)
+        chunks = [positions[i : i + micro] for i in range(0, len(positions), micro)]
+        # normalize by the vertex count of the whole global batch, so that micro-batches and
+        # DDP ranks (whose gradients DDP averages) add up to the global loss exactly
+        count = torch.tensor(
+            float(self.batches.n_vertices[self.batches.index.subject[positions]].sum())
+        )
+        if info.enabled:
+            torch.distributed.all_reduce(count)
+        denominator = count.item() / info.world_size
+        total = 0.0
+        for i, chunk in enumerate(chunks):
+            target, mask = self.batches.targets(chunk)
+            subject = torch.from_numpy(self.batches.index.subject[chunk]).to(self.device)
+            sync = i == len(chunks) - 1 or not info.enabled
+            ctx = contextlib.nullcontext() if sync else self.module.no_sync()
+            autocast = torch.autocast(
+                self.device.type,
+                dtype=self.amp_dtype or torch.float32,
+                enabled=self.amp_dtype is not None,
+            )
+            with ctx, autocast:
+                pred = self.module(self.inputs(chunk, epoch, step, i), subject)
+                loss = self.loss(
+                    pred, target.to(self.device), mask.to(self.device), denominator, subject
+                )
+                penalty = self.model.readout.regularizer()
+                if penalty.requires_grad:  # once per step in total, on every rank alike
+                    loss = loss + penalty / len(chunks)
+            self.scaler.scale(loss).backward()
+            total += float(loss.detach()) / info.world_size
+        if info.enabled:  # the logged loss is the global batch's
+            reduced = torch.tensor(total)
+            torch.distributed.all_reduce(reduced)
+            total = reduced.item()
+        if not math.isfinite(total):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteLossError(
+                f"the training loss became {total} at step {step + 1} (epoch {epoch + 1}); "
+                "nothing was saved from this step: lower lr, set grad_clip, or check the data"
+            )
+        if cfg.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return total
