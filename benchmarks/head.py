@@ -2,8 +2,8 @@
 
 Usage: python benchmarks/head.py [--batch 64] [--repeats 3]
 
-Reference shapes (shared/DESIGN.md section 3): 6 trunk layers of (768, 16, 16)
-(eva02 base), hidden 1024, latent 2048, 8 subjects, 39,548 group vertices.
+Reference shapes (shared/DESIGN.md section 3): 6 trunk layers of 768 channels x
+257 tokens (eva02 base), hidden 1024, latent 2048, 8 subjects, 39,548 group vertices.
 FLOPs of one step (forward + backward, trunk features given) are counted with
 torch's FlopCounterMode; the matmul rate is measured on a square fp32 matmul
 in the same run. Goal: the head reaches >= 50% of that rate.
@@ -17,8 +17,8 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from brainencoder.models.encoder import masked_mse
-from brainencoder.models.head import GroupLinReadout
+from brainencoder.models.readouts import create_readout, list_readouts
+from brainencoder.train.losses import masked_mse
 
 
 def _best(fn, repeats: int) -> float:
@@ -36,13 +36,14 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--vertices", type=int, default=39548)
+    parser.add_argument("--readout", default="grouplin", choices=list_readouts())
     args = parser.parse_args()
     torch.manual_seed(0)
-    shapes = [(768, 16, 16)] * 6
-    n_subjects, latent = 8, 2048
-    comps = torch.linalg.qr(torch.randn(args.vertices, latent))[0].t().contiguous()
-    head = GroupLinReadout(
-        shapes, n_subjects, comps, torch.zeros(args.vertices), hidden_dim=1024, dropout=0.9
+    shapes = [(768, 257)] * 6  # eva02 base blocks: 768 channels x (1 class + 16 x 16) tokens
+    n_subjects = 8
+    subjects = [f"subj{k + 1:02d}" for k in range(n_subjects)]
+    head = create_readout(
+        args.readout, shapes, subjects, args.vertices, hidden_dim=1024, latent_dim=2048
     )
     opt = torch.optim.AdamW([p for p in head.parameters() if p.requires_grad], lr=1e-4)
     feats = [torch.randn(args.batch, *s) for s in shapes]
@@ -68,7 +69,9 @@ def main() -> None:
     a, b = torch.randn(n, n), torch.randn(n, n)
     t_mm = _best(lambda: a @ b, args.repeats + 2)
     rate = 2 * n**3 / t_mm
+    n_params = sum(p.numel() for p in head.parameters() if p.requires_grad)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}")
+    print(f"readout {args.readout}: {n_params / 1e6:.1f} M trainable parameters")
     print(
         f"head step (fwd+bwd+AdamW): {t_head:.3f} s, {flops / 1e9:.1f} GFLOP "
         f"-> {flops / t_head / 1e9:.1f} GFLOP/s"

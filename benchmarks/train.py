@@ -23,12 +23,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from brainencoder.data.loader import ArrayBatches
 from brainencoder.data.store import prepare_store
 from brainencoder.data.synthetic import SyntheticConfig, make_synthetic
-from brainencoder.models.encoder import create_encoder, masked_mse
+from brainencoder.features import InMemoryFeatures
+from brainencoder.models.encoder import create_encoder
 from brainencoder.space import GroupSpace
 from brainencoder.train.config import load_config
+from brainencoder.train.distributed import DistInfo
 from brainencoder.train.loop import train
+from brainencoder.train.losses import create_loss
+from brainencoder.train.step import TrainStep, make_optimizer
 
 
 def _epoch_seconds(run: Path) -> list[float]:
@@ -81,32 +86,47 @@ def _space(n_subjects: int, n_lh: int, n_rh: int) -> GroupSpace:
 
 
 def step_rates(name: str, space: GroupSpace, batch: int, **overrides) -> None:
+    """Samples/s of the real training step (TrainStep) in its three uses."""
     torch.manual_seed(0)
     model = create_encoder(name, space, pretrained=False, **overrides)
     size = model.input_size
-    images = torch.rand(batch, 3, size, size)
-    subject = torch.randint(0, len(space.subjects), (batch,))
-    target = torch.randn(batch, space.n_vertices)
-    mask = torch.ones_like(target, dtype=torch.bool)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
+    subject = rng.integers(0, len(space.subjects), batch)
+    masks = space.masks()
+    batches = ArrayBatches(
+        images, subject, rng.standard_normal((batch, space.n_vertices)), masks[subject]
+    )
     with torch.no_grad():
-        feats = [f.detach() for f in model.forward_features(images)]
+        x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+        feats = InMemoryFeatures([f[None] for f in model.eval().forward_features(x)])
+    positions = np.arange(batch)
 
     def run(mode: str) -> float:
         """Mean samples/s of 2 optimizer steps after one warm-up step."""
         phase2 = mode == "phase2"
+        model.train()
+        model.set_trunk_mode(phase2)
         for n, p in model.trunk.named_parameters():  # phase 2: attention (ViT) / last stage
             p.requires_grad_(phase2 and (".attn." in n or "layer3" in n))
-        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
-        model.train()
-        if not phase2:
-            model.trunk.eval()
+        config = load_config(None, [f"batch_size={batch}", "crop_scale=[1, 1]"])
+        module = model.readout if mode == "cached" else model
+        step = TrainStep(
+            module,
+            model,
+            batches,
+            feats if mode == "cached" else None,
+            create_loss(config.loss),
+            make_optimizer(module, config, torch.device("cpu")),
+            torch.amp.GradScaler("cpu", enabled=False),
+            config,
+            torch.device("cpu"),
+            DistInfo(),
+        )
         times = []
-        for _ in range(3):
+        for i in range(3):
             t0 = time.perf_counter()
-            pred = model.head(feats, subject) if mode == "cached" else model(images, subject)
-            masked_mse(pred, target, mask).backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+            step(positions, 0, i)
             times.append(time.perf_counter() - t0)
         return batch / float(np.mean(times[1:]))
 
@@ -127,7 +147,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     cache_ratio(args.n_train, args.epochs)
     print("one training step (random weights), samples/s:")
-    step_rates("tiny", _space(3, 1200, 1200), 64, latent_dim=256)
+    step_rates("tiny", _space(3, 1200, 1200), 64)
     if not args.skip_reference:
         step_rates("eva02_base", _space(8, 19004, 20544), 16)
 

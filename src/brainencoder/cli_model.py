@@ -195,6 +195,47 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_import_original(args: argparse.Namespace) -> int:
+    from .errors import BrainEncoderError
+    from .models.modelfile import save_encoder
+    from .models.original import import_original
+
+    out = Path(args.out)
+    if out.is_dir():
+        raise BrainEncoderError(f"{out}: is a folder; --out must be a model file path")
+    if out.exists() and not args.overwrite:
+        raise BrainEncoderError(f"{out} exists; pass --overwrite to replace it")
+    model = import_original(
+        args.checkpoint,
+        _group_space(args.data),
+        pca=args.pca,
+        trunk=args.trunk,
+        layers=[int(x) if x.lstrip("-").isdigit() else x for x in args.layers or []] or None,
+        trunk_weights=args.trunk_weights,
+        img_size=args.img_size,
+    )
+    save_encoder(model, out, {"imported_from": Path(args.checkpoint).name})
+    n = sum(p.numel() for p in model.readout.parameters() if p.requires_grad)
+    print(
+        f"wrote {out}: {model.config.trunk} + grouplin readout ({n / 1e6:.1f} M parameters), "
+        f"subjects {model.space.subjects}, {model.space.n_vertices} group vertices"
+    )
+    return 0
+
+
+def _group_space(data: Path):
+    """The group space of a prepared store or a challenge-layout folder."""
+    if (Path(data) / "space.npz").exists():
+        from .data.store import Store
+
+        return Store(data).space
+    from .data.layout import read_layout
+    from .space import GroupSpace
+
+    layout = read_layout(data)
+    return GroupSpace.from_masks({n: s.masks for n, s in layout.subjects.items()})
+
+
 def add_model_commands(sub: argparse._SubParsersAction) -> None:
     """Register the model commands on the subparsers ``sub``."""
     p = sub.add_parser("pca", help="fit the group PCA of a store's training fMRI")
@@ -298,6 +339,25 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--solver", choices=("torch", "himalaya", "sklearn"), default="torch")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_baseline)
+
+    p = sub.add_parser(
+        "import-original",
+        help="convert a checkpoint of the original GroupLin entry into a model file",
+    )
+    p.add_argument("checkpoint", type=Path, help="ckpt-best.pt of algonauts23's training script")
+    p.add_argument(
+        "--data", type=Path, required=True, help="challenge data root or store (group space)"
+    )
+    p.add_argument("--pca", type=Path, default=None, help="its group_pca_d-*.pt (checked)")
+    p.add_argument("--out", type=Path, required=True, help="model file (.safetensors)")
+    p.add_argument("--trunk", default="eva02_base_patch14_224.mim_in22k")
+    p.add_argument("--layers", nargs="+", default=None, help="default: blocks.[02468] blocks.10")
+    p.add_argument(
+        "--trunk-weights", type=Path, default=None, help="pretrained trunk file (phase 1)"
+    )
+    p.add_argument("--img-size", type=int, default=None)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_import_original)
 
     p = sub.add_parser("report", help="one self-contained HTML page of a run")
     p.add_argument("run_dir", type=Path)

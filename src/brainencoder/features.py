@@ -32,7 +32,7 @@ from .errors import StoreError
 from .fileio import check_free_space, read_json, write_json_atomic
 from .models.encoder import Encoder
 
-__all__ = ["FeatureCache", "build_feature_cache", "estimate_cache_bytes"]
+__all__ = ["FeatureCache", "InMemoryFeatures", "build_feature_cache", "estimate_cache_bytes"]
 
 logger = logging.getLogger(__name__)
 _CHUNK = 64
@@ -98,6 +98,27 @@ class FeatureCache:
             torch.from_numpy(np.asarray(layer[views, rows], dtype=np.float32))
             for layer in self.layers
         ]
+
+
+class InMemoryFeatures:
+    """The :class:`FeatureCache` interface over tensors in memory (benchmarks, tests).
+
+    Parameters
+    ----------
+    layers : list of Tensor of shape (n_views, n_images, C, *positions)
+        Cache row ``i`` is image row ``i``.
+    """
+
+    def __init__(self, layers: list[torch.Tensor]) -> None:
+        self.layers = layers
+        self.n_views = int(layers[0].shape[0])
+
+    def lookup(self, store_rows: np.ndarray) -> np.ndarray:
+        return np.asarray(store_rows)
+
+    def get(self, views: np.ndarray, rows: np.ndarray) -> list[torch.Tensor]:
+        v, r = torch.from_numpy(np.asarray(views)), torch.from_numpy(np.asarray(rows))
+        return [layer[v, r].float() for layer in self.layers]
 
 
 @torch.no_grad()

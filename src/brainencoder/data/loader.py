@@ -17,7 +17,7 @@ import torch
 from ..errors import ConfigError
 from .store import Store
 
-__all__ = ["EpochBatchSampler", "SampleIndex", "StoreBatches", "build_index"]
+__all__ = ["ArrayBatches", "EpochBatchSampler", "SampleIndex", "StoreBatches", "build_index"]
 
 
 @dataclass
@@ -165,3 +165,48 @@ class StoreBatches(torch.utils.data.Dataset):
             "mask": mask,
             "positions": torch.from_numpy(positions),
         }
+
+
+class ArrayBatches:
+    """The :class:`StoreBatches` interface over arrays in memory (benchmarks, tests).
+
+    Parameters
+    ----------
+    images : ndarray of uint8, shape (n, S, S, 3)
+    subject : ndarray of int64, shape (n,)
+    target : ndarray of float32, shape (n, n_group)
+    mask : ndarray of bool, shape (n, n_group)
+        True where the sample's subject has the vertex; all samples of one
+        subject must share one mask row.
+    """
+
+    def __init__(
+        self, images: np.ndarray, subject: np.ndarray, target: np.ndarray, mask: np.ndarray
+    ) -> None:
+        n = len(subject)
+        if not (len(images) == n == len(target) == len(mask)):
+            raise ValueError("images, subject, target and mask must have the same length")
+        rows = np.arange(n, dtype=np.int64)
+        self.index = SampleIndex(np.asarray(subject, dtype=np.int64), rows, rows)
+        self._images = torch.from_numpy(np.ascontiguousarray(images))
+        self._target = torch.from_numpy(np.asarray(target, dtype=np.float32))
+        self._mask = torch.from_numpy(np.asarray(mask, dtype=bool))
+        n_subjects = int(self.index.subject.max()) + 1 if n else 0
+        self.n_vertices = np.zeros(n_subjects, dtype=np.int64)
+        for s in range(n_subjects):
+            first = np.flatnonzero(self.index.subject == s)
+            if first.size:
+                self.n_vertices[s] = int(self._mask[first[0]].sum())
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def targets(self, positions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Targets (zero where masked) and masks of samples, each (B, n_group)."""
+        sel = torch.from_numpy(np.asarray(positions))
+        mask = self._mask[sel]
+        return torch.where(mask, self._target[sel], 0.0), mask
+
+    def images(self, positions: np.ndarray) -> torch.Tensor:
+        """uint8 images (B, S, S, 3)."""
+        return self._images[torch.from_numpy(np.asarray(positions))]

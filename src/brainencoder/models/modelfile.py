@@ -170,7 +170,7 @@ def load_state(model: Encoder, state: dict[str, torch.Tensor], source: str | Pat
 
 
 def load_encoder(path: str | Path, map_location: str | torch.device = "cpu") -> Encoder:
-    """Rebuild an encoder (in eval mode) from a file of :func:`save_encoder` (no download, no pickle)."""
+    """Rebuild an encoder (eval mode) from a :func:`save_encoder` file; no download, no pickle."""
     tensors, meta = read_model_file(path)
     try:
         config = from_mapping(EncoderConfig, json.loads(meta["config"]), prefix="model.")
