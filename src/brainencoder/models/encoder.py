@@ -252,15 +252,17 @@ def merge_encoder_config(base: EncoderConfig, overrides: dict[str, Any]) -> Enco
     """``base`` updated with ``overrides`` (a ``model:`` mapping), type-checked.
 
     ``readout`` options are merged into the base readout's (so
-    ``model.readout.dropout=0.5`` changes one option). Unknown keys and
-    ill-typed values are ConfigErrors naming ``model.<key>``.
+    ``model.readout.dropout=0.5`` changes one option); naming another readout
+    (``model.readout.name=...``) starts from that readout's defaults. Unknown
+    keys and ill-typed values are ConfigErrors naming ``model.<key>``.
     """
     data = dataclasses.asdict(base)
     for key, value in overrides.items():
         if value is None and key != "trunk_weights" and key != "img_size":
             continue
         if key == "readout" and isinstance(value, dict):
-            value = {**data["readout"], **value}
+            same = value.get("name", data["readout"].get("name")) == data["readout"].get("name")
+            value = {**data["readout"], **value} if same else dict(value)
         data[key] = value
     return from_mapping(EncoderConfig, data, prefix="model.")
 

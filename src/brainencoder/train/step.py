@@ -22,6 +22,7 @@ from ..data.transforms import random_resized_crop
 from ..errors import ConfigError
 from ..features import FeatureCache
 from ..models.encoder import Encoder
+from ..models.readouts import Readout
 from .config import TrainConfig
 from .distributed import DistInfo
 from .losses import Loss
@@ -91,8 +92,9 @@ class TrainStep:
     module : nn.Module
         What runs forward: the readout (from a feature cache) or the encoder,
         possibly wrapped in DistributedDataParallel.
-    model : Encoder
-        The unwrapped encoder (input size, trunk).
+    model : Encoder or Readout
+        The unwrapped encoder (its input size for crops; its readout's
+        regularizer), or a bare readout when training from features.
     batches : StoreBatches
     cache : FeatureCache or None
     loss : Loss
@@ -105,7 +107,7 @@ class TrainStep:
     """
 
     module: nn.Module
-    model: Encoder
+    model: Encoder | Readout
     batches: StoreBatches
     cache: FeatureCache | None
     loss: Loss
@@ -174,7 +176,7 @@ class TrainStep:
                 loss = self.loss(
                     pred, target.to(self.device), mask.to(self.device), denominator, subject
                 )
-                penalty = self.model.readout.regularizer()
+                penalty = getattr(self.model, "readout", self.model).regularizer()
                 if penalty.requires_grad:  # once per step in total, on every rank alike
                     loss = loss + penalty / len(chunks)
             self.scaler.scale(loss).backward()
