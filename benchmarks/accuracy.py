@@ -6,7 +6,10 @@ One synthetic dataset with planted truth. For each fraction of each subject's
 training split, fits on the same random-init ResNet-18 features (layers 1-3 at
 112 px, the ``tiny`` encoder's trunk):
 
-* GroupLin: the tiny encoder's phase 1 from the feature cache (configs/demo.yaml);
+* grouplin_seq: the tiny encoder's phase 1 from the feature cache (configs/demo.yaml);
+* grouplin: the same with the original entry's readout (same hidden/latent sizes
+  and dropout), with the demo's optimizer and with the original's (AdamW betas
+  (0.9, 0.99), decay on every parameter, no clipping);
 * ridge: per-subject ridge, per-vertex alpha by 5-fold CV, on 2x2-pooled maps;
 * devkit: PCA (100 components) of layer 3 (mean-pooled) + OLS, per subject;
 
@@ -26,6 +29,14 @@ from brainencoder.data.synthetic import SyntheticConfig, make_synthetic
 from brainencoder.evaluate import evaluate_run
 from brainencoder.train.config import load_config
 from brainencoder.train.loop import train
+
+_GROUPLIN = "model.readout={name: grouplin, hidden_dim: 256, latent_dim: 256, dropout: 0.8}"
+_ORIGINAL_OPT = ["betas=[0.9, 0.99]", "decay_all_params=true", "grad_clip=null"]
+HEADS = {
+    "grouplin_seq": [],
+    "grouplin": [_GROUPLIN],
+    "grouplin+orig_opt": [_GROUPLIN, *_ORIGINAL_OPT],
+}
 
 
 def _score(table) -> float:
@@ -50,15 +61,14 @@ def main() -> None:
         for fraction in args.fractions:
             n = [round(fraction * len(store.split_rows(s, "train"))) for s in store.names]
             runs = tmp / f"f{fraction}"
-            train(
-                load_config(
-                    "configs/demo.yaml",
-                    [f"train_fraction={fraction}", f"cache_dir={tmp / 'cache'}"],
-                ),
-                store.path,
-                runs / "grouplin",
-                progress=False,
-            )
+            common = [f"train_fraction={fraction}", f"cache_dir={tmp / 'cache'}"]
+            for name, extra in HEADS.items():
+                train(
+                    load_config("configs/demo.yaml", [*common, *extra]),
+                    store.path,
+                    runs / name,
+                    progress=False,
+                )
             fit_ridge_baseline(store, runs / "ridge", FeatureSpec(), train_fraction=fraction)
             devkit = FeatureSpec(
                 layers=["layer3"], pooling="mean", pca_components=min(100, min(n) - 1)
@@ -68,7 +78,7 @@ def main() -> None:
             )
             scores = {
                 name: _score(evaluate_run(runs / name, "test", store, truth))
-                for name in ("grouplin", "ridge", "devkit")
+                for name in (*HEADS, "ridge", "devkit")
             }
             rows.append((fraction, n, scores))
             print(f"fraction {fraction}: {scores}", flush=True)
@@ -76,10 +86,11 @@ def main() -> None:
         f"\n{args.subjects} subjects, test images per subject {cfg.test_counts()}, "
         f"{2 * cfg.n_vertices} vertices; noise-normalized test score (%), mean over vertices"
     )
-    print(f"{'train images / subject':<26} {'GroupLin':>9} {'ridge':>9} {'devkit':>9}")
+    names = [*HEADS, "ridge", "devkit"]
+    print(f"{'train images / subject':<26} " + " ".join(f"{n:>17}" for n in names))
     for fraction, n, s in rows:
         label = f"{min(n)}-{max(n)} ({fraction:.0%})"
-        print(f"{label:<26} {s['grouplin']:9.2f} {s['ridge']:9.2f} {s['devkit']:9.2f}")
+        print(f"{label:<26} " + " ".join(f"{s[k]:17.2f}" for k in names))
     print(f"total {time.perf_counter() - t_start:.0f} s")
 
 

@@ -8,6 +8,7 @@ a half-written file.
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
 import io
 import json
@@ -35,6 +36,14 @@ __all__ = [
 ]
 
 
+@functools.cache
+def _umask() -> int:
+    """The process umask (read once: os.umask can only be read by setting it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path next to ``path``; move it to ``path`` on success.
@@ -48,6 +57,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp{glob.escape(suffix)}"):
         stale.unlink(missing_ok=True)  # left by a writer that was killed
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; outputs follow the user's umask
     os.close(fd)
     tmp_path = Path(tmp)
     try:

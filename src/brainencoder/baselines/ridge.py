@@ -34,6 +34,7 @@ from ..data.store import Store
 from ..data.transforms import resize
 from ..errors import CheckpointError, ConfigError
 from ..fileio import atomic_path, write_bytes_atomic, write_json_atomic
+from ..ownership import check_output_location, check_replaceable, mark_owned, replace_owned
 from ..space import GroupSpace
 from .solvers import RidgeFit, ols, ridge_cv
 
@@ -253,9 +254,8 @@ def _fit(solver: str, X: np.ndarray, Y: np.ndarray, alphas: np.ndarray, n_folds:
         )
     from sklearn.linear_model import RidgeCV as SkRidgeCV
 
-    model = SkRidgeCV(
-        alphas=alphas, alpha_per_target=True
-    )  # LOO: sklearn allows no K-fold here.fit(X, Y)
+    # efficient leave-one-out CV: scikit-learn allows no K-fold with alpha_per_target
+    model = SkRidgeCV(alphas=alphas, alpha_per_target=True).fit(X, Y)
     alpha = np.broadcast_to(np.asarray(model.alpha_, dtype=np.float64), (Y.shape[1],))
     return RidgeFit(
         model.coef_.T.astype(np.float32),
@@ -301,7 +301,6 @@ def fit_ridge_baseline(
     -------
     RidgeModel
     """
-    import shutil
 
     import yaml
 
@@ -310,12 +309,15 @@ def fit_ridge_baseline(
         raise ConfigError(f"'solver' must be one of {set(_SOLVERS)}; got {solver!r}")
     alphas = np.logspace(-2, 6, 17) if alphas is None else np.asarray(alphas, dtype=np.float64)
     out = Path(out)
+    check_output_location(out, [store.path])
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise CheckpointError(f"{out} already holds a run; pass --overwrite to replace it")
+        check_replaceable(out, "ridge-run", [store.path])
     work = out.parent / f".{out.name}.tmp"  # built aside, moved into place when complete
-    shutil.rmtree(work, ignore_errors=True)
+    replace_owned(work, "ridge-run", [store.path])  # left by a killed fit
     work.mkdir(parents=True)
+    mark_owned(work, "ridge-run")
     extractor = FeatureExtractor(spec)
     from ..data.splits import subsample
 
@@ -371,7 +373,6 @@ def fit_ridge_baseline(
     }
     write_bytes_atomic(work / "config.yaml", yaml.safe_dump(config, sort_keys=False).encode())
     write_json_atomic(work / "summary.json", {"finished": True, "subjects": summary})
-    if out.exists():
-        shutil.rmtree(out)
+    replace_owned(out, "ridge-run", [store.path])
     os.replace(work, out)
     return model

@@ -32,6 +32,7 @@ import numpy as np
 from .. import __version__
 from ..errors import DataError, StoreError
 from ..fileio import atomic_path, check_free_space, read_json, write_json_atomic
+from ..ownership import check_output_location, mark_owned, replace_owned
 from ..space import GroupSpace
 from .images import load_image
 from .layout import HEMIS, DatasetLayout, read_layout
@@ -167,6 +168,7 @@ def prepare_store(
     if not 16 <= image_size <= 1024:
         raise StoreError(f"'image_size' must be in [16, 1024]; got {image_size}")
     store = Path(store)
+    check_output_location(store, [data_root])
     layout = read_layout(data_root, subjects)
     options = {
         "image_size": image_size,
@@ -206,11 +208,12 @@ def prepare_store(
                 "choose another folder or pass --overwrite to replace it"
             )
         if not same:
-            shutil.rmtree(store)
+            replace_owned(store, "store", [data_root])
         elif manifest_path.exists():
             logger.info("store %s is already complete", store)
             return Store(store)
     store.mkdir(parents=True, exist_ok=True)
+    mark_owned(store, "store")
     shape = (int(nsd_ids.size), image_size, image_size, 3)
     fmri_bytes = (
         sum(

@@ -119,7 +119,8 @@ def train(
         )
     amp_dtype, use_scaler = amp_settings(config, device)  # fails early for impossible settings
     run = RunDir(run_dir)
-    prepare_run_dir(run, resume, overwrite, info)
+    inputs = [store_path, config.init_from, config.pca_file, config.cache_dir]
+    prepare_run_dir(run, resume, overwrite, info, inputs)
     store = Store(store_path)
     np.random.seed(config.seed)  # noqa: NPY002 (for user code that uses it)
     ckpt = run.latest_checkpoint() if resume else None

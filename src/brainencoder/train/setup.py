@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from ..fileio import write_bytes_atomic
 from ..models.encoder import Encoder, build_encoder
 from ..models.modelfile import load_encoder, load_state, model_state, read_model_file
 from ..models.trunk import apply_freeze
+from ..ownership import check_output_location, mark_owned, replace_owned
 from ..pca import GroupPCA, fit_group_pca
 from .checkpoint import RunDir, git_revision
 from .config import TrainConfig
@@ -55,9 +55,20 @@ def resolve_device(spec: str, info: DistInfo) -> torch.device:
     return device
 
 
-def prepare_run_dir(run: RunDir, resume: bool, overwrite: bool, info: DistInfo) -> None:
-    """Check (and with ``overwrite`` clear) the run folder; rank 0 only."""
+def prepare_run_dir(
+    run: RunDir,
+    resume: bool,
+    overwrite: bool,
+    info: DistInfo,
+    inputs: list[str | Path | None] | None = None,
+) -> None:
+    """Check (and with ``overwrite`` replace) the run folder; rank 0 only.
+
+    Only an empty folder or a run brainencoder wrote is replaced, never one that
+    overlaps the ``inputs`` (store, initial model, PCA, cache folder).
+    """
     if info.is_main:
+        check_output_location(run.path, inputs or [])
         has_ckpt = (run.checkpoints / "latest.json").exists()
         if resume:
             if run.finished:
@@ -71,8 +82,9 @@ def prepare_run_dir(run: RunDir, resume: bool, overwrite: bool, info: DistInfo) 
                 raise CheckpointError(
                     f"{run.path} already holds {what}; pass --overwrite to replace it{hint}"
                 )
-            shutil.rmtree(run.path)
+            replace_owned(run.path, "run", inputs or [])
         run.path.mkdir(parents=True, exist_ok=True)
+        mark_owned(run.path, "run")
     barrier(info)
 
 
