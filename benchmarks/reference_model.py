@@ -32,19 +32,26 @@ def main() -> None:
             m[:n] = True
             masks[f"subj{k + 1:02d}"][hemi] = m
     space = GroupSpace.from_masks(masks)
+    for name in ("grouplin_seq",):  # the other readout's parameter count, side by side
+        other = create_encoder(
+            "eva02_base", space, pretrained=False, readout={"name": name, "latent_dim": 2048}
+        )
+        n = sum(p.numel() for p in other.readout.parameters() if p.requires_grad)
+        print(f"readout {name:<12} trainable parameters            : {n / 1e6:8.2f} M")
+        del other
     before = _rss_mib()
     model = create_encoder("eva02_base", space, pretrained=False).eval()
     built = _rss_mib()
     trunk = sum(p.numel() for p in model.trunk.parameters())
-    head = sum(p.numel() for p in model.head.parameters())
-    pca = sum(b.numel() for b in model.head.embedding.buffers())
+    head = sum(p.numel() for p in model.readout.parameters() if p.requires_grad)
+    pca = sum(b.numel() for b in model.readout.embedding.buffers())
     t0 = time.perf_counter()
     with torch.no_grad():
         out = model(torch.rand(2, 3, 224, 224), torch.tensor([0, 7]))
     seconds = time.perf_counter() - t0
     print(f"group space: {space.n_vertices} vertices, 8 subjects; output {tuple(out.shape)}")
     print(f"trunk parameters (eva02 base, pruned after block 10): {trunk / 1e6:8.2f} M")
-    print(f"head trainable parameters                         : {head / 1e6:8.2f} M")
+    print(f"readout grouplin trainable parameters             : {head / 1e6:8.2f} M")
     print(f"frozen group-PCA embedding (components + mean)    : {pca / 1e6:8.2f} M")
     print(
         f"peak RSS: {before:.0f} MiB before, {built:.0f} MiB built, "

@@ -102,3 +102,37 @@ def test_pearson_refused_where_it_would_change(store, tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="would differ across 2 processes"):
         loop.train(load_config(None, ["loss.name=pearson"]), store.path, tmp_path / "r")
     assert not (tmp_path / "r").exists()
+
+
+def test_non_finite_loss_stops_before_any_update(rng):
+    from brainencoder.train.step import NonFiniteLossError
+
+    shapes = [(5, 3, 3)]
+    readout = create_readout("grouplin", shapes, ["subj01"], 4, hidden_dim=4, latent_dim=3)
+    target = rng.standard_normal((8, 4))
+    target[3, 1] = np.inf
+    batches = ArrayBatches(
+        np.zeros((8, 4, 4, 3), np.uint8), np.zeros(8, int), target, np.ones((8, 4), bool)
+    )
+    feats = InMemoryFeatures([torch.from_numpy(rng.standard_normal((1, 8, *shapes[0]))).float()])
+    before = copy.deepcopy(dict(readout.named_parameters()))
+    with pytest.raises(NonFiniteLossError, match="the training loss became inf at step 1"):
+        _step_weights_of(readout, batches, feats)
+    for key, value in readout.named_parameters():
+        assert torch.equal(value, before[key]), key
+
+
+def _step_weights_of(readout, batches, feats):
+    config = load_config(None, ["batch_size=8"])
+    TrainStep(
+        readout,
+        readout,
+        batches,
+        feats,
+        create_loss(config.loss),
+        make_optimizer(readout, config, torch.device("cpu")),
+        torch.amp.GradScaler("cpu", enabled=False),
+        config,
+        torch.device("cpu"),
+        DistInfo(),
+    )(np.arange(8), 0, 0)

@@ -158,3 +158,14 @@ def test_a_new_readout_plugs_into_the_encoder_and_model_files(store, tmp_path):
     images = np.asarray(store.images[:3])
     a, b = enc.predict(images, "subj01"), back.predict(images, "subj01")
     np.testing.assert_array_equal(a["rh"], b["rh"])
+
+
+def test_model_files_with_non_finite_weights_are_refused(store, tmp_path):
+    from brainencoder.errors import CheckpointError
+
+    enc = create_encoder("tiny", store.space, img_size=32, readout={"latent_dim": 8})
+    with torch.no_grad():
+        enc.readout.shared.weight[0, 0] = float("nan")
+    save_encoder(enc, tmp_path / "nan.safetensors")
+    with pytest.raises(CheckpointError, match=r"1 weight tensor\(s\) hold NaN or inf"):
+        load_encoder(tmp_path / "nan.safetensors")
