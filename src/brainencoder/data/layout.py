@@ -263,12 +263,27 @@ def find_subjects(root: str | Path) -> list[str]:
 
 
 def _list_images(folder: Path, split: str, problems: list[Problem]) -> list[Path]:
+    """Image files of a split, ordered by the index parsed from their names.
+
+    Row ``i`` of the fMRI belongs to ``{split}-{i + 1}_nsd-...``, whatever the
+    zero padding; duplicate or missing indices, names that do not parse and
+    anything that is not a regular file are problems naming the file.
+    """
     if not folder.is_dir():
         problems.append(Problem(folder, "image folder not found", blocking=split == "train"))
         return []
-    images = []
+    indexed: dict[int, Path] = {}
     for path in sorted(folder.iterdir()):
         if path.name.startswith("."):
+            continue
+        if not path.is_file():  # FIFOs, devices, folders, dangling or looping symlinks
+            problems.append(
+                Problem(
+                    path,
+                    "not a regular file (a folder, pipe, device or broken link); "
+                    "move it out of the image folder",
+                )
+            )
             continue
         match = _IMAGE_RE.match(path.name)
         if match is None or match.group(1) != split:
@@ -279,8 +294,29 @@ def _list_images(folder: Path, split: str, problems: list[Problem]) -> list[Path
             )
             problems.append(Problem(path, f"{hint}; move it out of the image folder"))
             continue
-        images.append(path)
-    return images
+        index = int(match.group(2))
+        if index in indexed:
+            problems.append(
+                Problem(
+                    path,
+                    f"duplicate image index {index} (also {indexed[index].name}); "
+                    "each index must appear once",
+                )
+            )
+            continue
+        indexed[index] = path
+    order = sorted(indexed)
+    missing = sorted(set(range(1, len(order) + 1)) - set(order))
+    if missing:
+        extra = [indexed[i] for i in order if i > len(order)]
+        problems.append(
+            Problem(
+                extra[0] if extra else folder,
+                f"image indices must run 1..{len(order)} (row i of the fMRI is image i); "
+                f"missing {missing[:5]}{' ...' if len(missing) > 5 else ''}",
+            )
+        )
+    return [indexed[i] for i in order]
 
 
 def _read_subject(root: Path, name: str, problems: list[Problem]) -> SubjectLayout | None:

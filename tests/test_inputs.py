@@ -1,0 +1,52 @@
+"""Inputs that must not be silently wrong: image order, odd files, config files."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from brainencoder.data.layout import read_layout, validate_dataset
+
+
+def _copy(synth_root, tmp_path):
+    return shutil.copytree(synth_root, tmp_path / "data", symlinks=True)
+
+
+def _train_images(root, subject="subj01"):
+    return root / subject / "training_split" / "training_images"
+
+
+def test_images_pair_with_fmri_rows_by_parsed_index(synth_root, tmp_path):
+    """Names without zero padding sort differently as text; rows follow the index."""
+    expected = read_layout(synth_root)["subj01"].nsd_train
+    data = _copy(synth_root, tmp_path)
+    folder = _train_images(data)
+    for path in folder.iterdir():
+        split, rest = path.name.split("-", 1)
+        index, nsd = rest.split("_", 1)
+        path.rename(folder / f"{split}-{int(index)}_{nsd}")  # train-1_, train-10_, ...
+    assert sorted(p.name for p in folder.iterdir())[0].startswith("train-10_")  # text order
+    layout = read_layout(data)
+    assert (layout["subj01"].nsd_train == expected).all()
+    report = validate_dataset(data, check_images=False)
+    assert report.ok, [str(p) for p in report.problems]
+
+
+def test_gaps_duplicates_and_odd_files_are_problems_by_file(synth_root, tmp_path):
+    data = _copy(synth_root, tmp_path)
+    folder = _train_images(data)
+    names = sorted(p.name for p in folder.iterdir())
+    (folder / names[4]).unlink()  # index 5 missing
+    shutil.copy(folder / names[0], folder / names[0].replace("train-0001", "train-1"))
+    os.mkfifo(folder / "train-9999_nsd-00001.png")
+    (folder / "broken.png").symlink_to(folder / "nowhere.png")
+    (folder / "loop.png").symlink_to(folder / "loop.png")
+    report = validate_dataset(data, check_images=False)
+    text = "\n".join(str(p) for p in report.problems)
+    assert not report.ok
+    assert "missing [5]" in text
+    assert "duplicate image index 1" in text
+    for name in ("train-9999_nsd-00001.png", "broken.png", "loop.png"):
+        assert f"{name}: not a regular file" in text
