@@ -50,3 +50,25 @@ def test_gaps_duplicates_and_odd_files_are_problems_by_file(synth_root, tmp_path
     assert "duplicate image index 1" in text
     for name in ("train-9999_nsd-00001.png", "broken.png", "loop.png"):
         assert f"{name}: not a regular file" in text
+
+
+def test_yaml_configs_are_bounded_mappings(tmp_path):
+    from brainencoder.errors import ConfigError
+    from brainencoder.train.config import load_config
+
+    bomb = "a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(
+        f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
+        for p, c in zip("abcdefgh", "bcdefghi")
+    )
+    (tmp_path / "bomb.yaml").write_text(bomb)
+    with pytest.raises(ConfigError, match="aliases are not allowed"):
+        load_config(tmp_path / "bomb.yaml")
+    (tmp_path / "list.yaml").write_text("- epochs\n- 3\n")
+    with pytest.raises(ConfigError, match="expected a mapping of keys in this config file"):
+        load_config(tmp_path / "list.yaml")
+    (tmp_path / "big.yaml").write_text("# " + "x" * (1 << 20))
+    with pytest.raises(ConfigError, match="larger than 1 MiB"):
+        load_config(tmp_path / "big.yaml")
+    (tmp_path / "code.yaml").write_text("epochs: !!python/object/apply:os.system ['true']\n")
+    with pytest.raises(ConfigError, match="invalid config file"):
+        load_config(tmp_path / "code.yaml")

@@ -78,7 +78,9 @@ def test_mismatched_subjects_are_refused(store, synth_root, tmp_path):
     shutil.rmtree(two / "subj02")  # only subj03 left, which misses some group vertices
     other = prepare_store(two, tmp_path / "store2", image_size=32)
     cfg = load_config(None, ["epochs=1", "batch_size=32", f"init_from={tmp_path / 'run'}"])
-    with pytest.raises(ConfigError, match=r"model subjects \['subj01', 'subj02', 'subj03'\]"):
+    with pytest.raises(
+        ConfigError, match=r"vertex space \(subjects \['subj01', 'subj02', 'subj03'\]"
+    ):
         train(cfg, other.path, tmp_path / "run2")
     from brainencoder.evaluate import evaluate_run
 

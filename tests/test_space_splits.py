@@ -54,3 +54,15 @@ def test_splits_reject_bad_fractions():
         make_splits(10, fractions=(0.5, 0.5, 0.5))
     with pytest.raises(ConfigError, match="cannot split 2 samples"):
         make_splits(2)
+
+
+def test_same_as_compares_subjects_vertices_and_columns():
+    a = np.zeros(20, bool)
+    a[:10] = True
+    b = np.zeros(20, bool)
+    b[5:15] = True  # as many vertices, other ones
+    one = GroupSpace.from_masks({"subj01": {"lh": a, "rh": a}})
+    assert one.same_as(GroupSpace.from_masks({"subj01": {"lh": a.copy(), "rh": a}}))
+    other = GroupSpace.from_masks({"subj01": {"lh": b, "rh": a}})
+    assert one.n_vertices == other.n_vertices and not one.same_as(other)
+    assert not one.same_as(GroupSpace.from_masks({"subj02": {"lh": a, "rh": a}}))

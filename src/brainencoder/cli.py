@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
+from .cli_types import non_negative_int, positive_int
 from .errors import BrainEncoderError
 
 __all__ = ["main"]
@@ -104,12 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("synth", help="write a synthetic dataset with planted truth")
     p.add_argument("out", type=Path)
-    p.add_argument("--subjects", type=int, default=3)
-    p.add_argument("--n-train", type=int, default=300, help="training images of subj01")
-    p.add_argument("--n-test", type=int, default=50, help="test images of subj01")
-    p.add_argument("--vertices", type=int, default=1200, help="vertices per hemisphere")
-    p.add_argument("--image-size", type=int, default=425)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--subjects", type=positive_int, default=3)
+    p.add_argument("--n-train", type=positive_int, default=300, help="training images of subj01")
+    p.add_argument("--n-test", type=positive_int, default=50, help="test images of subj01")
+    p.add_argument("--vertices", type=positive_int, default=1200, help="vertices per hemisphere")
+    p.add_argument("--image-size", type=positive_int, default=425)
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.set_defaults(func=_cmd_synth)
 
     p = sub.add_parser("validate", help="check a challenge-layout dataset")
@@ -120,17 +121,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prepare", help="decode images and copy fMRI into a store")
     p.add_argument("data_root", type=Path)
     p.add_argument("store", type=Path)
-    p.add_argument("--image-size", type=int, default=256)
+    p.add_argument("--image-size", type=positive_int, default=256)
     p.add_argument("--fmri-dtype", choices=("float32", "float16"), default="float32")
     p.add_argument("--nan-policy", choices=("error", "zero"), default="error")
-    p.add_argument("--split-seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--split-seed", type=non_negative_int, default=0)
+    p.add_argument("--workers", type=positive_int, default=None)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_prepare)
 
     p = sub.add_parser("demo", help="run the whole pipeline on a synthetic dataset")
     p.add_argument("out", type=Path, nargs="?", default=Path("demo-output"))
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.set_defaults(func=_cmd_demo)
 
     from .cli_model import add_model_commands

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from .cli_types import non_negative_int, positive_int
+
 __all__ = ["add_model_commands"]
 
 
@@ -103,14 +105,25 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from .errors import BrainEncoderError
     from .fileio import atomic_path, save_npy_atomic
     from .predict import list_images, predict_images
     from .runs import load_run_model
 
+    out = Path(args.out)
+    if out.suffix not in (".npz", ".npy"):
+        raise BrainEncoderError(f"{out}: --out must end in .npz or .npy")
+    targets = (
+        [out]
+        if out.suffix == ".npz"
+        else [Path(f"{out.with_suffix('')}_{h}.npy") for h in ("lh", "rh")]
+    )
+    for target in targets:
+        if target.is_dir():
+            raise BrainEncoderError(f"{target}: is a folder; choose a file path for --out")
     model = load_run_model(args.run_dir)
     paths = list_images(args.images_dir)
     pred = predict_images(model, paths, args.subject, batch_size=args.batch_size)
-    out = Path(args.out)
     if out.suffix == ".npz":
         with atomic_path(out, suffix=".npz") as tmp, open(tmp, "wb") as fh:
             np.savez(fh, lh=pred["lh"], rh=pred["rh"], names=np.array([p.name for p in paths]))
@@ -244,7 +257,7 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--components", type=_components, default=2048, help="number of components or 'auto'"
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.set_defaults(func=_cmd_pca)
 
     p = sub.add_parser("train", help="train an encoder (phase 1 or 2)")
@@ -296,7 +309,7 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("images_dir", type=Path)
     p.add_argument("--subject", required=True)
     p.add_argument("--out", type=Path, required=True, help="FILE.npz, or FILE.npy -> FILE_lh/rh")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=positive_int, default=64)
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("submit", help="write a challenge submission zip (several runs: ensemble)")
@@ -331,11 +344,11 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--pretrained", action="store_true")
     p.add_argument("--trunk-weights", default=None)
-    p.add_argument("--img-size", type=int, default=112)
+    p.add_argument("--img-size", type=positive_int, default=112)
     p.add_argument("--pooling", choices=("mean", "grid"), default="grid")
-    p.add_argument("--grid", type=int, default=2)
-    p.add_argument("--pixel-size", type=int, default=32)
-    p.add_argument("--pca-components", type=int, default=None)
+    p.add_argument("--grid", type=positive_int, default=2)
+    p.add_argument("--pixel-size", type=positive_int, default=32)
+    p.add_argument("--pca-components", type=positive_int, default=None)
     p.add_argument("--solver", choices=("torch", "himalaya", "sklearn"), default="torch")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_baseline)
@@ -355,7 +368,7 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--trunk-weights", type=Path, default=None, help="pretrained trunk file (phase 1)"
     )
-    p.add_argument("--img-size", type=int, default=None)
+    p.add_argument("--img-size", type=positive_int, default=None)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_import_original)
 

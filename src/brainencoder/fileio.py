@@ -29,6 +29,7 @@ __all__ = [
     "check_free_space",
     "load_mapping",
     "read_json",
+    "read_yaml_mapping",
     "save_mapping",
     "save_npy_atomic",
     "write_bytes_atomic",
@@ -92,6 +93,49 @@ def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
         raise DataError(
             f"{what} {path} is not valid JSON ({exc}); remove or regenerate it"
         ) from None
+
+
+_YAML_LIMIT = 1 << 20
+
+
+def read_yaml_mapping(path: str | os.PathLike, what: str = "YAML file") -> dict[str, Any]:
+    """Read a small YAML mapping safely: bounded size, no aliases, no tags that run code.
+
+    Aliases (``&a`` / ``*a``) are refused, so a crafted file cannot expand to
+    gigabytes ("billion laughs"); files over 1 MiB are refused too.
+
+    Raises
+    ------
+    DataError
+        Naming the file: missing, too large, not YAML, aliases, not a mapping.
+    """
+    import yaml
+
+    class _NoAliasLoader(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                raise yaml.YAMLError(f"aliases are not allowed (line {event.start_mark.line + 1})")
+            return super().compose_node(parent, index)
+
+    path = Path(path)
+    try:
+        if path.stat().st_size > _YAML_LIMIT:
+            raise DataError(f"{path}: {what} is larger than 1 MiB; not a config")
+        text = path.read_text()
+    except FileNotFoundError:
+        raise DataError(f"{path}: {what} not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read this {what} ({exc})") from None
+    try:
+        data = yaml.load(text, Loader=_NoAliasLoader)
+    except yaml.YAMLError as exc:
+        raise DataError(f"{path}: invalid {what} ({exc}); fix or regenerate it") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a mapping of keys in this {what}")
+    return data
 
 
 def save_npy_atomic(path: str | os.PathLike, array: np.ndarray) -> None:

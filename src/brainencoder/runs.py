@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
-from .errors import CheckpointError
+from .errors import CheckpointError, DataError
+from .fileio import read_yaml_mapping
 from .train.checkpoint import RunDir
 
 __all__ = ["load_run_model", "run_store_path"]
@@ -17,8 +16,11 @@ def run_store_path(run_dir: str | Path) -> Path:
     path = Path(run_dir) / "config.yaml"
     if not path.exists():
         raise CheckpointError(f"{run_dir}: no config.yaml; not a run directory (pass --store)")
-    header = (yaml.safe_load(path.read_text()) or {}).get("run", {})
-    if "store" not in header:
+    try:
+        header = read_yaml_mapping(path, "run config").get("run", {})
+    except DataError as exc:
+        raise CheckpointError(f"{exc}; pass --store STORE") from None
+    if not isinstance(header, dict) or not isinstance(header.get("store"), str):
         raise CheckpointError(f"{path}: no store recorded; pass --store")
     return Path(header["store"])
 

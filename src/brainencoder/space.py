@@ -138,6 +138,13 @@ class GroupSpace:
         self.subject_index(subject)
         return {h: data[..., self.columns[subject][h]] for h in HEMIS}
 
+    def same_as(self, other: GroupSpace) -> bool:
+        """True when both spaces have the same subjects and the same vertices and columns."""
+        if self.subjects != other.subjects:
+            return False
+        a, b = self.to_arrays(), other.to_arrays()
+        return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Flat dict of int64 arrays (for safetensors / npz); see :meth:`from_arrays`."""
         out = {}

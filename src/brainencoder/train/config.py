@@ -15,7 +15,8 @@ from typing import Any
 
 import yaml
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
+from ..fileio import read_yaml_mapping
 from ..models.encoder import ENCODER_CONFIGS, EncoderConfig, merge_encoder_config
 from ..typecheck import from_mapping
 from .losses import create_loss, validate_loss
@@ -247,16 +248,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """
     data: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
         try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: invalid YAML ({exc})") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping of config keys")
-        data = loaded
+            data = read_yaml_mapping(path, "config file")
+        except DataError as exc:
+            raise ConfigError(str(exc)) from None
     data = _merge(data, parse_overrides(overrides or []))
     if isinstance(data.get("loss"), str):  # "loss: smooth_l1" shorthand
         data["loss"] = {"name": data["loss"]}

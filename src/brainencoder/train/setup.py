@@ -93,13 +93,12 @@ def _build_model(config: TrainConfig, store: Store) -> Encoder:
         src = Path(config.init_from)
         path = RunDir(src).model_file() if src.is_dir() else src
         model = load_encoder(path)
-        if model.space.subjects != store.names or model.space.n_vertices != (
-            store.space.n_vertices
-        ):
+        if not model.space.same_as(store.space):
             raise ConfigError(
-                f"{path}: model subjects {model.space.subjects} "
-                f"({model.space.n_vertices} vertices) do not match the store's "
-                f"{store.names} ({store.space.n_vertices} vertices)"
+                f"{path}: the model's vertex space (subjects {model.space.subjects}, "
+                f"{model.space.n_vertices} group vertices) is not the store's (subjects "
+                f"{store.names}, {store.space.n_vertices} vertices, or other vertices or "
+                "columns); initialize from a model trained on this data"
             )
         logger.info("initialized from %s", path)
         return model
