@@ -1,5 +1,6 @@
 import shutil
 
+import numpy as np
 import pytest
 
 from brainencoder.cli import main
@@ -66,9 +67,25 @@ def test_demo_end_to_end_small(tmp_path, capsys):
     )
     text = capsys.readouterr().out
     assert "challenge score" in text and "pixel ridge" in text
-    for key in ("submission", "ensemble_submission"):
-        assert out[key].exists()
-    assert (out["figures"] / "subj02_pearson_test.png").exists()
+    from brainencoder.data.layout import read_layout
+    from brainencoder.predict import score_submission
+
+    layout = read_layout(out["data"])
+    scores = {
+        k: score_submission(out[k], out["truth"], layout)["all"]
+        for k in ("submission", "ensemble_submission")
+    }
+    from brainencoder.predict import read_submission, write_submission
+
+    preds = read_submission(out["submission"], layout)
+    rolled = {n: {h: np.roll(v, 1, axis=0) for h, v in p.items()} for n, p in preds.items()}
+    chance = score_submission(
+        write_submission(rolled, layout, tmp_path / "rolled.zip"), out["truth"], layout
+    )["all"]
+    assert scores["submission"] > chance + 5, (scores, chance)  # images matter, not only means
+    assert f"{scores['submission']:.2f}%" in text  # what the demo printed is the zip's score
+    assert (out["figures"] / "subj02_pearson_test.png").stat().st_size > 10_000
+    assert "<html" in out["report"].read_text()[:500].lower()
 
 
 def test_cli_pca(store, tmp_path, capsys):

@@ -104,7 +104,17 @@ def test_submission_round_trip_and_validation(run, synth_root, tmp_path):
     back = read_submission(out, layout)
     np.testing.assert_array_equal(back["subj03"]["rh"], preds["subj03"]["rh"])
     scores = score_submission(out, synth_root / "truth", layout)
-    assert 0 < scores["all"] <= 100
+    every = []  # independently: r per vertex, r < 0 -> 0, 100 r^2 / NC capped at 100
+    for name in layout.names:
+        for h in ("lh", "rh"):
+            truth = np.load(synth_root / "truth" / name / f"{h}_test_fmri.npy")
+            nc = np.load(synth_root / "truth" / name / f"{h}_noise_ceiling.npy")
+            p, t = preds[name][h] - preds[name][h].mean(0), truth - truth.mean(0)
+            r = (p * t).sum(0) / np.sqrt((p * p).sum(0) * (t * t).sum(0))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                every.append(np.where(nc > 0, np.minimum(100 * r.clip(0) ** 2 / nc, 100), np.nan))
+    assert scores["all"] == pytest.approx(np.nanmean(np.concatenate(every)), rel=1e-5)
+    assert 20 < scores["all"] < 100  # a trained model, not noise
     bad = {n: dict(p) for n, p in preds.items()}
     bad["subj02"]["lh"] = bad["subj02"]["lh"][:-1]
     with pytest.raises(DataError, match=r"subj02/lh_pred_test.npy: shape \(.*\), expected"):

@@ -165,7 +165,14 @@ def test_sigkill_submit_leaves_no_partial_zip(store, synth_root, tmp_path):
         str(out),
     ]
     rng = np.random.default_rng(0)
-    for _ in range(3):
-        _kill_after(cmd, lambda: any(tmp_path.glob(".sub.zip.*")) or out.exists(), rng)
-        if out.exists():  # whatever is at the target is complete and valid
-            read_submission(out, read_layout(synth_root))
+    landed = 0
+    for _ in range(6):  # kill while the zip is being written (its temporary file exists)
+        if _kill_after(cmd, lambda: any(tmp_path.glob(".sub.zip.*")), rng):
+            landed += 1
+            if out.exists():  # the rename happened before the kill: complete and valid
+                read_submission(out, read_layout(synth_root))
+                out.unlink()
+        if landed >= 2:
+            break
+    assert landed >= 1, "no kill landed while the submission was being written"
+    assert not out.exists() or read_submission(out, read_layout(synth_root))
