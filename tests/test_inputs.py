@@ -72,3 +72,26 @@ def test_yaml_configs_are_bounded_mappings(tmp_path):
     (tmp_path / "code.yaml").write_text("epochs: !!python/object/apply:os.system ['true']\n")
     with pytest.raises(ConfigError, match="invalid config file"):
         load_config(tmp_path / "code.yaml")
+
+
+def test_fmri_checked_as_stored(synth_root, tmp_path):
+    import numpy as np
+
+    from brainencoder.data.store import prepare_store
+    from brainencoder.errors import DataError
+
+    data = _copy(synth_root, tmp_path)
+    path = data / "subj02" / "training_split" / "training_fmri" / "rh_training_fmri.npy"
+    fmri = np.load(path).astype(np.float64)
+    fmri[7, 3] = 1e6  # finite in float32 and float64, inf in float16
+    np.save(path, fmri)
+    with pytest.raises(
+        DataError, match=r"rh_training_fmri.npy: row 7 holds values beyond .*float16"
+    ):
+        prepare_store(data, tmp_path / "s16", image_size=32, fmri_dtype="float16", progress=False)
+    assert not (tmp_path / "s16" / "manifest.json").exists()
+    store = prepare_store(data, tmp_path / "s32", image_size=32, progress=False)
+    assert store.read_fmri("subj02", np.array([7]))[0].max() == 1e6
+    np.save(path, fmri.astype(str))
+    report = validate_dataset(data, check_images=False)
+    assert any("rh_training_fmri.npy: holds <U" in str(p) for p in report.problems)

@@ -439,6 +439,10 @@ def _check_mask_lengths(layout: DatasetLayout, problems: list[Problem]) -> None:
 
 
 def _check_fmri_values(path: Path, data: np.ndarray) -> Problem | None:
+    if data.dtype.kind not in "fiu":
+        return Problem(
+            path, f"holds {data.dtype} values, not numbers; write the responses as float32"
+        )
     bad_rows = 0
     first = None
     for start in range(0, data.shape[0], _FMRI_CHUNK_ROWS):

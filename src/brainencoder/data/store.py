@@ -93,15 +93,30 @@ def _copy_fmri(layout: DatasetLayout, name: str, path: Path, dtype: type, nan_po
     arrays = [subj.load_fmri(h) for h in HEMIS]
     n_rows = arrays[0].shape[0]
     n_cols = sum(a.shape[1] for a in arrays)
+    for hemi, a in zip(HEMIS, arrays):
+        if a.dtype.kind not in "fiu":
+            raise DataError(
+                f"{subj.fmri_path(hemi)}: holds {a.dtype} values, not numbers; write the "
+                "responses as float32"
+            )
     with atomic_path(path, suffix=".npy") as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(n_rows, n_cols))
         for start in range(0, n_rows, 1024):
             stop = min(start + 1024, n_rows)
-            chunk = np.concatenate([np.asarray(a[start:stop]) for a in arrays], axis=1)
+            source = np.concatenate([np.asarray(a[start:stop]) for a in arrays], axis=1)
+            with np.errstate(over="ignore"):
+                chunk = source.astype(dtype)  # check the values that will be stored
             bad = ~np.isfinite(chunk)
             if bad.any():
                 row = start + int(np.flatnonzero(bad.any(axis=1))[0])
                 hemi = HEMIS[0] if bad[:, : arrays[0].shape[1]].any() else HEMIS[1]
+                overflow = bool((bad & np.isfinite(source)).any())
+                if overflow:
+                    raise DataError(
+                        f"{subj.fmri_path(hemi)}: row {row} holds values beyond the range of "
+                        f"{np.dtype(dtype).name} (they would be stored as inf); prepare with "
+                        "--fmri-dtype float32, or check the file's scale"
+                    )
                 if nan_policy == "error":
                     raise DataError(
                         f"{subj.fmri_path(hemi)}: NaN or inf at row {row}; fix the file, or "
