@@ -95,3 +95,91 @@ def test_fmri_checked_as_stored(synth_root, tmp_path):
     np.save(path, fmri.astype(str))
     report = validate_dataset(data, check_images=False)
     assert any("rh_training_fmri.npy: holds <U" in str(p) for p in report.problems)
+
+
+def test_every_image_mode_decodes_faithfully_or_is_refused(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from brainencoder.data.images import load_image
+    from brainencoder.errors import DataError
+
+    gray = np.tile(np.linspace(0, 1, 16), (16, 1))  # a horizontal ramp, black to white
+    expect = np.rint(gray * 255)
+    cases = {
+        "l.png": Image.fromarray(np.rint(gray * 255).astype(np.uint8), "L"),
+        "i16.png": Image.fromarray(np.rint(gray * 65535).astype(np.uint16)),
+        "f.tiff": Image.fromarray(gray.astype(np.float32)),
+        "p.png": Image.fromarray(np.rint(gray * 255).astype(np.uint8), "L").convert("P"),
+        "la.png": Image.fromarray(np.rint(gray * 255).astype(np.uint8), "L").convert("LA"),
+    }
+    for name, img in cases.items():
+        img.save(tmp_path / name)
+        out = load_image(tmp_path / name).astype(float)
+        assert out.shape == (16, 16, 3), name
+        np.testing.assert_allclose(out[..., 0], expect, atol=1.5, err_msg=name)
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[..., 0] = 200  # red, fully transparent: white on the white background
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "clear.png")
+    assert (load_image(tmp_path / "clear.png") == 255).all()
+    Image.fromarray(np.full((4, 4), 300.0, np.float32)).save(tmp_path / "hot.tiff")
+    with pytest.raises(DataError, match=r"hot.tiff: float image with values in \[300, 300\]"):
+        load_image(tmp_path / "hot.tiff")
+    photo = np.zeros((8, 16, 3), np.uint8)
+    photo[:, :8] = 255  # left half white
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    Image.fromarray(photo).save(tmp_path / "rot.jpg", exif=exif.tobytes(), quality=100)
+    shown = load_image(tmp_path / "rot.jpg")
+    assert shown.shape == (16, 8, 3) and shown[:8].mean() > 200 and shown[8:].mean() < 50
+
+
+def test_large_jpeg_decodes_with_bounded_memory_and_bombs_are_refused(tmp_path, monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    from brainencoder.data.images import load_image
+    from brainencoder.errors import DataError
+
+    Image.fromarray(np.zeros((2000, 2000, 3), np.uint8)).save(tmp_path / "big.jpg")
+    from PIL import JpegImagePlugin
+
+    seen = []
+    original = JpegImagePlugin.JpegImageFile.draft
+
+    def spy(self, mode, size):
+        result = original(self, mode, size)
+        seen.append(self.size)
+        return result
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
+    assert load_image(tmp_path / "big.jpg", 64).shape == (64, 64, 3)
+    assert seen and max(seen[0]) <= 2000 // 8  # decoded at 1/8 scale, not 2000 x 2000
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(DataError, match="big.jpg: image too large to decode safely"):
+        load_image(tmp_path / "big.jpg")
+    from brainencoder.data.layout import _check_image
+
+    problem = _check_image(tmp_path / "big.jpg")  # validate: one problem, the scan goes on
+    assert problem.blocking and "image too large to decode safely" in problem.message
+
+
+def test_model_file_predicts_each_image_alone(store, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from brainencoder.models.encoder import create_encoder
+    from brainencoder.models.modelfile import save_encoder
+    from brainencoder.predict import predict_images
+    from brainencoder.runs import load_run_model
+
+    enc = create_encoder("tiny", store.space, img_size=32, readout={"latent_dim": 8})
+    save_encoder(enc, tmp_path / "m.safetensors")  # no store size recorded
+    model = load_run_model(tmp_path / "m.safetensors")
+    rng = np.random.default_rng(0)
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    Image.fromarray(rng.integers(0, 255, (90, 60, 3), dtype=np.uint8)).save(a)
+    Image.fromarray(rng.integers(0, 255, (300, 300, 3), dtype=np.uint8)).save(b)
+    together = predict_images(model, [a, b], "subj01")
+    alone = predict_images(model, [b], "subj01")
+    np.testing.assert_allclose(together["lh"][1], alone["lh"][0], rtol=1e-5, atol=1e-6)

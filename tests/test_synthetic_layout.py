@@ -136,5 +136,5 @@ def test_validate_notes_grayscale_and_empty_test(synth_root, tmp_path):
     report = validate_dataset(root)
     text = "\n".join(map(str, report.problems))
     assert report.ok
-    assert f"WARNING {png}: image mode is L, will be converted to RGB" in text
+    assert f"WARNING {png}: image mode L converted to RGB" in text
     assert "test_images: no test images; 'submit' needs them" in text

@@ -53,11 +53,17 @@ def list_images(folder: str | Path) -> list[Path]:
     return images
 
 
-def _decode(paths: Sequence[Path], size: int | None) -> np.ndarray:
-    """Decode a batch at ``size`` (None: the first image's size, so a batch stacks)."""
-    if size is None:
-        size = load_image(paths[0]).shape[0]
+def _decode(paths: Sequence[Path], size: int) -> np.ndarray:
+    """Decode a batch, every image resized to ``size`` x ``size``."""
     return np.stack([load_image(p, size) for p in paths])
+
+
+def _decode_size(model: object) -> int:
+    """The size images are decoded at for ``model``: its training store's, else its input."""
+    size = getattr(model, "store_image_size", None) or getattr(model, "input_size", None)
+    if size is None:
+        raise DataError("this model records neither its store image size nor its input size")
+    return int(size)
 
 
 def predict_images(
@@ -65,8 +71,9 @@ def predict_images(
 ) -> dict[str, np.ndarray]:
     """Predict a subject's responses to image files (any size, RGB/grayscale/RGBA).
 
-    Images are decoded and resized to the size of the store the model was
-    trained on (if known), then to the model's input size, as in training.
+    Each image is decoded and resized to the size of the store the model was
+    trained on (if known, else straight to the model's input size), then to
+    the model's input size, as in training.
 
     Returns
     -------
@@ -107,7 +114,7 @@ def ensemble_predict(
 
     if len(paths) == 0:
         raise DataError("no images to predict")
-    sizes = [getattr(m, "store_image_size", None) for m in models]
+    sizes = [_decode_size(m) for m in models]  # per image, whatever else is in the folder
     outs: dict[str, list[np.ndarray]] = {h: [] for h in HEMIS}
     for start in tqdm(
         range(0, len(paths), batch_size),

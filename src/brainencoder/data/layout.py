@@ -462,16 +462,27 @@ def _check_fmri_values(path: Path, data: np.ndarray) -> Problem | None:
 
 
 def _check_image(path: Path) -> Problem | None:
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
+    from .images import describe_mode
+
     try:
-        with Image.open(path) as img:
-            mode = img.mode
-            img.verify()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                mode = img.mode
+                img.verify()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        return Problem(path, f"image too large to decode safely ({exc}); downscale it")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         return Problem(path, f"cannot decode image ({exc}); replace it with a valid PNG")
+    how = describe_mode(mode)
+    if how is None:
+        return Problem(path, f"image mode {mode} has no faithful RGB rendering; save it as RGB")
     if mode != "RGB":
-        return Problem(path, f"image mode is {mode}, will be converted to RGB", blocking=False)
+        return Problem(path, f"image mode {how}", blocking=False)
     return None
 
 
