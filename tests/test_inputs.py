@@ -183,3 +183,31 @@ def test_model_file_predicts_each_image_alone(store, tmp_path):
     together = predict_images(model, [a, b], "subj01")
     alone = predict_images(model, [b], "subj01")
     np.testing.assert_allclose(together["lh"][1], alone["lh"][0], rtol=1e-5, atol=1e-6)
+
+
+def test_evaluate_refuses_another_store_and_names_a_moved_one(store, synth_root, tmp_path):
+    from brainencoder.data.store import prepare_store
+    from brainencoder.errors import CheckpointError
+    from brainencoder.evaluate import evaluate_run
+    from brainencoder.train.config import load_config
+    from brainencoder.train.loop import train
+
+    own = prepare_store(synth_root, tmp_path / "own", image_size=32, progress=False)
+    fast = [
+        "model.img_size=32",
+        "model.readout.latent_dim=4",
+        "model.readout.hidden_dim=8",
+        "epochs=1",
+        "batch_size=32",
+    ]
+    train(load_config(None, fast), own.path, tmp_path / "run")
+    other = prepare_store(
+        synth_root, tmp_path / "other", image_size=32, split_seed=1, progress=False
+    )
+    with pytest.raises(CheckpointError, match=r"is not the store .* \(other splits\)"):
+        evaluate_run(tmp_path / "run", "val", other)
+    assert len(evaluate_run(tmp_path / "run", "val", own))
+    shutil.move(own.path, tmp_path / "moved")
+    with pytest.raises(CheckpointError, match="is gone .*; pass --store NEW_PATH"):
+        evaluate_run(tmp_path / "run", "val")
+    assert len(evaluate_run(tmp_path / "run", "val", tmp_path / "moved"))

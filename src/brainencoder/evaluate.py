@@ -12,7 +12,7 @@ from .data.store import Store
 from .errors import DataError
 from .fileio import atomic_path
 from .metrics import StreamingStats, aggregate, noise_normalized_score
-from .runs import load_run_model, run_store_path
+from .runs import check_run_store, load_run_model, run_store_path
 
 __all__ = ["evaluate_run", "load_noise_ceiling", "predict_store_rows"]
 
@@ -107,6 +107,8 @@ def evaluate_run(
     run_dir = Path(run_dir)
     if not isinstance(store, Store):
         store = Store(store if store is not None else run_store_path(run_dir))
+    if run_dir.is_dir():
+        check_run_store(run_dir, store)
     model = load_run_model(run_dir)
     if list(model.space.subjects) != store.names:
         raise DataError(

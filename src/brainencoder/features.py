@@ -162,7 +162,7 @@ def build_feature_cache(
     image_rows = np.unique(np.asarray(image_rows, dtype=np.int64))
     key_src = {
         "store": store.manifest["source"]["fingerprint"],
-        "store_path": str(store.path),
+        "store_path": str(Path(store.path).resolve()),  # one cache whatever the spelling
         "image_size": store.image_size,
         "trunk": _trunk_digest(model),
         "layers": model.trunk.indices,

@@ -8,21 +8,66 @@ from .errors import CheckpointError, DataError
 from .fileio import read_yaml_mapping
 from .train.checkpoint import RunDir
 
-__all__ = ["load_run_model", "run_store_path"]
+__all__ = ["check_run_store", "load_run_model", "run_store_path"]
 
 
-def run_store_path(run_dir: str | Path) -> Path:
-    """The store a run was trained on (from its ``config.yaml``)."""
-    path = Path(run_dir) / "config.yaml"
+def _run_header(run_dir: Path) -> dict:
+    path = run_dir / "config.yaml"
     if not path.exists():
         raise CheckpointError(f"{run_dir}: no config.yaml; not a run directory (pass --store)")
     try:
         header = read_yaml_mapping(path, "run config").get("run", {})
     except DataError as exc:
         raise CheckpointError(f"{exc}; pass --store STORE") from None
-    if not isinstance(header, dict) or not isinstance(header.get("store"), str):
-        raise CheckpointError(f"{path}: no store recorded; pass --store")
-    return Path(header["store"])
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: damaged run header; pass --store STORE")
+    return header
+
+
+def run_store_path(run_dir: str | Path) -> Path:
+    """The store a run was trained on (from its ``config.yaml``)."""
+    run_dir = Path(run_dir)
+    header = _run_header(run_dir)
+    if not isinstance(header.get("store"), str):
+        raise CheckpointError(f"{run_dir / 'config.yaml'}: no store recorded; pass --store")
+    path = Path(header["store"])
+    if not path.exists():
+        raise CheckpointError(
+            f"{run_dir}: the store it was trained on, {path}, is gone (moved or deleted); "
+            "pass --store NEW_PATH"
+        )
+    return path
+
+
+def check_run_store(run_dir: str | Path, store) -> None:
+    """Refuse a store that is not the run's: other data, image size, splits or vertex space.
+
+    Runs written before stores had an identity are checked on subjects only
+    (by the caller).
+    """
+    run_dir = Path(run_dir)
+    try:
+        recorded = _run_header(run_dir).get("store_identity")
+    except CheckpointError:
+        return  # a bare model file: nothing recorded to compare
+    if not isinstance(recorded, dict):
+        return
+    actual = store.identity()
+    differs = [
+        k for k in ("fingerprint", "image_size", "splits", "space") if recorded.get(k) != actual[k]
+    ]
+    if differs:
+        what = {
+            "fingerprint": "data",
+            "image_size": "image size",
+            "splits": "splits",
+            "space": "vertex space",
+        }
+        raise CheckpointError(
+            f"{store.path} is not the store {run_dir} was trained on (other "
+            f"{', '.join(what[k] for k in differs)}); its numbers would be wrong. Pass the "
+            "run's store with --store"
+        )
 
 
 def load_run_model(run_or_file: str | Path):

@@ -361,6 +361,7 @@ def fit_ridge_baseline(
     header = {
         "brainencoder_version": __version__,
         "store": str(store.path.absolute()),
+        "store_identity": store.identity(),
         "baseline": solver,
     }
     config = {

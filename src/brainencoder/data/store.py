@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -519,6 +520,26 @@ class Store:
         """
         self.fmri(name)
         return self._fmri_readers[name](rows).astype(np.float32, copy=False)
+
+    def identity(self) -> dict[str, str]:
+        """What makes two stores interchangeable for a model: data, images, splits, space.
+
+        A run records this; ``evaluate --store`` compares it, so a store of
+        other data, another image size, other splits or another vertex space
+        is refused instead of giving wrong numbers.
+        """
+        splits = {n: {k: v.tolist() for k, v in self.subject(n).splits.items()} for n in self.names}
+        digest = hashlib.sha256(json.dumps(splits, sort_keys=True).encode()).hexdigest()[:16]
+        space = hashlib.sha256()
+        for key, value in sorted(self.space.to_arrays().items()):
+            space.update(key.encode())
+            space.update(np.ascontiguousarray(value).tobytes())
+        return {
+            "fingerprint": str(self.manifest["source"]["fingerprint"]),
+            "image_size": str(self.image_size),
+            "splits": digest,
+            "space": space.hexdigest()[:16],
+        }
 
     def split_rows(self, name: str, split: str) -> np.ndarray:
         """Training-row indices of ``split`` ('train', 'val', 'testval' or 'all')."""

@@ -158,7 +158,7 @@ def train(
     if ckpt is not None:
         state = resume_state(ckpt, run, model, optimizer, scaler, config, info)
     elif info.is_main:
-        write_config(run, config, store_path, info)
+        write_config(run, config, store, info)
 
     wandb_run = open_wandb(config, run) if info.is_main else None
 

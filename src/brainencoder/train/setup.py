@@ -211,12 +211,13 @@ def resume_state(
     return state
 
 
-def write_config(run: RunDir, config: TrainConfig, store_path: str | Path, info: DistInfo) -> None:
-    """The resolved config with the package version, git revision and store path."""
+def write_config(run: RunDir, config: TrainConfig, store: Store, info: DistInfo) -> None:
+    """The resolved config with the package version, git revision and store (path, identity)."""
     header = {
         "brainencoder_version": __version__,
         "git_revision": git_revision(),
-        "store": str(Path(store_path).absolute()),
+        "store": str(Path(store.path).absolute()),
+        "store_identity": store.identity(),
         "world_size": info.world_size,
         "torch_version": str(torch.__version__),
     }
