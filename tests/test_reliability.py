@@ -84,7 +84,7 @@ def test_mismatched_subjects_are_refused(store, synth_root, tmp_path):
         train(cfg, other.path, tmp_path / "run2")
     from brainencoder.evaluate import evaluate_run
 
-    with pytest.raises(BrainEncoderError, match="model subjects .* differ from the store's"):
+    with pytest.raises(BrainEncoderError, match="is not the store .*other data, splits, vertex"):
         evaluate_run(tmp_path / "run", "val", Store(other.path))
     with pytest.raises(ConfigError, match=r"PCA of \d+ vertices, but the store's group space"):
         from brainencoder.pca import fit_group_pca
