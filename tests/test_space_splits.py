@@ -66,3 +66,39 @@ def test_same_as_compares_subjects_vertices_and_columns():
     other = GroupSpace.from_masks({"subj01": {"lh": b, "rh": a}})
     assert one.n_vertices == other.n_vertices and not one.same_as(other)
     assert not one.same_as(GroupSpace.from_masks({"subj02": {"lh": a, "rh": a}}))
+
+
+def test_image_splits_agree_across_subjects():
+    from brainencoder.data.splits import make_image_splits
+
+    rng = np.random.default_rng(0)
+    shared = np.arange(300)
+    ids = {
+        "subj01": np.concatenate([shared, 1000 + np.arange(200)]),
+        "subj02": rng.permutation(np.concatenate([shared, 2000 + np.arange(150)])),
+    }
+    splits = make_image_splits(ids, seed=3)
+    where = {}
+    for name, parts in splits.items():
+        rows = np.concatenate(list(parts.values()))
+        assert np.array_equal(np.sort(rows), np.arange(ids[name].size))  # each row once
+        for split, r in parts.items():
+            for nsd in ids[name][r]:
+                assert where.setdefault(int(nsd), split) == split  # one split per image
+        assert 0.05 < parts["val"].size / ids[name].size < 0.16
+    again = make_image_splits(ids, seed=3)
+    assert all(np.array_equal(again["subj02"][k], splits["subj02"][k]) for k in splits["subj02"])
+    with pytest.raises(ConfigError, match=r"subj09: no .* images with image-consistent splits"):
+        make_image_splits({**ids, "subj09": np.array([5, 6])}, seed=3)
+
+
+def test_store_splits_are_image_consistent_by_default(store):
+    seen = {}
+    for name in store.names:
+        info = store.subject(name)
+        nsd = np.asarray(store.manifest["subjects"][name]["nsd_train"])
+        for split, rows in info.splits.items():
+            for image in nsd[rows]:
+                assert seen.setdefault(int(image), split) == split
+    assert store.manifest["options"]["split_mode"] == "image"
+    assert len(seen) < sum(store.subject(n).train_rows.size for n in store.names)  # shared

@@ -74,6 +74,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         fmri_dtype=args.fmri_dtype,
         nan_policy=args.nan_policy,
         split_seed=args.split_seed,
+        split_mode=args.split_mode,
         workers=args.workers,
         overwrite=args.overwrite,
     )
@@ -125,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fmri-dtype", choices=("float32", "float16"), default="float32")
     p.add_argument("--nan-policy", choices=("error", "zero"), default="error")
     p.add_argument("--split-seed", type=non_negative_int, default=0)
+    p.add_argument(
+        "--split-mode",
+        choices=("image", "subject"),
+        default="image",
+        help="image: a shared image is in one split for all subjects (default); "
+        "subject: per-subject splits, as the original entry",
+    )
     p.add_argument("--workers", type=positive_int, default=None)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_prepare)

@@ -1,4 +1,10 @@
-"""Seeded per-subject train / val / testval splits."""
+"""Seeded train / val / testval splits: by image (default) or per subject.
+
+By image, every NSD image falls in one split for all subjects who saw it, so
+validation and test-val never score an image the shared model trained on
+through another subject. Per subject (the original entry's way), each
+subject's images are split on their own.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +15,71 @@ import numpy as np
 
 from ..errors import ConfigError
 
-__all__ = ["SPLIT_NAMES", "make_splits", "subsample"]
+__all__ = ["SPLIT_MODES", "SPLIT_NAMES", "make_image_splits", "make_splits", "subsample"]
 
 SPLIT_NAMES = ("train", "val", "testval")
+SPLIT_MODES = ("image", "subject")
+
+
+def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
+    fractions = tuple(float(f) for f in fractions)
+    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
+        raise ConfigError(
+            f"split fractions must be 3 non-negative numbers summing to 1; got {fractions}"
+        )
+    return fractions  # type: ignore[return-value]
+
+
+def make_image_splits(
+    image_ids: dict[str, np.ndarray],
+    fractions: Sequence[float] = (0.85, 0.10, 0.05),
+    seed: int = 0,
+) -> dict[str, dict[str, np.ndarray]]:
+    """Split by image: each image id is in the same split for every subject.
+
+    The union of all subjects' image ids is permuted (seeded) and cut at the
+    fractions; each subject's rows follow their image's split, so per-subject
+    fractions are close to, not exactly, the requested ones.
+
+    Parameters
+    ----------
+    image_ids : dict of str to ndarray of int64
+        Per subject, the image id (NSD id) of each training row.
+    fractions : sequence of 3 floats, default=(0.85, 0.10, 0.05)
+    seed : int, default=0
+
+    Returns
+    -------
+    dict of str to dict of str to ndarray of int64
+        ``splits[subject][split]``: sorted row indices of that subject.
+
+    Raises
+    ------
+    ConfigError
+        When a subject ends up with an empty split (too few images for the
+        fractions): use per-subject splits or more images.
+    """
+    fractions = _check_fractions(fractions)
+    union = np.unique(np.concatenate([np.asarray(v, dtype=np.int64) for v in image_ids.values()]))
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), zlib.crc32(b"images")]))
+    perm = union[rng.permutation(union.size)]
+    n_val = max(round(fractions[1] * union.size), 1 if fractions[1] > 0 else 0)
+    n_testval = max(round(fractions[2] * union.size), 1 if fractions[2] > 0 else 0)
+    n_train = union.size - n_val - n_testval
+    label = np.empty(union.size, dtype=np.int64)
+    for k, part in enumerate(np.split(perm, [n_train, n_train + n_val])):
+        label[np.searchsorted(union, part)] = k
+    out = {}
+    for name, ids in image_ids.items():
+        which = label[np.searchsorted(union, np.asarray(ids, dtype=np.int64))]
+        out[name] = {s: np.flatnonzero(which == k) for k, s in enumerate(SPLIT_NAMES)}
+        empty = [s for s, f in zip(SPLIT_NAMES, fractions) if f > 0 and out[name][s].size == 0]
+        if empty:
+            raise ConfigError(
+                f"{name}: no {'/'.join(empty)} images with image-consistent splits of "
+                f"{len(ids)} images; use per-subject splits (--split-mode subject) or more images"
+            )
+    return out
 
 
 def make_splits(
@@ -41,11 +109,7 @@ def make_splits(
     dict of str to ndarray of int64
         Sorted row indices per split name; together they cover every row once.
     """
-    fractions = tuple(float(f) for f in fractions)
-    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
-        raise ConfigError(
-            f"split fractions must be 3 non-negative numbers summing to 1; got {fractions}"
-        )
+    fractions = _check_fractions(fractions)
     if n_samples < 3:
         raise ConfigError(f"cannot split {n_samples} samples into train/val/testval")
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), zlib.crc32(key.encode())]))

@@ -37,7 +37,7 @@ from ..ownership import check_output_location, mark_owned, replace_owned
 from ..space import GroupSpace
 from .images import load_image
 from .layout import HEMIS, DatasetLayout, read_layout
-from .splits import SPLIT_NAMES, make_splits
+from .splits import SPLIT_MODES, SPLIT_NAMES, make_image_splits, make_splits
 
 __all__ = ["FORMAT_VERSION", "Store", "prepare_store"]
 
@@ -138,6 +138,7 @@ def prepare_store(
     nan_policy: str = "error",
     split_seed: int = 0,
     split_fractions: tuple[float, float, float] = (0.85, 0.10, 0.05),
+    split_mode: str = "image",
     subjects: list[str] | None = None,
     workers: int | None = None,
     overwrite: bool = False,
@@ -161,6 +162,10 @@ def prepare_store(
     split_seed : int, default=0
         Seed of the per-subject train/val/testval split saved in the store.
     split_fractions : tuple of 3 floats, default=(0.85, 0.10, 0.05)
+    split_mode : {"image", "subject"}, default="image"
+        "image": an image shown to several subjects is in the same split for
+        all of them; "subject": each subject's images are split on their own
+        (the original entry's splits).
     subjects : list of str, optional
         Subset of subjects; default all.
     workers : int, optional
@@ -181,6 +186,8 @@ def prepare_store(
         raise StoreError(f"'fmri_dtype' must be one of {set(_FMRI_DTYPES)}; got {fmri_dtype!r}")
     if nan_policy not in _NAN_POLICIES:
         raise StoreError(f"'nan_policy' must be one of {set(_NAN_POLICIES)}; got {nan_policy!r}")
+    if split_mode not in SPLIT_MODES:
+        raise StoreError(f"'split_mode' must be one of {set(SPLIT_MODES)}; got {split_mode!r}")
     if not 16 <= image_size <= 1024:
         raise StoreError(f"'image_size' must be in [16, 1024]; got {image_size}")
     store = Path(store)
@@ -192,6 +199,7 @@ def prepare_store(
         "nan_policy": nan_policy,
         "split_seed": split_seed,
         "split_fractions": list(split_fractions),
+        "split_mode": split_mode,
         "subjects": layout.names,
     }
     fingerprint = _fingerprint(layout)
@@ -283,11 +291,18 @@ def prepare_store(
     bar.close()
     (store / "fmri").mkdir(exist_ok=True)
     subjects_info = {}
+    if split_mode == "image":
+        all_splits = make_image_splits(
+            {n: s.nsd_train for n, s in layout.subjects.items()}, split_fractions, split_seed
+        )
     for name, subj in layout.subjects.items():
         path = store / "fmri" / f"{name}.npy"
         if not path.exists():
             _copy_fmri(layout, name, path, _FMRI_DTYPES[fmri_dtype], nan_policy)
-        splits = make_splits(len(subj.train_images), split_fractions, split_seed, key=name)
+        if split_mode == "image":
+            splits = all_splits[name]
+        else:
+            splits = make_splits(len(subj.train_images), split_fractions, split_seed, key=name)
         subjects_info[name] = {
             "n_train": len(subj.train_images),
             "n_test": len(subj.test_images),
