@@ -1,8 +1,10 @@
+import json
 import shutil
 import zipfile
 
 import matplotlib
 import numpy as np
+import pandas as pd
 import pytest
 
 from brainencoder.baselines.ridge import FeatureSpec, RidgeModel, fit_ridge_baseline
@@ -20,6 +22,7 @@ from brainencoder.predict import (
     score_submission,
     write_submission,
 )
+from brainencoder.report import write_report
 from brainencoder.runs import load_run_model
 from brainencoder.train.config import load_config
 from brainencoder.train.loop import train
@@ -339,3 +342,63 @@ def test_report_renders_in_headless_chromium(run, store, synth_root, tmp_path):
     match = re.search(r'data-figures-loaded="(\d+)"', dom)
     assert match is not None, dom[:500]
     assert int(match.group(1)) == n_figures > 0
+
+
+_PAYLOADS = (
+    "<script>document.body.dataset.pwned='script'</script>",
+    "<img src=x onerror=\"document.body.dataset.pwned='img'\">",
+)
+
+
+def _crafted_run(run, store, synth_root, tmp_path):
+    """A copy of a real run whose names, CSV and config carry script payloads."""
+    evaluate_run(run, "testval", store, noise_ceiling=synth_root / "truth")
+    crafted = shutil.copytree(run, tmp_path / "crafted")
+    csv = crafted / "eval" / "testval" / "metrics.csv"
+    table = pd.read_csv(csv)
+    evil = table[table.subject == "subj01"].copy()
+    evil["subject"] = _PAYLOADS[1]
+    pd.concat([table, evil]).to_csv(csv, index=False)
+    shutil.copytree(crafted / "eval" / "testval", crafted / "eval" / _PAYLOADS[1].replace("/", ""))
+    (crafted / "config.yaml").write_text(
+        (crafted / "config.yaml").read_text() + f"# {_PAYLOADS[0]}\n"
+    )
+    (crafted / "summary.json").write_text(json.dumps({"note": _PAYLOADS[0]}))
+    (crafted / "figures").mkdir(exist_ok=True)
+    (crafted / "figures" / f"{_PAYLOADS[0].replace('/', '')}.png").write_bytes(b"not a png")
+    return crafted
+
+
+def test_report_escapes_everything_from_the_run(run, store, synth_root, tmp_path):
+    crafted = _crafted_run(run, store, synth_root, tmp_path)
+    text = write_report(crafted).read_text()
+    for payload in (*_PAYLOADS, _PAYLOADS[0].replace("/", "")):
+        assert payload not in text  # only escaped forms reach the page
+    assert "pwned" in text  # the payloads are shown, escaped
+    assert "sandbox='allow-scripts'" in text
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_chromium() is None, reason="needs Debian's chromium (make test installs it)")
+def test_crafted_report_runs_no_script_in_headless_chromium(run, store, synth_root, tmp_path):
+    import subprocess
+
+    page = write_report(_crafted_run(run, store, synth_root, tmp_path))
+    cmd = [
+        _chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=5000",
+        "--dump-dom",
+        page.as_uri(),
+    ]
+    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+    assert "data-figures-loaded" in dom, dom[:500]  # the page's own script ran
+    assert "data-pwned" not in dom  # no script from the data did

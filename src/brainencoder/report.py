@@ -4,6 +4,11 @@ The page holds the resolved config, the run summary, the evaluation tables,
 every figure of ``RUN/figures`` (embedded as base64 PNG) and an interactive
 3-D view of the per-vertex score on the inflated fsaverage5 surface (nilearn's
 ``view_surf``, plotly inlined), so it opens offline in any browser.
+
+A run folder may come from someone else: every string taken from it is
+HTML-escaped, and only names that are plain identifiers (subjects like
+``subj01``, split folders like ``testval``) reach the surface viewer, whose
+page is rendered in a sandboxed frame.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from __future__ import annotations
 import base64
 import html
 import json
+import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +27,11 @@ from .errors import DataError
 from .fileio import write_bytes_atomic
 
 __all__ = ["write_report"]
+
+_SAFE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+_SPLITS = ("val", "testval", "train", "all", "test")
+
+logger = logging.getLogger(__name__)
 
 _STYLE = """
 body { font-family: sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
@@ -87,13 +99,18 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     view_source = None
     for csv in sorted((run_dir / "eval").glob("*/metrics.csv")):
         split = csv.parent.name
+        if split not in _SPLITS:
+            logger.warning("skipping %s: not an evaluation split folder", csv)
+            continue
         table = pd.read_csv(csv)
         sel = table[(table.hemisphere == "both") & (table.roi_group == "all")]
         pivot = sel.pivot_table(index="subject", columns=["metric", "statistic"], values="value")
         parts.append(f"<h2>Scores on the {html.escape(split)} split</h2>")
-        parts.append(pivot.to_html(float_format=lambda v: f"{v:.4f}"))
+        parts.append(pivot.to_html(float_format=lambda v: f"{v:.4f}", escape=True))
         metric = "score" if (table.metric == "score").any() else "pearson"
-        view_source = view_source or (split, metric, sorted(set(table.subject) - {"all"})[0])
+        subjects = sorted(str(s) for s in set(table.subject) - {"all"} if _SAFE_NAME.match(str(s)))
+        if subjects:
+            view_source = view_source or (split, metric, subjects[0])
     figures = sorted((run_dir / "figures").glob("*.png")) if (run_dir / "figures").exists() else []
     if figures:
         parts.append("<h2>Figures</h2>")
@@ -108,7 +125,8 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
         parts.append("<h2>Interactive surface (drag to rotate)</h2>")
         page = _surface_view(run_dir, *view_source)
         parts.append(
-            f"<iframe title='surface' srcdoc=\"{html.escape(page, quote=True)}\"></iframe>"
+            "<iframe title='surface' sandbox='allow-scripts' "
+            f'srcdoc="{html.escape(page, quote=True)}"></iframe>'
         )
     parts.append(
         "<h2>Config</h2><pre>" + html.escape((run_dir / "config.yaml").read_text()) + "</pre>"
