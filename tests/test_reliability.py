@@ -1,6 +1,7 @@
 """Interrupted feature caching, disk checks, mismatched subjects."""
 
 import collections
+import re
 import shutil
 
 import numpy as np
@@ -176,3 +177,49 @@ def test_sigkill_submit_leaves_no_partial_zip(store, synth_root, tmp_path):
             break
     assert landed >= 1, "no kill landed while the submission was being written"
     assert not out.exists() or read_submission(out, read_layout(synth_root))
+
+
+def test_truncated_or_edited_run_files_give_one_line_errors(store, tmp_path, capsys):
+    from brainencoder.cli import main
+    from brainencoder.train.checkpoint import RunDir
+
+    fast = _fast_run(store, tmp_path)
+    run = tmp_path / "run"
+    part = tmp_path / "part"
+    cfg = load_config(None, [*fast, "epochs=3"])
+    train(cfg, store.path, part, stop_after_steps=2)
+    resume = ["train", "none", *fast, "epochs=3", "--store", str(store.path), "--out", str(part)]
+    pointer = part / "checkpoints" / "latest.json"
+    good = pointer.read_text()
+    for text, match in [
+        ('{"name": "step-00', "checkpoint pointer .* is not valid JSON"),
+        ('{"name": "../../../etc"}', "damaged checkpoint pointer"),
+    ]:
+        pointer.write_text(text)
+        assert main([*resume, "--resume"]) == 1
+        assert re.search(match, capsys.readouterr().err)
+    pointer.write_text(good)
+    state = next((part / "checkpoints").glob("step-*")) / "state.json"
+    state.write_text(state.read_text().replace('"numpy_rng"', '"numpy_rgn"'))
+    assert main([*resume, "--resume"]) == 1
+    assert "state.json: damaged checkpoint state" in capsys.readouterr().err
+    config = run / "config.yaml"
+    config.write_text(config.read_text()[:25] + "\n  - [unclosed")
+    assert main(["evaluate", str(run), "--split", "val"]) == 1
+    assert re.search(
+        r"config.yaml: (invalid run config|damaged run header)", capsys.readouterr().err
+    )
+    (run / "summary.json").write_text('{"finished": tr')
+    assert main(["report", str(run)]) == 1
+    assert "run summary" in capsys.readouterr().err
+    metrics = run / "metrics.jsonl"
+    metrics.write_text(metrics.read_text() + '{"step": 99, "train/lo')  # cut by a kill
+    records = RunDir(run).read_metrics()
+    assert records and all(r.get("step") != 99 for r in records)
+    pca = tmp_path / "pca.safetensors"
+    from brainencoder.pca import fit_group_pca
+
+    fit_group_pca(store, 4).save(pca)
+    pca.write_bytes(pca.read_bytes()[:100])
+    with pytest.raises(BrainEncoderError, match="not a readable group PCA file"):
+        train(load_config(None, [*fast, f"pca_file={pca}"]), store.path, tmp_path / "r3")

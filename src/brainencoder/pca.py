@@ -68,7 +68,7 @@ class GroupPCA:
     @classmethod
     def load(cls, path: str | Path) -> GroupPCA:
         """Read a file written by :meth:`save`."""
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
         try:
             with safe_open(str(path), framework="np") as fh:
@@ -80,8 +80,11 @@ class GroupPCA:
                 arrays["explained_variance"],
                 int(json.loads(meta["n_samples"])),
             )
-        except (OSError, KeyError, ValueError) as exc:
-            raise DataError(f"{path}: not a group PCA file ({exc})") from None
+        except (OSError, KeyError, ValueError, SafetensorError) as exc:
+            raise DataError(
+                f"{path}: not a readable group PCA file ({exc}); it may be truncated: "
+                "run 'brainencoder pca' again"
+            ) from None
 
 
 def resolve_n_components(

@@ -24,7 +24,7 @@ import numpy as np
 
 from . import __version__
 from .errors import DataError
-from .fileio import write_bytes_atomic
+from .fileio import read_json, write_bytes_atomic
 
 __all__ = ["write_report"]
 
@@ -93,7 +93,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     if summary.exists():
         parts.append(
             "<h2>Summary</h2><pre>"
-            + html.escape(json.dumps(json.loads(summary.read_text()), indent=2))
+            + html.escape(json.dumps(read_json(summary, "run summary"), indent=2))
             + "</pre>"
         )
     view_source = None

@@ -18,8 +18,10 @@ with ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -34,6 +36,8 @@ from ..models.encoder import Encoder
 from ..models.modelfile import save_encoder
 
 __all__ = ["RunDir", "git_revision"]
+
+logger = logging.getLogger(__name__)
 
 
 def git_revision() -> str | None:
@@ -70,7 +74,14 @@ class RunDir:
         pointer = self.checkpoints / "latest.json"
         if not pointer.exists():
             return None
-        ckpt = self.checkpoints / read_json(pointer, "checkpoint pointer")["name"]
+        data = read_json(pointer, "checkpoint pointer")
+        name = data.get("name") if isinstance(data, dict) else None
+        if not isinstance(name, str) or not re.fullmatch(r"step-\d{9}", name):
+            raise CheckpointError(
+                f"{pointer}: damaged checkpoint pointer (expected {{'name': 'step-NNNNNNNNN'}}); "
+                "delete it to resume from scratch, or restore it"
+            )
+        ckpt = self.checkpoints / name
         if not (ckpt / "state.json").exists():
             raise CheckpointError(f"{pointer} names {ckpt}, which is incomplete or missing")
         return ckpt
@@ -148,11 +159,20 @@ class RunDir:
         if "cuda_rng" in tensors and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(tensors["cuda_rng"])
         state = read_json(ckpt / "state.json", "checkpoint state")
-        np_rng = state.pop("numpy_rng")
-        restored = (np_rng[0], np.asarray(np_rng[1], dtype=np.uint32), *np_rng[2:])
-        np.random.set_state(restored)  # noqa: NPY002
-        py_rng = state.pop("python_rng")
-        random.setstate((py_rng[0], tuple(py_rng[1]), py_rng[2]))
+        try:
+            np_rng = state.pop("numpy_rng")
+            restored = (np_rng[0], np.asarray(np_rng[1], dtype=np.uint32), *np_rng[2:])
+            np.random.set_state(restored)  # noqa: NPY002
+            py_rng = state.pop("python_rng")
+            random.setstate((py_rng[0], tuple(py_rng[1]), py_rng[2]))
+            for key in ("epoch", "batch_in_epoch", "step"):
+                if not isinstance(state[key], int) or state[key] < 0:
+                    raise ValueError(f"{key} = {state[key]!r}")
+        except (AttributeError, KeyError, TypeError, ValueError, IndexError) as exc:
+            raise CheckpointError(
+                f"{ckpt / 'state.json'}: damaged checkpoint state ({exc}); this checkpoint "
+                "cannot resume the run: start it again with --overwrite"
+            ) from None
         return state
 
     def append_metrics(self, record: dict[str, Any]) -> None:
@@ -182,4 +202,15 @@ class RunDir:
         path = self.path / "metrics.jsonl"
         if not path.exists():
             return []
-        return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+        records = []
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                logger.warning("%s line %d: cut or damaged record skipped", path, number)
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+        return records
