@@ -223,3 +223,94 @@ def test_truncated_or_edited_run_files_give_one_line_errors(store, tmp_path, cap
     pca.write_bytes(pca.read_bytes()[:100])
     with pytest.raises(BrainEncoderError, match="not a readable group PCA file"):
         train(load_config(None, [*fast, f"pca_file={pca}"]), store.path, tmp_path / "r3")
+
+
+def test_read_only_store_and_full_disk_give_clear_errors(store, tmp_path, monkeypatch, capsys):
+    import errno
+    from pathlib import Path
+
+    from brainencoder.cli import main
+
+    real_mkdir = Path.mkdir
+
+    def read_only(self, *args, **kwargs):
+        if str(self).startswith(str(store.path)):
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    with pytest.raises(BrainEncoderError, match="may be read-only: set cache_dir="):
+        build_feature_cache(_model(store), store, np.arange(4), 1)
+    monkeypatch.setattr(Path, "mkdir", real_mkdir)
+
+    import brainencoder.fileio as fileio
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(fileio.os, "replace", lambda a, b: full(b, None))
+    argv = ["synth", str(tmp_path / "synth"), "--n-train", "60", "--n-test", "4"]
+    assert main([*argv, "--vertices", "20", "--image-size", "32"]) == 1
+    err = capsys.readouterr().err
+    assert "the disk is full; free some space" in err and "Traceback" not in err
+    assert not list(tmp_path.rglob("*.tmp*")), "a temporary file was left behind"
+
+
+@pytest.mark.slow
+def test_sigterm_to_prepare_ends_its_workers(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from brainencoder.data.synthetic import SyntheticConfig, make_synthetic
+
+    data = make_synthetic(
+        tmp_path / "data", SyntheticConfig(n_subjects=2, n_train=300, n_test=10, image_size=425)
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "brainencoder",
+        "prepare",
+        str(data),
+        str(tmp_path / "s"),
+        "--workers",
+        "2",
+        "--image-size",
+        "128",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def children():
+        out = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == proc.pid:
+                out.append(int(stat.parent.name))
+        return out
+
+    deadline = time.time() + 60
+    workers = []
+    while time.time() < deadline and len(workers) < 2 and proc.poll() is None:
+        workers = children()
+        time.sleep(0.05)
+    assert len(workers) >= 2, "the workers never started"
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and "Traceback" not in err
+    time.sleep(0.5)
+    alive = [
+        pid
+        for pid in workers
+        if Path(f"/proc/{pid}").exists() and " Z " not in Path(f"/proc/{pid}/stat").read_text()
+    ]
+    for pid in alive:
+        os.kill(pid, signal.SIGKILL)
+    assert not alive, f"workers {alive} outlived prepare"

@@ -148,6 +148,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _describe_os_error(exc: OSError) -> str:
+    import errno
+
+    where = f"{exc.filename}: " if exc.filename else ""
+    hint = {
+        errno.ENOSPC: "the disk is full; free some space and run the command again (files "
+        "are written atomically, so nothing half-written was left)",
+        errno.EROFS: "read-only file system; choose a writable output folder",
+        errno.EACCES: "permission denied; choose a folder you can write to",
+        errno.EDQUOT: "disk quota exceeded; free some space and run the command again",
+    }.get(exc.errno or -1, exc.strerror or str(exc))
+    return f"{where}{hint}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = build_parser()
@@ -166,6 +180,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except BrainEncoderError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # disk full, read-only folder, permissions: one line, no traceback
+        print(f"error: {_describe_os_error(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:
         print(f"interrupted{': ' + str(exc) if str(exc) else ''}", file=sys.stderr)

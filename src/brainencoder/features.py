@@ -188,7 +188,16 @@ def build_feature_cache(
         n_views,
         needed / 2**30,
     )
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise StoreError(
+            f"{path}: cannot write the feature cache there ({exc.strerror or exc}); the store "
+            "may be read-only: set cache_dir=A_WRITABLE_FOLDER"
+        ) from None
     plan = {"key": key_src, "shapes": shapes}
     if (path / "plan.json").exists() and read_json(path / "plan.json") != plan:
         shutil.rmtree(path)

@@ -89,6 +89,32 @@ def _decode_chunk(
     return len(paths)
 
 
+@contextlib.contextmanager
+def _stop_workers_on_signal(pool: ProcessPoolExecutor):
+    """SIGTERM or Ctrl-C ends the decoding workers too, not only this process.
+
+    Finished chunks keep their markers, so running ``prepare`` again resumes.
+    """
+    import signal
+
+    def handle(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"{signal.Signals(signum).name}: prepare stopped; rerun to resume")
+
+    old = None
+    with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+        old = signal.signal(signal.SIGTERM, handle)
+    try:
+        yield
+    except BaseException:
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
+            process.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
+
+
 def _copy_fmri(layout: DatasetLayout, name: str, path: Path, dtype: type, nan_policy: str) -> None:
     subj = layout[name]
     arrays = [subj.load_fmri(h) for h in HEMIS]
@@ -265,7 +291,10 @@ def prepare_store(
         desc="prepare images",
         disable=None if progress is None else not progress,
     )
-    with ProcessPoolExecutor(max_workers=workers or os.cpu_count()) as pool:
+    with (
+        ProcessPoolExecutor(max_workers=workers or os.cpu_count()) as pool,
+        _stop_workers_on_signal(pool),
+    ):
         futures = [
             pool.submit(
                 _decode_chunk,

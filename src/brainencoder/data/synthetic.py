@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BrainEncoderError
-from ..fileio import save_mapping, save_npy_atomic, write_json_atomic
+from ..fileio import atomic_path, save_mapping, save_npy_atomic, write_json_atomic
 from ..space import ico_vertices
 from .layout import HEMIS
 
@@ -221,9 +221,8 @@ def _save_png(path: Path, img: np.ndarray, size: int) -> None:
     pil = Image.fromarray((img * 255).round().astype(np.uint8), mode="RGB")
     if size != _GEN_SIZE:
         pil = pil.resize((size, size), Image.Resampling.BICUBIC)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pil.save(tmp, format="PNG", compress_level=1)
-    tmp.replace(path)
+    with atomic_path(path, suffix=".png") as tmp:
+        pil.save(tmp, format="PNG", compress_level=1)
 
 
 # ----------------------------------------------------------------------------- responses
