@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_DIR ?= demo-output
 
-.PHONY: install browser demo test lint format bench clean
+.PHONY: install browser demo test test-fast lint format bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ browser:
 
 test: lint browser
 	$(PY) -m pytest
+
+# the edit loop: everything but the few end-to-end tests marked slow (~1.5 min here)
+test-fast: install
+	$(PY) -m pytest -m "not slow"
 
 format: install
 	$(VENV)/bin/ruff format src tests benchmarks
