@@ -104,3 +104,25 @@ def test_every_ridge_solver_fits_the_ridge_solution(rng, solver):
     coef = np.linalg.solve(xc.T @ xc + 10.0 * np.eye(6), xc.T @ yc)
     np.testing.assert_allclose(fit.coef, coef, rtol=1e-3, atol=1e-4)
     np.testing.assert_allclose(fit.intercept, y.mean(0) - x.mean(0) @ coef, rtol=1e-3, atol=1e-4)
+
+
+def test_out_that_is_a_folder_is_refused_before_any_work(store, tmp_path, capsys):
+    folder = tmp_path / "taken"
+    folder.mkdir()
+    for argv in (
+        ["pca", str(store.path), "--out", str(folder), "--components", "3"],
+        [
+            "predict",
+            str(tmp_path / "none"),
+            str(tmp_path),
+            "--subject",
+            "subj01",
+            "--out",
+            str(tmp_path / "p.txt"),
+        ],
+        ["submit", str(tmp_path / "none"), "--data", str(tmp_path), "--out", str(folder)],
+        ["report", str(tmp_path / "none"), "--out", str(folder)],
+    ):
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert "is a folder; --out must be a file path" in err or "--out must end in" in err, err

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from .cli_types import non_negative_int, positive_int
+from .ownership import check_output_file
 
 __all__ = ["add_model_commands"]
 
@@ -43,6 +44,7 @@ def _cmd_pca(args: argparse.Namespace) -> int:
     from .data.store import Store
     from .pca import fit_group_pca
 
+    check_output_file(args.out)
     pca = fit_group_pca(Store(args.store), args.components, seed=args.seed)
     pca.save(args.out)
     ratio = pca.explained_variance.sum()
@@ -105,22 +107,15 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .errors import BrainEncoderError
     from .fileio import atomic_path, save_npy_atomic
     from .predict import list_images, predict_images
     from .runs import load_run_model
 
     out = Path(args.out)
-    if out.suffix not in (".npz", ".npy"):
-        raise BrainEncoderError(f"{out}: --out must end in .npz or .npy")
-    targets = (
-        [out]
-        if out.suffix == ".npz"
-        else [Path(f"{out.with_suffix('')}_{h}.npy") for h in ("lh", "rh")]
-    )
-    for target in targets:
-        if target.is_dir():
-            raise BrainEncoderError(f"{target}: is a folder; choose a file path for --out")
+    check_output_file(out, (".npz", ".npy"))
+    if out.suffix == ".npy":
+        for hemi in ("lh", "rh"):
+            check_output_file(f"{out.with_suffix('')}_{hemi}.npy")
     model = load_run_model(args.run_dir)
     paths = list_images(args.images_dir)
     pred = predict_images(model, paths, args.subject, batch_size=args.batch_size)
@@ -141,6 +136,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     from .predict import check_test_images, ensemble_predict, score_submission, write_submission
     from .runs import load_run_model
 
+    check_output_file(args.out, (".zip",))
     layout = read_layout(args.data)
     check_test_images(layout)
     models = [load_run_model(r) for r in args.run_dirs]
@@ -204,6 +200,7 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
+    check_output_file(args.out, (".html", ".htm"))
     print(write_report(args.run_dir, args.out))
     return 0
 
@@ -214,8 +211,7 @@ def _cmd_import_original(args: argparse.Namespace) -> int:
     from .models.original import import_original
 
     out = Path(args.out)
-    if out.is_dir():
-        raise BrainEncoderError(f"{out}: is a folder; --out must be a model file path")
+    check_output_file(out, (".safetensors",))
     if out.exists() and not args.overwrite:
         raise BrainEncoderError(f"{out} exists; pass --overwrite to replace it")
     model = import_original(

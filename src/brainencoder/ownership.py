@@ -21,6 +21,7 @@ from .errors import BrainEncoderError
 
 __all__ = [
     "MARKER",
+    "check_output_file",
     "check_output_location",
     "check_replaceable",
     "mark_owned",
@@ -82,6 +83,22 @@ def owned_kind(folder: str | os.PathLike) -> str | None:
 
 def _overlaps(a: Path, b: Path) -> bool:
     return a == b or a in b.parents or b in a.parents
+
+
+def check_output_file(path: str | os.PathLike | None, suffixes: tuple[str, ...] = ()) -> None:
+    """Before any work: ``path`` must not be an existing folder (or have another suffix).
+
+    Raises
+    ------
+    UnsafeOverwriteError
+    """
+    if path is None:
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise UnsafeOverwriteError(f"{path}: is a folder; --out must be a file path")
+    if suffixes and path.suffix not in suffixes:
+        raise UnsafeOverwriteError(f"{path}: --out must end in {' or '.join(suffixes)}")
 
 
 def check_output_location(

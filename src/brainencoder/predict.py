@@ -44,7 +44,10 @@ def list_images(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: image folder not found")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    for odd in (p for p in entries if not p.is_file() and not p.is_dir()):
+        logger.warning("skipping %s: not a regular file (pipe, device or broken link)", odd)
+    files = [p for p in entries if p.is_file()]
     images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
     for other in sorted(set(files) - set(images)):
         logger.warning("skipping %s: not an image file", other)
