@@ -211,3 +211,50 @@ def test_evaluate_refuses_another_store_and_names_a_moved_one(store, synth_root,
     with pytest.raises(CheckpointError, match="is gone .*; pass --store NEW_PATH"):
         evaluate_run(tmp_path / "run", "val")
     assert len(evaluate_run(tmp_path / "run", "val", tmp_path / "moved"))
+
+
+def test_non_positive_numbers_are_refused_by_name(capsys):
+    from brainencoder.cli import main
+
+    for argv, match in [
+        (
+            ["prepare", "d", "s", "--workers", "0"],
+            "argument --workers: expected a positive integer",
+        ),
+        (["prepare", "d", "s", "--image-size", "-4"], "argument --image-size: expected a positive"),
+        (["synth", "d", "--subjects", "0"], "argument --subjects: expected a positive integer"),
+        (
+            ["predict", "r", "i", "--subject", "subj01", "--out", "p.npz", "--batch-size", "0"],
+            "argument --batch-size: expected a positive integer",
+        ),
+        (["pca", "s", "--out", "p", "--seed", "-1"], "argument --seed: expected an integer >= 0"),
+    ]:
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2 and match in capsys.readouterr().err
+
+
+def test_trunk_kwargs_decided_once_without_log_noise(caplog, store):
+    import logging
+
+    from brainencoder.models.encoder import create_encoder
+
+    with caplog.at_level(logging.INFO):
+        create_encoder("tiny", store.space, img_size=32, readout={"latent_dim": 8})
+    assert not [r for r in caplog.records if "does not accept" in r.getMessage()]
+
+
+def test_two_spellings_of_a_store_share_one_feature_cache(store, tmp_path):
+    import numpy as np
+    import torch
+
+    from brainencoder.data.store import Store
+    from brainencoder.features import build_feature_cache
+    from brainencoder.models.encoder import create_encoder
+
+    torch.manual_seed(0)
+    model = create_encoder("tiny", store.space, img_size=32, readout={"latent_dim": 8})
+    other = Store(store.path.parent / ".." / store.path.parent.name / store.path.name)
+    a = build_feature_cache(model, store, np.arange(4), 1, root=tmp_path / "c")
+    b = build_feature_cache(model, other, np.arange(4), 1, root=tmp_path / "c")
+    assert a.path == b.path and len(list((tmp_path / "c").iterdir())) == 1
