@@ -310,11 +310,21 @@ def _chromium():
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+def _render_dom(page, tmp_path) -> str:
+    """The DOM of ``page`` after headless Chromium ran its scripts (offline flags)."""
+    import subprocess
+
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"]
+    flags += ["--disable-background-networking", "--disable-component-update", "--disable-sync"]
+    flags += [f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000"]
+    cmd = [_chromium(), *flags, "--dump-dom", page.as_uri()]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(_chromium() is None, reason="needs Debian's chromium (make test installs it)")
 def test_report_renders_in_headless_chromium(run, store, synth_root, tmp_path):
     import re
-    import subprocess
 
     evaluate_run(run, "testval", store, noise_ceiling=synth_root / "truth")
     assert main(["plot", str(run), "--split", "testval"]) == 0
@@ -323,22 +333,7 @@ def test_report_renders_in_headless_chromium(run, store, synth_root, tmp_path):
     n_figures = len(list((run / "figures").glob("*.png")))
     text = page.read_text()
     assert text.count("class='figure'") == n_figures and "plotly" in text.lower()
-    cmd = [
-        _chromium(),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--virtual-time-budget=5000",
-        "--dump-dom",
-        page.as_uri(),
-    ]
-    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+    dom = _render_dom(page, tmp_path)
     match = re.search(r'data-figures-loaded="(\d+)"', dom)
     assert match is not None, dom[:500]
     assert int(match.group(1)) == n_figures > 0
@@ -381,24 +376,7 @@ def test_report_escapes_everything_from_the_run(run, store, synth_root, tmp_path
 @pytest.mark.slow
 @pytest.mark.skipif(_chromium() is None, reason="needs Debian's chromium (make test installs it)")
 def test_crafted_report_runs_no_script_in_headless_chromium(run, store, synth_root, tmp_path):
-    import subprocess
-
     page = write_report(_crafted_run(run, store, synth_root, tmp_path))
-    cmd = [
-        _chromium(),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--virtual-time-budget=5000",
-        "--dump-dom",
-        page.as_uri(),
-    ]
-    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+    dom = _render_dom(page, tmp_path)
     assert "data-figures-loaded" in dom, dom[:500]  # the page's own script ran
     assert "data-pwned" not in dom  # no script from the data did

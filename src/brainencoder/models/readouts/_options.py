@@ -1,13 +1,19 @@
-"""Options shared by the group-PCA readouts."""
+"""What the group-PCA readouts share: their options and their construction."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import nn
 
 from ...errors import ConfigError
+from .base import Readout
+from .layers import LayerProjection, pca_embedding
 
-__all__ = ["PCAReadoutOptions"]
+__all__ = ["PCAReadout", "PCAReadoutOptions"]
 
 
 @dataclass
@@ -48,3 +54,45 @@ class PCAReadoutOptions:
             raise ConfigError(
                 f"'latent_dim' must be a positive int or 'auto'; got {self.latent_dim}"
             )
+
+
+class PCAReadout(Readout):
+    """Per-layer projections averaged, a shared map, per-subject maps, a frozen embedding.
+
+    Subclasses set where dropout acts and how projections start
+    (``dropout_on``, ``projection_init``), build ``self.shared`` in
+    :meth:`make_shared`, and define :meth:`make_subject_module` and ``forward``.
+    """
+
+    uses_pca = True
+    dropout_on: ClassVar[str] = "input"
+    projection_init: ClassVar[str] = "uniform"
+
+    def __init__(
+        self,
+        feature_shapes: Sequence[Sequence[int]],
+        subjects: Sequence[str],
+        n_vertices: int,
+        options: PCAReadoutOptions,
+        pca: Any | None = None,
+    ) -> None:
+        super().__init__(feature_shapes, subjects, n_vertices, options)
+        o = options
+        self.projections = nn.ModuleList(
+            LayerProjection(
+                s, o.hidden_dim, o.dropout, o.norm, self.dropout_on, self.projection_init
+            )
+            for s in self.feature_shapes
+        )
+        self.embedding = pca_embedding(o.latent_dim, n_vertices, pca, o.embedding_scale)
+        o.latent_dim = self.embedding.latent_dim
+        self.shared = self.make_shared()
+        self._add_initial_subjects()
+
+    def make_shared(self) -> nn.Module:
+        raise NotImplementedError
+
+    def initialize(self, mean_response: torch.Tensor) -> None:
+        """Set the embedding's bias (the PCA mean) to ``mean_response``."""
+        with torch.no_grad():
+            self.embedding.mean.copy_(mean_response)

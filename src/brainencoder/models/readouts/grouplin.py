@@ -18,14 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
 
-from ._options import PCAReadoutOptions
-from .base import Readout, register_readout
-from .layers import LayerProjection, apply_per_subject, average_projections, pca_embedding
+from ._options import PCAReadout, PCAReadoutOptions
+from .base import register_readout
+from .layers import apply_per_subject, average_projections
 
 __all__ = ["GroupLinOptions", "GroupLinReadout"]
 
@@ -36,7 +35,7 @@ class GroupLinOptions(PCAReadoutOptions):
 
 
 @register_readout("grouplin", GroupLinOptions)
-class GroupLinReadout(Readout):
+class GroupLinReadout(PCAReadout):
     """The original GroupLin readout (see the module docstring).
 
     Parameters
@@ -47,34 +46,14 @@ class GroupLinReadout(Readout):
         Fitted group PCA for the frozen embedding.
     """
 
-    uses_pca = True
+    dropout_on = "input"
+    projection_init = "uniform"
 
-    def __init__(
-        self,
-        feature_shapes: Sequence[Sequence[int]],
-        subjects: Sequence[str],
-        n_vertices: int,
-        options: GroupLinOptions,
-        pca: Any | None = None,
-    ) -> None:
-        super().__init__(feature_shapes, subjects, n_vertices, options)
-        o = options
-        self.projections = nn.ModuleList(
-            LayerProjection(s, o.hidden_dim, o.dropout, o.norm, "input", "uniform")
-            for s in self.feature_shapes
-        )
-        self.embedding = pca_embedding(o.latent_dim, n_vertices, pca, o.embedding_scale)
-        o.latent_dim = self.embedding.latent_dim
-        self.shared = nn.Linear(o.hidden_dim, o.latent_dim, bias=False)
-        self._add_initial_subjects()
+    def make_shared(self) -> nn.Module:
+        return nn.Linear(self.options.hidden_dim, self.options.latent_dim, bias=False)
 
     def make_subject_module(self) -> nn.Module:
         return nn.Linear(self.options.hidden_dim, self.options.latent_dim, bias=True)
-
-    def initialize(self, mean_response: torch.Tensor) -> None:
-        """Set the embedding's bias (the PCA mean) to ``mean_response``."""
-        with torch.no_grad():
-            self.embedding.mean.copy_(mean_response)
 
     def forward(self, features: Sequence[torch.Tensor], subject: torch.Tensor) -> torch.Tensor:
         h = average_projections(self.projections, features)

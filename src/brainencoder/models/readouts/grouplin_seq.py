@@ -19,14 +19,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import nn
 
-from ._options import PCAReadoutOptions
-from .base import Readout, register_readout
-from .layers import LayerProjection, apply_per_subject, average_projections, pca_embedding
+from ._options import PCAReadout, PCAReadoutOptions
+from .base import register_readout
+from .layers import apply_per_subject, average_projections
 
 __all__ = ["GroupLinSeqOptions", "GroupLinSeqReadout"]
 
@@ -39,31 +39,17 @@ class GroupLinSeqOptions(PCAReadoutOptions):
 
 
 @register_readout("grouplin_seq", GroupLinSeqOptions)
-class GroupLinSeqReadout(Readout):
+class GroupLinSeqReadout(PCAReadout):
     """Shared then per-subject latent maps (see the module docstring)."""
 
-    uses_pca = True
+    dropout_on = "output"
+    projection_init = "average"
 
-    def __init__(
-        self,
-        feature_shapes: Sequence[Sequence[int]],
-        subjects: Sequence[str],
-        n_vertices: int,
-        options: GroupLinSeqOptions,
-        pca: Any | None = None,
-    ) -> None:
-        super().__init__(feature_shapes, subjects, n_vertices, options)
-        o = options
-        self.projections = nn.ModuleList(
-            LayerProjection(s, o.hidden_dim, o.dropout, o.norm, "output", "average")
-            for s in self.feature_shapes
-        )
-        self.embedding = pca_embedding(o.latent_dim, n_vertices, pca, o.embedding_scale)
-        o.latent_dim = self.embedding.latent_dim
-        self.shared = nn.Linear(o.hidden_dim, o.latent_dim)
-        nn.init.zeros_(self.shared.weight)
-        nn.init.zeros_(self.shared.bias)
-        self._add_initial_subjects()
+    def make_shared(self) -> nn.Module:
+        shared = nn.Linear(self.options.hidden_dim, self.options.latent_dim)
+        nn.init.zeros_(shared.weight)
+        nn.init.zeros_(shared.bias)
+        return shared
 
     def make_subject_module(self) -> nn.Module:
         latent = self.options.latent_dim
@@ -72,11 +58,6 @@ class GroupLinSeqReadout(Readout):
             module.weight.copy_(torch.eye(latent))
             module.bias.zero_()
         return module
-
-    def initialize(self, mean_response: torch.Tensor) -> None:
-        """Set the embedding's bias to ``mean_response`` (the output starts there)."""
-        with torch.no_grad():
-            self.embedding.mean.copy_(mean_response)
 
     def forward(self, features: Sequence[torch.Tensor], subject: torch.Tensor) -> torch.Tensor:
         h = average_projections(self.projections, features)
