@@ -3,6 +3,7 @@ import pytest
 from scipy.stats import pearsonr
 from sklearn.metrics import r2_score as sk_r2
 
+from brainencoder.errors import DataError
 from brainencoder.metrics import (
     StreamingStats,
     aggregate,
@@ -40,7 +41,7 @@ def test_hand_computed_cases():
     assert r2_score(np.full_like(t, 2.0), t)[0] == pytest.approx(0.0)  # predicting the mean
     assert r2_score(t + 1, t)[0] == pytest.approx(1 - 3 / 2)
     assert pearson_r(np.ones_like(t), t)[0] == 0.0  # constant prediction
-    with pytest.raises(ValueError, match="need at least 2 images"):
+    with pytest.raises(DataError, match="need at least 2 images"):
         pearson_r(t[:1], t[:1])
     with pytest.raises(ValueError, match="must both be"):
         pearson_r(t, np.ones((3, 2)))

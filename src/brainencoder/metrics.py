@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .errors import DataError
+
 __all__ = [
     "StreamingStats",
     "aggregate",
@@ -73,7 +75,10 @@ class StreamingStats:
 
     def _centered(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if self.n < 2:
-            raise ValueError(f"need at least 2 images for correlations; got {self.n}")
+            raise DataError(
+                f"need at least 2 images for correlations; got {self.n}: this split is too "
+                "small to score (prepare the store with more images or other split fractions)"
+            )
         s, n = self.sums, self.n
         cov = s["pt"] - s["p"] * s["t"] / n
         var_p = np.maximum(s["pp"] - s["p"] ** 2 / n, 0)

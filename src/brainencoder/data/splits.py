@@ -69,15 +69,31 @@ def make_image_splits(
     label = np.empty(union.size, dtype=np.int64)
     for k, part in enumerate(np.split(perm, [n_train, n_train + n_val])):
         label[np.searchsorted(union, part)] = k
+    # a subject whose val or testval came out small gets some of its train images moved
+    # there (for every subject who saw them), so each split holds at least half its share
+    # and 2 images (correlations need 2)
+    positions = {
+        n: np.searchsorted(union, np.asarray(v, dtype=np.int64)) for n, v in image_ids.items()
+    }
+    for k in (1, 2):
+        if fractions[k] == 0:
+            continue
+        for pos in positions.values():
+            need = max(2, int(np.ceil(0.5 * fractions[k] * pos.size)))
+            have = int((label[pos] == k).sum())
+            train = pos[label[pos] == 0]
+            if have < need and train.size > need - have:
+                label[rng.choice(train, size=need - have, replace=False)] = k
     out = {}
-    for name, ids in image_ids.items():
-        which = label[np.searchsorted(union, np.asarray(ids, dtype=np.int64))]
+    for name, pos in positions.items():
+        which = label[pos]
         out[name] = {s: np.flatnonzero(which == k) for k, s in enumerate(SPLIT_NAMES)}
-        empty = [s for s, f in zip(SPLIT_NAMES, fractions) if f > 0 and out[name][s].size == 0]
-        if empty:
+        small = [s for s, f in zip(SPLIT_NAMES, fractions) if f > 0 and out[name][s].size < 2]
+        if small:
             raise ConfigError(
-                f"{name}: no {'/'.join(empty)} images with image-consistent splits of "
-                f"{len(ids)} images; use per-subject splits (--split-mode subject) or more images"
+                f"{name}: fewer than 2 {'/'.join(small)} images with image-consistent splits "
+                f"of {pos.size} images; use per-subject splits (--split-mode subject) or more "
+                "images"
             )
     return out
 
