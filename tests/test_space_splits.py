@@ -88,7 +88,9 @@ def test_image_splits_agree_across_subjects():
         assert 0.05 < parts["val"].size / ids[name].size < 0.16
     again = make_image_splits(ids, seed=3)
     assert all(np.array_equal(again["subj02"][k], splits["subj02"][k]) for k in splits["subj02"])
-    with pytest.raises(ConfigError, match=r"subj09: fewer than 2 .* images with image-consistent splits"):
+    with pytest.raises(
+        ConfigError, match=r"subj09: fewer than 2 .* images with image-consistent splits"
+    ):
         make_image_splits({**ids, "subj09": np.array([5, 6])}, seed=3)
 
 

@@ -35,10 +35,17 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         n_test=args.n_test,
         n_vertices=args.vertices,
         image_size=args.image_size,
+        held_out=args.held_out,
         seed=args.seed,
     )
     out = make_synthetic(args.out, config)
     print(f"synthetic dataset: {out} (truth: {out / 'truth'})")
+    if args.held_out:
+        group = " ".join(f"subj{k + 1:02d}" for k in range(args.subjects))
+        print(
+            f"held out of group training: {', '.join(config.held_out_names())} "
+            f"(prepare the group with --subjects {group})"
+        )
     return 0
 
 
@@ -75,6 +82,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         nan_policy=args.nan_policy,
         split_seed=args.split_seed,
         split_mode=args.split_mode,
+        subjects=args.subjects,
         workers=args.workers,
         overwrite=args.overwrite,
     )
@@ -111,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-test", type=positive_int, default=50, help="test images of subj01")
     p.add_argument("--vertices", type=positive_int, default=1200, help="vertices per hemisphere")
     p.add_argument("--image-size", type=positive_int, default=425)
+    p.add_argument(
+        "--held-out",
+        type=non_negative_int,
+        default=0,
+        help="extra subjects meant for 'adapt' (their own vertex subset)",
+    )
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.set_defaults(func=_cmd_synth)
 
@@ -133,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="image: a shared image is in one split for all subjects (default); "
         "subject: per-subject splits, as the original entry",
     )
+    p.add_argument("--subjects", nargs="+", default=None, help="a subset (default: all)")
     p.add_argument("--workers", type=positive_int, default=None)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_prepare)

@@ -232,6 +232,25 @@ def _cmd_import_original(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_adapt(args: argparse.Namespace) -> int:
+    from .adapt import adapt, load_adapt_config
+
+    summary = adapt(
+        args.run_dir,
+        args.data,
+        args.subject,
+        args.out,
+        n_images=args.n_images,
+        seed=args.seed,
+        config=load_adapt_config(args.overrides),
+        overwrite=args.overwrite,
+        overwrite_subject=args.overwrite_subject,
+    )
+    print(json.dumps(summary, indent=2))
+    print(f"wrote {args.out}; evaluate it with 'brainencoder evaluate {args.out}'")
+    return 0
+
+
 def _group_space(data: Path):
     """The group space of a prepared store or a challenge-layout folder."""
     if (Path(data) / "space.npz").exists():
@@ -367,6 +386,22 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--img-size", type=positive_int, default=None)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_import_original)
+
+    p = sub.add_parser(
+        "adapt", help="fit a new subject to a trained model from a few hundred images"
+    )
+    p.add_argument("run_dir", type=Path, help="trained run folder or model file")
+    p.add_argument("overrides", nargs="*", help="key=value settings, e.g. epochs=30 lr=3e-3")
+    p.add_argument("--data", type=Path, required=True, help="challenge data root or store")
+    p.add_argument("--subject", required=True, help="the new subject, e.g. subj04")
+    p.add_argument("--out", type=Path, required=True, help="new run folder")
+    p.add_argument("--n-images", type=positive_int, default=None, help="default: all")
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    p.add_argument(
+        "--overwrite-subject", action="store_true", help="replace the model's subject of that name"
+    )
+    p.set_defaults(func=_cmd_adapt)
 
     p = sub.add_parser("report", help="one self-contained HTML page of a run")
     p.add_argument("run_dir", type=Path)

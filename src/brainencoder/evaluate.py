@@ -110,11 +110,7 @@ def evaluate_run(
     if run_dir.is_dir():
         check_run_store(run_dir, store)
     model = load_run_model(run_dir)
-    if list(model.space.subjects) != store.names:
-        raise DataError(
-            f"{run_dir}: model subjects {model.space.subjects} differ from the "
-            f"store's {store.names}"
-        )
+    model.space.check_subjects_match(store.space, str(store.path))  # a subset is fine
     try:
         layout = read_layout(store.manifest["source"]["root"], store.names)
     except DataError as exc:

@@ -53,7 +53,7 @@ def iter_predictions(
     device = next(model.parameters()).device
     info = store.subject(subject)
     image_rows = (info.test_rows if test else info.train_rows)[rows]
-    cols = torch.from_numpy(store.space.subject_columns(subject)).to(device)
+    cols = torch.from_numpy(model.space.subject_columns(subject)).to(device)
     index = model.space.subject_index(subject)
     try:
         for start in range(0, len(rows), batch_size):

@@ -82,7 +82,8 @@ def _plot_metric(run_dir, space, per_vertex, table, split, metric, out, fsaverag
 
     label, vmin, vmax = _LABELS[metric]
     paths = []
-    for subject in space.subjects:
+    evaluated = [s for s in space.subjects if f"{s}.{HEMIS[0]}.{metric}" in per_vertex]
+    for subject in evaluated:  # an adapted run is evaluated on its new subject only
         maps = {}
         for hemi in HEMIS:
             fs = to_fsaverage(space, subject, hemi, per_vertex[f"{subject}.{hemi}.{metric}"])

@@ -138,6 +138,66 @@ class GroupSpace:
         self.subject_index(subject)
         return {h: data[..., self.columns[subject][h]] for h in HEMIS}
 
+    def fsaverage_masks(self, subject: str) -> dict[str, np.ndarray]:
+        """The subject's ``all-vertices`` masks, shape (n_fsaverage,) per hemisphere."""
+        self.subject_index(subject)
+        out = {}
+        for hemi in HEMIS:
+            mask = np.zeros(self.n_fsaverage[hemi], dtype=bool)
+            local = self.columns[subject][hemi] - self.hemi_slice(hemi).start
+            mask[self.vertices[hemi][local]] = True
+            out[hemi] = mask
+        return out
+
+    def with_subject(
+        self, subject: str, masks: Mapping[str, np.ndarray]
+    ) -> tuple[GroupSpace, np.ndarray, np.ndarray]:
+        """This space plus one subject (the union of masks grows if it must).
+
+        Parameters
+        ----------
+        subject : str
+            A name not in :attr:`subjects`.
+        masks : mapping of str to ndarray of shape (n_fsaverage,)
+            The new subject's ``all-vertices`` masks per hemisphere.
+
+        Returns
+        -------
+        space : GroupSpace
+            Subjects in the same order with ``subject`` last.
+        old_to_new : ndarray of int64, shape (n_group_old,)
+            New group index of every old group vertex.
+        added : ndarray of int64, shape (n_added,)
+            New group indices of the vertices only the new subject has.
+        """
+        if subject in self.subjects:
+            raise DataError(f"subject {subject!r} is already in this group space")
+        all_masks = {s: self.fsaverage_masks(s) for s in self.subjects}
+        all_masks[subject] = {h: np.asarray(masks[h], dtype=bool) for h in HEMIS}
+        space = GroupSpace.from_masks(all_masks)
+        old_to_new, added = [], []
+        for hemi in HEMIS:
+            start = space.hemi_slice(hemi).start
+            new_pos = np.searchsorted(space.vertices[hemi], self.vertices[hemi]) + start
+            old_to_new.append(new_pos)
+            is_old = np.isin(space.vertices[hemi], self.vertices[hemi])
+            added.append(np.flatnonzero(~is_old) + start)
+        return space, np.concatenate(old_to_new), np.concatenate(added)
+
+    def check_subjects_match(self, other: GroupSpace, source: str) -> None:
+        """Raise unless every subject of ``other`` is here with the same vertices."""
+        for name in other.subjects:
+            if name not in self.subjects:
+                raise DataError(
+                    f"{source}: subject {name!r} is not in the model (subjects "
+                    f"{', '.join(self.subjects)})"
+                )
+            mine, theirs = self.fsaverage_masks(name), other.fsaverage_masks(name)
+            if any(not np.array_equal(mine[h], theirs[h]) for h in HEMIS):
+                raise DataError(
+                    f"{source}: subject {name!r} has other vertices than the model's {name}"
+                )
+
     def same_as(self, other: GroupSpace) -> bool:
         """True when both spaces have the same subjects and the same vertices and columns."""
         if self.subjects != other.subjects:

@@ -26,6 +26,7 @@ their noise-free signal) is written under ``OUT/truth/subjXX/``.
 from __future__ import annotations
 
 import logging
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -82,6 +83,12 @@ class SyntheticConfig:
         Fraction of images every subject sees (like NSD's shared 1,000).
     n_fsaverage : int, default=ico_vertices(7)
         Length of the fsaverage-space masks (fsaverage, icosahedral order 7).
+    held_out : int, default=0
+        Extra subjects (named after the others) meant to be kept out of group
+        training, for ``adapt``: same planted truth family, their own images,
+        noise and jitter, and their own vertex subset: they have a patch
+        (``missing_fraction`` of each hemisphere) that none of the group
+        subjects has, and lack another. ``truth/synthetic.json`` lists them.
     seed : int, default=0
     """
 
@@ -93,21 +100,37 @@ class SyntheticConfig:
     missing_fraction: float = 0.04
     shared_fraction: float = 0.3
     n_fsaverage: int = ico_vertices(7)
+    held_out: int = 0
     seed: int = 0
 
+    @property
+    def n_total(self) -> int:
+        """Group subjects plus held-out subjects."""
+        return self.n_subjects + self.held_out
+
+    def held_out_names(self) -> list[str]:
+        """Names of the held-out subjects (after the group subjects)."""
+        return [f"subj{k + 1:02d}" for k in range(self.n_subjects, self.n_total)]
+
     def train_counts(self) -> list[int]:
-        """Training images per subject."""
+        """Training images per subject (held-out subjects repeat the first counts)."""
         step = max(1, self.n_train // 12)
-        return [self.n_train - k * step for k in range(self.n_subjects)]
+        group = [self.n_train - k * step for k in range(self.n_subjects)]
+        return group + [group[k % len(group)] for k in range(self.held_out)]
 
     def test_counts(self) -> list[int]:
         """Test images per subject."""
         step = max(1, self.n_test // 10)
-        return [self.n_test - k * step for k in range(self.n_subjects)]
+        group = [self.n_test - k * step for k in range(self.n_subjects)]
+        return group + [group[k % len(group)] for k in range(self.held_out)]
 
     def validate(self) -> None:
         checks = [
             (1 <= self.n_subjects <= 99, "'n_subjects' must be in [1, 99]"),
+            (
+                0 <= self.held_out <= 99 - self.n_subjects,
+                "'held_out' must be in [0, 99 - n_subjects]",
+            ),
             (
                 min(self.train_counts()) >= 20,
                 "'n_train' leaves fewer than 20 training images for the last subject",
@@ -268,6 +291,16 @@ def _roi_labels(cortex: _Cortex, face_patch: np.ndarray) -> dict[str, np.ndarray
     return {"prf-visualrois": visual, "floc-faces": faces, "streams": streams}
 
 
+def _patch(cx: _Cortex, n: int, seed: int, hemi: str, what: str) -> np.ndarray:
+    """A seeded compact patch of ``n`` vertices (boolean over the cortex)."""
+    rng = np.random.default_rng([seed, zlib.crc32(f"{hemi} {what}".encode())])
+    center = rng.integers(cx.vertices.size)
+    dist = np.linalg.norm(cx.uv - cx.uv[center], axis=1)
+    patch = np.zeros(cx.vertices.size, dtype=bool)
+    patch[np.argsort(dist, kind="stable")[:n]] = True
+    return patch
+
+
 # ----------------------------------------------------------------------------- writer
 
 
@@ -292,7 +325,7 @@ def make_synthetic(out: str | Path, config: SyntheticConfig | None = None) -> Pa
     if out.exists() and any(out.iterdir()):
         raise BrainEncoderError(f"{out} exists and is not empty; choose a new folder")
     rng = np.random.default_rng(config.seed)
-    names = [f"subj{k + 1:02d}" for k in range(config.n_subjects)]
+    names = [f"subj{k + 1:02d}" for k in range(config.n_total)]
     n_train, n_test = config.train_counts(), config.test_counts()
 
     # image pool: a shared part seen by everyone plus each subject's own images
@@ -302,7 +335,7 @@ def make_synthetic(out: str | Path, config: SyntheticConfig | None = None) -> Pa
     order = rng.permutation(n_pool)
     shared, rest = order[:n_shared], list(order[n_shared:])
     assignments = []
-    for k in range(config.n_subjects):
+    for k in range(config.n_total):
         own = [rest.pop() for _ in range(n_train[k] - n_shared)]
         test = [rest.pop() for _ in range(n_test[k])]
         train = np.sort(nsd_ids[np.concatenate([shared, own]).astype(int)])
@@ -354,11 +387,17 @@ def make_synthetic(out: str | Path, config: SyntheticConfig | None = None) -> Pa
             for hemi, cx in cortices.items():
                 centers, pref, face_patch = maps[hemi]
                 keep = np.ones(cx.vertices.size, dtype=bool)
+                n_miss = round(config.missing_fraction * cx.vertices.size)
                 if k == config.n_subjects - 1 and config.n_subjects > 1:
-                    n_miss = round(config.missing_fraction * cx.vertices.size)
                     seed_v = sub_rng.integers(cx.vertices.size)
                     dist = np.linalg.norm(cx.uv - cx.uv[seed_v], axis=1)
                     keep[np.argsort(dist, kind="stable")[:n_miss]] = False
+                if config.held_out:
+                    own_patch = _patch(cx, n_miss, config.seed, hemi, "held-out own")
+                    if k < config.n_subjects:
+                        keep &= ~own_patch  # only held-out subjects have these vertices
+                    else:
+                        keep &= ~_patch(cx, n_miss, config.seed + k, hemi, "held-out lacks")
                 mask = np.zeros(config.n_fsaverage, dtype=np.int32)
                 mask[cx.vertices[keep]] = 1
                 np.save(roi_dir / f"{hemi}.all-vertices_fsaverage_space.npy", mask)
@@ -383,6 +422,9 @@ def make_synthetic(out: str | Path, config: SyntheticConfig | None = None) -> Pa
                 save_npy_atomic(truth / f"{hemi}_noise_ceiling.npy", nc.astype(np.float32))
         for job in jobs:
             job.result()
-    write_json_atomic(out / "truth" / "synthetic.json", asdict(config))
-    logger.info("wrote synthetic dataset with %d subjects to %s", config.n_subjects, out)
+    write_json_atomic(
+        out / "truth" / "synthetic.json",
+        {**asdict(config), "held_out_subjects": config.held_out_names()},
+    )
+    logger.info("wrote synthetic dataset with %d subjects to %s", config.n_total, out)
     return out

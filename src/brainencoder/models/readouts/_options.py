@@ -11,7 +11,7 @@ from torch import nn
 
 from ...errors import ConfigError
 from .base import Readout
-from .layers import LayerProjection, pca_embedding
+from .layers import LayerProjection, average_projections, pca_embedding
 
 __all__ = ["PCAReadout", "PCAReadoutOptions"]
 
@@ -33,6 +33,9 @@ class PCAReadoutOptions:
     embedding_scale : {"none", "std"}
         Rows of the embedding: the principal components, or the components
         times their standard deviation.
+    extra_vertices : int
+        Vertices added after the PCA was fitted (by ``adapt`` for a new
+        subject's vertices outside the group space); set by the code.
     """
 
     hidden_dim: int = 1024
@@ -40,8 +43,11 @@ class PCAReadoutOptions:
     dropout: float = 0.9
     norm: bool = True
     embedding_scale: Literal["none", "std"] = "none"
+    extra_vertices: int = 0
 
     def validate(self) -> None:
+        if self.extra_vertices < 0:
+            raise ConfigError(f"'extra_vertices' must be >= 0; got {self.extra_vertices}")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"'dropout' must be in [0, 1); got {self.dropout}")
         if self.hidden_dim < 1:
@@ -59,14 +65,17 @@ class PCAReadoutOptions:
 class PCAReadout(Readout):
     """Per-layer projections averaged, a shared map, per-subject maps, a frozen embedding.
 
+    ``forward = embedding(latent(hidden(features), subject))`` (plus the
+    embedding's mean once more when ``mean_scale`` is 2, as the original).
     Subclasses set where dropout acts and how projections start
     (``dropout_on``, ``projection_init``), build ``self.shared`` in
-    :meth:`make_shared`, and define :meth:`make_subject_module` and ``forward``.
+    :meth:`make_shared`, and define :meth:`make_subject_module` and :meth:`latent`.
     """
 
     uses_pca = True
     dropout_on: ClassVar[str] = "input"
     projection_init: ClassVar[str] = "uniform"
+    mean_scale: ClassVar[int] = 1
 
     def __init__(
         self,
@@ -84,7 +93,9 @@ class PCAReadout(Readout):
             )
             for s in self.feature_shapes
         )
-        self.embedding = pca_embedding(o.latent_dim, n_vertices, pca, o.embedding_scale)
+        self.embedding = pca_embedding(
+            o.latent_dim, n_vertices, pca, o.embedding_scale, o.extra_vertices
+        )
         o.latent_dim = self.embedding.latent_dim
         self.shared = self.make_shared()
         self._add_initial_subjects()
@@ -96,3 +107,33 @@ class PCAReadout(Readout):
         """Set the embedding's bias (the PCA mean) to ``mean_response``."""
         with torch.no_grad():
             self.embedding.mean.copy_(mean_response)
+
+    def hidden(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Mean over layers of the layer projections, shape (B, hidden_dim)."""
+        return average_projections(self.projections, features)
+
+    def latent(self, hidden: torch.Tensor, subject: torch.Tensor) -> torch.Tensor:
+        """The latent fed to the embedding, shape (B, latent_dim)."""
+        raise NotImplementedError
+
+    def from_latent(self, z: torch.Tensor) -> torch.Tensor:
+        """Latent (B, latent_dim) -> prediction (B, n_vertices)."""
+        out = self.embedding(z)
+        for _ in range(self.mean_scale - 1):
+            out = out + self.embedding.full_mean(z.dtype)
+        return out
+
+    def forward(self, features: Sequence[torch.Tensor], subject: torch.Tensor) -> torch.Tensor:
+        return self.from_latent(self.latent(self.hidden(features), subject))
+
+    def extend_vertices(self, old_to_new: torch.Tensor, added: torch.Tensor) -> None:
+        """Grow the vertex space (a new subject's own vertices at ``added``, zero maps)."""
+        self.embedding.extend(old_to_new, added)
+        self.n_vertices = self.embedding.n_vertices
+        self.options.extra_vertices = self.embedding.n_extra
+
+    def set_added_vertices(
+        self, positions: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
+    ) -> None:
+        """Map the latent to added vertices: prediction = z @ weight + bias there."""
+        self.embedding.set_columns(positions, weight, bias / self.mean_scale)

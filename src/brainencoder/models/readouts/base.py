@@ -103,14 +103,27 @@ class Readout(nn.Module):
         """A freshly initialised module holding one subject's own parameters."""
         raise NotImplementedError
 
-    def add_subject(self, name: str, like: str | None = None) -> nn.Module:
-        """Add a subject with new parameters (copied from subject ``like`` if given)."""
+    def add_subject(self, name: str, like: str | Sequence[str] | None = None) -> nn.Module:
+        """Add a subject with new parameters.
+
+        Parameters
+        ----------
+        name : str
+        like : str or sequence of str, optional
+            Start as a copy of this subject, or as the mean of these subjects'
+            parameters (an "average subject", a good prior for few images).
+            Default: the readout's own initialisation.
+        """
         check_subject_name(name)
         if name in self.per_subject:
             raise ConfigError(f"subject {name!r} is already in this readout")
         module = self.make_subject_module()
         if like is not None:
-            module.load_state_dict(self.per_subject[like].state_dict())
+            sources = [like] if isinstance(like, str) else list(like)
+            states = [self.per_subject[s].state_dict() for s in sources]
+            module.load_state_dict(
+                {k: torch.stack([st[k].float() for st in states]).mean(0) for k in states[0]}
+            )
         ref = next(self.parameters(), None)
         if ref is not None:
             module.to(ref.device)

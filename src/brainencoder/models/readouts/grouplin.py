@@ -16,7 +16,6 @@ Initialisation follows the original too: every weight like ``nn.Linear``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -24,7 +23,7 @@ from torch import nn
 
 from ._options import PCAReadout, PCAReadoutOptions
 from .base import register_readout
-from .layers import apply_per_subject, average_projections
+from .layers import apply_per_subject
 
 __all__ = ["GroupLinOptions", "GroupLinReadout"]
 
@@ -48,6 +47,7 @@ class GroupLinReadout(PCAReadout):
 
     dropout_on = "input"
     projection_init = "uniform"
+    mean_scale = 2  # the original embeds the shared and the subject latent and sums
 
     def make_shared(self) -> nn.Module:
         return nn.Linear(self.options.hidden_dim, self.options.latent_dim, bias=False)
@@ -55,7 +55,5 @@ class GroupLinReadout(PCAReadout):
     def make_subject_module(self) -> nn.Module:
         return nn.Linear(self.options.hidden_dim, self.options.latent_dim, bias=True)
 
-    def forward(self, features: Sequence[torch.Tensor], subject: torch.Tensor) -> torch.Tensor:
-        h = average_projections(self.projections, features)
-        z = self.shared(h) + apply_per_subject(h, subject, self.subject_modules())
-        return self.embedding(z) + self.embedding.mean.to(z.dtype)
+    def latent(self, hidden: torch.Tensor, subject: torch.Tensor) -> torch.Tensor:
+        return self.shared(hidden) + apply_per_subject(hidden, subject, self.subject_modules())

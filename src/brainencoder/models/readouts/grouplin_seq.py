@@ -17,7 +17,6 @@ data; see the README's accuracy table for when each is the better choice.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -26,7 +25,7 @@ from torch import nn
 
 from ._options import PCAReadout, PCAReadoutOptions
 from .base import register_readout
-from .layers import apply_per_subject, average_projections
+from .layers import apply_per_subject
 
 __all__ = ["GroupLinSeqOptions", "GroupLinSeqReadout"]
 
@@ -59,7 +58,5 @@ class GroupLinSeqReadout(PCAReadout):
             module.bias.zero_()
         return module
 
-    def forward(self, features: Sequence[torch.Tensor], subject: torch.Tensor) -> torch.Tensor:
-        h = average_projections(self.projections, features)
-        z = apply_per_subject(self.shared(h), subject, self.subject_modules())
-        return self.embedding(z)
+    def latent(self, hidden: torch.Tensor, subject: torch.Tensor) -> torch.Tensor:
+        return apply_per_subject(self.shared(hidden), subject, self.subject_modules())

@@ -106,13 +106,19 @@ class PCAEmbedding(nn.Module):
     ``out = z @ components + mean``; components and mean are buffers, so they
     are saved with the model and never trained.
 
+    Vertices added after the PCA was fitted (a new subject's, see
+    :meth:`extend`) form an ``extra`` block with its own buffers; the original
+    block is computed exactly as before, so its outputs stay bit-identical.
+
     Parameters
     ----------
-    components : Tensor of shape (latent_dim, n_group_vertices)
-    mean : Tensor of shape (n_group_vertices,)
+    components : Tensor of shape (latent_dim, n_base_vertices)
+    mean : Tensor of shape (n_base_vertices,)
+    n_extra : int, default=0
+        Size of the extra block (placeholders, filled by loading a state dict).
     """
 
-    def __init__(self, components: torch.Tensor, mean: torch.Tensor) -> None:
+    def __init__(self, components: torch.Tensor, mean: torch.Tensor, n_extra: int = 0) -> None:
         super().__init__()
         if components.ndim != 2 or mean.shape != components.shape[1:]:
             raise ValueError(
@@ -121,14 +127,103 @@ class PCAEmbedding(nn.Module):
             )
         self.register_buffer("components", components.float().contiguous())
         self.register_buffer("mean", mean.float().contiguous())
+        self.n_extra = 0
+        if n_extra:
+            n_base = components.shape[1]
+            self._set_extra(
+                torch.arange(n_base),
+                torch.arange(n_base, n_base + n_extra),
+                torch.zeros(components.shape[0], n_extra),
+                torch.zeros(n_extra),
+            )
+
+    def _set_extra(self, base_index, extra_index, extra_components, extra_mean) -> None:
+        self.n_extra = int(extra_index.numel())
+        for name, value in (
+            ("base_index", base_index.long()),
+            ("extra_index", extra_index.long()),
+            ("extra_components", extra_components.float().contiguous()),
+            ("extra_mean", extra_mean.float().contiguous()),
+        ):
+            if name in self._buffers:
+                self._buffers[name] = value.to(self.components.device)
+            else:
+                self.register_buffer(name, value.to(self.components.device))
 
     @property
     def latent_dim(self) -> int:
         return self.components.shape[0]
 
+    @property
+    def n_vertices(self) -> int:
+        return self.components.shape[1] + self.n_extra
+
+    def _place(self, base: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+        out = base.new_empty((*base.shape[:-1], self.n_vertices))
+        out[..., self.base_index] = base
+        out[..., self.extra_index] = extra
+        return out
+
+    def full_mean(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The bias of every vertex, shape (n_vertices,)."""
+        if not self.n_extra:
+            return self.mean.to(dtype)
+        return self._place(self.mean.to(dtype), self.extra_mean.to(dtype))
+
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """(B, latent_dim) -> (B, n_group_vertices)."""
-        return torch.addmm(self.mean.to(z.dtype), z, self.components.to(z.dtype))
+        """(B, latent_dim) -> (B, n_vertices)."""
+        base = torch.addmm(self.mean.to(z.dtype), z, self.components.to(z.dtype))
+        if not self.n_extra:
+            return base
+        extra = torch.addmm(self.extra_mean.to(z.dtype), z, self.extra_components.to(z.dtype))
+        return self._place(base, extra)
+
+    def extend(self, old_to_new: torch.Tensor, added: torch.Tensor) -> None:
+        """Renumber the vertices into a grown space and add zero columns at ``added``.
+
+        Parameters
+        ----------
+        old_to_new : LongTensor of shape (n_vertices,)
+            New index of every current vertex.
+        added : LongTensor of shape (n_added,)
+            New indices of the added vertices (filled later with :meth:`set_columns`).
+        """
+        old_to_new = torch.as_tensor(old_to_new, dtype=torch.long)
+        added = torch.as_tensor(added, dtype=torch.long)
+        n_base = self.components.shape[1]
+        if self.n_extra:
+            base_index = old_to_new[self.base_index.cpu()]
+            extra_index = torch.cat([old_to_new[self.extra_index.cpu()], added])
+            extra_components = torch.cat(
+                [self.extra_components.cpu(), torch.zeros(self.latent_dim, added.numel())], 1
+            )
+            extra_mean = torch.cat([self.extra_mean.cpu(), torch.zeros(added.numel())])
+        else:
+            base_index = old_to_new[:n_base]
+            extra_index = added
+            extra_components = torch.zeros(self.latent_dim, added.numel())
+            extra_mean = torch.zeros(added.numel())
+        self._set_extra(base_index, extra_index, extra_components, extra_mean)
+
+    def set_columns(
+        self, positions: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
+    ) -> None:
+        """Set the map to vertices ``positions`` (all in the extra block).
+
+        Parameters
+        ----------
+        positions : LongTensor of shape (k,)
+        weight : Tensor of shape (latent_dim, k)
+        bias : Tensor of shape (k,)
+        """
+        lookup = {int(v): i for i, v in enumerate(self.extra_index.tolist())}
+        try:
+            cols = torch.tensor([lookup[int(p)] for p in positions], dtype=torch.long)
+        except KeyError as exc:
+            raise ValueError(f"vertex {exc} is not in the extra block") from None
+        with torch.no_grad():
+            self.extra_components[:, cols] = weight.to(self.extra_components)
+            self.extra_mean[cols] = bias.to(self.extra_mean)
 
 
 def random_basis(latent_dim: int, n_vertices: int, seed: int = 0) -> torch.Tensor:
@@ -231,7 +326,7 @@ def average_projections(
 
 
 def pca_embedding(
-    latent_dim: int | str, n_vertices: int, pca: object | None, scale: str
+    latent_dim: int | str, n_vertices: int, pca: object | None, scale: str, n_extra: int = 0
 ) -> PCAEmbedding:
     """The frozen group-PCA embedding of a readout.
 
@@ -247,13 +342,16 @@ def pca_embedding(
     scale : {"none", "std"}
         "none": rows are the principal components (the original entry);
         "std": rows scaled by each component's standard deviation.
+    n_extra : int, default=0
+        Vertices added after the PCA (placeholders; see :meth:`PCAEmbedding.extend`).
     """
     from ...errors import ConfigError
 
     if pca is None:
         if not isinstance(latent_dim, int):
             raise ConfigError("without a fitted PCA, 'latent_dim' must be an int")
-        return PCAEmbedding(random_basis(latent_dim, n_vertices), torch.zeros(n_vertices))
+        n_base = n_vertices - n_extra
+        return PCAEmbedding(random_basis(latent_dim, n_base), torch.zeros(n_base), n_extra)
     from ...pca import resolve_n_components
 
     available = pca.components.shape[0]

@@ -1,0 +1,151 @@
+"""adapt: a new subject fitted to a trained group model; the others untouched."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from brainencoder.adapt import AdaptConfig, adapt
+from brainencoder.cli import main
+from brainencoder.data.store import prepare_store
+from brainencoder.data.synthetic import SyntheticConfig, make_synthetic
+from brainencoder.errors import BrainEncoderError, ConfigError, DataError
+from brainencoder.runs import load_run_model
+from brainencoder.train.config import load_config
+from brainencoder.train.loop import train
+
+GROUP = ["subj01", "subj02", "subj03"]
+FAST = [
+    "model.img_size=32",
+    "model.readout.hidden_dim=16",
+    "model.readout.latent_dim=8",
+    "epochs=2",
+    "batch_size=32",
+    "cache_features=true",
+]
+QUICK = AdaptConfig(epochs=5)
+
+
+@pytest.fixture(scope="module")
+def group(tmp_path_factory):
+    """Data with a held-out subj04, the group store (subj01-03) and a trained group run."""
+    root = tmp_path_factory.mktemp("adapt")
+    cfg = SyntheticConfig(
+        n_subjects=3, held_out=1, n_train=80, n_test=12, n_vertices=150, image_size=48
+    )
+    data = make_synthetic(root / "data", cfg)
+    store = prepare_store(data, root / "store", image_size=32, subjects=GROUP, progress=False)
+    train(load_config(None, FAST), store.path, root / "run")
+    return data, store, root / "run"
+
+
+def test_held_out_subject_has_its_own_vertices(group):
+    data, store, _ = group
+    held = prepare_store(
+        data, data.parent / "held", image_size=32, subjects=["subj04"], progress=False
+    )
+    mine = held.space.fsaverage_masks("subj04")
+    union = {h: np.zeros_like(m) for h, m in mine.items()}
+    for name in GROUP:
+        for h, m in store.space.fsaverage_masks(name).items():
+            union[h] |= m
+    assert all((mine[h] & ~union[h]).any() for h in mine)  # vertices no group subject has
+    assert all((union[h] & ~mine[h]).any() for h in mine)  # and it lacks some of theirs
+
+
+def test_adapt_fits_the_new_subject_and_leaves_the_others_bit_identical(group, tmp_path):
+    data, store, run = group
+    summary = adapt(run, data, "subj04", tmp_path / "ad", n_images=40, config=QUICK)
+    assert summary["finished"] and summary["added_vertices"] > 0
+    assert summary["n_train_images"] + summary["n_val_images"] == 40
+    before, after = load_run_model(run), load_run_model(tmp_path / "ad")
+    images = np.asarray(store.images[:6])
+    for name in GROUP:
+        a, b = before.predict(images, name), after.predict(images, name)
+        for h in ("lh", "rh"):
+            np.testing.assert_array_equal(a[h], b[h])
+    trained = {n: p.clone() for n, p in before.state_dict().items()}
+    for key, value in after.state_dict().items():
+        if key in trained and "per_subject.subj04" not in key and "embedding" not in key:
+            assert value.shape == trained[key].shape and bool((value == trained[key]).all()), key
+    new = after.predict(images, "subj04")
+    n_lh = after.space.n_subject_vertices("subj04", "lh")
+    assert new["lh"].shape == (6, n_lh) and np.isfinite(new["rh"]).all()
+    # the whole toolchain takes the adapted run
+    assert (
+        main(
+            [
+                "evaluate",
+                str(tmp_path / "ad"),
+                "--split",
+                "test",
+                "--noise-ceiling",
+                str(data / "truth"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            ["submit", str(tmp_path / "ad"), "--data", str(data), "--out", str(tmp_path / "s.zip")]
+        )
+        == 0
+    )
+
+
+def test_adapt_errors_a_user_will_hit(group, tmp_path, capsys):
+    data, _store, run = group
+    with pytest.raises(ConfigError, match="already has a subject 'subj01'; .*--overwrite-subject"):
+        adapt(run, data, "subj01", tmp_path / "a1", config=QUICK)
+    with pytest.raises(DataError, match=r"no subj09 \(subjects found: subj01, subj02"):
+        adapt(run, data, "subj09", tmp_path / "a2", config=QUICK)
+    with pytest.raises(ConfigError, match="--n-images 5000 is more than the .* images of subj04"):
+        adapt(run, data, "subj04", tmp_path / "a3", n_images=5000, config=QUICK)
+    other = prepare_store(
+        data, tmp_path / "s48", image_size=48, subjects=["subj04"], progress=False
+    )
+    with pytest.raises(
+        DataError, match="stored at 48 px, but the run was trained on a store at 32"
+    ):
+        adapt(run, other.path, "subj04", tmp_path / "a4", config=QUICK)
+    assert (
+        main(
+            [
+                "adapt",
+                str(run),
+                "--data",
+                str(data),
+                "--subject",
+                "subj04",
+                "--out",
+                str(tmp_path / "a5"),
+                "--n-images",
+                "30",
+                "epochs=2",
+            ]
+        )
+        == 0
+    )
+    with pytest.raises(BrainEncoderError, match="already holds files; pass --overwrite"):
+        adapt(run, data, "subj04", tmp_path / "a5", n_images=30, config=QUICK)
+
+
+def test_overwrite_subject_refits_only_that_subject(group, tmp_path):
+    _data, store, run = group
+    adapt(
+        run,
+        store.path,
+        "subj02",
+        tmp_path / "re",
+        n_images=30,
+        config=QUICK,
+        overwrite_subject=True,
+    )
+    before, after = load_run_model(run), load_run_model(tmp_path / "re")
+    images = np.asarray(store.images[:4])
+    np.testing.assert_array_equal(
+        before.predict(images, "subj01")["lh"], after.predict(images, "subj01")["lh"]
+    )
+    assert not np.array_equal(
+        before.predict(images, "subj02")["lh"], after.predict(images, "subj02")["lh"]
+    )
