@@ -54,7 +54,9 @@ def test_demo_end_to_end_small(tmp_path, capsys):
     from brainencoder.data.synthetic import SyntheticConfig
     from brainencoder.demo import run_demo
 
-    cfg = SyntheticConfig(n_subjects=2, n_train=60, n_test=8, n_vertices=80, image_size=64)
+    cfg = SyntheticConfig(
+        n_subjects=2, n_train=60, n_test=8, n_vertices=80, image_size=64, held_out=1
+    )
     out = run_demo(
         tmp_path / "demo",
         synthetic=cfg,
@@ -67,10 +69,12 @@ def test_demo_end_to_end_small(tmp_path, capsys):
     )
     text = capsys.readouterr().out
     assert "challenge score" in text and "pixel ridge" in text
+    assert "subj03 test score: adapt" in text and (out["adapt"] / "best.safetensors").exists()
     from brainencoder.data.layout import read_layout
+    from brainencoder.data.store import Store
     from brainencoder.predict import score_submission
 
-    layout = read_layout(out["data"])
+    layout = read_layout(out["data"], Store(out["store"]).names)  # the group subjects
     scores = {
         k: score_submission(out[k], out["truth"], layout)["all"]
         for k in ("submission", "ensemble_submission")

@@ -3,7 +3,9 @@
 synth -> validate -> prepare -> train phase 1 (feature cache) -> train phase 2
 -> pixel-ridge reference -> evaluate (testval, and test vs the planted truth)
 -> figures -> submission zips (single model and a two-run ensemble), scored
-against the truth. Steps whose outputs exist are reused, so a rerun is quick.
+against the truth -> adapt the phase-1 model to a held-out subject from 100
+images, next to a ridge on the same images. Steps whose outputs exist are
+reused, so a rerun is quick.
 """
 
 from __future__ import annotations
@@ -72,17 +74,23 @@ def run_demo(
     if not (truth / "synthetic.json").exists():
         if data.exists():
             raise BrainEncoderError(f"{data} holds an incomplete dataset; remove {out} and rerun")
-        print(f"[demo] 1/8 writing a synthetic dataset to {data}")
-        make_synthetic(data, synthetic or SyntheticConfig(seed=seed))
-    print("[demo] 2/8 validating it")
+        print(f"[demo] 1/9 writing a synthetic dataset to {data}")
+        make_synthetic(data, synthetic or SyntheticConfig(seed=seed, held_out=1))
+    print("[demo] 2/9 validating it")
     report = validate_dataset(data)
     print(report.table())
     if not report.ok:
         raise BrainEncoderError(
             "the synthetic dataset failed validation:\n" + "\n".join(map(str, report.problems))
         )
-    print("[demo] 3/8 preparing the store")
-    store = prepare_store(data, out / "store", image_size=256 if synthetic is None else 64)
+    import json
+
+    held_out = json.loads((truth / "synthetic.json").read_text()).get("held_out_subjects", [])
+    group = [n for n in report.layout.names if n not in held_out]
+    print(f"[demo] 3/9 preparing the store (group subjects {', '.join(group)})")
+    store = prepare_store(
+        data, out / "store", image_size=256 if synthetic is None else 64, subjects=group
+    )
     print(store.summary())
 
     phase2_overrides = [o for o in overrides or [] if not o.startswith("model.")]
@@ -92,7 +100,7 @@ def run_demo(
     for run, run_seed in ((phase1, seed), (second, seed + 1)):
         if not (run / "summary.json").exists():
             print(
-                f"[demo] 4/8 phase 1 (seed {run_seed}): tiny encoder, frozen random "
+                f"[demo] 4/9 phase 1 (seed {run_seed}): tiny encoder, frozen random "
                 "ResNet-18 trunk, feature cache"
             )
             config = load_config(
@@ -101,7 +109,7 @@ def run_demo(
             )
             train(config, store.path, run, overwrite=True)
     if not (phase2 / "summary.json").exists():
-        print("[demo] 5/8 phase 2: fine-tune the trunk's last stage from phase 1's best model")
+        print("[demo] 5/9 phase 2: fine-tune the trunk's last stage from phase 1's best model")
         train(
             load_config(
                 _CONFIGS / "demo_phase2.yaml",
@@ -112,12 +120,12 @@ def run_demo(
             overwrite=True,
         )
     if not (pixels / "summary.json").exists():
-        print("[demo] 6/8 reference: ridge on downsampled pixels (PCA 100, alpha by CV)")
+        print("[demo] 6/9 reference: ridge on downsampled pixels (PCA 100, alpha by CV)")
         n_images = sum(len(store.split_rows(n, "train")) for n in store.names)
         spec = FeatureSpec(kind="pixels", pca_components=min(100, n_images // 2))
         fit_ridge_baseline(store, pixels, spec, overwrite=True)
 
-    print("[demo] 7/8 evaluating (noise ceilings and test responses from the planted truth)")
+    print("[demo] 7/9 evaluating (noise ceilings and test responses from the planted truth)")
     tables = {}
     for run in (phase1, phase2, pixels):
         for split in ("testval", "test"):
@@ -130,8 +138,8 @@ def run_demo(
             vals = [_score_row(tables[r, split], name) for r in ("phase1", "phase2", "pixel-ridge")]
             print(f"{name:<9} {split:<8} {vals[0]:8.2f} {vals[1]:8.2f} {vals[2]:12.2f}")
 
-    print("\n[demo] 8/8 submissions (validated, scored against the synthetic truth)")
-    layout = read_layout(data)
+    print("\n[demo] 8/9 submissions (validated, scored against the synthetic truth)")
+    layout = read_layout(data, group)
     zips = {}
     singles = {}
     for label, run_dirs in (
@@ -152,10 +160,12 @@ def run_demo(
         f"  ensemble of the two phase-1 runs: {singles['ensemble']:.2f}% vs the better "
         f"single run {best:.2f}% ({singles['ensemble'] - best:+.2f})"
     )
+    adapted = _adapt_step(out, data, truth, phase1, held_out, seed)
     from .report import write_report
 
     report = write_report(phase2)
     return {
+        **adapted,
         "data": data,
         "truth": truth,
         "store": store.path,
@@ -168,3 +178,41 @@ def run_demo(
         "ensemble_submission": zips["ensemble"],
         "report": report,
     }
+
+
+def _adapt_step(
+    out: Path, data: Path, truth: Path, run: Path, held_out: list[str], seed: int
+) -> dict[str, Path]:
+    """Adapt ``run`` to the first held-out subject from 100 images; ridge on the same images."""
+    if not held_out:
+        return {}
+    import numpy as np
+
+    from .adapt import AdaptConfig, _choose_rows, adapt
+    from .baselines.ridge import fit_subject_ridge
+    from .data.store import Store
+    from .evaluate import evaluate_run
+    from .metrics import noise_normalized_score, pearson_r
+
+    subject = held_out[0]
+    n_images = min(100, int(0.9 * len(read_layout(data, [subject])[subject].train_images)))
+    target = out / "runs" / f"adapt-{subject}"
+    print(f"\n[demo] 9/9 adapt: add {subject} (held out of group training) from {n_images} images")
+    if not (target / "summary.json").exists():
+        adapt(run, data, subject, target, n_images=n_images, seed=seed, overwrite=True)
+    store = Store(target / "store")
+    score = _score_row(evaluate_run(target, "test", store, truth), subject)
+    train_rows, val_rows = _choose_rows(store, subject, n_images, seed, AdaptConfig().val_fraction)
+    ridge = fit_subject_ridge(store, subject, np.concatenate([train_rows, val_rows]))
+    pred = ridge.predict(store.read_images(store.subject(subject).test_rows), subject)
+    scores = []
+    for hemi in ("lh", "rh"):
+        measured = np.load(truth / subject / f"{hemi}_test_fmri.npy")
+        nc = np.load(truth / subject / f"{hemi}_noise_ceiling.npy")
+        scores.append(noise_normalized_score(pearson_r(pred[hemi], measured), nc))
+    ridge_score = float(np.nanmean(np.concatenate(scores)))
+    print(
+        f"  {subject} test score: adapt {score:.2f}% vs per-subject ridge on the same "
+        f"{n_images} images {ridge_score:.2f}% ({target})"
+    )
+    return {"adapt": target}

@@ -38,7 +38,13 @@ from ..ownership import check_output_location, check_replaceable, mark_owned, re
 from ..space import GroupSpace
 from .solvers import RidgeFit, ols, ridge_cv
 
-__all__ = ["FeatureExtractor", "FeatureSpec", "RidgeModel", "fit_ridge_baseline"]
+__all__ = [
+    "FeatureExtractor",
+    "FeatureSpec",
+    "RidgeModel",
+    "fit_ridge_baseline",
+    "fit_subject_ridge",
+]
 
 logger = logging.getLogger(__name__)
 _SOLVERS = ("torch", "himalaya", "sklearn", "ols")
@@ -263,6 +269,39 @@ def _fit(solver: str, X: np.ndarray, Y: np.ndarray, alphas: np.ndarray, n_folds:
         np.array(alpha),
         np.zeros(Y.shape[1]),
     )
+
+
+def fit_subject_ridge(
+    store: Store,
+    subject: str,
+    rows: np.ndarray,
+    spec: FeatureSpec | None = None,
+    alphas: np.ndarray | None = None,
+    n_folds: int = 5,
+) -> RidgeModel:
+    """Per-vertex ridge (alpha by K-fold CV) of one subject on chosen training rows.
+
+    The reference next to ``adapt``: the same images, the same random trunk
+    (``FeatureSpec()`` is the tiny encoder's), one subject's data only.
+
+    Parameters
+    ----------
+    store : Store
+    subject : str
+    rows : ndarray of int64
+        Rows of the subject's training fMRI.
+    spec : FeatureSpec, optional
+    alphas : ndarray, optional
+        Default ``logspace(-2, 6, 17)``.
+    n_folds : int, default=5
+    """
+    extractor = FeatureExtractor(spec or FeatureSpec())
+    info = store.subject(subject)
+    x = extractor(store.read_images(info.train_rows[rows]))
+    y = store.read_fmri(subject, rows)
+    alphas = np.logspace(-2, 6, 17) if alphas is None else np.asarray(alphas, dtype=np.float64)
+    fit = ridge_cv(x, y, alphas, n_folds)
+    return RidgeModel(extractor, store.space, {subject: fit}, store.image_size)
 
 
 def fit_ridge_baseline(
