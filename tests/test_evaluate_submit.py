@@ -114,9 +114,9 @@ def test_submission_round_trip_and_validation(run, synth_root, tmp_path):
             nc = np.load(synth_root / "truth" / name / f"{h}_noise_ceiling.npy")
             p, t = preds[name][h] - preds[name][h].mean(0), truth - truth.mean(0)
             r = (p * t).sum(0) / np.sqrt((p * p).sum(0) * (t * t).sum(0))
-            with np.errstate(divide="ignore", invalid="ignore"):
-                every.append(np.where(nc > 0, np.minimum(100 * r.clip(0) ** 2 / nc, 100), np.nan))
-    assert scores["all"] == pytest.approx(np.nanmean(np.concatenate(every)), rel=1e-5)
+            safe = np.where(nc == 0, 1e-14, nc)  # the devkit's rule
+            every.append(np.minimum(100 * np.nan_to_num(r).clip(0) ** 2 / safe, 100))
+    assert scores["all"] == pytest.approx(np.mean(np.concatenate(every)), rel=1e-5)
     assert 20 < scores["all"] < 100  # a trained model, not noise
     bad = {n: dict(p) for n, p in preds.items()}
     bad["subj02"]["lh"] = bad["subj02"]["lh"][:-1]
@@ -380,3 +380,35 @@ def test_crafted_report_runs_no_script_in_headless_chromium(run, store, synth_ro
     dom = _render_dom(page, tmp_path)
     assert "data-figures-loaded" in dom, dom[:500]  # the page's own script ran
     assert "data-pwned" not in dom  # no script from the data did
+
+
+def test_score_command_equals_the_devkit_on_hand_made_truth(tmp_path, capsys, caplog):
+    """Negative r, NC = 0 vertices and a constant prediction, scored by hand."""
+    target = np.array([[1.0, 0.0, 2.0], [2.0, 1.0, 2.5], [3.0, 0.0, 1.0], [4.0, 1.0, 0.5]])
+    pred = {
+        "lh": np.stack([target[:, 0], -target[:, 1], np.full(4, 3.0)], 1),  # r 1, -1, undefined
+        "rh": target[:, :2] * 2,  # r 1, 1
+    }
+    nc = {"lh": np.array([0.5, 0.0, 0.25]), "rh": np.array([0.0, 0.8])}
+    truth = tmp_path / "truth" / "subj01"
+    truth.mkdir(parents=True)
+    for h in ("lh", "rh"):
+        np.save(truth / f"{h}_test_fmri.npy", target[:, : pred[h].shape[1]])
+        np.save(truth / f"{h}_noise_ceiling.npy", nc[h] * (100 if h == "rh" else 1))  # rh in %
+    with zipfile.ZipFile(tmp_path / "s.zip", "w") as zf:
+        for h in ("lh", "rh"):
+            buf = __import__("io").BytesIO()
+            np.save(buf, pred[h].astype(np.float32))
+            zf.writestr(f"subj01/{h}_pred_test.npy", buf.getvalue())
+    # lh: r=1/NC .5 -> 100 (capped); r=-1/NC 0 -> 0; constant -> 0
+    # rh: r=1/NC 0 -> 100 (1e-14); r=1/NC .8 -> 100 (capped)
+    expected_all = (100 + 0 + 0 + 100 + 100) / 5
+    expected_positive = (100 + 0 + 100) / 3
+    scores = score_submission(tmp_path / "s.zip", tmp_path / "truth")
+    assert scores["all"] == pytest.approx(expected_all)
+    assert scores["all_nc_positive"] == pytest.approx(expected_positive)
+    assert "look like percentages; dividing by 100" in caplog.text
+    assert main(["score", str(tmp_path / "s.zip"), "--truth", str(tmp_path / "truth")]) == 0
+    out = capsys.readouterr().out
+    assert f"mean over every vertex): {expected_all:.2f}%" in out
+    assert f"noise ceiling > 0 only: {expected_positive:.2f}%" in out

@@ -47,15 +47,15 @@ def test_hand_computed_cases():
         pearson_r(t, np.ones((3, 2)))
 
 
-def test_noise_normalized_score():
-    r = np.array([0.5, -0.3, 0.9, 0.4, 0.2])
-    nc = np.array([0.5, 0.5, 0.5, 0.0, 1.0])
+def test_noise_normalized_score_follows_the_devkit():
+    r = np.array([0.5, -0.3, 0.9, 0.4, -0.2, 0.2, np.nan])
+    nc = np.array([0.5, 0.5, 0.5, 0.0, 0.0, 1.0, 0.5])
     score = noise_normalized_score(r, nc)
-    assert score[0] == pytest.approx(50.0)  # 100 * 0.25 / 0.5
-    assert score[1] == 0.0  # negative r counts as 0
-    assert score[2] == 100.0  # capped
-    assert np.isnan(score[3])  # NC == 0: undefined, left out of aggregates
-    assert score[4] == pytest.approx(4.0)
+    # hand-computed: 100 r^2 / NC, r < 0 -> 0, NC 0 -> 1e-14, capped at 100, NaN r -> 0
+    np.testing.assert_allclose(score, [50.0, 0.0, 100.0, 100.0, 0.0, 4.0, 0.0])
+    positive = noise_normalized_score(r, nc, "nc_positive")
+    assert np.isnan(positive[3]) and np.isnan(positive[4])  # NC == 0: left out of that mean
+    np.testing.assert_allclose(np.nanmean(positive), (50 + 0 + 100 + 4 + 0) / 5)
     with pytest.raises(ValueError, match="fractions"):
         noise_normalized_score(r, nc * 100 + 1)
 

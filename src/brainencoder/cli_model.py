@@ -71,11 +71,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     table = evaluate_run(args.run_dir, args.split, args.store, args.noise_ceiling)
     print(summary_table(table))
-    score = table[
-        (table.subject == "all") & (table.metric == "score") & (table.statistic == "mean")
-    ]
+    overall = table[(table.subject == "all") & (table.statistic == "mean")]
+    score = overall[overall.metric == "score"]
     if len(score):
-        print(f"challenge score (mean noise-normalized, all vertices): {score.value.iloc[0]:.2f}%")
+        positive = overall[overall.metric == "score_nc_positive"].value.iloc[0]
+        print(
+            f"challenge score (the devkit's: mean over every vertex): {score.value.iloc[0]:.2f}%"
+            f"  [mean over vertices with noise ceiling > 0 only: {positive:.2f}%]"
+        )
     print(f"wrote {Path(args.run_dir) / 'eval' / args.split / 'metrics.csv'}")
     return 0
 
@@ -229,6 +232,21 @@ def _cmd_import_original(args: argparse.Namespace) -> int:
         f"wrote {out}: {model.config.trunk} + grouplin readout ({n / 1e6:.1f} M parameters), "
         f"subjects {model.space.subjects}, {model.space.n_vertices} group vertices"
     )
+    return 0
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    from .data.layout import read_layout
+    from .predict import score_submission
+
+    layout = read_layout(args.data) if args.data is not None else None
+    scores = score_submission(args.submission, args.truth, layout)
+    for key, value in scores.items():
+        if key.startswith("subj"):
+            print(f"  {key}: {value:.2f}%")
+    print(f"challenge score (the devkit's: mean over every vertex): {scores['all']:.2f}%")
+    print(f"  median over vertices: {scores['median']:.2f}%")
+    print(f"  mean over vertices with noise ceiling > 0 only: {scores['all_nc_positive']:.2f}%")
     return 0
 
 
@@ -386,6 +404,17 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--img-size", type=positive_int, default=None)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_import_original)
+
+    p = sub.add_parser("score", help="the challenge score of any submission zip")
+    p.add_argument("submission", type=Path)
+    p.add_argument(
+        "--truth",
+        type=Path,
+        required=True,
+        help="folder with subjXX/{lh,rh}_test_fmri.npy and {lh,rh}_noise_ceiling.npy",
+    )
+    p.add_argument("--data", type=Path, default=None, help="challenge data root (checks shapes)")
+    p.set_defaults(func=_cmd_score)
 
     p = sub.add_parser(
         "adapt", help="fit a new subject to a trained model from a few hundred images"

@@ -34,7 +34,7 @@ def predict_store_rows(
 def load_noise_ceiling(folder: str | Path, subject: str, hemi: str, n_vertices: int) -> np.ndarray:
     """``folder/subjXX/{hemi}_noise_ceiling.npy`` as fractions, checked for shape.
 
-    Values above 1 are taken as percentages and divided by 100.
+    Values above 1 are taken as percentages and divided by 100, with a warning.
     """
     path = Path(folder) / subject / f"{hemi}_noise_ceiling.npy"
     try:
@@ -45,7 +45,12 @@ def load_noise_ceiling(folder: str | Path, subject: str, hemi: str, n_vertices: 
         raise DataError(f"{path}: cannot read ({exc})") from None
     if nc.shape != (n_vertices,):
         raise DataError(f"{path}: shape {nc.shape}, expected ({n_vertices},)")
-    if np.nanmax(nc) > 1.0 + 1e-6:
+    if not np.isfinite(nc).all() or nc.min() < 0:
+        raise DataError(f"{path}: noise ceilings must be finite and >= 0")
+    if nc.max() > 1.0 + 1e-6:
+        if nc.max() > 100.0 + 1e-6:
+            raise DataError(f"{path}: noise ceilings above 100; expected fractions or percent")
+        logger.warning("%s: noise ceilings look like percentages; dividing by 100", path)
         nc = nc / 100.0
     return nc
 
@@ -135,7 +140,10 @@ def evaluate_run(
             nc = np.concatenate(
                 [load_noise_ceiling(noise_ceiling, name, h, info.n_vertices[h]) for h in HEMIS]
             )
-            metrics["score"] = noise_normalized_score(metrics["pearson"], nc)
+            metrics["score"] = noise_normalized_score(metrics["pearson"], nc)  # the devkit's
+            metrics["score_nc_positive"] = noise_normalized_score(
+                metrics["pearson"], nc, "nc_positive"
+            )
         rois = mappings = None
         if layout is not None:
             subj = layout[name]
@@ -159,7 +167,7 @@ def evaluate_run(
                             "value": row[statistic],
                         }
                     )
-    for metric in ("pearson", "r2", "score"):
+    for metric in ("pearson", "r2", "score", "score_nc_positive"):
         keys = [k for k in per_vertex if k.endswith(f".{metric}")]
         if keys:
             allv = np.concatenate([per_vertex[k] for k in keys]).astype(np.float64)

@@ -26,6 +26,7 @@ import numpy as np
 from .errors import DataError
 
 __all__ = [
+    "SCORE_RULES",
     "StreamingStats",
     "aggregate",
     "noise_normalized_score",
@@ -125,30 +126,48 @@ def r2_score(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
     return stats.r2()
 
 
-def noise_normalized_score(r: np.ndarray, noise_ceiling: np.ndarray) -> np.ndarray:
+SCORE_RULES = ("devkit", "nc_positive")
+
+
+def noise_normalized_score(
+    r: np.ndarray, noise_ceiling: np.ndarray, rule: str = "devkit"
+) -> np.ndarray:
     """The Algonauts 2023 per-vertex score, in percent.
 
     Parameters
     ----------
     r : array-like of shape (n_vertices,)
-        Pearson r on the test images.
+        Pearson r on the test images (NaN, e.g. for a constant prediction,
+        counts as 0).
     noise_ceiling : array-like of shape (n_vertices,)
         Noise ceiling as a fraction in [0, 1].
+    rule : {"devkit", "nc_positive"}, default="devkit"
+        "devkit": exactly the official devkit
+        (``code/02_baseline_encoding_model/03_test_encoding.py`` of
+        gifale95/algonauts_2023): r < 0 set to 0, NC = 0 replaced by 1e-14 (so
+        such a vertex scores 100 when r > 0 and 0 otherwise), capped at 100;
+        the leaderboard averaged this over every vertex. "nc_positive": the
+        same, but NaN where NC = 0 (left out of means).
 
     Returns
     -------
     ndarray of shape (n_vertices,)
-        ``min(100 * max(r, 0)**2 / NC, 100)``; NaN where NC == 0.
+        ``min(100 * max(r, 0)**2 / NC, 100)``.
     """
-    r = np.asarray(r, dtype=np.float64)
+    if rule not in SCORE_RULES:
+        raise ValueError(f"rule must be one of {SCORE_RULES}; got {rule!r}")
+    r = np.nan_to_num(np.asarray(r, dtype=np.float64), nan=0.0)
     nc = np.asarray(noise_ceiling, dtype=np.float64)
     if r.shape != nc.shape:
         raise ValueError(f"r {r.shape} and noise ceiling {nc.shape} differ in shape")
     if np.nanmax(nc, initial=0) > 1.0 + 1e-6:
         raise ValueError("noise ceilings must be fractions in [0, 1]; divide percentages by 100")
-    with np.errstate(divide="ignore", invalid="ignore"):
-        score = 100 * np.clip(r, 0, None) ** 2 / nc
-    return np.where(nc > 0, np.minimum(score, 100.0), np.nan)
+    safe = np.where(nc == 0, 1e-14, nc)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        score = np.minimum(100 * np.clip(r, 0, None) ** 2 / safe, 100.0)
+    if rule == "nc_positive":
+        return np.where(nc > 0, score, np.nan)
+    return score
 
 
 def aggregate(

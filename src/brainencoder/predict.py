@@ -250,33 +250,54 @@ def read_submission(
 def score_submission(
     path: str | Path, truth_dir: str | Path, layout: DatasetLayout | None = None
 ) -> dict[str, float]:
-    """Challenge score of a submission against held-back test responses.
+    """Challenge score of any submission zip against held-back responses.
 
-    ``truth_dir/subjXX/{lh,rh}_test_fmri.npy`` and ``{lh,rh}_noise_ceiling.npy``
-    (as written by ``brainencoder synth``) are required.
+    ``truth_dir/subjXX/{lh,rh}_test_fmri.npy`` (n_test, n_vertices_hemi) and
+    ``{lh,rh}_noise_ceiling.npy`` (fractions; percentages are converted with a
+    warning) are required, as written by ``brainencoder synth``. The score is
+    the official devkit's (:func:`~brainencoder.metrics.noise_normalized_score`,
+    rule "devkit"): mean over every vertex of every subject.
 
     Returns
     -------
     dict
-        Mean noise-normalized score per subject and ``"all"`` (mean over all
-        vertices of all subjects), plus ``"median"``.
+        Mean score per subject and ``"all"`` (the leaderboard's number),
+        ``"median"``, and ``"all_nc_positive"``: the mean over vertices with
+        NC > 0 only, a clearly different figure on data with NC = 0 vertices.
     """
+    from .evaluate import load_noise_ceiling
     from .metrics import noise_normalized_score, pearson_r
 
     preds = read_submission(path, layout)
     truth_dir = Path(truth_dir)
-    per_subject, every = {}, []
+    per_subject, every, positive = {}, [], []
     for name in sorted(preds):
-        scores = []
+        scores, kept = [], []
         for h in HEMIS:
+            target_path = truth_dir / name / f"{h}_test_fmri.npy"
             try:
-                target = np.load(truth_dir / name / f"{h}_test_fmri.npy")
-                nc = np.load(truth_dir / name / f"{h}_noise_ceiling.npy")
-            except FileNotFoundError as exc:
-                raise DataError(f"{exc.filename}: truth file not found") from None
-            scores.append(noise_normalized_score(pearson_r(preds[name][h], target), nc))
+                target = np.load(target_path, allow_pickle=False)
+            except FileNotFoundError:
+                raise DataError(f"{target_path}: truth file not found") from None
+            except ValueError as exc:
+                raise DataError(f"{target_path}: cannot read ({exc})") from None
+            if target.shape != preds[name][h].shape:
+                raise DataError(
+                    f"{target_path}: shape {target.shape}, but the submission's "
+                    f"{name}/{h}_pred_test.npy is {preds[name][h].shape}"
+                )
+            nc = load_noise_ceiling(truth_dir, name, h, target.shape[1])
+            r = pearson_r(preds[name][h], target)
+            scores.append(noise_normalized_score(r, nc))
+            kept.append(noise_normalized_score(r, nc, "nc_positive"))
         s = np.concatenate(scores)
-        per_subject[name] = float(np.nanmean(s))
+        per_subject[name] = float(s.mean())
         every.append(s)
-    allv = np.concatenate(every)
-    return {**per_subject, "all": float(np.nanmean(allv)), "median": float(np.nanmedian(allv))}
+        positive.append(np.concatenate(kept))
+    allv, pos = np.concatenate(every), np.concatenate(positive)
+    return {
+        **per_subject,
+        "all": float(allv.mean()),
+        "median": float(np.median(allv)),
+        "all_nc_positive": float(np.nanmean(pos)) if np.isfinite(pos).any() else float("nan"),
+    }
