@@ -91,6 +91,11 @@ def test_adapt_fits_the_new_subject_and_leaves_the_others_bit_identical(group, t
         )
         == 0
     )
+    assert main(["plot", str(tmp_path / "ad"), "--split", "test"]) == 0
+    assert main(["report", str(tmp_path / "ad")]) == 0
+    images = str(data / "subj04" / "test_split" / "test_images")
+    out = str(tmp_path / "p.npz")
+    assert main(["predict", str(tmp_path / "ad"), images, "--subject", "subj04", "--out", out]) == 0
 
 
 def test_adapt_errors_a_user_will_hit(group, tmp_path, capsys):
