@@ -36,6 +36,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         n_vertices=args.vertices,
         image_size=args.image_size,
         held_out=args.held_out,
+        categories=args.categories,
         seed=args.seed,
     )
     out = make_synthetic(args.out, config)
@@ -124,6 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=non_negative_int,
         default=0,
         help="extra subjects meant for 'adapt' (their own vertex subset)",
+    )
+    p.add_argument(
+        "--categories",
+        action="store_true",
+        help="plant face and place images with face- and place-selective patches",
     )
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.set_defaults(func=_cmd_synth)

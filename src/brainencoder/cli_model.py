@@ -235,6 +235,17 @@ def _cmd_import_original(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_explore(args: argparse.Namespace) -> int:
+    from .explore import explore
+
+    outputs = explore(
+        args.run_dir, args.images_dir, args.subject, args.roi, args.out, args.top, args.data
+    )
+    for name, path in outputs.items():
+        print(f"  {name:<10} {path}")
+    return 0
+
+
 def _cmd_score(args: argparse.Namespace) -> int:
     from .data.layout import read_layout
     from .predict import score_submission
@@ -404,6 +415,18 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--img-size", type=positive_int, default=None)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_import_original)
+
+    p = sub.add_parser("explore", help="rank images by predicted ROI response (in silico)")
+    p.add_argument("run_dir", type=Path, help="run folder or model file")
+    p.add_argument("images_dir", type=Path)
+    p.add_argument("--subject", required=True, help="a subject of the model, or 'all'")
+    p.add_argument(
+        "--roi", action="append", required=True, help="ROI name; give two for ROI1 - ROI2"
+    )
+    p.add_argument("--top", type=positive_int, default=8)
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--data", type=Path, default=None, help="default: the run's data root")
+    p.set_defaults(func=_cmd_explore)
 
     p = sub.add_parser("score", help="the challenge score of any submission zip")
     p.add_argument("submission", type=Path)

@@ -44,6 +44,7 @@ logger = logging.getLogger(__name__)
 
 _GEN_SIZE = 64  # resolution at which images are drawn and features computed
 _GRID = 16  # feature grid (cells of _GEN_SIZE // _GRID pixels)
+_PLACE_PATCH = np.array([-0.45, -0.5])  # cortical position of the place patch (uv)
 
 ROI_GROUPS = {
     "prf-visualrois": ["Unknown", "V1v", "V1d", "V2v", "V2d", "V3v", "V3d", "hV4"],
@@ -83,6 +84,13 @@ class SyntheticConfig:
         Fraction of images every subject sees (like NSD's shared 1,000).
     n_fsaverage : int, default=ico_vertices(7)
         Length of the fsaverage-space masks (fsaverage, icosahedral order 7).
+    categories : bool, default=False
+        Plant image categories: a quarter of the images show a schematic face,
+        a quarter a schematic place (horizon and buildings); a face patch
+        (the ``floc-faces`` ROIs) responds to faces and a place patch (a
+        ``floc-places`` group: OPA, PPA) to places, on top of the
+        retinotopic model, so in-silico rankings can be checked against truth
+        (``truth/categories.json`` lists each image's category).
     held_out : int, default=0
         Extra subjects (named after the others) meant to be kept out of group
         training, for ``adapt``: same planted truth family, their own images,
@@ -100,6 +108,7 @@ class SyntheticConfig:
     missing_fraction: float = 0.04
     shared_fraction: float = 0.3
     n_fsaverage: int = ico_vertices(7)
+    categories: bool = False
     held_out: int = 0
     seed: int = 0
 
@@ -226,6 +235,36 @@ def _draw_image(rng: np.random.Generator) -> np.ndarray:
     return np.clip(img, 0, 1)
 
 
+def _draw_face(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
+    """A schematic face: a skin-toned oval with two dark eyes and a mouth."""
+    s = _GEN_SIZE
+    yy, xx = np.mgrid[0:s, 0:s] / s
+    cx, cy, r = rng.uniform(0.35, 0.65), rng.uniform(0.35, 0.65), rng.uniform(0.2, 0.3)
+    face = ((xx - cx) / (0.8 * r)) ** 2 + ((yy - cy) / r) ** 2 < 1
+    img = np.where(face[..., None], np.array([0.93, 0.76, 0.62]) * rng.uniform(0.8, 1.1), img)
+    for dx in (-0.35, 0.35):
+        eye = (xx - cx - dx * r) ** 2 + (yy - cy + 0.25 * r) ** 2 < (0.12 * r) ** 2
+        img = np.where(eye[..., None], 0.05, img)
+    mouth = (np.abs(yy - cy - 0.45 * r) < 0.05 * r) & (np.abs(xx - cx) < 0.35 * r)
+    return np.clip(np.where(mouth[..., None], np.array([0.6, 0.1, 0.1]), img), 0, 1)
+
+
+def _draw_place(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
+    """A schematic place: sky over ground at a horizon, with vertical buildings."""
+    s = _GEN_SIZE
+    yy, xx = np.mgrid[0:s, 0:s] / s
+    horizon = rng.uniform(0.4, 0.6)
+    sky = np.array([0.55, 0.75, 0.95]) + 0.2 * (yy[..., None] - horizon)
+    ground = np.array([0.45, 0.4, 0.3]) * rng.uniform(0.8, 1.2)
+    out = np.where((yy < horizon)[..., None], sky, ground)
+    for _ in range(rng.integers(3, 7)):
+        left, width = rng.uniform(0, 0.9), rng.uniform(0.05, 0.15)
+        top = rng.uniform(0.1, horizon)
+        block = (xx > left) & (xx < left + width) & (yy > top) & (yy < horizon)
+        out = np.where(block[..., None], rng.uniform(0.2, 0.6, 3), out)
+    return np.clip(0.85 * out + 0.15 * img, 0, 1)
+
+
 def _features(img: np.ndarray) -> np.ndarray:
     """Phase-invariant features on a _GRID x _GRID grid, shape (5, _GRID, _GRID)."""
     lum = img @ np.array([0.299, 0.587, 0.114])
@@ -252,7 +291,12 @@ def _save_png(path: Path, img: np.ndarray, size: int) -> None:
 
 
 def _responses(
-    feats: np.ndarray, cortex: _Cortex, pref: np.ndarray, centers: np.ndarray, gain: np.ndarray
+    feats: np.ndarray,
+    cortex: _Cortex,
+    pref: np.ndarray,
+    centers: np.ndarray,
+    gain: np.ndarray,
+    extra: np.ndarray | None = None,
 ) -> np.ndarray:
     """Noise-free responses, shape (n_images, n_vertices)."""
     g = (np.arange(_GRID) + 0.5) / _GRID
@@ -264,17 +308,25 @@ def _responses(
     pooled = np.einsum("ncyx,vyx->nvc", feats, rf)  # (n_images, n_vertices, 5)
     drive = np.einsum("nvc,vc->nv", pooled, pref)
     drive = (drive - drive.mean(0)) / (drive.std(0) + 1e-8)
+    if extra is not None:  # category selectivity (faces, places)
+        drive = drive + extra
     signal = np.logaddexp(0, 2 * drive) * gain  # soft rectification
     return (signal - signal.mean(0)) / (signal.std(0) + 1e-8)
 
 
-def _noise_ceiling(cortex: _Cortex, face_patch: np.ndarray) -> np.ndarray:
+def _noise_ceiling(
+    cortex: _Cortex, face_patch: np.ndarray, place_patch: np.ndarray | None = None
+) -> np.ndarray:
     d_face = np.linalg.norm(cortex.uv - face_patch, axis=1)
     nc = 0.05 + 0.75 * np.exp(-((cortex.ecc / 0.55) ** 2)) + 0.5 * np.exp(-((d_face / 0.15) ** 2))
+    if place_patch is not None:
+        nc = nc + 0.5 * np.exp(-((np.linalg.norm(cortex.uv - place_patch, axis=1) / 0.15) ** 2))
     return np.clip(nc, 0.02, 0.9)
 
 
-def _roi_labels(cortex: _Cortex, face_patch: np.ndarray) -> dict[str, np.ndarray]:
+def _roi_labels(
+    cortex: _Cortex, face_patch: np.ndarray, place_patch: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
     u, v, e = cortex.uv[:, 0], cortex.uv[:, 1], cortex.ecc
     ventral = v < 0
     visual = np.zeros(e.size, dtype=np.int64)
@@ -288,7 +340,14 @@ def _roi_labels(cortex: _Cortex, face_patch: np.ndarray) -> dict[str, np.ndarray
     faces[(d_face >= 0.12) & (d_face < 0.2) & (u < face_patch[0])] = 1
     streams = np.where(e < 0.45, 1, np.where(e < 0.7, 3, np.where(ventral, 5, 6)))
     streams[(e >= 0.7) & (v > 0.5)] = 7
-    return {"prf-visualrois": visual, "floc-faces": faces, "streams": streams}
+    labels = {"prf-visualrois": visual, "floc-faces": faces, "streams": streams}
+    if place_patch is not None:
+        places = np.zeros(e.size, dtype=np.int64)
+        d_place = np.linalg.norm(cortex.uv - place_patch, axis=1)
+        places[d_place < 0.12] = 2  # PPA
+        places[(d_place >= 0.12) & (d_place < 0.2) & (v > place_patch[1])] = 1  # OPA
+        labels["floc-places"] = places
+    return labels
 
 
 def _patch(cx: _Cortex, n: int, seed: int, hemi: str, what: str) -> np.ndarray:
@@ -341,6 +400,14 @@ def make_synthetic(out: str | Path, config: SyntheticConfig | None = None) -> Pa
         train = np.sort(nsd_ids[np.concatenate([shared, own]).astype(int)])
         assignments.append((train, np.sort(nsd_ids[np.array(test, dtype=int)])))
     images = [_draw_image(rng) for _ in range(n_pool)]
+    category = np.zeros(n_pool, dtype=np.int64)  # 0 none, 1 face, 2 place
+    if config.categories:  # own stream: the default dataset stays byte-identical
+        crng = np.random.default_rng([config.seed, 7919])
+        category = crng.choice(3, size=n_pool, p=[0.5, 0.25, 0.25])
+        for i in np.flatnonzero(category == 1):
+            images[i] = _draw_face(crng, images[i])
+        for i in np.flatnonzero(category == 2):
+            images[i] = _draw_place(crng, images[i])
     feats = np.stack([_features(img) for img in images])
     feats = (feats - feats.mean(axis=(0, 2, 3), keepdims=True)) / feats.std(
         axis=(0, 2, 3), keepdims=True
@@ -381,7 +448,10 @@ def make_synthetic(out: str | Path, config: SyntheticConfig | None = None) -> Pa
                     jobs.append(
                         pool.submit(_save_png, path, images[by_nsd[nsd]], config.image_size)
                     )
-            for name_group, labels in ROI_GROUPS.items():
+            groups = dict(ROI_GROUPS)
+            if config.categories:
+                groups["floc-places"] = ["Unknown", "OPA", "PPA", "RSC"]
+            for name_group, labels in groups.items():
                 save_mapping(roi_dir / f"mapping_{name_group}.npy", dict(enumerate(labels)))
             sub_rng = np.random.default_rng([config.seed, k])
             for hemi, cx in cortices.items():
@@ -401,19 +471,30 @@ def make_synthetic(out: str | Path, config: SyntheticConfig | None = None) -> Pa
                 mask = np.zeros(config.n_fsaverage, dtype=np.int32)
                 mask[cx.vertices[keep]] = 1
                 np.save(roi_dir / f"{hemi}.all-vertices_fsaverage_space.npy", mask)
-                for group, labels in _roi_labels(cx, face_patch).items():
+                place_patch = _PLACE_PATCH if config.categories else None
+                for group, labels in _roi_labels(cx, face_patch, place_patch).items():
                     fs_labels = np.zeros(config.n_fsaverage, dtype=np.int32)
                     fs_labels[cx.vertices[keep]] = labels[keep]
                     np.save(roi_dir / f"{hemi}.{group}_fsaverage_space.npy", fs_labels)
                     np.save(roi_dir / f"{hemi}.{group}_challenge_space.npy", labels[keep])
                 jitter = sub_rng.normal(scale=0.02, size=centers.shape)
                 gain = 1 + 0.1 * sub_rng.normal(size=cx.vertices.size)
-                nc = _noise_ceiling(cx, face_patch)[keep]
+                nc = _noise_ceiling(cx, face_patch, place_patch)[keep]
                 sd = np.sqrt((1 - nc) / nc)
                 all_ids = np.concatenate([train_ids, test_ids])
-                signal = _responses(
-                    feats[[by_nsd[i] for i in all_ids.tolist()]], cx, pref, centers + jitter, gain
-                )[:, keep]
+                pool_rows = [by_nsd[i] for i in all_ids.tolist()]
+                extra = None
+                if config.categories:
+                    d_face = np.linalg.norm(cx.uv - face_patch, axis=1)
+                    d_place = np.linalg.norm(cx.uv - _PLACE_PATCH, axis=1)
+                    cat = category[pool_rows]
+                    extra = 3.0 * (
+                        (cat == 1)[:, None] * np.exp(-((d_face / 0.15) ** 2))[None]
+                        + (cat == 2)[:, None] * np.exp(-((d_place / 0.15) ** 2))[None]
+                    )
+                signal = _responses(feats[pool_rows], cx, pref, centers + jitter, gain, extra)[
+                    :, keep
+                ]
                 measured = (signal + sd * sub_rng.normal(size=signal.shape)).astype(np.float32)
                 n_tr = train_ids.size
                 save_npy_atomic(fmri_dir / f"{hemi}_training_fmri.npy", measured[:n_tr])
@@ -422,6 +503,12 @@ def make_synthetic(out: str | Path, config: SyntheticConfig | None = None) -> Pa
                 save_npy_atomic(truth / f"{hemi}_noise_ceiling.npy", nc.astype(np.float32))
         for job in jobs:
             job.result()
+    if config.categories:
+        names_of = {0: "none", 1: "face", 2: "place"}
+        write_json_atomic(
+            out / "truth" / "categories.json",
+            {f"{int(nsd):05d}": names_of[int(category[i])] for nsd, i in by_nsd.items()},
+        )
     write_json_atomic(
         out / "truth" / "synthetic.json",
         {**asdict(config), "held_out_subjects": config.held_out_names()},

@@ -1,0 +1,309 @@
+"""``brainencoder explore``: in-silico experiments with a trained encoder.
+
+Which images drive a region most? Every image of a folder is predicted once
+(batched; the predictions are cached beside the run, so another query over
+the same folder is instant), images are ranked by the mean predicted response
+in an ROI (names from the challenge's label files, resolved per subject), or
+by the contrast ROI1 - ROI2, and the page shows the ranking, a montage of the
+top and bottom images, a histogram, and the cortical map of the mean
+predicted response to the top images minus the mean over all images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .data.layout import HEMIS, read_layout
+from .errors import DataError
+from .fileio import atomic_path, write_bytes_atomic
+
+__all__ = ["explore", "roi_columns"]
+
+logger = logging.getLogger(__name__)
+
+
+def roi_columns(layout: Any, subject: str, name: str) -> np.ndarray:
+    """Boolean mask over a subject's challenge columns (lh then rh) of ROI ``name``.
+
+    Raises
+    ------
+    DataError
+        For a name no label file of the subject has, listing the valid names.
+    """
+    subj = layout[subject]
+    valid: set[str] = set()
+    for group in subj.roi_groups:
+        mapping = subj.load_mapping(group)
+        valid.update(v for k, v in mapping.items() if k != 0)
+        ids = [k for k, v in mapping.items() if v == name and k != 0]
+        if ids:
+            labels = np.concatenate([subj.load_rois(group, h) for h in HEMIS])
+            mask = np.isin(labels, ids)
+            if not mask.any():
+                raise DataError(f"{subject}: ROI {name!r} has no vertices in this subject")
+            return mask
+    raise DataError(f"{subject}: unknown ROI {name!r}; valid names: {', '.join(sorted(valid))}")
+
+
+def _cache_key(model_path: Path, paths: Sequence[Path], subject: str) -> str:
+    digest = hashlib.sha256()
+    for p in [model_path, *paths]:
+        st = p.stat()
+        digest.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    digest.update(subject.encode())
+    return digest.hexdigest()[:20]
+
+
+def _predictions(model, model_path: Path, paths: list[Path], subject: str) -> np.ndarray:
+    """(n_images, n_lh + n_rh) predictions, cached beside the run."""
+    from .predict import predict_images
+
+    cache_dir = model_path.parent / "cache" / "explore"
+    cache = cache_dir / f"{_cache_key(model_path, paths, subject)}.npy"
+    if cache.is_file():
+        try:
+            return np.load(cache, allow_pickle=False)
+        except (OSError, ValueError):
+            logger.warning("%s: unreadable prediction cache; predicting again", cache)
+    pred = predict_images(model, paths, subject)
+    values = np.concatenate([pred[h] for h in HEMIS], 1)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(cache, suffix=".npy") as tmp:
+            np.save(tmp, values, allow_pickle=False)
+    except OSError as exc:
+        logger.warning("cannot cache predictions in %s (%s)", cache_dir, exc.strerror or exc)
+    return values
+
+
+def _montage(paths, values, order, top: int, out: Path, label: str) -> Path:
+    import matplotlib.pyplot as plt
+
+    from .data.images import load_image
+
+    fig, axes = plt.subplots(2, top, figsize=(1.6 * top, 4.0), squeeze=False)
+    for row, picks, title in (
+        (0, order[:top], "top"),
+        (1, order[::-1][:top], "bottom"),
+    ):
+        for col in range(top):
+            ax = axes[row, col]
+            ax.axis("off")
+            if col < len(picks):
+                i = picks[col]
+                ax.imshow(load_image(paths[i], 128))
+                ax.set_title(f"{values[i]:+.2f}", fontsize=9)
+        axes[row, 0].text(
+            -0.15,
+            0.5,
+            title,
+            transform=axes[row, 0].transAxes,
+            rotation=90,
+            va="center",
+            ha="right",
+            fontsize=11,
+        )
+    fig.suptitle(f"{label}: top and bottom {top} of {len(paths)} images")
+    fig.tight_layout()
+    with atomic_path(out, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return out
+
+
+def _histogram(values, threshold: float, out: Path, label: str) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.hist(values, bins=min(40, max(5, len(values) // 3)), color="#4c72b0")
+    ax.axvline(threshold, color="#c44e52", linestyle="--", label="top-K threshold")
+    ax.set_xlabel(f"{label} (predicted, z-scored units)")
+    ax.set_ylabel("images")
+    ax.legend(frameon=False)
+    fig.tight_layout()
+    with atomic_path(out, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return out
+
+
+_PAGE = """<!DOCTYPE html><html><head><meta charset="utf-8">
+<title>explore: {{ label }}</title>
+<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
+img{max-width:100%;border:1px solid #eee;margin:6px 0}
+table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}</style>
+</head><body>
+<h1>Which images drive {{ label }}?</h1>
+<p>Run <code>{{ run }}</code>, subject {{ subject }}, {{ n_images }} images from
+<code>{{ images }}</code>; ranked by the mean predicted response in
+{{ label }} (z-scored units).</p>
+<h2>Top and bottom {{ top }}</h2><img alt="montage" src="{{ montage }}">
+<h2>Distribution</h2><img alt="histogram" src="{{ histogram }}">
+<h2>Cortex: top {{ top }} minus all images</h2><img alt="map" src="{{ map }}">
+<h2>Ranking</h2><table><tr><th>rank</th><th>image</th><th>value</th></tr>
+{% for row in rows %}<tr><td>{{ row.rank }}</td><td>{{ row.image }}</td>
+<td>{{ "%.3f"|format(row.value) }}</td></tr>{% endfor %}</table>
+<p>Full ranking: <a href="ranking.csv">ranking.csv</a></p>
+</body></html>"""
+
+
+def render_page(template: str, **context: Any) -> bytes:
+    """An HTML page from a jinja2 template with autoescaping (every value is escaped)."""
+    import jinja2
+
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    return env.from_string(template).render(**context).encode()
+
+
+def explore(
+    run: str | Path,
+    images: str | Path,
+    subject: str,
+    rois: Sequence[str],
+    out: str | Path,
+    top: int = 8,
+    data: str | Path | None = None,
+) -> dict[str, Path]:
+    """Rank images by predicted ROI response (or ROI1 - ROI2) and write the page.
+
+    Parameters
+    ----------
+    run : path
+        Run folder or model file.
+    images : path
+        Folder of images (any size and mode; see :func:`~brainencoder.data.images.load_image`).
+    subject : str
+        A subject of the model, or ``"all"`` (mean over the subjects).
+    rois : sequence of 1 or 2 str
+        ROI names as in the challenge's mapping files (``FFA-1``, ``PPA``...).
+    out : path
+        Output folder (ranking.csv, montage.png, histogram.png, map.png, index.html).
+    top : int, default=8
+    data : path, optional
+        Challenge data root with the ROI label files (default: the run's store's source).
+
+    Returns
+    -------
+    dict of str to Path
+    """
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from .figures import to_fsaverage
+    from .plotting import fsaverage_to_fsaverage5, plot_surface_map
+    from .predict import list_images
+    from .runs import load_run_model, run_store_path
+
+    run, out = Path(run), Path(out)
+    if not 1 <= len(rois) <= 2:
+        raise DataError("give one ROI (--roi NAME) or two for a contrast (--roi A --roi B)")
+    if top < 1:
+        raise DataError(f"--top must be >= 1; got {top}")
+    model = load_run_model(run)
+    if run.is_file():
+        model_path = run
+    else:
+        from .train.checkpoint import RunDir
+
+        ridge = run / "ridge.safetensors"
+        model_path = ridge if ridge.exists() else RunDir(run).model_file()
+    if data is None:
+        from .data.store import Store
+
+        data = Store(run_store_path(run)).manifest["source"]["root"]
+    subjects = list(model.space.subjects) if subject == "all" else [subject]
+    model.space.subject_index(subjects[0])
+    layout = read_layout(data, [s for s in subjects])
+    paths = list_images(images)
+    label = rois[0] if len(rois) == 1 else f"{rois[0]} - {rois[1]}"
+    per_subject, preds = [], {}
+    for name in subjects:
+        masks = [roi_columns(layout, name, r) for r in rois]
+        values = _predictions(model, model_path, paths, name)
+        preds[name] = values
+        score = values[:, masks[0]].mean(1)
+        if len(masks) == 2:
+            score = score - values[:, masks[1]].mean(1)
+        per_subject.append(score)
+    score = np.mean(per_subject, axis=0)
+    order = np.argsort(-score, kind="stable")
+    k = min(top, len(paths))
+    out.mkdir(parents=True, exist_ok=True)
+    ranking = pd.DataFrame(
+        {
+            "rank": np.arange(1, len(paths) + 1),
+            "image": [paths[i].name for i in order],
+            "value": score[order],
+        }
+    )
+    with atomic_path(out / "ranking.csv", suffix=".csv") as tmp:
+        ranking.to_csv(tmp, index=False)
+    montage = _montage(paths, score, order, k, out / "montage.png", label)
+    histogram = _histogram(score, score[order[k - 1]], out / "histogram.png", label)
+    maps = {}
+    for hemi in HEMIS:
+        layers = []
+        for name in subjects:
+            diff = preds[name][order[:k]].mean(0) - preds[name].mean(0)
+            n_lh = model.space.n_subject_vertices(name, "lh")
+            part = diff[:n_lh] if hemi == "lh" else diff[n_lh:]
+            layers.append(
+                fsaverage_to_fsaverage5(to_fsaverage(model.space, name, hemi, part), hemi)
+            )
+        with warnings.catch_warnings():  # vertices no subject has stay NaN (background)
+            warnings.simplefilter("ignore", RuntimeWarning)
+            maps[hemi] = np.nanmean(np.stack(layers), 0)
+    lim = float(np.nanpercentile(np.abs(np.concatenate(list(maps.values()))), 99)) or 1.0
+    fig = plot_surface_map(
+        maps,
+        f"{subject}: mean prediction, top {k} images for {label} minus all images",
+        "predicted response difference",
+        vmin=-lim,
+        vmax=lim,
+        cmap="RdBu_r",
+        output_file=out / "map.png",
+    )
+    plt.close(fig)
+    rows = ranking.head(max(2 * k, 20)).to_dict("records")
+    page = render_page(
+        _PAGE,
+        label=label,
+        run=str(run),
+        subject=subject,
+        n_images=len(paths),
+        images=str(images),
+        top=k,
+        montage="montage.png",
+        histogram="histogram.png",
+        map="map.png",
+        rows=rows,
+    )
+    write_bytes_atomic(out / "index.html", page)
+    write_bytes_atomic(
+        out / "query.json",
+        json.dumps(
+            {
+                "run": str(run),
+                "images": str(images),
+                "subject": subject,
+                "rois": list(rois),
+                "top": k,
+            },
+            indent=2,
+        ).encode(),
+    )
+    return {
+        "page": out / "index.html",
+        "ranking": out / "ranking.csv",
+        "montage": montage,
+        "histogram": histogram,
+        "map": out / "map.png",
+    }

@@ -1,0 +1,81 @@
+"""explore: in-silico image ranking checked against planted face and place selectivity."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from brainencoder.cli import main
+from brainencoder.data.store import prepare_store
+from brainencoder.data.synthetic import SyntheticConfig, make_synthetic
+from brainencoder.errors import DataError
+from brainencoder.explore import explore
+from brainencoder.train.config import load_config
+from brainencoder.train.loop import train
+
+pytestmark = pytest.mark.slow  # trains the demo encoder on 850 images (~2 minutes)
+
+
+@pytest.fixture(scope="module")
+def category_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("explore")
+    cfg = SyntheticConfig(n_train=300, n_test=60, n_vertices=600, image_size=128, categories=True)
+    data = make_synthetic(root / "data", cfg)
+    store = prepare_store(data, root / "store", image_size=128, progress=False)
+    train(load_config("configs/demo.yaml"), store.path, root / "run")  # the demo encoder
+    return data, root / "run"
+
+
+def _categories(data, ranking):
+    cat = json.loads((data / "truth" / "categories.json").read_text())
+    return [cat[name.split("_nsd-")[1][:5]] for name in ranking.image]
+
+
+def test_top_images_are_the_planted_category(category_run, tmp_path, monkeypatch):
+    data, run = category_run
+    images = data / "subj01" / "test_split" / "test_images"
+    out = explore(run, images, "all", ["FFA-1", "PPA"], tmp_path / "faces", top=6)
+    ranking = pd.read_csv(out["ranking"])
+    cats = _categories(data, ranking)
+    assert cats[:6].count("face") >= 4, cats[:6]  # faces drive FFA-1 more than PPA
+    assert cats[-6:].count("place") >= 4, cats[-6:]
+    for key in ("page", "montage", "histogram", "map"):
+        assert out[key].stat().st_size > 1000
+    assert "Which images drive FFA-1 - PPA?" in out["page"].read_text()
+    import brainencoder.predict as predict
+
+    def no_prediction(*args, **kwargs):
+        raise AssertionError("a second query over the same folder must use the cache")
+
+    monkeypatch.setattr(predict, "predict_images", no_prediction)
+    places = explore(run, images, "subj01", ["PPA"], tmp_path / "places", top=6)
+    ranked = _categories(data, pd.read_csv(places["ranking"]))
+    assert ranked[:6].count("place") >= 4, ranked[:6]
+
+
+def test_explore_errors_name_what_is_valid(category_run, tmp_path, capsys):
+    data, run = category_run
+    images = data / "subj01" / "test_split" / "test_images"
+    with pytest.raises(DataError, match="unknown ROI 'FFA-9'; valid names: .*FFA-1.*PPA"):
+        explore(run, images, "subj01", ["FFA-9"], tmp_path / "x")
+    assert (
+        main(
+            [
+                "explore",
+                str(run),
+                str(images),
+                "--subject",
+                "subj07",
+                "--roi",
+                "PPA",
+                "--out",
+                str(tmp_path / "y"),
+            ]
+        )
+        == 1
+    )
+    assert "subject 'subj07' is not in this model" in capsys.readouterr().err
+    assert not np.any([p.exists() for p in (tmp_path / "x", tmp_path / "y")])
