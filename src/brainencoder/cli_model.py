@@ -246,6 +246,17 @@ def _cmd_explore(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare_runs
+
+    outputs = compare_runs(
+        args.run_dirs, args.out, args.split, args.store, args.noise_ceiling, args.n_boot
+    )
+    for name, path in outputs.items():
+        print(f"  {name:<6} {path}")
+    return 0
+
+
 def _cmd_score(args: argparse.Namespace) -> int:
     from .data.layout import read_layout
     from .predict import score_submission
@@ -427,6 +438,17 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--data", type=Path, default=None, help="default: the run's data root")
     p.set_defaults(func=_cmd_explore)
+
+    p = sub.add_parser("compare", help="runs side by side, differences with bootstrap intervals")
+    p.add_argument("run_dirs", type=Path, nargs="+", help="the first is the reference")
+    p.add_argument("--split", default="testval", choices=("testval", "val", "test"))
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--store", type=Path, default=None, help="default: the first run's store")
+    p.add_argument(
+        "--noise-ceiling", type=Path, default=None, help="noise ceilings (and test responses)"
+    )
+    p.add_argument("--n-boot", type=positive_int, default=200, help="bootstrap resamples")
+    p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser("score", help="the challenge score of any submission zip")
     p.add_argument("submission", type=Path)

@@ -1,0 +1,292 @@
+"""``brainencoder compare``: several runs side by side, with intervals that say what is real.
+
+Every run (encoders, ridge baselines, imported or adapted models) predicts the
+same images of one store and split; the table holds Pearson r, R² and (with
+noise ceilings) the challenge score per subject, overall and per ROI, and the
+difference of each run from the first with a 95% bootstrap interval over
+images (the images are resampled, every vertex's r recomputed), so "+0.4" can
+be told from noise. A per-ROI difference chart, a cortical difference map and
+an HTML page come with it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .data.layout import HEMIS, read_layout
+from .data.store import Store
+from .errors import DataError
+from .fileio import atomic_path, write_bytes_atomic
+
+__all__ = ["compare_runs"]
+
+logger = logging.getLogger(__name__)
+
+
+def _pearson_rows(pred: np.ndarray, target: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Per-vertex r over the images ``idx`` (a bootstrap sample), shape (n_vertices,)."""
+    p, t = pred[idx], target[idx]
+    p = p - p.mean(0)
+    t = t - t.mean(0)
+    denom = np.sqrt((p * p).sum(0) * (t * t).sum(0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, (p * t).sum(0) / denom, 0.0)
+
+
+def _summary(r: np.ndarray, nc: np.ndarray | None) -> dict[str, float]:
+    from .metrics import noise_normalized_score
+
+    out = {"pearson": float(np.mean(r))}
+    if nc is not None:
+        out["score"] = float(np.mean(noise_normalized_score(r, nc)))
+    return out
+
+
+def compare_runs(
+    runs: Sequence[str | Path],
+    out: str | Path,
+    split: str = "testval",
+    store: str | Path | None = None,
+    noise_ceiling: str | Path | None = None,
+    n_boot: int = 200,
+    seed: int = 0,
+) -> dict[str, Path]:
+    """Compare runs on one split; writes ``comparison.csv``, figures and ``index.html``.
+
+    Parameters
+    ----------
+    runs : sequence of path
+        Run folders or model files; the first is the reference of differences.
+    out : path
+        Output folder.
+    split : {"testval", "val", "test"}, default="testval"
+        "test" needs held-back responses in ``noise_ceiling``.
+    store : path, optional
+        Default: the first run's store.
+    noise_ceiling : path, optional
+        ``subjXX/{lh,rh}_noise_ceiling.npy`` (and test responses for "test").
+    n_boot : int, default=200
+        Bootstrap resamples of the images.
+    seed : int, default=0
+
+    Returns
+    -------
+    dict of str to Path
+    """
+    import pandas as pd
+
+    from .evaluate import _test_responses, load_noise_ceiling, predict_store_rows
+    from .runs import load_run_model, run_store_path
+
+    if len(runs) < 2:
+        raise DataError("compare needs at least two runs")
+    runs = [Path(r) for r in runs]
+    store = Store(store if store is not None else run_store_path(runs[0]))
+    models = [load_run_model(r) for r in runs]
+    for run, model in zip(runs, models):
+        model.space.check_subjects_match(store.space, f"{run} vs {store.path}")
+    names = [r.name if r.is_dir() else r.stem for r in runs]
+    if len(set(names)) < len(names):
+        names = [f"{i + 1}:{n}" for i, n in enumerate(names)]
+    try:
+        layout = read_layout(store.manifest["source"]["root"], store.names)
+    except DataError:
+        layout = None
+    rng = np.random.default_rng(seed)
+    rows, per_vertex = [], {}
+    pooled: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    boot_all = {n: [] for n in names}
+    for subject in store.names:
+        info = store.subject(subject)
+        test = split == "test"
+        if test:
+            target = _test_responses(noise_ceiling, subject, info.n_test, info.n_vertices)
+            image_rows = np.arange(info.n_test)
+        else:
+            image_rows = store.split_rows(subject, split)
+            target = store.read_fmri(subject, image_rows)
+        nc = None
+        if noise_ceiling is not None:
+            nc = np.concatenate(
+                [load_noise_ceiling(noise_ceiling, subject, h, info.n_vertices[h]) for h in HEMIS]
+            )
+        preds = {}
+        for name, model in zip(names, models):
+            parts = [p for _, p in predict_store_rows(model, store, subject, image_rows, test=test)]
+            preds[name] = np.concatenate(parts)
+        n = target.shape[0]
+        samples = [rng.integers(0, n, n) for _ in range(n_boot)]
+        full = {name: _pearson_rows(p, target, np.arange(n)) for name, p in preds.items()}
+        for name in names:
+            per_vertex[f"{subject}.{name}"] = full[name]
+            pooled[name].append(full[name])
+            boots = [_summary(_pearson_rows(preds[name], target, s), nc) for s in samples]
+            boot_all[name].append(boots)
+            for metric, value in _summary(full[name], nc).items():
+                base = _summary(full[names[0]], nc)[metric]
+                diffs = [
+                    b[metric] - bb[metric]
+                    for b, bb in zip(boots, boot_all[names[0]][-1] if name != names[0] else boots)
+                ]
+                low, high = np.percentile(diffs, [2.5, 97.5])
+                rows.append(
+                    {
+                        "run": name,
+                        "subject": subject,
+                        "roi": "all",
+                        "metric": metric,
+                        "value": value,
+                        "diff": value - base,
+                        "ci_low": low,
+                        "ci_high": high,
+                    }
+                )
+            if layout is not None:
+                subj = layout[subject]
+                for group in subj.roi_groups:
+                    labels = np.concatenate([subj.load_rois(group, h) for h in HEMIS])
+                    for k, roi in subj.load_mapping(group).items():
+                        sel = labels == k
+                        if k == 0 or not sel.any():
+                            continue
+                        value = float(full[name][sel].mean())
+                        base = float(full[names[0]][sel].mean())
+                        rows.append(
+                            {
+                                "run": name,
+                                "subject": subject,
+                                "roi": roi,
+                                "metric": "pearson",
+                                "value": value,
+                                "diff": value - base,
+                                "ci_low": np.nan,
+                                "ci_high": np.nan,
+                            }
+                        )
+    for name in names:  # over all subjects: subjects' bootstrap samples are independent
+        value = float(np.mean(np.concatenate(pooled[name])))
+        base = float(np.mean(np.concatenate(pooled[names[0]])))
+        diffs = [
+            np.mean([b[i]["pearson"] for b in boot_all[name]])
+            - np.mean([b[i]["pearson"] for b in boot_all[names[0]]])
+            for i in range(n_boot)
+        ]
+        low, high = np.percentile(diffs, [2.5, 97.5])
+        rows.append(
+            {
+                "run": name,
+                "subject": "all",
+                "roi": "all",
+                "metric": "pearson",
+                "value": value,
+                "diff": value - base,
+                "ci_low": low,
+                "ci_high": high,
+            }
+        )
+    table = pd.DataFrame(rows)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "comparison.csv", suffix=".csv") as tmp:
+        table.to_csv(tmp, index=False)
+    bars = _roi_bars(table, names, out / "roi_differences.png")
+    cortex = _difference_map(store, models[0].space, per_vertex, names, out / "difference_map.png")
+    page = _page(table, names, runs, split, bars, cortex)
+    write_bytes_atomic(out / "index.html", page)
+    return {
+        "page": out / "index.html",
+        "table": out / "comparison.csv",
+        "bars": bars,
+        "map": cortex,
+    }
+
+
+def _roi_bars(table, names, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    sel = table[(table.metric == "pearson") & (table.roi != "all") & (table.run != names[0])]
+    per_roi = sel.groupby(["roi", "run"])["diff"].mean().unstack("run")
+    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(per_roi) + 2), 3.8))
+    if len(per_roi):
+        per_roi.plot.bar(ax=ax, width=0.8)
+        ax.legend(title="run", frameon=False, fontsize=8)
+    ax.axhline(0, color="k", linewidth=0.8)
+    ax.set_ylabel(f"mean Pearson r difference vs {names[0]}")
+    ax.set_xlabel("ROI (mean over subjects)")
+    ax.set_title(f"Per-ROI difference from {names[0]}")
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
+
+
+def _difference_map(store, space, per_vertex, names, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    from .figures import to_fsaverage
+    from .plotting import fsaverage_to_fsaverage5, plot_surface_map
+
+    subject = store.names[0]
+    diff = per_vertex[f"{subject}.{names[-1]}"] - per_vertex[f"{subject}.{names[0]}"]
+    n_lh = space.n_subject_vertices(subject, "lh")
+    maps = {
+        h: fsaverage_to_fsaverage5(
+            to_fsaverage(space, subject, h, diff[:n_lh] if h == "lh" else diff[n_lh:]), h
+        )
+        for h in HEMIS
+    }
+    lim = float(np.nanpercentile(np.abs(diff), 99)) or 0.1
+    fig = plot_surface_map(
+        maps,
+        f"{subject}: Pearson r, {names[-1]} minus {names[0]}",
+        "r difference",
+        vmin=-lim,
+        vmax=lim,
+        cmap="RdBu_r",
+        output_file=path,
+    )
+    plt.close(fig)
+    return path
+
+
+_PAGE = """<!DOCTYPE html><html><head><meta charset="utf-8"><title>compare runs</title>
+<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
+img{max-width:100%;border:1px solid #eee;margin:6px 0}
+table{border-collapse:collapse;font-size:13px}
+td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}
+.sig{font-weight:bold}</style></head><body>
+<h1>Runs compared on the {{ split }} split</h1>
+<p>Reference: <code>{{ runs[0] }}</code>. Differences are run minus reference; the
+95% interval comes from {{ "bootstrap resamples of the images" }}. Bold: the interval
+excludes 0.</p>
+<table><tr><th>run</th><th>subject</th><th>metric</th><th>value</th><th>difference</th>
+<th>95% interval</th></tr>
+{% for r in rows %}<tr><td>{{ r.run }}</td><td>{{ r.subject }}</td><td>{{ r.metric }}</td>
+<td>{{ "%.4f"|format(r.value) }}</td>
+<td class="{{ 'sig' if r.sig else '' }}">{{ "%+.4f"|format(r.diff) }}</td>
+<td>[{{ "%+.4f"|format(r.ci_low) }}, {{ "%+.4f"|format(r.ci_high) }}]</td></tr>{% endfor %}
+</table>
+<h2>Per ROI</h2><img alt="ROI differences" src="{{ bars }}">
+<h2>On cortex</h2><img alt="difference map" src="{{ cortex }}">
+<p>Every number: <a href="comparison.csv">comparison.csv</a></p>
+</body></html>"""
+
+
+def _page(table, names, runs, split, bars: Path, cortex: Path) -> bytes:
+    from .explore import render_page
+
+    overall = table[table.roi == "all"].copy()
+    overall["sig"] = (overall.ci_low > 0) | (overall.ci_high < 0)
+    return render_page(
+        _PAGE,
+        split=split,
+        runs=[str(r) for r in runs],
+        rows=overall.to_dict("records"),
+        bars=bars.name,
+        cortex=cortex.name,
+    )
