@@ -77,6 +77,44 @@ def _surface_view(run_dir: Path, split: str, metric: str, subject: str) -> str:
     return view.get_standalone()
 
 
+def _facts(run_dir: Path, summary: dict) -> dict[str, str]:
+    """A readable header: data, subjects, model, training, time, device."""
+    from .fileio import read_yaml_mapping
+
+    facts: dict[str, str] = {}
+    try:
+        config = read_yaml_mapping(run_dir / "config.yaml", "run config")
+    except DataError:
+        config = {}
+    header = config.get("run", {}) if isinstance(config.get("run"), dict) else {}
+    model = config.get("model", {}) if isinstance(config.get("model"), dict) else {}
+    facts["store"] = str(header.get("store", "?"))
+    if isinstance(summary, dict):
+        if "subject" in summary:
+            facts["adapted subject"] = str(summary["subject"])
+        for key, label in (
+            ("epochs_run", "epochs run"),
+            ("best_epoch", "best epoch (0-based)"),
+            ("steps", "optimizer steps"),
+            ("trainable_parameters", "trainable parameters"),
+            ("device", "device"),
+            ("world_size", "processes"),
+        ):
+            if key in summary:
+                facts[label] = str(summary[key])
+        if "seconds" in summary:
+            facts["time"] = f"{float(summary['seconds']) / 60:.1f} min"
+    if config.get("encoder"):
+        facts["encoder preset"] = str(config["encoder"])
+    if model:
+        facts["model overrides"] = json.dumps(model)
+    for key in ("lr", "batch_size", "epochs", "loss", "train_trunk"):
+        if key in config:
+            facts[key] = json.dumps(config[key])
+    facts["brainencoder"] = str(header.get("brainencoder_version", "?"))
+    return facts
+
+
 def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write ``run_dir/report.html`` (or ``out``); returns its path."""
     import pandas as pd
@@ -90,11 +128,25 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
         f"<p>brainencoder {__version__}; folder <code>{html.escape(str(run_dir))}</code></p>",
     ]
     summary = run_dir / "summary.json"
-    if summary.exists():
+    facts = _facts(run_dir, read_json(summary, "run summary") if summary.exists() else {})
+    parts.append(
+        "<h2>Run</h2><table>"
+        + "".join(
+            f"<tr><th>{html.escape(k)}</th><td style='text-align:left'>{html.escape(v)}</td></tr>"
+            for k, v in facts.items()
+        )
+        + "</table>"
+    )
+    pages = sorted(p for p in run_dir.glob("*/**/index.html") if p.resolve() != out.resolve())
+    if pages:
         parts.append(
-            "<h2>Summary</h2><pre>"
-            + html.escape(json.dumps(read_json(summary, "run summary"), indent=2))
-            + "</pre>"
+            "<h2>Pages of this run</h2><ul>"
+            + "".join(
+                f"<li><a href='{html.escape(str(p.relative_to(run_dir)), quote=True)}'>"
+                f"{html.escape(str(p.parent.relative_to(run_dir)))}</a></li>"
+                for p in pages
+            )
+            + "</ul>"
         )
     view_source = None
     for csv in sorted((run_dir / "eval").glob("*/metrics.csv")):
