@@ -9,6 +9,16 @@ import pytest
 
 from brainencoder.data.synthetic import SyntheticConfig, make_synthetic
 
+# the smallest useful training run (overrides of the default config): tests of plumbing
+FAST_TRAIN = [
+    "model.img_size=32",
+    "model.readout.hidden_dim=16",
+    "model.readout.latent_dim=8",
+    "epochs=2",
+    "batch_size=32",
+    "cache_features=true",
+]
+
 SMALL = SyntheticConfig(n_subjects=3, n_train=80, n_test=12, n_vertices=150, image_size=48, seed=0)
 
 

@@ -13,16 +13,10 @@ from brainencoder.errors import BrainEncoderError, ConfigError, DataError
 from brainencoder.runs import load_run_model
 from brainencoder.train.config import load_config
 from brainencoder.train.loop import train
+from conftest import FAST_TRAIN
 
 GROUP = ["subj01", "subj02", "subj03"]
-FAST = [
-    "model.img_size=32",
-    "model.readout.hidden_dim=16",
-    "model.readout.latent_dim=8",
-    "epochs=2",
-    "batch_size=32",
-    "cache_features=true",
-]
+FAST = FAST_TRAIN
 QUICK = AdaptConfig(epochs=5)
 
 

@@ -8,15 +8,9 @@ import pandas as pd
 from brainencoder.cli import main
 from brainencoder.train.config import load_config
 from brainencoder.train.loop import train
+from conftest import FAST_TRAIN
 
-FAST = [
-    "model.img_size=32",
-    "model.readout.hidden_dim=16",
-    "model.readout.latent_dim=8",
-    "epochs=2",
-    "batch_size=32",
-    "cache_features=true",
-]
+FAST = FAST_TRAIN
 
 
 def test_compare_two_runs_with_intervals(store, synth_root, tmp_path, capsys):

@@ -208,6 +208,8 @@ def compare_runs(
 def _roi_bars(table, names, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
+    from .plotting import save_png
+
     sel = table[(table.metric == "pearson") & (table.roi != "all") & (table.run != names[0])]
     per_roi = sel.groupby(["roi", "run"])["diff"].mean().unstack("run")
     fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(per_roi) + 2), 3.8))
@@ -219,8 +221,7 @@ def _roi_bars(table, names, path: Path) -> Path:
     ax.set_xlabel("ROI (mean over subjects)")
     ax.set_title(f"Per-ROI difference from {names[0]}")
     fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+    save_png(fig, path, dpi=110)
     plt.close(fig)
     return path
 

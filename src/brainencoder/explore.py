@@ -88,6 +88,7 @@ def _montage(paths, values, order, top: int, out: Path, label: str) -> Path:
     import matplotlib.pyplot as plt
 
     from .data.images import load_image
+    from .plotting import save_png
 
     fig, axes = plt.subplots(2, top, figsize=(1.6 * top, 4.0), squeeze=False)
     for row, picks, title in (
@@ -113,14 +114,15 @@ def _montage(paths, values, order, top: int, out: Path, label: str) -> Path:
         )
     fig.suptitle(f"{label}: top and bottom {top} of {len(paths)} images")
     fig.tight_layout()
-    with atomic_path(out, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+    save_png(fig, out, dpi=110)
     plt.close(fig)
     return out
 
 
 def _histogram(values, threshold: float, out: Path, label: str) -> Path:
     import matplotlib.pyplot as plt
+
+    from .plotting import save_png
 
     fig, ax = plt.subplots(figsize=(6, 3.2))
     ax.hist(values, bins=min(40, max(5, len(values) // 3)), color="#4c72b0")
@@ -129,8 +131,7 @@ def _histogram(values, threshold: float, out: Path, label: str) -> Path:
     ax.set_ylabel("images")
     ax.legend(frameon=False)
     fig.tight_layout()
-    with atomic_path(out, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+    save_png(fig, out, dpi=110)
     plt.close(fig)
     return out
 

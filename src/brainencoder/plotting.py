@@ -38,12 +38,16 @@ def _fsaverage5():
     return meshes, sulcal
 
 
-def _save(fig, output_file: str | Path) -> None:
+def save_png(fig, output_file: str | Path, dpi: int = 100) -> Path:
     """Save a figure as PNG atomically (a killed run never leaves half a PNG)."""
     from .fileio import atomic_path
 
     with atomic_path(output_file, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
+        fig.savefig(tmp, dpi=dpi, format="png")
+    return Path(output_file)
+
+
+_save = save_png
 
 
 def fsaverage_to_fsaverage5(
