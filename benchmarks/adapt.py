@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from brainencoder.adapt import AdaptConfig, _choose_rows, adapt
+from brainencoder.adapt import AdaptConfig, adapt, choose_rows
 from brainencoder.baselines.ridge import FeatureExtractor, FeatureSpec
 from brainencoder.baselines.solvers import ridge_cv
 from brainencoder.data.layout import read_layout
@@ -130,7 +130,7 @@ def main() -> None:
                 )
                 res["t_adapt"].append(time.perf_counter() - t)
                 res["adapt"].append(_score(evaluate_run(out, "test", held, data / "truth")))
-                train_rows, val_rows = _choose_rows(held, HELD, n or None, seed, 0.15)
+                train_rows, val_rows = choose_rows(held, HELD, n or None, seed, 0.15)
                 rows = np.sort(np.concatenate([train_rows, val_rows]))
                 t = time.perf_counter()
                 res["ridge"].append(_ridge(held, rows, test_images, data))

@@ -46,7 +46,7 @@ from .train.checkpoint import RunDir, git_revision
 from .train.config import parse_overrides
 from .typecheck import from_mapping
 
-__all__ = ["AdaptConfig", "adapt"]
+__all__ = ["AdaptConfig", "adapt", "choose_rows", "load_adapt_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def _open_data(data: Path, subject: str, store_dir: Path, image_size: int | None
     return store
 
 
-def _choose_rows(
+def choose_rows(
     store: Store, subject: str, n_images: int | None, seed: int, val_fraction: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """Seeded N of the subject's train+val rows, split into (train, val); test-val untouched."""
@@ -216,7 +216,7 @@ def adapt(
     out.mkdir(parents=True, exist_ok=True)
     mark_owned(out, "run")
     store = _open_data(data, subject, out / "store", getattr(model, "store_image_size", None))
-    train_rows, val_rows = _choose_rows(store, subject, n_images, seed, config.val_fraction)
+    train_rows, val_rows = choose_rows(store, subject, n_images, seed, config.val_fraction)
     masks = store.space.fsaverage_masks(subject)
     readout = model.readout
     if subject in model.space.subjects:  # --overwrite-subject

@@ -188,7 +188,7 @@ def _adapt_step(
         return {}
     import numpy as np
 
-    from .adapt import AdaptConfig, _choose_rows, adapt
+    from .adapt import AdaptConfig, adapt, choose_rows
     from .baselines.ridge import fit_subject_ridge
     from .data.store import Store
     from .evaluate import evaluate_run
@@ -202,7 +202,7 @@ def _adapt_step(
         adapt(run, data, subject, target, n_images=n_images, seed=seed, overwrite=True)
     store = Store(target / "store")
     score = _score_row(evaluate_run(target, "test", store, truth), subject)
-    train_rows, val_rows = _choose_rows(store, subject, n_images, seed, AdaptConfig().val_fraction)
+    train_rows, val_rows = choose_rows(store, subject, n_images, seed, AdaptConfig().val_fraction)
     ridge = fit_subject_ridge(store, subject, np.concatenate([train_rows, val_rows]))
     pred = ridge.predict(store.read_images(store.subject(subject).test_rows), subject)
     scores = []
