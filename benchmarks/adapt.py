@@ -28,13 +28,12 @@ from pathlib import Path
 import numpy as np
 
 from brainencoder.adapt import AdaptConfig, adapt, choose_rows
-from brainencoder.baselines.ridge import FeatureExtractor, FeatureSpec
-from brainencoder.baselines.solvers import ridge_cv
+from brainencoder.baselines.ridge import fit_subject_ridge
 from brainencoder.data.layout import read_layout
 from brainencoder.data.store import prepare_store
 from brainencoder.data.synthetic import SyntheticConfig, make_synthetic
 from brainencoder.evaluate import evaluate_run
-from brainencoder.metrics import noise_normalized_score, pearson_r
+from brainencoder.predict import subject_test_scores
 from brainencoder.train.config import load_config
 from brainencoder.train.loop import train
 
@@ -48,22 +47,12 @@ def _score(table) -> float:
     return float(sel.value.iloc[0])
 
 
-def _truth(data: Path) -> tuple[np.ndarray, np.ndarray]:
-    t = data / "truth" / HELD
-    target = np.concatenate([np.load(t / f"{h}_test_fmri.npy") for h in ("lh", "rh")], 1)
-    nc = np.concatenate([np.load(t / f"{h}_noise_ceiling.npy") for h in ("lh", "rh")])
-    return target, nc
-
-
 def _ridge(store, rows, test_images, data) -> float:
-    extractor = FeatureExtractor(FeatureSpec())  # the tiny encoder's trunk (seed 0)
-    info = store.subject(HELD)
-    x = extractor(store.read_images(info.train_rows[rows]))
-    y = store.read_fmri(HELD, rows)
-    fit = ridge_cv(x, y, np.logspace(-2, 6, 17), 5)
-    pred = extractor(test_images) @ np.asarray(fit.coef) + np.asarray(fit.intercept)
-    target, nc = _truth(data)
-    return float(np.nanmean(noise_normalized_score(pearson_r(pred, target), nc)))
+    """Per-subject ridge on the same images, same random trunk (fit_subject_ridge)."""
+    ridge = fit_subject_ridge(store, HELD, rows)
+    return float(
+        subject_test_scores(ridge.predict(test_images, HELD), data / "truth", HELD)[0].mean()
+    )
 
 
 def _subset_data(data: Path, rows: np.ndarray, out: Path) -> Path:

@@ -192,7 +192,7 @@ def _adapt_step(
     from .baselines.ridge import fit_subject_ridge
     from .data.store import Store
     from .evaluate import evaluate_run
-    from .metrics import noise_normalized_score, pearson_r
+    from .predict import subject_test_scores
 
     subject = held_out[0]
     n_images = min(100, int(0.9 * len(read_layout(data, [subject])[subject].train_images)))
@@ -205,12 +205,7 @@ def _adapt_step(
     train_rows, val_rows = choose_rows(store, subject, n_images, seed, AdaptConfig().val_fraction)
     ridge = fit_subject_ridge(store, subject, np.concatenate([train_rows, val_rows]))
     pred = ridge.predict(store.read_images(store.subject(subject).test_rows), subject)
-    scores = []
-    for hemi in ("lh", "rh"):
-        measured = np.load(truth / subject / f"{hemi}_test_fmri.npy")
-        nc = np.load(truth / subject / f"{hemi}_noise_ceiling.npy")
-        scores.append(noise_normalized_score(pearson_r(pred[hemi], measured), nc))
-    ridge_score = float(np.nanmean(np.concatenate(scores)))
+    ridge_score = float(subject_test_scores(pred, truth, subject)[0].mean())
     print(
         f"  {subject} test score: adapt {score:.2f}% vs per-subject ridge on the same "
         f"{n_images} images {ridge_score:.2f}% ({target})"

@@ -201,21 +201,15 @@ def explore(
     from .figures import to_fsaverage
     from .plotting import fsaverage_to_fsaverage5, plot_surface_map
     from .predict import list_images
-    from .runs import load_run_model, run_store_path
+    from .runs import load_run_model, run_model_file, run_store_path
 
     run, out = Path(run), Path(out)
     if not 1 <= len(rois) <= 2:
         raise DataError("give one ROI (--roi NAME) or two for a contrast (--roi A --roi B)")
     if top < 1:
         raise DataError(f"--top must be >= 1; got {top}")
-    model = load_run_model(run)
-    if run.is_file():
-        model_path = run
-    else:
-        from .train.checkpoint import RunDir
-
-        ridge = run / "ridge.safetensors"
-        model_path = ridge if ridge.exists() else RunDir(run).model_file()
+    model_path = run_model_file(run)
+    model = load_run_model(model_path)
     if data is None:
         from .data.store import Store
 

@@ -31,6 +31,7 @@ __all__ = [
     "predict_images",
     "read_submission",
     "score_submission",
+    "subject_test_scores",
     "write_submission",
 ]
 
@@ -247,6 +248,50 @@ def read_submission(
     return preds
 
 
+def subject_test_scores(
+    pred: Mapping[str, np.ndarray], truth_dir: str | Path, subject: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-vertex challenge scores of one subject's test predictions.
+
+    Parameters
+    ----------
+    pred : mapping of str to ndarray of shape (n_test, n_vertices_hemi)
+        ``pred["lh"]``, ``pred["rh"]``.
+    truth_dir : path
+        ``subjXX/{lh,rh}_test_fmri.npy`` and ``{lh,rh}_noise_ceiling.npy``.
+    subject : str
+
+    Returns
+    -------
+    devkit, nc_positive : ndarray of shape (n_lh + n_rh,)
+        The official devkit's per-vertex score, and the same with NaN where
+        the noise ceiling is 0.
+    """
+    from .evaluate import load_noise_ceiling
+    from .metrics import noise_normalized_score, pearson_r
+
+    truth_dir = Path(truth_dir)
+    scores, kept = [], []
+    for h in HEMIS:
+        target_path = truth_dir / subject / f"{h}_test_fmri.npy"
+        try:
+            target = np.load(target_path, allow_pickle=False)
+        except FileNotFoundError:
+            raise DataError(f"{target_path}: truth file not found") from None
+        except ValueError as exc:
+            raise DataError(f"{target_path}: cannot read ({exc})") from None
+        if target.shape != pred[h].shape:
+            raise DataError(
+                f"{target_path}: shape {target.shape}, but the predictions of "
+                f"{subject}/{h} are {pred[h].shape}"
+            )
+        nc = load_noise_ceiling(truth_dir, subject, h, target.shape[1])
+        r = pearson_r(pred[h], target)
+        scores.append(noise_normalized_score(r, nc))
+        kept.append(noise_normalized_score(r, nc, "nc_positive"))
+    return np.concatenate(scores), np.concatenate(kept)
+
+
 def score_submission(
     path: str | Path, truth_dir: str | Path, layout: DatasetLayout | None = None
 ) -> dict[str, float]:
@@ -265,35 +310,13 @@ def score_submission(
         ``"median"``, and ``"all_nc_positive"``: the mean over vertices with
         NC > 0 only, a clearly different figure on data with NC = 0 vertices.
     """
-    from .evaluate import load_noise_ceiling
-    from .metrics import noise_normalized_score, pearson_r
-
     preds = read_submission(path, layout)
-    truth_dir = Path(truth_dir)
     per_subject, every, positive = {}, [], []
     for name in sorted(preds):
-        scores, kept = [], []
-        for h in HEMIS:
-            target_path = truth_dir / name / f"{h}_test_fmri.npy"
-            try:
-                target = np.load(target_path, allow_pickle=False)
-            except FileNotFoundError:
-                raise DataError(f"{target_path}: truth file not found") from None
-            except ValueError as exc:
-                raise DataError(f"{target_path}: cannot read ({exc})") from None
-            if target.shape != preds[name][h].shape:
-                raise DataError(
-                    f"{target_path}: shape {target.shape}, but the submission's "
-                    f"{name}/{h}_pred_test.npy is {preds[name][h].shape}"
-                )
-            nc = load_noise_ceiling(truth_dir, name, h, target.shape[1])
-            r = pearson_r(preds[name][h], target)
-            scores.append(noise_normalized_score(r, nc))
-            kept.append(noise_normalized_score(r, nc, "nc_positive"))
-        s = np.concatenate(scores)
-        per_subject[name] = float(s.mean())
-        every.append(s)
-        positive.append(np.concatenate(kept))
+        devkit, kept = subject_test_scores(preds[name], truth_dir, name)
+        per_subject[name] = float(devkit.mean())
+        every.append(devkit)
+        positive.append(kept)
     allv, pos = np.concatenate(every), np.concatenate(positive)
     return {
         **per_subject,

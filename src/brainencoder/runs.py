@@ -8,7 +8,7 @@ from .errors import CheckpointError, DataError
 from .fileio import read_yaml_mapping
 from .train.checkpoint import RunDir
 
-__all__ = ["check_run_store", "load_run_model", "run_store_path"]
+__all__ = ["check_run_store", "load_run_model", "run_model_file", "run_store_path"]
 
 
 def _run_header(run_dir: Path) -> dict:
@@ -70,6 +70,15 @@ def check_run_store(run_dir: str | Path, store) -> None:
         )
 
 
+def run_model_file(run_or_file: str | Path) -> Path:
+    """The model file of a run directory (ridge, else best, else latest) or the file itself."""
+    path = Path(run_or_file)
+    if path.is_dir():
+        ridge = path / "ridge.safetensors"
+        path = ridge if ridge.exists() else RunDir(path).model_file()
+    return path
+
+
 def load_run_model(run_or_file: str | Path):
     """The model of a run directory (best, else latest) or of a model file.
 
@@ -77,17 +86,11 @@ def load_run_model(run_or_file: str | Path):
     :class:`~brainencoder.baselines.ridge.RidgeModel`, both with ``space``,
     ``predict(images, subject)`` and ``store_image_size``.
     """
-    path = Path(run_or_file)
-    if path.is_dir():
-        ridge = path / "ridge.safetensors"
-        path = ridge if ridge.exists() else RunDir(path).model_file()
+    path = run_model_file(run_or_file)
     if path.name.startswith("ridge"):
         from .baselines.ridge import RidgeModel
 
         return RidgeModel.load(path)
-    from .models.modelfile import load_encoder, read_model_file
+    from .models.modelfile import load_encoder
 
-    model = load_encoder(path)
-    _, meta = read_model_file(path)
-    model.store_image_size = int(meta["store_image_size"]) if "store_image_size" in meta else None
-    return model
+    return load_encoder(path)

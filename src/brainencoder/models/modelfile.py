@@ -170,7 +170,10 @@ def load_state(model: Encoder, state: dict[str, torch.Tensor], source: str | Pat
 
 
 def load_encoder(path: str | Path, map_location: str | torch.device = "cpu") -> Encoder:
-    """Rebuild an encoder (eval mode) from a :func:`save_encoder` file; no download, no pickle."""
+    """Rebuild an encoder (eval mode) from a :func:`save_encoder` file; no download, no pickle.
+
+    ``store_image_size`` is set from the header (None when the file has none).
+    """
     tensors, meta = read_model_file(path)
     try:
         config = from_mapping(EncoderConfig, json.loads(meta["config"]), prefix="model.")
@@ -185,4 +188,6 @@ def load_encoder(path: str | Path, map_location: str | torch.device = "cpu") -> 
     )
     model = Encoder(config, space)
     load_state(model, model_state(tensors), path)
+    size = meta.get("store_image_size")
+    model.store_image_size = int(size) if size and size.isdigit() else None
     return model.to(map_location).eval()
