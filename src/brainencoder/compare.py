@@ -121,17 +121,16 @@ def compare_runs(
         n = target.shape[0]
         samples = [rng.integers(0, n, n) for _ in range(n_boot)]
         full = {name: _pearson_rows(p, target, np.arange(n)) for name, p in preds.items()}
-        for name in names:
+        reference = _summary(full[names[0]], nc)
+        for name in names:  # the reference first: its bootstrap samples are then at hand
             per_vertex[f"{subject}.{name}"] = full[name]
             pooled[name].append(full[name])
             boots = [_summary(_pearson_rows(preds[name], target, s), nc) for s in samples]
             boot_all[name].append(boots)
+            reference_boots = boot_all[names[0]][-1]
             for metric, value in _summary(full[name], nc).items():
-                base = _summary(full[names[0]], nc)[metric]
-                diffs = [
-                    b[metric] - bb[metric]
-                    for b, bb in zip(boots, boot_all[names[0]][-1] if name != names[0] else boots)
-                ]
+                base = reference[metric]
+                diffs = [b[metric] - bb[metric] for b, bb in zip(boots, reference_boots)]
                 low, high = np.percentile(diffs, [2.5, 97.5])
                 rows.append(
                     {
