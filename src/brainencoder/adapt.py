@@ -152,11 +152,6 @@ def choose_rows(
     return chosen[parts["train"]], chosen[parts["val"]]
 
 
-@torch.no_grad()
-def _hidden(model: Encoder, feats: list[torch.Tensor]) -> torch.Tensor:
-    return model.readout.hidden(feats)
-
-
 def adapt(
     run: str | Path,
     data: str | Path,
@@ -235,7 +230,7 @@ def adapt(
         space, old_to_new, added = model.space.with_subject(subject, masks)
         if added.size:
             readout.extend_vertices(torch.from_numpy(old_to_new), torch.from_numpy(added))
-    others = [s for s in readout.subjects]
+    others = list(readout.subjects)
     readout.add_subject(subject, like=others if config.init == "average" and others else None)
     model.space = space
     model.subject_masks = torch.from_numpy(space.masks())
@@ -253,10 +248,11 @@ def adapt(
     cache = build_feature_cache(
         model, store, image_rows[rows], 1, seed=seed, root=config.cache_dir, progress=False
     )
-    hidden = {
-        name: _hidden(model, cache.get(np.zeros(r.size, np.int64), cache.lookup(image_rows[r])))
-        for name, r in (("train", train_rows), ("val", val_rows))
-    }
+    with torch.no_grad():  # the frozen part up to the layer average, once per image
+        hidden = {
+            name: readout.hidden(cache.get(np.zeros(r.size, np.int64), cache.lookup(image_rows[r])))
+            for name, r in (("train", train_rows), ("val", val_rows))
+        }
     t_cache = time.perf_counter() - t_cache
     targets = {
         name: torch.from_numpy(store.read_fmri(subject, r))
