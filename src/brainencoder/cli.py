@@ -163,9 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.set_defaults(func=_cmd_demo)
 
+    from .cli_experiments import add_experiment_commands
     from .cli_model import add_model_commands
 
     add_model_commands(sub)
+    add_experiment_commands(sub)
     return parser
 
 
