@@ -1,6 +1,7 @@
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from brainencoder.cli import main
@@ -55,7 +56,13 @@ def test_demo_end_to_end_small(tmp_path, capsys):
     from brainencoder.demo import run_demo
 
     cfg = SyntheticConfig(
-        n_subjects=2, n_train=60, n_test=8, n_vertices=80, image_size=64, held_out=1
+        n_subjects=2,
+        n_train=60,
+        n_test=8,
+        n_vertices=80,
+        image_size=64,
+        held_out=1,
+        categories=True,
     )
     out = run_demo(
         tmp_path / "demo",
@@ -89,7 +96,15 @@ def test_demo_end_to_end_small(tmp_path, capsys):
     assert scores["submission"] > chance + 5, (scores, chance)  # images matter, not only means
     assert f"{scores['submission']:.2f}%" in text  # what the demo printed is the zip's score
     assert (out["figures"] / "subj02_pearson_test.png").stat().st_size > 10_000
-    assert "<html" in out["report"].read_text()[:500].lower()
+    report = out["report"].read_text()
+    assert "<html" in report[:500].lower()
+    assert "planted category of the top 6" in text and "ensemble(phase1+phase1-seed2)" in text
+    ranking = pd.read_csv(out["explore"].parent / "ranking.csv")
+    assert len(ranking) == cfg.n_test
+    compared = pd.read_csv(out["compare"].parent / "comparison.csv")
+    assert set(compared.run) == {"phase1", "phase2", "pixel-ridge", "ensemble(phase1+phase1-seed2)"}
+    for page in ("explore-faces/index.html", "compare/index.html"):  # the report links both
+        assert f"href='{page}'" in report
 
 
 def test_cli_pca(store, tmp_path, capsys):

@@ -44,3 +44,26 @@ def test_compare_two_runs_with_intervals(store, synth_root, tmp_path, capsys):
         assert (tmp_path / "cmp" / name).stat().st_size > 5000
     assert main(["compare", str(tmp_path / "run0"), "--out", str(tmp_path / "c2")]) == 1
     assert "compare needs at least two runs" in capsys.readouterr().err
+
+
+def test_compare_an_ensemble_of_runs(store, synth_root, tmp_path, capsys):
+    from brainencoder.ensemble import EnsembleModel
+    from brainencoder.runs import load_run_model
+
+    for seed in (0, 1):
+        cfg = load_config(None, [*FAST, f"seed={seed}", f"cache_dir={tmp_path / 'cache'}"])
+        train(cfg, store.path, tmp_path / f"run{seed}")
+    runs = [tmp_path / "run0", tmp_path / "run1"]
+    argv = ["compare", str(runs[0]), "--ensemble", ",".join(map(str, runs)), "--n-boot", "20"]
+    assert main([*argv, "--out", str(tmp_path / "cmp")]) == 0
+    table = pd.read_csv(tmp_path / "cmp" / "comparison.csv")
+    name = "ensemble(run0+run1)"
+    assert set(table.run) == {"run0", name}
+    # the ensemble's prediction is the mean of its runs'
+    models = [load_run_model(r) for r in runs]
+    images = store.read_images(store.subject("subj01").train_rows[:4])
+    mean = EnsembleModel(models).predict(images, "subj01")
+    each = [m.predict(images, "subj01") for m in models]
+    np.testing.assert_allclose(mean["lh"], (each[0]["lh"] + each[1]["lh"]) / 2, rtol=1e-6)
+    assert main([*argv[:2], "--ensemble", str(runs[0]), "--out", str(tmp_path / "c3")]) == 1
+    assert "an ensemble needs at least two runs" in capsys.readouterr().err

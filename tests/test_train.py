@@ -185,6 +185,12 @@ def test_phase2_from_phase1_and_freeze_errors(store, tmp_path):
     )
     summary = train(p2, store.path, tmp_path / "p2")
     assert summary["finished"]
+    from brainencoder.runs import run_history
+
+    history = run_history(tmp_path / "p2")  # phase 2's curves continue phase 1's
+    assert [run.name for run, _ in history] == ["p1", "p2"]
+    n_epochs = [sum("val/r2_median" in r for r in records) for _, records in history]
+    assert n_epochs == [_config().epochs, 1]
     before = load_encoder(tmp_path / "p1" / "best.safetensors").state_dict()
     after = load_encoder(tmp_path / "p2" / "best.safetensors").state_dict()
     assert torch.equal(before["trunk.model.conv1.weight"], after["trunk.model.conv1.weight"])

@@ -53,8 +53,14 @@ def _cmd_explore(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from .compare import compare_runs
 
+    ensembles = [[Path(r) for r in spec.split(",")] for spec in args.ensemble or []]
     outputs = compare_runs(
-        args.run_dirs, args.out, args.split, args.store, args.noise_ceiling, args.n_boot
+        [*args.run_dirs, *ensembles],
+        args.out,
+        args.split,
+        args.store,
+        args.noise_ceiling,
+        args.n_boot,
     )
     for name, path in outputs.items():
         print(f"  {name:<6} {path}")
@@ -148,6 +154,12 @@ def add_experiment_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--store", type=Path, default=None, help="default: the first run's store")
     p.add_argument(
         "--noise-ceiling", type=Path, default=None, help="noise ceilings (and test responses)"
+    )
+    p.add_argument(
+        "--ensemble",
+        action="append",
+        metavar="RUN,RUN[,...]",
+        help="also compare the mean prediction of these runs (repeatable)",
     )
     p.add_argument("--n-boot", type=positive_int, default=200, help="bootstrap resamples")
     p.set_defaults(func=_cmd_compare)

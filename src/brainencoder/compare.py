@@ -19,6 +19,7 @@ import numpy as np
 
 from .data.layout import HEMIS, read_layout
 from .data.store import Store
+from .ensemble import EnsembleModel
 from .errors import DataError
 from .fileio import atomic_path, write_bytes_atomic
 
@@ -47,7 +48,7 @@ def _summary(r: np.ndarray, nc: np.ndarray | None) -> dict[str, float]:
 
 
 def compare_runs(
-    runs: Sequence[str | Path],
+    runs: Sequence[str | Path | Sequence[str | Path]],
     out: str | Path,
     split: str = "testval",
     store: str | Path | None = None,
@@ -59,8 +60,10 @@ def compare_runs(
 
     Parameters
     ----------
-    runs : sequence of path
+    runs : sequence of path or of sequences of paths
         Run folders or model files; the first is the reference of differences.
+        An entry that is a sequence of several runs is their ensemble (the
+        mean prediction), named ``ensemble(a+b)``.
     out : path
         Output folder.
     split : {"testval", "val", "test"}, default="testval"
@@ -84,12 +87,24 @@ def compare_runs(
 
     if len(runs) < 2:
         raise DataError("compare needs at least two runs")
-    runs = [Path(r) for r in runs]
+    members = [[Path(r)] if isinstance(r, (str, Path)) else [Path(m) for m in r] for r in runs]
+    for r, parts in zip(runs, members):
+        if not isinstance(r, (str, Path)) and len(parts) < 2:
+            raise DataError(f"an ensemble needs at least two runs; got {[str(p) for p in parts]}")
+    runs = [m[0] for m in members]
     store = Store(store if store is not None else run_store_path(runs[0]))
-    models = [load_run_model(r) for r in runs]
-    for run, model in zip(runs, models):
-        model.space.check_subjects_match(store.space, f"{run} vs {store.path}")
-    names = [r.name if r.is_dir() else r.stem for r in runs]
+    names, models = [], []
+    for parts in members:
+        labels = [p.name if p.is_dir() else p.stem for p in parts]
+        loaded = [load_run_model(p) for p in parts]
+        if len(parts) == 1:
+            names.append(labels[0])
+            models.append(loaded[0])
+        else:
+            names.append("ensemble(" + "+".join(labels) + ")")
+            models.append(EnsembleModel(loaded, names[-1]))
+    for label, model in zip(names, models):
+        model.space.check_subjects_match(store.space, f"{label} vs {store.path}")
     if len(set(names)) < len(names):
         names = [f"{i + 1}:{n}" for i, n in enumerate(names)]
     try:
@@ -194,7 +209,7 @@ def compare_runs(
         table.to_csv(tmp, index=False)
     bars = _roi_bars(table, names, out / "roi_differences.png")
     cortex = _difference_map(store, models[0].space, per_vertex, names, out / "difference_map.png")
-    page = _page(table, names, runs, split, bars, cortex)
+    page = _page(table, names, [" + ".join(map(str, m)) for m in members], split, bars, cortex)
     write_bytes_atomic(out / "index.html", page)
     return {
         "page": out / "index.html",

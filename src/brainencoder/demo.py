@@ -4,8 +4,10 @@ synth -> validate -> prepare -> train phase 1 (feature cache) -> train phase 2
 -> pixel-ridge reference -> evaluate (testval, and test vs the planted truth)
 -> figures -> submission zips (single model and a two-run ensemble), scored
 against the truth -> adapt the phase-1 model to a held-out subject from 100
-images, next to a ridge on the same images. Steps whose outputs exist are
-reused, so a rerun is quick.
+images, next to a ridge on the same images -> explore: which test images drive
+the planted face patch more than the place patch -> compare phase 1, phase 2,
+the ridge and the ensemble on the test split -> the run report. Steps whose
+outputs exist are reused, so a rerun is quick.
 """
 
 from __future__ import annotations
@@ -74,9 +76,9 @@ def run_demo(
     if not (truth / "synthetic.json").exists():
         if data.exists():
             raise BrainEncoderError(f"{data} holds an incomplete dataset; remove {out} and rerun")
-        print(f"[demo] 1/9 writing a synthetic dataset to {data}")
-        make_synthetic(data, synthetic or SyntheticConfig(seed=seed, held_out=1))
-    print("[demo] 2/9 validating it")
+        print(f"[demo] 1/11 writing a synthetic dataset to {data}")
+        make_synthetic(data, synthetic or SyntheticConfig(seed=seed, held_out=1, categories=True))
+    print("[demo] 2/11 validating it")
     report = validate_dataset(data)
     print(report.table())
     if not report.ok:
@@ -87,7 +89,7 @@ def run_demo(
 
     held_out = json.loads((truth / "synthetic.json").read_text()).get("held_out_subjects", [])
     group = [n for n in report.layout.names if n not in held_out]
-    print(f"[demo] 3/9 preparing the store (group subjects {', '.join(group)})")
+    print(f"[demo] 3/11 preparing the store (group subjects {', '.join(group)})")
     store = prepare_store(
         data, out / "store", image_size=256 if synthetic is None else 64, subjects=group
     )
@@ -100,7 +102,7 @@ def run_demo(
     for run, run_seed in ((phase1, seed), (second, seed + 1)):
         if not (run / "summary.json").exists():
             print(
-                f"[demo] 4/9 phase 1 (seed {run_seed}): tiny encoder, frozen random "
+                f"[demo] 4/11 phase 1 (seed {run_seed}): tiny encoder, frozen random "
                 "ResNet-18 trunk, feature cache"
             )
             config = load_config(
@@ -109,7 +111,7 @@ def run_demo(
             )
             train(config, store.path, run, overwrite=True)
     if not (phase2 / "summary.json").exists():
-        print("[demo] 5/9 phase 2: fine-tune the trunk's last stage from phase 1's best model")
+        print("[demo] 5/11 phase 2: fine-tune the trunk's last stage from phase 1's best model")
         train(
             load_config(
                 _CONFIGS / "demo_phase2.yaml",
@@ -120,12 +122,12 @@ def run_demo(
             overwrite=True,
         )
     if not (pixels / "summary.json").exists():
-        print("[demo] 6/9 reference: ridge on downsampled pixels (PCA 100, alpha by CV)")
+        print("[demo] 6/11 reference: ridge on downsampled pixels (PCA 100, alpha by CV)")
         n_images = sum(len(store.split_rows(n, "train")) for n in store.names)
         spec = FeatureSpec(kind="pixels", pca_components=min(100, n_images // 2))
         fit_ridge_baseline(store, pixels, spec, overwrite=True)
 
-    print("[demo] 7/9 evaluating (noise ceilings and test responses from the planted truth)")
+    print("[demo] 7/11 evaluating (noise ceilings and test responses from the planted truth)")
     tables = {}
     for run in (phase1, phase2, pixels):
         for split in ("testval", "test"):
@@ -138,7 +140,7 @@ def run_demo(
             vals = [_score_row(tables[r, split], name) for r in ("phase1", "phase2", "pixel-ridge")]
             print(f"{name:<9} {split:<8} {vals[0]:8.2f} {vals[1]:8.2f} {vals[2]:12.2f}")
 
-    print("\n[demo] 8/9 submissions (validated, scored against the synthetic truth)")
+    print("\n[demo] 8/11 submissions (validated, scored against the synthetic truth)")
     layout = read_layout(data, group)
     zips = {}
     singles = {}
@@ -161,9 +163,13 @@ def run_demo(
         f"single run {best:.2f}% ({singles['ensemble'] - best:+.2f})"
     )
     adapted = _adapt_step(out, data, truth, phase1, held_out, seed)
+    pages = _experiment_steps(data, truth, runs, store.path)
     from .report import write_report
 
     report = write_report(phase2)
+    print("\npages to open in a browser:")
+    for label, path in (*pages.items(), ("run report", report)):
+        print(f"  {label:<10} {path}")
     return {
         **adapted,
         "data": data,
@@ -177,6 +183,7 @@ def run_demo(
         "second_run": second,
         "ensemble_submission": zips["ensemble"],
         "report": report,
+        **pages,
     }
 
 
@@ -197,7 +204,7 @@ def _adapt_step(
     subject = held_out[0]
     n_images = min(100, int(0.9 * len(read_layout(data, [subject])[subject].train_images)))
     target = out / "runs" / f"adapt-{subject}"
-    print(f"\n[demo] 9/9 adapt: add {subject} (held out of group training) from {n_images} images")
+    print(f"\n[demo] 9/11 adapt: add {subject} (held out of group training) from {n_images} images")
     if not (target / "summary.json").exists():
         adapt(run, data, subject, target, n_images=n_images, seed=seed, overwrite=True)
     store = Store(target / "store")
@@ -211,3 +218,40 @@ def _adapt_step(
         f"{n_images} images {ridge_score:.2f}% ({target})"
     )
     return {"adapt": target}
+
+
+def _experiment_steps(data: Path, truth: Path, runs: Path, store: Path) -> dict[str, Path]:
+    """explore (faces vs places, checkable against the planted categories) and compare."""
+    import pandas as pd
+
+    from .compare import compare_runs
+    from .explore import explore
+
+    phase2 = runs / "phase2"
+    images = data / "subj01" / "test_split" / "test_images"
+    print("\n[demo] 10/11 explore: which test images drive the face patch (FFA-1) more than PPA?")
+    found = explore(phase2, images, "all", ["FFA-1", "PPA"], phase2 / "explore-faces", top=6)
+    categories_file = truth / "categories.json"
+    if categories_file.exists():
+        import json
+
+        category = json.loads(categories_file.read_text())
+        ranked = [category[n.split("_nsd-")[1][:5]] for n in pd.read_csv(found["ranking"]).image]
+        print(f"  planted category of the top 6: {', '.join(ranked[:6])}")
+        print(f"  planted category of the bottom 6: {', '.join(ranked[-6:])}")
+    print("[demo] 11/11 compare phase 1, phase 2, pixel ridge and the ensemble on the test split")
+    compared = compare_runs(
+        [runs / "phase1", phase2, runs / "pixel-ridge", [runs / "phase1", runs / "phase1-seed2"]],
+        phase2 / "compare",
+        split="test",
+        store=store,
+        noise_ceiling=truth,
+    )
+    table = pd.read_csv(compared["table"])
+    overall = table[(table.subject == "all") & (table.roi == "all") & (table.metric == "pearson")]
+    for row in overall.itertuples():
+        print(
+            f"  {row.run:<32} mean r {row.value:.4f}  vs phase1 {row.diff:+.4f} "
+            f"[{row.ci_low:+.4f}, {row.ci_high:+.4f}]"
+        )
+    return {"explore": found["page"], "compare": compared["page"]}

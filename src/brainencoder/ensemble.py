@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 
 from .data.store import Store
+from .errors import DataError
 from .evaluate import predict_store_rows
 from .metrics import StreamingStats
 from .runs import run_store_path
 
-__all__ = ["val_weights"]
+__all__ = ["EnsembleModel", "val_weights"]
 
 
 def val_weights(
@@ -51,3 +52,49 @@ def val_weights(
         for m in range(len(models)):
             out[m][name] = weights[m]
     return out
+
+
+class EnsembleModel:
+    """Several trained models of one vertex space as one model: the mean prediction.
+
+    It has what :func:`~brainencoder.runs.load_run_model` models have
+    (``space``, ``predict(images, subject)``, ``store_image_size``), so
+    ``compare``, ``evaluate`` helpers and ``explore`` take it like one run.
+
+    Parameters
+    ----------
+    models : sequence of models
+        Encoders or ridge models with the same subjects and vertex space.
+    name : str, default="ensemble"
+    """
+
+    def __init__(self, models: Sequence, name: str = "ensemble") -> None:
+        if len(models) < 2:
+            raise ValueError("an ensemble needs at least two models")
+        first = models[0].space
+        for model in models[1:]:
+            if not model.space.same_as(first):
+                raise DataError(
+                    f"{name}: its models have different subjects or vertex spaces "
+                    f"({first.subjects} vs {model.space.subjects}); ensemble runs of one dataset"
+                )
+        self.models = list(models)
+        self.space = first
+        self.name = name
+        sizes = {getattr(m, "store_image_size", None) for m in models}
+        self.store_image_size = sizes.pop() if len(sizes) == 1 else None
+
+    def predict(self, images: np.ndarray, subject: str) -> dict[str, np.ndarray]:
+        """Mean of the models' predictions.
+
+        Parameters
+        ----------
+        images : ndarray of uint8, shape (n_images, H, W, 3)
+        subject : str
+
+        Returns
+        -------
+        dict with keys "lh", "rh" : ndarray of float32, shape (n_images, n_vertices_hemi)
+        """
+        preds = [m.predict(images, subject) for m in self.models]
+        return {h: np.mean([p[h] for p in preds], axis=0).astype(np.float32) for h in preds[0]}

@@ -42,8 +42,7 @@ def plot_run(
     import pandas as pd
 
     from .plotting import plot_learning_curves
-    from .runs import load_run_model
-    from .train.checkpoint import RunDir
+    from .runs import load_run_model, run_history
 
     run_dir = Path(run_dir)
     eval_dir = run_dir / "eval" / split
@@ -67,10 +66,11 @@ def plot_run(
         paths += _plot_metric(
             run_dir, space, per_vertex, table, split, metric, out, fsaverage_sphere
         )
-    records = RunDir(run_dir).read_metrics()
-    if records:
+    history = run_history(run_dir)  # phase 2 continues phase 1's curves
+    if any(records for _, records in history):
         path = out / "learning_curves.png"
-        plt.close(plot_learning_curves(records, output_file=path))
+        phases = [(run.name, records) for run, records in history]
+        plt.close(plot_learning_curves([], output_file=path, phases=phases))
         paths.append(path)
     return paths
 

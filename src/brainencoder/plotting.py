@@ -227,8 +227,22 @@ def plot_roi_bars(
     return fig
 
 
-def plot_learning_curves(records: Sequence[Mapping], output_file: str | Path | None = None):
+def plot_learning_curves(
+    records: Sequence[Mapping],
+    output_file: str | Path | None = None,
+    phases: Sequence[tuple[str, Sequence[Mapping]]] | None = None,
+):
     """Training loss per step and validation metrics per epoch from ``metrics.jsonl``.
+
+    Parameters
+    ----------
+    records : sequence of mapping
+        One run's records (ignored when ``phases`` is given).
+    output_file : path, optional
+    phases : sequence of (label, records), optional
+        Several runs one after the other (a run and those it was initialized
+        from, oldest first): steps and epochs continue across them, and each
+        boundary is a dashed line labelled with the next phase.
 
     Returns
     -------
@@ -236,21 +250,38 @@ def plot_learning_curves(records: Sequence[Mapping], output_file: str | Path | N
     """
     import matplotlib.pyplot as plt
 
+    phases = list(phases) if phases is not None else [("", records)]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    train = [r for r in records if "train/loss" in r]
-    val = [r for r in records if "val/r2_median" in r]
-    if train:
-        ax1.plot([r["step"] for r in train], [r["train/loss"] for r in train])
+    step0 = epoch0 = 0
+    keys = (("val/r2_median", "median R²", "C0"), ("val/pearson_median", "median Pearson r", "C1"))
+    for number, (label, recs) in enumerate(phases):
+        train = [r for r in recs if "train/loss" in r and "step" in r]
+        val = [r for r in recs if "val/r2_median" in r and "epoch" in r]
+        if number > 0:
+            for ax, x in ((ax1, step0), (ax2, epoch0 + 0.5)):
+                ax.axvline(x, color="0.5", linestyle="--", linewidth=1)
+                ax.text(x, 1.0, f" {label}", transform=ax.get_xaxis_transform(), va="top")
+        if train:
+            ax1.plot([step0 + r["step"] for r in train], [r["train/loss"] for r in train], "C0")
+        for key, name, color in keys:
+            if val and all(key in r for r in val):
+                ax2.plot(
+                    [epoch0 + r["epoch"] + 1 for r in val],
+                    [r[key] for r in val],
+                    marker="o",
+                    color=color,
+                    label=name if number == 0 or not ax2.get_legend_handles_labels()[0] else None,
+                )
+        step0 += max((r["step"] for r in train), default=0)
+        epoch0 += max((r["epoch"] + 1 for r in val), default=0)
     ax1.set_xlabel("optimizer step")
-    ax1.set_ylabel("training loss (masked MSE)")
+    ax1.set_ylabel("training loss")
     ax1.set_title("training loss")
-    for key, label in (("val/r2_median", "median R²"), ("val/pearson_median", "median Pearson r")):
-        if val:
-            ax2.plot([r["epoch"] + 1 for r in val], [r[key] for r in val], marker="o", label=label)
     ax2.set_xlabel("epoch")
     ax2.set_ylabel("validation score")
     ax2.set_title("validation (all subjects, all vertices)")
-    ax2.legend()
+    if ax2.get_legend_handles_labels()[0]:
+        ax2.legend(loc="lower right")
     fig.tight_layout()
     if output_file is not None:
         _save(fig, output_file)

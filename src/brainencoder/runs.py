@@ -8,7 +8,13 @@ from .errors import CheckpointError, DataError
 from .fileio import read_yaml_mapping
 from .train.checkpoint import RunDir
 
-__all__ = ["check_run_store", "load_run_model", "run_model_file", "run_store_path"]
+__all__ = [
+    "check_run_store",
+    "load_run_model",
+    "run_history",
+    "run_model_file",
+    "run_store_path",
+]
 
 
 def _run_header(run_dir: Path) -> dict:
@@ -94,3 +100,35 @@ def load_run_model(run_or_file: str | Path):
     from .models.modelfile import load_encoder
 
     return load_encoder(path)
+
+
+def run_history(run_dir: str | Path, max_depth: int = 16) -> list[tuple[Path, list[dict]]]:
+    """A run's training records preceded by those of the runs it was initialized from.
+
+    Follows ``init_from`` (a run folder, or a model file inside one) back while
+    the source run still exists, oldest first, so phase 2's learning curves
+    show phase 1's epochs too. Loops and missing runs end the chain.
+
+    Returns
+    -------
+    list of (run folder, records of its ``metrics.jsonl``)
+    """
+    chain: list[tuple[Path, list[dict]]] = []
+    seen: set[Path] = set()
+    current: Path | None = Path(run_dir)
+    while current is not None and len(chain) < max_depth:
+        resolved = current.resolve()
+        if resolved in seen or not (current / "config.yaml").exists():
+            break
+        seen.add(resolved)
+        chain.append((current, RunDir(current).read_metrics()))
+        try:
+            config = read_yaml_mapping(current / "config.yaml", "run config")
+        except DataError:
+            break
+        source = config.get("init_from")
+        if not isinstance(source, str) or not source:
+            break
+        source_path = Path(source)
+        current = source_path if source_path.is_dir() else source_path.parent
+    return chain[::-1]

@@ -19,6 +19,8 @@ __all__ = [
     "FactorizedProjection",
     "LayerProjection",
     "PCAEmbedding",
+    "SubjectAffine",
+    "affine_per_subject",
     "apply_per_subject",
     "average_projections",
     "pca_embedding",
@@ -272,6 +274,33 @@ def apply_per_subject(
     if out is None:
         raise ValueError("empty batch")
     return out
+
+
+class SubjectAffine(nn.Module):
+    """One subject's per-vertex gain (starts at 1) and offset (starts at 0).
+
+    Parameters
+    ----------
+    n_vertices : int
+    """
+
+    def __init__(self, n_vertices: int) -> None:
+        super().__init__()
+        self.gain = nn.Parameter(torch.ones(n_vertices))
+        self.offset = nn.Parameter(torch.zeros(n_vertices))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(n, n_vertices) -> (n, n_vertices)."""
+        return x * self.gain + self.offset
+
+
+def affine_per_subject(
+    x: torch.Tensor, subject: torch.Tensor, modules: Sequence[SubjectAffine]
+) -> torch.Tensor:
+    """Each sample's subject gain and offset, in one gather: (B, V) -> (B, V)."""
+    gain = torch.stack([m.gain for m in modules]).to(x.dtype)
+    offset = torch.stack([m.offset for m in modules]).to(x.dtype)
+    return x * gain[subject] + offset[subject]
 
 
 class LayerProjection(nn.Module):
