@@ -111,9 +111,18 @@ class Encoder(nn.Module):
     pca : GroupPCA, optional
         Fitted group PCA for readouts that embed through it; without it their
         embedding is a placeholder (to be loaded from a file, or for shape tests).
+    regions : RegionLabels, optional
+        The region of every group vertex, for readouts built on regions
+        (``roi_query``); a model file brings its own.
     """
 
-    def __init__(self, config: EncoderConfig, space: GroupSpace, pca: Any | None = None) -> None:
+    def __init__(
+        self,
+        config: EncoderConfig,
+        space: GroupSpace,
+        pca: Any | None = None,
+        regions: Any | None = None,
+    ) -> None:
         super().__init__()
         config.validate()
         self.config = config
@@ -131,7 +140,13 @@ class Encoder(nn.Module):
         options = dict(config.readout)
         name = options.pop("name")
         self.readout = create_readout(
-            name, self.feature_shapes, space.subjects, space.n_vertices, pca=pca, **options
+            name,
+            self.feature_shapes,
+            space.subjects,
+            space.n_vertices,
+            pca=pca,
+            regions=regions,
+            **options,
         )
         config.readout = self.readout.config()  # resolved options (latent_dim "auto")
         self.trunk_trainable, self.trunk_bn_eval = True, False
@@ -268,7 +283,11 @@ def merge_encoder_config(base: EncoderConfig, overrides: dict[str, Any]) -> Enco
 
 
 def create_encoder(
-    name: str, space: GroupSpace, pca: Any | None = None, **overrides: Any
+    name: str,
+    space: GroupSpace,
+    pca: Any | None = None,
+    regions: Any | None = None,
+    **overrides: Any,
 ) -> Encoder:
     """Build a named encoder configuration, with keyword overrides.
 
@@ -282,6 +301,8 @@ def create_encoder(
         Fitted group PCA for the frozen embedding. Without it the embedding is
         a random orthonormal basis of ``latent_dim`` (an int) with zero mean,
         which is only useful for shapes and speed tests.
+    regions : RegionLabels, optional
+        The region of every vertex (``roi_query`` readouts).
     **overrides
         Fields of :class:`EncoderConfig`; ``readout`` is merged with the
         preset's readout options.
@@ -294,9 +315,14 @@ def create_encoder(
     if name not in ENCODER_CONFIGS:
         raise ConfigError(f"unknown encoder {name!r}; available: {sorted(ENCODER_CONFIGS)}")
     config = merge_encoder_config(copy.deepcopy(ENCODER_CONFIGS[name]), overrides)
-    return build_encoder(config, space, pca)
+    return build_encoder(config, space, pca, regions)
 
 
-def build_encoder(config: EncoderConfig, space: GroupSpace, pca: Any | None = None) -> Encoder:
+def build_encoder(
+    config: EncoderConfig,
+    space: GroupSpace,
+    pca: Any | None = None,
+    regions: Any | None = None,
+) -> Encoder:
     """Build an encoder from a config (see :func:`create_encoder`)."""
-    return Encoder(config, space, pca)
+    return Encoder(config, space, pca, regions)

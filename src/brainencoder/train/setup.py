@@ -14,7 +14,7 @@ from torch import nn
 from .. import __version__
 from ..data.loader import build_index
 from ..data.store import Store
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, DataError
 from ..features import FeatureCache, build_feature_cache
 from ..fileio import write_bytes_atomic
 from ..models.encoder import Encoder, build_encoder
@@ -117,7 +117,28 @@ def _build_model(config: TrainConfig, store: Store) -> Encoder:
                 )
         else:
             pca = fit_group_pca(store, readout.get("latent_dim", 2048), seed=config.pca_seed)
-    return build_encoder(encoder_config, store.space, pca)
+    regions = None
+    if readout_class(readout["name"]).uses_regions:
+        regions = _store_regions(store, readout.get("roi_groups"))
+    return build_encoder(encoder_config, store.space, pca, regions)
+
+
+def _store_regions(store: Store, groups: list[str] | None):
+    """The region of every group vertex, from the ROI label files of the store's data."""
+    from ..data.layout import read_layout
+    from ..regions import DEFAULT_ROI_GROUPS, group_regions
+
+    root = store.manifest["source"]["root"]
+    try:
+        layout = read_layout(root, store.names)
+    except DataError as exc:
+        raise DataError(
+            f"the roi_query readout needs the ROI label files of the data the store "
+            f"{store.path} was prepared from ({exc})"
+        ) from None
+    regions = group_regions(layout, store.space, groups or DEFAULT_ROI_GROUPS)
+    logger.info("%d regions (+1 outside every ROI): %s", len(regions.names), regions.names)
+    return regions
 
 
 def prepare_model(

@@ -60,15 +60,39 @@ def amp_settings(config: TrainConfig, device: torch.device) -> tuple[torch.dtype
     return (torch.bfloat16, False) if mode == "bf16" else (torch.float16, True)
 
 
+def no_decay_names(module: nn.Module) -> set[str]:
+    """Parameters exempt from weight decay by their modules' ``no_weight_decay()``.
+
+    timm's convention: a module lists names relative to itself (positions,
+    embeddings, LoRA factors...); the returned names are relative to ``module``.
+    """
+    names = set()
+    for prefix, sub in module.named_modules():
+        hook = getattr(sub, "no_weight_decay", None)
+        if callable(hook):
+            names |= {f"{prefix}.{n}" if prefix else n for n in hook()}
+    return names
+
+
 def param_groups(module: nn.Module, weight_decay: float, decay_all: bool) -> list[dict[str, Any]]:
-    """AdamW groups: decay on every parameter, or on matrices only (ndim >= 2)."""
-    params = [p for p in module.parameters() if p.requires_grad]
-    if decay_all:
-        return [{"params": params, "weight_decay": weight_decay}]
-    return [
-        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    """AdamW groups: decay on every parameter, or on matrices only (ndim >= 2).
+
+    Parameters a module exempts (``no_weight_decay()``, see
+    :func:`no_decay_names`) are never decayed.
+    """
+    exempt = no_decay_names(module)
+    named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+
+    def decays(name: str, p: nn.Parameter) -> bool:
+        if name in exempt or any(name.startswith(f"{e}.") for e in exempt):
+            return False
+        return decay_all or p.ndim >= 2
+
+    groups = [
+        {"params": [p for n, p in named if decays(n, p)], "weight_decay": weight_decay},
+        {"params": [p for n, p in named if not decays(n, p)], "weight_decay": 0.0},
     ]
+    return [g for g in groups if g["params"]] or groups[:1]
 
 
 def make_optimizer(

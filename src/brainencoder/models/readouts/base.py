@@ -75,6 +75,7 @@ class Readout(nn.Module):
     name: ClassVar[str] = ""
     options_class: ClassVar[type] = object
     uses_pca: ClassVar[bool] = False
+    uses_regions: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -227,6 +228,7 @@ def create_readout(
     subjects: Sequence[str],
     n_vertices: int,
     pca: Any | None = None,
+    regions: Any | None = None,
     **options: Any,
 ) -> Readout:
     """Build a registered readout.
@@ -241,12 +243,18 @@ def create_readout(
     n_vertices : int
     pca : GroupPCA, optional
         Fitted group PCA, for readouts that embed through it (``uses_pca``).
+    regions : RegionLabels, optional
+        The region of every vertex, for readouts built on regions
+        (``uses_regions``; see :func:`brainencoder.regions.group_regions`).
     **options
         The readout's options; unknown names and ill-typed values are errors
         listing the valid ones.
     """
     opts = validate_readout_config({"name": name, **options})
     cls = readout_class(name)
+    context: dict[str, Any] = {}
     if cls.uses_pca:
-        return cls(feature_shapes, subjects, n_vertices, opts, pca=pca)
-    return cls(feature_shapes, subjects, n_vertices, opts)
+        context["pca"] = pca
+    if cls.uses_regions:
+        context["regions"] = regions
+    return cls(feature_shapes, subjects, n_vertices, opts, **context)

@@ -55,7 +55,8 @@ class PointOptions:
         How a vertex reads the map at its position.
     init_width : float
         Starting Gaussian width (standard deviation, in units of the map's
-        half-width; 1 spans the whole map).
+        half-width; 1 spans the whole map; widths stay below 4). A wide start
+        lets every position feel the whole map.
     position_spread : float
         Positions start uniformly at random in [-spread, spread]^2.
     selector_entropy : float
@@ -68,7 +69,7 @@ class PointOptions:
 
     channels: int = 64
     sampling: Literal["gaussian", "bilinear"] = "gaussian"
-    init_width: float = 0.5
+    init_width: float = 1.0
     position_spread: float = 0.8
     selector_entropy: float = 0.01
     dropout: float = 0.1
@@ -118,7 +119,9 @@ class PointReadout(Readout):
             )
             for shape in self.feature_shapes
         )
-        spread = torch.empty(n_layers, n_vertices, 2).uniform_(-o.position_spread, o.position_spread)
+        spread = torch.empty(n_layers, n_vertices, 2).uniform_(
+            -o.position_spread, o.position_spread
+        )
         self.positions = nn.Parameter(torch.atanh(spread))  # tanh keeps them on the map
         self.log_width = nn.Parameter(torch.full((n_layers, n_vertices), math.log(o.init_width)))
         if o.sampling == "bilinear":
@@ -163,7 +166,7 @@ class PointReadout(Readout):
         d2 = (pos[:, 0:1] - xs.repeat(h)[None]) ** 2 + (
             pos[:, 1:2] - ys.repeat_interleave(w)[None]
         ) ** 2  # (V, H*W), positions in row-major order
-        width = torch.exp(self.log_width[layer]).to(fmap.dtype)[:, None]
+        width = torch.exp(self.log_width[layer].clamp(max=math.log(4.0))).to(fmap.dtype)[:, None]
         pool = torch.softmax(-d2 / (2 * width**2), dim=1)  # a normalized Gaussian per vertex
         return fmap.flatten(2) @ pool.t()
 
