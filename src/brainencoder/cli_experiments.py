@@ -1,4 +1,4 @@
-"""Commands on trained models beyond training: adapt, explore, compare, score, import-original."""
+"""Commands on trained models beyond training: adapt, explore, compare, soup, score, import."""
 
 from __future__ import annotations
 
@@ -101,6 +101,23 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_soup(args: argparse.Namespace) -> int:
+    from .soup import soup_runs
+
+    summary = soup_runs(
+        args.run_dirs, args.out, greedy=not args.uniform, store=args.store, overwrite=args.overwrite
+    )
+    for item in summary["ingredients"]:
+        mark = "kept" if item["run"] in summary["kept"] else "left out"
+        print(f"  {item['run']}: val/r2_median {item['val']:.4f} ({mark})")
+    print(
+        f"{summary['kind']} soup of {len(summary['kept'])} runs: val/r2_median "
+        f"{summary['val']:.4f} (best ingredient {summary['best_ingredient_val']:.4f}); "
+        f"wrote {args.out}"
+    )
+    return 0
+
+
 def _group_space(data: Path):
     """The group space of a prepared store or a challenge-layout folder."""
     if (Path(data) / "space.npz").exists():
@@ -163,6 +180,16 @@ def add_experiment_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--n-boot", type=positive_int, default=200, help="bootstrap resamples")
     p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser("soup", help="average the weights of compatible runs (model soup)")
+    p.add_argument("run_dirs", type=Path, nargs="+", help="runs fine-tuned from one model")
+    p.add_argument("--out", type=Path, required=True, help="new run folder")
+    p.add_argument(
+        "--uniform", action="store_true", help="average every run (default: greedy by val score)"
+    )
+    p.add_argument("--store", type=Path, default=None, help="default: the first run's store")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_soup)
 
     p = sub.add_parser("score", help="the challenge score of any submission zip")
     p.add_argument("submission", type=Path)

@@ -49,7 +49,12 @@ def encoder_metadata(model: Encoder) -> dict[str, str]:
     }
 
 
-def save_encoder(model: Encoder, path: str | Path, metadata: dict[str, str] | None = None) -> None:
+def save_encoder(
+    model: Encoder,
+    path: str | Path,
+    metadata: dict[str, str] | None = None,
+    merge_lora: bool = True,
+) -> None:
     """Save a self-contained model file (safetensors): weights, PCA, group space, config.
 
     Parameters
@@ -59,13 +64,23 @@ def save_encoder(model: Encoder, path: str | Path, metadata: dict[str, str] | No
         Output file, written atomically.
     metadata : dict of str to str, optional
         Extra metadata stored in the file header.
+    merge_lora : bool, default=True
+        Fold LoRA updates into the trunk's weights (a plain model file). False
+        keeps the factors and records the LoRA config (training checkpoints,
+        so a resumed run continues the same factors).
     """
     from safetensors.torch import save_file
 
+    from .lora import lora_layers, merged_state_dict
+
     model = getattr(model, "module", model)
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    lora = getattr(model, "lora_config", None) if lora_layers(model.trunk) else None
+    state = merged_state_dict(model) if lora is not None and merge_lora else model.state_dict()
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in state.items()}
     tensors.update({f"space.{k}": torch.from_numpy(v) for k, v in model.space.to_arrays().items()})
     meta = encoder_metadata(model)
+    if lora is not None and not merge_lora:
+        meta["lora"] = json.dumps(dataclasses.asdict(lora))
     meta.update(metadata or {})
     with atomic_path(path, suffix=".safetensors") as tmp:
         save_file(tensors, str(tmp), metadata=meta)
@@ -187,6 +202,15 @@ def load_encoder(path: str | Path, map_location: str | torch.device = "cpu") -> 
         subjects, {k[6:]: v.numpy() for k, v in tensors.items() if k.startswith("space.")}
     )
     model = Encoder(config, space)
+    if "lora" in meta:  # a training checkpoint with unmerged LoRA factors
+        from .lora import LoRAConfig, apply_lora
+
+        try:
+            lora = from_mapping(LoRAConfig, json.loads(meta["lora"]), prefix="lora.")
+        except (ValueError, ConfigError) as exc:
+            raise CheckpointError(f"{path}: damaged LoRA header ({exc})") from None
+        apply_lora(model.trunk.model, lora)
+        model.lora_config = lora
     load_state(model, model_state(tensors), path)
     size = meta.get("store_image_size")
     model.store_image_size = int(size) if size and size.isdigit() else None

@@ -112,7 +112,7 @@ class RunDir:
         tmp = self.checkpoints / f".{name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        save_encoder(model, tmp / "model.safetensors")
+        save_encoder(model, tmp / "model.safetensors", merge_lora=False)
         tensors = {
             "optimizer": optimizer.state_dict(),
             "scaler": scaler.state_dict(),

@@ -18,6 +18,7 @@ import yaml
 from ..errors import ConfigError, DataError
 from ..fileio import read_yaml_mapping
 from ..models.encoder import ENCODER_CONFIGS, EncoderConfig, merge_encoder_config
+from ..models.lora import LoRAConfig
 from ..typecheck import from_mapping
 from .losses import create_loss, validate_loss
 
@@ -48,6 +49,12 @@ class TrainConfig:
         Train the trunk (phase 2) or keep it frozen (phase 1).
     freeze : list of str
         fnmatch patterns of trunk parameters kept frozen when ``train_trunk``.
+    lora : dict, optional
+        Fine-tune the (otherwise frozen) trunk through low-rank updates instead
+        of unfreezing it: ``{rank, alpha, targets, dropout, weight_decay}``
+        (see :class:`~brainencoder.models.lora.LoRAConfig`). The updates are
+        merged into the trunk in ``best.safetensors``; checkpoints keep them
+        apart so a resumed run continues them.
     trunk_bn_eval : bool
         When training the trunk, keep its BatchNorm layers in eval mode (running
         statistics frozen, as in phase 1); matters for convnet trunks only.
@@ -105,6 +112,7 @@ class TrainConfig:
     pca_file: str | None = None
     train_trunk: bool = False
     freeze: list[str] = field(default_factory=list)
+    lora: dict[str, Any] | None = None
     trunk_bn_eval: bool = True
     train_fraction: float = 1.0
     epochs: int = 40
@@ -181,6 +189,15 @@ class TrainConfig:
             )
         if self.cache_features and self.train_trunk:
             raise ConfigError("'cache_features' needs a frozen trunk; set train_trunk: false")
+        if self.lora is not None:
+            self.lora_config()
+            if self.train_trunk:
+                raise ConfigError(
+                    "'lora' fine-tunes the trunk through low-rank updates instead of "
+                    "unfreezing it; set train_trunk: false (or drop lora)"
+                )
+            if self.cache_features:
+                raise ConfigError("'lora' changes the trunk's features; set cache_features: false")
         if not _VAL_METRIC.match(self.val_metric):
             raise ConfigError(
                 "'val_metric' must be val/{r2,pearson}_{median,mean} or "
@@ -191,6 +208,12 @@ class TrainConfig:
                 f"loss {self.loss['name']!r} does not decompose over samples, so gradient "
                 "accumulation would change it: set grad_accum: 1 (or use mse / smooth_l1)"
             )
+
+    def lora_config(self) -> LoRAConfig | None:
+        """The ``lora`` mapping as a checked :class:`~brainencoder.models.lora.LoRAConfig`."""
+        if self.lora is None:
+            return None
+        return from_mapping(LoRAConfig, self.lora, prefix="lora.")
 
     def encoder_config(self) -> EncoderConfig:
         """The preset named by ``encoder`` with the ``model`` overrides, type-checked."""

@@ -18,6 +18,7 @@ from ..errors import CheckpointError, ConfigError, DataError
 from ..features import FeatureCache, build_feature_cache
 from ..fileio import write_bytes_atomic
 from ..models.encoder import Encoder, build_encoder
+from ..models.lora import apply_lora, lora_layers
 from ..models.modelfile import load_encoder, load_state, model_state, read_model_file
 from ..models.trunk import apply_freeze
 from ..ownership import check_output_location, mark_owned, replace_owned
@@ -162,6 +163,15 @@ def prepare_model(
     model.store_image_size = store.image_size
     model.train()  # loaded models come in eval mode
     model.set_trunk_mode(config.train_trunk, bn_eval=config.trunk_bn_eval)
+    lora = config.lora_config()
+    if lora is not None:
+        if not lora_layers(model.trunk):  # a resumed checkpoint brings its own
+            wrapped = apply_lora(model.trunk.model, lora)
+            logger.info("LoRA rank %d on %d trunk layers", lora.rank, len(wrapped))
+        model.lora_config = lora
+        for layer in lora_layers(model.trunk).values():
+            layer.lora_a.requires_grad_(True)
+            layer.lora_b.requires_grad_(True)
     if config.train_trunk and config.freeze:
         frozen = apply_freeze(model.trunk.model, config.freeze)  # timm parameter names
         logger.info("froze %d trunk parameter tensors", len(frozen))
