@@ -154,12 +154,18 @@ class PointReadout(Readout):
         entropy = -(p * torch.log(p.clamp_min(1e-12))).sum(1).mean()
         return self.options.selector_entropy * entropy
 
-    def sample(self, fmap: torch.Tensor, layer: int) -> torch.Tensor:
-        """Read a (B, D, H, W) map at every vertex's position: (B, D, n_vertices)."""
+    def sample(self, fmap: torch.Tensor, layer: int, scale: torch.Tensor) -> torch.Tensor:
+        """Read a (B, D, H, W) map at every vertex's position, times ``scale`` (V,).
+
+        Returns
+        -------
+        Tensor of shape (B, D, n_vertices)
+        """
         pos = torch.tanh(self.positions[layer]).to(fmap.dtype)  # (V, 2) as (x, y)
         if self.options.sampling == "bilinear":
             grid = pos[None, :, None, :].expand(fmap.shape[0], -1, -1, -1)
-            return F.grid_sample(fmap, grid, mode="bilinear", align_corners=False)[..., 0]
+            sampled = F.grid_sample(fmap, grid, mode="bilinear", align_corners=False)[..., 0]
+            return sampled * scale
         h, w = fmap.shape[-2:]
         ys = (torch.arange(h, device=fmap.device, dtype=fmap.dtype) + 0.5) / h * 2 - 1
         xs = (torch.arange(w, device=fmap.device, dtype=fmap.dtype) + 0.5) / w * 2 - 1
@@ -168,14 +174,16 @@ class PointReadout(Readout):
         ) ** 2  # (V, H*W), positions in row-major order
         width = torch.exp(self.log_width[layer].clamp(max=math.log(4.0))).to(fmap.dtype)[:, None]
         pool = torch.softmax(-d2 / (2 * width**2), dim=1)  # a normalized Gaussian per vertex
-        return fmap.flatten(2) @ pool.t()
+        return (
+            fmap.flatten(2) @ (pool * scale[:, None]).t()
+        )  # the scale folded in: no (B, D, V) mul
 
     def forward(self, features: Sequence[torch.Tensor], subject: torch.Tensor) -> torch.Tensor:
         self.check_features(features)
         select = self.layer_weights()
         mixed = None
         for layer, (x, reduce) in enumerate(zip(features, self.reduce)):
-            part = self.sample(reduce(x), layer) * select[:, layer].to(x.dtype)
+            part = self.sample(reduce(x), layer, select[:, layer].to(x.dtype))
             mixed = part if mixed is None else mixed + part
         mixed = self.dropout(mixed)  # (B, D, V)
         out = torch.einsum("bdv,vd->bv", mixed, self.weight.to(mixed.dtype)) + self.bias
