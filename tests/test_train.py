@@ -278,10 +278,12 @@ def test_torchrun_two_gloo_processes_match_single_process(store, tmp_path):
         "torch.distributed.run",
         "--standalone",
         "--nproc_per_node=2",
-        *_train_cli(args, store, tmp_path / "ddp"),
+        *_train_cli([*args, f"cache_dir={tmp_path / 'cache2'}"], store, tmp_path / "ddp"),
     ]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+    for rank in (0, 1):  # both ranks extract their share of the feature cache
+        assert f"process {rank} of 2 extracts" in result.stderr, result.stderr[-3000:]
     summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
     assert summary["world_size"] == 2
     a, b = _weights(tmp_path / "single"), _weights(tmp_path / "ddp")

@@ -1,18 +1,26 @@
 """On-disk cache of frozen-trunk features.
 
 With a frozen trunk, phase 1 only trains the head: extracting the chosen
-layers' feature maps once (float16, memory-mapped) makes each epoch cost the
-head alone. A cache holds ``n_views`` views of every training image: view 0
-is the plain resized image (used for validation), views 1.. are seeded
+layers' feature maps once (memory-mapped) makes each epoch cost the head
+alone. A cache holds ``n_views`` views of every training image: view 0 is the
+plain resized image (used for validation), views 1.. are seeded
 random-resized crops (augmentation). Layout::
 
     CACHE/<key>/plan.json        what is being extracted
-    CACHE/<key>/layerN.f16       float16 (n_views, n_images, C, H, W)
+    CACHE/<key>/layerN.f16       float16 (n_views, n_images, C, *positions), or
+    CACHE/<key>/layerN.i8        int8 values and
+    CACHE/<key>/layerN.scale     float32 scales (n_views, n_images, C): x = q * scale
     CACHE/<key>/chunks/*.done    finished (view, chunk) markers
     CACHE/<key>/manifest.json    written last: the cache is complete
 
-``key`` hashes the store, the trunk's weights and layers, the input size and
-the view settings, so a cache is never reused for something else.
+``key`` hashes the store, the trunk's weights and layers, the input size, the
+view settings and the dtype, so a cache is never reused for something else.
+
+Several processes (``torchrun`` ranks) extract one cache together: each takes
+every ``count``-th (view, chunk) job (:func:`build_feature_cache`'s ``shard``),
+writes its rows into the shared preallocated files and its own markers; the
+first process writes the manifest once every marker exists. The bytes do not
+depend on how many processes wrote them.
 """
 
 from __future__ import annotations
@@ -21,7 +29,10 @@ import hashlib
 import logging
 import os
 import shutil
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Literal, TypeVar
 
 import numpy as np
 import torch
@@ -32,10 +43,72 @@ from .errors import StoreError
 from .fileio import check_free_space, read_json, write_json_atomic
 from .models.encoder import Encoder
 
-__all__ = ["FeatureCache", "InMemoryFeatures", "build_feature_cache", "estimate_cache_bytes"]
+__all__ = [
+    "CACHE_DTYPES",
+    "FeatureCache",
+    "InMemoryFeatures",
+    "build_feature_cache",
+    "estimate_cache_bytes",
+    "prefetch",
+]
 
 logger = logging.getLogger(__name__)
 _CHUNK = 64
+CACHE_DTYPES = ("float16", "int8")
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def prefetch(fn: Callable[[T], R], items: Iterable[T], workers: int = 2) -> Iterator[R]:
+    """``map(fn, items)`` in order, computed up to ``workers + 1`` items ahead in threads.
+
+    Image decoding (Pillow releases the GIL) and store reads then overlap with
+    the trunk's forward on the current batch.
+
+    Parameters
+    ----------
+    fn : callable
+    items : iterable
+    workers : int, default=2
+        Threads; 0 computes in the caller's thread.
+    """
+    if workers <= 0:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        pending = []
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) > workers:
+                yield pending.pop(0).result()
+        for future in pending:
+            yield future.result()
+
+
+def _layer_files(path: Path, index: int, dtype: str) -> tuple[Path, Path | None]:
+    if dtype == "int8":
+        return path / f"layer{index}.i8", path / f"layer{index}.scale"
+    return path / f"layer{index}.f16", None
+
+
+def quantize_int8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 with one float32 scale per (sample, channel).
+
+    Parameters
+    ----------
+    x : Tensor of shape (B, C, *positions)
+
+    Returns
+    -------
+    q : int8 Tensor of shape (B, C, *positions)
+    scale : float32 Tensor of shape (B, C)
+        ``x`` is about ``q * scale`` (error at most half a step of its channel).
+    """
+    flat = x.float().flatten(2)
+    scale = flat.abs().amax(2) / 127.0
+    step = scale.clamp_min(torch.finfo(torch.float32).tiny)[..., None]
+    q = torch.round(flat / step).clamp_(-127, 127).to(torch.int8)
+    return q.view(x.shape), scale
 
 
 def _trunk_digest(model: Encoder) -> str:
@@ -46,10 +119,18 @@ def _trunk_digest(model: Encoder) -> str:
     return digest.hexdigest()
 
 
-def estimate_cache_bytes(model: Encoder, n_images: int, n_views: int) -> int:
-    """Bytes a cache of ``n_images`` x ``n_views`` takes (float16)."""
-    per_image = sum(int(np.prod(s)) for s in model.feature_shapes) * 2
-    return per_image * n_images * n_views
+def estimate_cache_bytes(
+    model: Encoder, n_images: int, n_views: int, dtype: str = "float16"
+) -> int:
+    """Bytes a cache of ``n_images`` x ``n_views`` takes in ``dtype`` ("float16" or "int8")."""
+    return _bytes_per_view(model.feature_shapes, dtype) * n_images * n_views
+
+
+def _bytes_per_view(shapes, dtype: str) -> int:
+    values = sum(int(np.prod(s)) for s in shapes)
+    if dtype == "int8":
+        return values + 4 * sum(int(s[0]) for s in shapes)  # + a float32 scale per channel
+    return 2 * values
 
 
 class FeatureCache:
@@ -57,7 +138,10 @@ class FeatureCache:
 
     Attributes
     ----------
-    layers : list of ndarray of float16, shape (n_views, n_images, C, H, W)
+    layers : list of memory-mapped ndarray, shape (n_views, n_images, C, *positions)
+        float16 values, or int8 values with ``scales``.
+    scales : list of ndarray of float32, shape (n_views, n_images, C), or None
+    dtype : {"float16", "int8"}
     image_rows : ndarray of int64, shape (n_images,)
         Store image rows held, sorted; :meth:`lookup` maps store rows to cache rows.
     """
@@ -73,15 +157,11 @@ class FeatureCache:
         self.n_views = int(manifest["n_views"])
         self.image_rows = np.asarray(manifest["image_rows"], dtype=np.int64)
         self.shapes = [tuple(s) for s in manifest["shapes"]]
-        self.layers = [
-            np.memmap(
-                self.path / f"layer{i}.f16",
-                dtype=np.float16,
-                mode="r",
-                shape=(self.n_views, self.image_rows.size, *shape),
-            )
-            for i, shape in enumerate(self.shapes)
-        ]
+        self.dtype = manifest.get("dtype", "float16")
+        self.layers, scales = _open_layers(
+            self.path, self.shapes, self.n_views, self.image_rows.size, self.dtype, "r"
+        )
+        self.scales = scales if self.dtype == "int8" else None
 
     def lookup(self, store_rows: np.ndarray) -> np.ndarray:
         """Cache rows of store image rows (all must be cached)."""
@@ -93,11 +173,36 @@ class FeatureCache:
         return pos
 
     def get(self, views: np.ndarray, rows: np.ndarray) -> list[torch.Tensor]:
-        """Features of (view, cache row) pairs as float32 tensors (B, C, H, W) per layer."""
-        return [
-            torch.from_numpy(np.asarray(layer[views, rows], dtype=np.float32))
-            for layer in self.layers
-        ]
+        """Features of (view, cache row) pairs as float32 tensors (B, C, *positions) per layer.
+
+        int8 caches are dequantized here, batch by batch.
+        """
+        if self.scales is None:
+            return [
+                torch.from_numpy(np.asarray(layer[views, rows], dtype=np.float32))
+                for layer in self.layers
+            ]
+        out = []
+        for layer, scale in zip(self.layers, self.scales):
+            q = torch.from_numpy(np.asarray(layer[views, rows]))
+            s = torch.from_numpy(np.asarray(scale[views, rows]))
+            out.append(q.float() * s.view(*s.shape, *([1] * (q.ndim - 2))))
+        return out
+
+
+def _open_layers(path, shapes, n_views, n_images, dtype, mode):
+    layers, scales = [], []
+    for i, shape in enumerate(shapes):
+        values, scale = _layer_files(path, i, dtype)
+        np_dtype = np.int8 if dtype == "int8" else np.float16
+        layers.append(
+            np.memmap(values, dtype=np_dtype, mode=mode, shape=(n_views, n_images, *shape))
+        )
+        if scale is not None:
+            scales.append(
+                np.memmap(scale, dtype=np.float32, mode=mode, shape=(n_views, n_images, shape[0]))
+            )
+    return layers, scales
 
 
 class InMemoryFeatures:
@@ -133,6 +238,10 @@ def build_feature_cache(
     batch_size: int = _CHUNK,
     device: str | torch.device = "cpu",
     progress: bool | None = None,
+    dtype: Literal["float16", "int8"] = "float16",
+    shard: tuple[int, int] = (0, 1),
+    sync: Callable[[], None] | None = None,
+    workers: int = 2,
 ) -> FeatureCache:
     """Extract (or finish extracting) the trunk features of ``image_rows``.
 
@@ -152,6 +261,17 @@ def build_feature_cache(
     batch_size : int, default=64
     device : str or torch.device, default="cpu"
     progress : bool, optional
+    dtype : {"float16", "int8"}, default="float16"
+        int8 stores one float32 scale per (view, image, channel) and halves the
+        size; :meth:`FeatureCache.get` dequantizes.
+    shard : (int, int), default=(0, 1)
+        ``(index, count)``: this process extracts every ``count``-th job from
+        ``index``. Every process of the group calls this function with the same
+        arguments but its own index.
+    sync : callable, optional
+        A barrier across the ``count`` processes (required when ``count > 1``).
+    workers : int, default=2
+        Threads reading and cropping the next batches while the trunk runs.
 
     Returns
     -------
@@ -159,6 +279,12 @@ def build_feature_cache(
     """
     from tqdm.auto import tqdm
 
+    index, count = shard
+    if not 0 <= index < count or (count > 1 and sync is None):
+        raise ValueError(f"shard {shard} needs 0 <= index < count and a sync for count > 1")
+    if dtype not in CACHE_DTYPES:
+        raise StoreError(f"cache dtype must be one of {CACHE_DTYPES}; got {dtype!r}")
+    barrier = sync or (lambda: None)
     image_rows = np.unique(np.asarray(image_rows, dtype=np.int64))
     key_src = {
         "store": store.manifest["source"]["fingerprint"],
@@ -174,18 +300,88 @@ def build_feature_cache(
         "n_images": int(image_rows.size),
         "rows": hashlib.sha256(image_rows.tobytes()).hexdigest(),
     }
+    if dtype != "float16":  # float16 caches keep the key they always had
+        key_src["dtype"] = dtype
     key = hashlib.sha256(repr(sorted(key_src.items())).encode()).hexdigest()[:16]
-    path = Path(root) if root is not None else store.path / "features"
-    path = path / key
+    path = (Path(root) if root is not None else store.path / "features") / key
     if (path / "manifest.json").exists():
         return FeatureCache(path)
     shapes = [tuple(s) for s in model.feature_shapes]
-    needed = estimate_cache_bytes(model, image_rows.size, n_views)
+    if index == 0:
+        _prepare_files(path, {"key": key_src, "shapes": shapes}, model, image_rows, n_views, dtype)
+    barrier()
+    layers, scales = _open_layers(path, shapes, n_views, image_rows.size, dtype, "r+")
+    jobs = [(v, s) for v in range(n_views) for s in range(0, image_rows.size, batch_size)]
+    mine = jobs[index::count]
+    todo = [(v, s) for v, s in mine if not (path / "chunks" / f"{v}-{s:08d}.done").exists()]
+    if count > 1:
+        logger.info(
+            "feature cache: process %d of %d extracts %d of %d chunks (%d left)",
+            index,
+            count,
+            len(mine),
+            len(jobs),
+            len(todo),
+        )
+    was_training = model.training
+    model.eval()
+    model.to(device)
+
+    def load(job: tuple[int, int]) -> torch.Tensor:
+        view, start = job
+        images = torch.from_numpy(store.read_images(image_rows[start : start + batch_size]))
+        if view == 0:
+            x = resize(images, model.input_size)
+        else:
+            gen = torch.Generator().manual_seed(
+                int(np.random.SeedSequence([seed, view, start]).generate_state(1)[0])
+            )
+            x = random_resized_crop(images, model.input_size, tuple(crop_scale), gen)
+        return x.pin_memory() if torch.device(device).type == "cuda" else x
+
+    bar = tqdm(
+        total=len(mine),
+        initial=len(mine) - len(todo),
+        unit="batch",
+        desc="cache features",
+        disable=None if progress is None else not progress,
+    )
+    for (view, start), x in zip(todo, prefetch(load, todo, workers)):
+        feats = model.forward_features(x.to(device, non_blocking=True))
+        stop = start + x.shape[0]
+        for i, f in enumerate(feats):
+            if dtype == "int8":
+                q, scale = quantize_int8(f)
+                layers[i][view, start:stop] = q.cpu().numpy()
+                scales[i][view, start:stop] = scale.cpu().numpy()
+            else:
+                layers[i][view, start:stop] = f.to(torch.float16).cpu().numpy()
+        for arr in (*layers, *scales):
+            arr.flush()
+        (path / "chunks" / f"{view}-{start:08d}.done").touch()
+        bar.update()
+    bar.close()
+    model.train(was_training)
+    del layers, scales
+    barrier()
+    if index == 0:
+        _finish(path, jobs, shapes, n_views, image_rows, key_src, dtype)
+    barrier()
+    return FeatureCache(path)
+
+
+def _prepare_files(
+    path: Path, plan: dict, model: Encoder, image_rows: np.ndarray, n_views: int, dtype: str
+) -> None:
+    """Create (or reuse, if it was for the same plan) the preallocated cache files."""
+    shapes = plan["shapes"]
+    needed = estimate_cache_bytes(model, image_rows.size, n_views, dtype)
     logger.info(
-        "feature cache %s: %d images x %d views, %.2f GiB",
+        "feature cache %s: %d images x %d views, %s, %.2f GiB",
         path,
         image_rows.size,
         n_views,
+        dtype,
         needed / 2**30,
     )
     try:
@@ -198,63 +394,44 @@ def build_feature_cache(
             f"{path}: cannot write the feature cache there ({exc.strerror or exc}); the store "
             "may be read-only: set cache_dir=A_WRITABLE_FOLDER"
         ) from None
-    plan = {"key": key_src, "shapes": shapes}
     if (path / "plan.json").exists() and read_json(path / "plan.json") != plan:
         shutil.rmtree(path)
         path.mkdir(parents=True)
     if not (path / "plan.json").exists():
         check_free_space(path, needed, f"the feature cache {path}")
+        itemsize = 1 if dtype == "int8" else 2
         for i, shape in enumerate(shapes):
-            with open(path / f"layer{i}.f16", "wb") as fh:
-                fh.truncate(n_views * image_rows.size * int(np.prod(shape)) * 2)
+            values, scale = _layer_files(path, i, dtype)
+            with open(values, "wb") as fh:
+                fh.truncate(n_views * image_rows.size * int(np.prod(shape)) * itemsize)
+            if scale is not None:
+                with open(scale, "wb") as fh:
+                    fh.truncate(n_views * image_rows.size * int(shape[0]) * 4)
         write_json_atomic(path / "plan.json", plan)
     (path / "chunks").mkdir(exist_ok=True)
-    layers = [
-        np.memmap(
-            path / f"layer{i}.f16",
-            dtype=np.float16,
-            mode="r+",
-            shape=(n_views, image_rows.size, *shape),
+
+
+def _finish(path, jobs, shapes, n_views, image_rows, key_src, dtype) -> None:
+    """Check every job's marker, flush the files to disk, write the manifest."""
+    missing = [j for j in jobs if not (path / "chunks" / f"{j[0]}-{j[1]:08d}.done").exists()]
+    if missing:
+        raise StoreError(
+            f"{path}: {len(missing)} chunks were not extracted (a process failed); rerun "
+            "training to finish the cache"
         )
-        for i, shape in enumerate(shapes)
-    ]
-    was_training = model.training
-    model.eval()
-    model.to(device)
-    jobs = [(v, s) for v in range(n_views) for s in range(0, image_rows.size, batch_size)]
-    todo = [(v, s) for v, s in jobs if not (path / "chunks" / f"{v}-{s:08d}.done").exists()]
-    bar = tqdm(
-        total=len(jobs),
-        initial=len(jobs) - len(todo),
-        unit="batch",
-        desc="cache features",
-        disable=None if progress is None else not progress,
-    )
-    for view, start in todo:
-        rows = image_rows[start : start + batch_size]
-        images = torch.from_numpy(store.read_images(rows))
-        if view == 0:
-            x = resize(images, model.input_size)
-        else:
-            gen = torch.Generator().manual_seed(
-                int(np.random.SeedSequence([seed, view, start]).generate_state(1)[0])
-            )
-            x = random_resized_crop(images, model.input_size, tuple(crop_scale), gen)
-        feats = model.forward_features(x.to(device))
-        for layer, f in zip(layers, feats):
-            layer[view, start : start + len(rows)] = f.to(torch.float16).cpu().numpy()
-        for layer in layers:
-            layer.flush()
-        (path / "chunks" / f"{view}-{start:08d}.done").touch()
-        bar.update()
-    bar.close()
-    model.train(was_training)
     for i in range(len(shapes)):
-        with open(path / f"layer{i}.f16", "rb+") as fh:
-            os.fsync(fh.fileno())
+        for f in _layer_files(path, i, dtype):
+            if f is not None:
+                with open(f, "rb+") as fh:
+                    os.fsync(fh.fileno())
     write_json_atomic(
         path / "manifest.json",
-        {"n_views": n_views, "shapes": shapes, "image_rows": image_rows.tolist(), "key": key_src},
+        {
+            "n_views": n_views,
+            "shapes": shapes,
+            "image_rows": image_rows.tolist(),
+            "key": key_src,
+            "dtype": dtype,
+        },
     )
     shutil.rmtree(path / "chunks", ignore_errors=True)
-    return FeatureCache(path)

@@ -11,7 +11,7 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -89,6 +89,16 @@ class TrainConfig:
         random-resized crops.
     cache_dir : str or None
         Where feature caches live (default: ``<store>/features``).
+    cache_dtype : {"float16", "int8"}
+        How cached features are stored: float16, or int8 with a float32 scale
+        per (image, channel), dequantized batch by batch (half the disk).
+    cache_scope : {"shared", "node"}
+        Under torchrun, every rank extracts a share of the cache: of one
+        folder all ranks see (a network filesystem, "shared"), or of a folder
+        per node, where each node's ranks extract every row ("node").
+    decode_workers : int
+        Threads reading and preparing the next batches while the trunk runs
+        (feature extraction).
     val_metric : str
         Metric that picks the best checkpoint (``val/r2_median`` ...).
     early_stop_patience : int or None
@@ -131,6 +141,9 @@ class TrainConfig:
     cache_features: bool = False
     cache_views: int = 1
     cache_dir: str | None = None
+    cache_dtype: Literal["float16", "int8"] = "float16"
+    cache_scope: Literal["shared", "node"] = "shared"
+    decode_workers: int = 2
     val_metric: str = "val/r2_median"
     early_stop_patience: int | None = None
     checkpoint_every: int = 0
@@ -158,7 +171,7 @@ class TrainConfig:
         for key in positive:
             if getattr(self, key) < 1:
                 raise ConfigError(f"'{key}' must be >= 1; got {getattr(self, key)}")
-        for key in ("seed", "pca_seed", "num_workers", "checkpoint_every"):
+        for key in ("seed", "pca_seed", "num_workers", "checkpoint_every", "decode_workers"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"'{key}' must be >= 0; got {getattr(self, key)}")
         if self.early_stop_patience is not None and self.early_stop_patience < 1:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -195,27 +196,36 @@ def open_cache(
     device: torch.device,
     progress: bool | None,
 ) -> FeatureCache | None:
-    """The feature cache of the training rows in use plus the validation rows (rank 0
-    extracts; the other ranks open the finished cache)."""
+    """The feature cache of the training rows in use plus the validation rows.
+
+    Every rank extracts its share of the chunks: all ranks when the cache
+    folder is shared (``cache_scope: shared``, a network filesystem), the ranks
+    of each node for a folder per node (``cache_scope: node``; each node then
+    extracts every row).
+    """
     if not config.cache_features:
         return None
     rows = np.concatenate([train_index.image, build_index(store, "val").image])
-
-    def build(**kwargs: Any) -> FeatureCache:
-        return build_feature_cache(
-            model,
-            store,
-            rows,
-            config.cache_views,
-            tuple(config.crop_scale),
-            config.seed,
-            config.cache_dir,
-            **kwargs,
-        )
-
-    cache = build(device=device, progress=progress) if info.is_main else None
-    barrier(info)
-    return cache if info.is_main else build()
+    if config.cache_scope == "node":
+        local_size = int(os.environ.get("LOCAL_WORLD_SIZE", info.world_size))
+        shard = (info.local_rank, local_size)
+    else:
+        shard = (info.rank, info.world_size)
+    return build_feature_cache(
+        model,
+        store,
+        rows,
+        config.cache_views,
+        tuple(config.crop_scale),
+        config.seed,
+        config.cache_dir,
+        device=device,
+        progress=progress if info.is_main else False,
+        dtype=config.cache_dtype,
+        shard=shard,
+        sync=(lambda: barrier(info)) if info.enabled else None,
+        workers=config.decode_workers,
+    )
 
 
 def resume_state(
