@@ -23,12 +23,19 @@ def predict_store_rows(
     model, store: Store, subject: str, rows: np.ndarray, batch_size: int = 64, test: bool = False
 ):
     """Yield (positions, predictions (n, n_lh + n_rh)) for training (or test) image rows."""
+    from .features import prefetch
+
     info = store.subject(subject)
     image_rows = (info.test_rows if test else info.train_rows)[rows]
-    for start in range(0, len(rows), batch_size):
-        sel = image_rows[start : start + batch_size]
-        pred = model.predict(store.read_images(sel), subject)
-        yield np.arange(start, start + len(sel)), np.concatenate([pred[h] for h in HEMIS], 1)
+    starts = list(range(0, len(rows), batch_size))
+
+    def read(start: int) -> np.ndarray:
+        return store.read_images(image_rows[start : start + batch_size])
+
+    for start, images in zip(starts, prefetch(read, starts)):  # reads overlap the model
+        pred = model.predict(images, subject)
+        n = images.shape[0]
+        yield np.arange(start, start + n), np.concatenate([pred[h] for h in HEMIS], 1)
 
 
 def load_noise_ceiling(folder: str | Path, subject: str, hemi: str, n_vertices: int) -> np.ndarray:

@@ -62,6 +62,14 @@ def _decode(paths: Sequence[Path], size: int) -> np.ndarray:
     return np.stack([load_image(p, size) for p in paths])
 
 
+def _ready(model, images: np.ndarray):
+    """A CPU encoder's input batch, resized in the decoding thread; else the uint8 array."""
+    prepare = getattr(model, "prepare_images", None)
+    if prepare is None or next(model.parameters()).device.type != "cpu":
+        return images  # ridge models take arrays; a GPU resizes on the device
+    return prepare(images)
+
+
 def _decode_size(model: object) -> int:
     """The size images are decoded at for ``model``: its training store's, else its input."""
     size = getattr(model, "store_image_size", None) or getattr(model, "input_size", None)
@@ -71,7 +79,12 @@ def _decode_size(model: object) -> int:
 
 
 def predict_images(
-    model, paths: Sequence[Path], subject: str, batch_size: int = 64, progress: bool | None = None
+    model,
+    paths: Sequence[Path],
+    subject: str,
+    batch_size: int = 64,
+    progress: bool | None = None,
+    workers: int = 2,
 ) -> dict[str, np.ndarray]:
     """Predict a subject's responses to image files (any size, RGB/grayscale/RGBA).
 
@@ -83,7 +96,7 @@ def predict_images(
     -------
     dict with keys "lh", "rh" : ndarray of float32, shape (n_images, n_vertices_hemi)
     """
-    return ensemble_predict([model], paths, subject, None, batch_size, progress)
+    return ensemble_predict([model], paths, subject, None, batch_size, progress, workers)
 
 
 def ensemble_predict(
@@ -93,6 +106,7 @@ def ensemble_predict(
     weights: Sequence[np.ndarray] | None = None,
     batch_size: int = 64,
     progress: bool | None = None,
+    workers: int = 2,
 ) -> dict[str, np.ndarray]:
     """Mean (or per-vertex weighted mean) of several models' predictions.
 
@@ -109,6 +123,8 @@ def ensemble_predict(
         models at each vertex. Default: the plain mean.
     batch_size : int, default=64
     progress : bool, optional
+    workers : int, default=2
+        Threads decoding the next batches while the models run (0: none).
 
     Returns
     -------
@@ -118,19 +134,26 @@ def ensemble_predict(
 
     if len(paths) == 0:
         raise DataError("no images to predict")
+    from .features import prefetch
+
     sizes = [_decode_size(m) for m in models]  # per image, whatever else is in the folder
     outs: dict[str, list[np.ndarray]] = {h: [] for h in HEMIS}
-    for start in tqdm(
-        range(0, len(paths), batch_size),
+    batches = [paths[s : s + batch_size] for s in range(0, len(paths), batch_size)]
+
+    def decode(batch: Sequence[Path]) -> list:
+        arrays = {size: _decode(batch, size) for size in set(sizes)}
+        return [_ready(m, arrays[size]) for m, size in zip(models, sizes)]
+
+    for decoded in tqdm(  # the next batches decode in threads while the models run
+        prefetch(decode, batches, workers),
+        total=len(batches),
         desc=f"predict {subject}",
         unit="batch",
         disable=None if progress is None else not progress,
     ):
-        batch = paths[start : start + batch_size]
-        decoded = {size: _decode(batch, size) for size in set(sizes)}
         total: dict[str, np.ndarray] = {}
         for m, model in enumerate(models):
-            pred = model.predict(decoded[sizes[m]], subject)
+            pred = model.predict(decoded[m], subject)
             n_lh = pred["lh"].shape[1]
             for h, sl in (("lh", slice(0, n_lh)), ("rh", slice(n_lh, None))):
                 w = 1.0 / len(models) if weights is None else weights[m][sl][None, :]
