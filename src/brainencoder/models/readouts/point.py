@@ -61,6 +61,11 @@ class PointOptions:
         Positions start uniformly at random in [-spread, spread]^2.
     selector_entropy : float
         Weight of the mean layer-selector entropy in the regularizer.
+    position_speed : float
+        Positions and widths move this many times faster than the other
+        parameters under the same learning rate (they are stored divided by
+        it): at the lr that suits the weights, a position would cross the map
+        only after thousands of steps.
     dropout : float
         Dropout on the sampled per-vertex features.
     norm : bool
@@ -72,6 +77,7 @@ class PointOptions:
     init_width: float = 1.0
     position_spread: float = 0.8
     selector_entropy: float = 0.01
+    position_speed: float = 20.0
     dropout: float = 0.1
     norm: bool = True
 
@@ -82,6 +88,8 @@ class PointOptions:
             raise ConfigError(f"'init_width' must be > 0; got {self.init_width}")
         if not 0 < self.position_spread < 1:
             raise ConfigError(f"'position_spread' must be in (0, 1); got {self.position_spread}")
+        if not self.position_speed > 0:
+            raise ConfigError(f"'position_speed' must be > 0; got {self.position_speed}")
         if self.selector_entropy < 0:
             raise ConfigError(f"'selector_entropy' must be >= 0; got {self.selector_entropy}")
         if not 0 <= self.dropout < 1:
@@ -122,8 +130,11 @@ class PointReadout(Readout):
         spread = torch.empty(n_layers, n_vertices, 2).uniform_(
             -o.position_spread, o.position_spread
         )
-        self.positions = nn.Parameter(torch.atanh(spread))  # tanh keeps them on the map
-        self.log_width = nn.Parameter(torch.full((n_layers, n_vertices), math.log(o.init_width)))
+        speed = o.position_speed  # stored / speed: an optimizer step moves them speed x faster
+        self.positions = nn.Parameter(torch.atanh(spread) / speed)  # tanh keeps them on the map
+        self.log_width = nn.Parameter(
+            torch.full((n_layers, n_vertices), math.log(o.init_width) / speed)
+        )
         if o.sampling == "bilinear":
             self.log_width.requires_grad_(False)
         self.selector = nn.Parameter(torch.zeros(n_vertices, n_layers))
@@ -144,6 +155,15 @@ class PointReadout(Readout):
         with torch.no_grad():
             self.bias.copy_(mean_response)
 
+    def position(self, layer: int) -> torch.Tensor:
+        """Every vertex's position on layer ``layer``'s map, (V, 2) as (x, y) in (-1, 1)."""
+        return torch.tanh(self.positions[layer] * self.options.position_speed)
+
+    def width(self, layer: int) -> torch.Tensor:
+        """Every vertex's Gaussian width on layer ``layer`` (half-widths of the map), (V,)."""
+        log_width = self.log_width[layer] * self.options.position_speed
+        return torch.exp(log_width.clamp(max=math.log(4.0)))
+
     def layer_weights(self) -> torch.Tensor:
         """Softmax layer selection per vertex, shape (n_vertices, n_layers)."""
         return torch.softmax(self.selector.float(), dim=1)
@@ -161,7 +181,7 @@ class PointReadout(Readout):
         -------
         Tensor of shape (B, D, n_vertices)
         """
-        pos = torch.tanh(self.positions[layer]).to(fmap.dtype)  # (V, 2) as (x, y)
+        pos = self.position(layer).to(fmap.dtype)  # (V, 2) as (x, y)
         if self.options.sampling == "bilinear":
             grid = pos[None, :, None, :].expand(fmap.shape[0], -1, -1, -1)
             sampled = F.grid_sample(fmap, grid, mode="bilinear", align_corners=False)[..., 0]
@@ -172,7 +192,7 @@ class PointReadout(Readout):
         d2 = (pos[:, 0:1] - xs.repeat(h)[None]) ** 2 + (
             pos[:, 1:2] - ys.repeat_interleave(w)[None]
         ) ** 2  # (V, H*W), positions in row-major order
-        width = torch.exp(self.log_width[layer].clamp(max=math.log(4.0))).to(fmap.dtype)[:, None]
+        width = self.width(layer).to(fmap.dtype)[:, None]
         pool = torch.softmax(-d2 / (2 * width**2), dim=1)  # a normalized Gaussian per vertex
         return (
             fmap.flatten(2) @ (pool * scale[:, None]).t()
