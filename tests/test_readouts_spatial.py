@@ -29,6 +29,7 @@ def _point(n_vertices=3, **options):
         for reduce in readout.reduce:
             reduce[0].weight.copy_(torch.eye(2)[:, :, None, None])
             reduce[0].bias.zero_()
+        readout.weight.normal_()  # (it starts at zero: the prediction starts at the mean)
     return readout.eval()
 
 
@@ -82,6 +83,7 @@ def test_point_layer_selector_mixes_and_its_entropy_is_penalized():
     only1 = readout([x0, x1], torch.tensor([0]))
     bias = readout.bias
     torch.testing.assert_close(both - bias, 0.25 * (only0 - bias) + 0.75 * (only1 - bias))
+    assert not torch.allclose(only0, only1)  # the layers differ, so the mix is not trivial
     assert readout.regularizer() < uniform  # a decided selector costs less
     exempt = {
         id(p)

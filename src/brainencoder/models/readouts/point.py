@@ -138,7 +138,7 @@ class PointReadout(Readout):
         if o.sampling == "bilinear":
             self.log_width.requires_grad_(False)
         self.selector = nn.Parameter(torch.zeros(n_vertices, n_layers))
-        self.weight = nn.Parameter(torch.randn(n_vertices, o.channels) / math.sqrt(o.channels))
+        self.weight = nn.Parameter(torch.zeros(n_vertices, o.channels))  # starts at the mean
         self.bias = nn.Parameter(torch.zeros(n_vertices))
         self.dropout = nn.Dropout(o.dropout)
         self._add_initial_subjects()

@@ -43,6 +43,9 @@ class RoiQueryOptions:
     ----------
     dim : int
         Width of tokens, queries and region outputs.
+    queries_per_region : int
+        Queries of each region; a vertex maps the concatenation of its region's
+        outputs (``queries_per_region * dim`` values).
     heads : int
         Attention heads (must divide ``dim``).
     depth : int
@@ -57,6 +60,7 @@ class RoiQueryOptions:
     """
 
     dim: int = 128
+    queries_per_region: int = 1
     heads: int = 4
     depth: int = 1
     dropout: float = 0.1
@@ -68,6 +72,8 @@ class RoiQueryOptions:
             raise ConfigError(
                 f"'dim' ({self.dim}) must be a positive multiple of 'heads' ({self.heads})"
             )
+        if self.queries_per_region < 1:
+            raise ConfigError(f"'queries_per_region' must be >= 1; got {self.queries_per_region}")
         if self.depth < 1:
             raise ConfigError(f"'depth' must be positive; got {self.depth}")
         if not 0 <= self.dropout < 1:
@@ -110,19 +116,23 @@ class RoiQueryReadout(Readout):
         self.register_buffer("region", labels)
         self.register_load_state_dict_post_hook(_check_regions)
         n_queries = len(o.region_names) + 1
-        self.embed = nn.ModuleList(nn.Linear(shape[0], o.dim) for shape in self.feature_shapes)
+        self.embed = nn.ModuleList(
+            nn.Sequential(nn.Linear(shape[0], o.dim), nn.LayerNorm(o.dim))
+            for shape in self.feature_shapes
+        )
         self.position = nn.ParameterList(
             nn.Parameter(torch.randn(math.prod(shape[1:]), o.dim) * 0.02)
             for shape in self.feature_shapes
         )
         self.layer_embedding = nn.Parameter(torch.randn(len(self.feature_shapes), o.dim) * 0.02)
-        self.queries = nn.Parameter(torch.randn(n_queries, o.dim) * 0.02)
+        self.queries = nn.Parameter(torch.randn(n_queries * o.queries_per_region, o.dim) * 0.02)
         layer = nn.TransformerDecoderLayer(
             o.dim, o.heads, 2 * o.dim, o.dropout, batch_first=True, norm_first=True
         )
         self.decoder = nn.TransformerDecoder(layer, o.depth, norm=nn.LayerNorm(o.dim))
         self.dropout = nn.Dropout(o.dropout)
-        self.weight = nn.Parameter(torch.randn(n_vertices, o.dim) / math.sqrt(o.dim))
+        width = o.dim * o.queries_per_region
+        self.weight = nn.Parameter(torch.zeros(n_vertices, width))  # starts at the mean
         self.bias = nn.Parameter(torch.zeros(n_vertices))
         self._add_initial_subjects()
 
@@ -149,11 +159,12 @@ class RoiQueryReadout(Readout):
         return torch.cat(parts, 1)
 
     def region_outputs(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
-        """One output per region query, (B, n_regions + 1, dim)."""
+        """Each region's outputs, concatenated: (B, n_regions + 1, queries_per_region * dim)."""
         self.check_features(features)
         memory = self.tokens(features)
         queries = self.queries.to(memory.dtype).expand(memory.shape[0], -1, -1)
-        return self.dropout(self.decoder(queries, memory))
+        out = self.dropout(self.decoder(queries, memory))
+        return out.reshape(out.shape[0], -1, self.weight.shape[1])
 
     def forward(self, features: Sequence[torch.Tensor], subject: torch.Tensor) -> torch.Tensor:
         out = self.region_outputs(features)
