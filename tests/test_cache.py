@@ -11,13 +11,9 @@ import pytest
 import torch
 
 from brainencoder.errors import StoreError
-from brainencoder.features import (
-    build_feature_cache,
-    estimate_cache_bytes,
-    prefetch,
-    quantize_int8,
-)
+from brainencoder.features import build_feature_cache, estimate_cache_bytes, quantize_int8
 from brainencoder.models.encoder import create_encoder
+from brainencoder.prefetch import prefetch
 
 TINY = {"img_size": 32, "readout": {"hidden_dim": 8, "latent_dim": 4}}
 

@@ -92,6 +92,7 @@ def test_point_layer_selector_mixes_and_its_entropy_is_penalized():
         for p in g["params"]
     }
     assert id(readout.positions) in exempt and id(readout.selector) in exempt
+    assert id(readout.per_subject["subj01"].gain) in exempt  # even with decay on every parameter
     assert id(readout.weight) not in exempt
 
 

@@ -23,7 +23,7 @@ def predict_store_rows(
     model, store: Store, subject: str, rows: np.ndarray, batch_size: int = 64, test: bool = False
 ):
     """Yield (positions, predictions (n, n_lh + n_rh)) for training (or test) image rows."""
-    from .features import prefetch
+    from .prefetch import prefetch
 
     info = store.subject(subject)
     image_rows = (info.test_rows if test else info.train_rows)[rows]

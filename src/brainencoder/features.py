@@ -29,10 +29,9 @@ import hashlib
 import logging
 import os
 import shutil
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Literal
 
 import numpy as np
 import torch
@@ -42,6 +41,7 @@ from .data.transforms import random_resized_crop, resize
 from .errors import StoreError
 from .fileio import check_free_space, read_json, write_json_atomic
 from .models.encoder import Encoder
+from .prefetch import prefetch
 
 __all__ = [
     "CACHE_DTYPES",
@@ -49,40 +49,12 @@ __all__ = [
     "InMemoryFeatures",
     "build_feature_cache",
     "estimate_cache_bytes",
-    "prefetch",
+    "quantize_int8",
 ]
 
 logger = logging.getLogger(__name__)
 _CHUNK = 64
 CACHE_DTYPES = ("float16", "int8")
-T = TypeVar("T")
-R = TypeVar("R")
-
-
-def prefetch(fn: Callable[[T], R], items: Iterable[T], workers: int = 2) -> Iterator[R]:
-    """``map(fn, items)`` in order, computed up to ``workers + 1`` items ahead in threads.
-
-    Image decoding (Pillow releases the GIL) and store reads then overlap with
-    the trunk's forward on the current batch.
-
-    Parameters
-    ----------
-    fn : callable
-    items : iterable
-    workers : int, default=2
-        Threads; 0 computes in the caller's thread.
-    """
-    if workers <= 0:
-        yield from map(fn, items)
-        return
-    with ThreadPoolExecutor(workers) as pool:
-        pending = []
-        for item in items:
-            pending.append(pool.submit(fn, item))
-            if len(pending) > workers:
-                yield pending.pop(0).result()
-        for future in pending:
-            yield future.result()
 
 
 def _layer_files(path: Path, index: int, dtype: str) -> tuple[Path, Path | None]:

@@ -134,7 +134,7 @@ def ensemble_predict(
 
     if len(paths) == 0:
         raise DataError("no images to predict")
-    from .features import prefetch
+    from .prefetch import prefetch
 
     sizes = [_decode_size(m) for m in models]  # per image, whatever else is in the folder
     outs: dict[str, list[np.ndarray]] = {h: [] for h in HEMIS}

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+import yaml
 
 from .data.store import Store
 from .errors import ConfigError
@@ -145,9 +146,14 @@ def soup_runs(
     out.mkdir(parents=True, exist_ok=True)
     mark_owned(out, "run")
     save_encoder(soup, out / "best.safetensors", {"store_image_size": str(store.image_size)})
-    first_config = runs[0] / "config.yaml" if runs[0].is_dir() else None
-    if first_config is not None and first_config.exists():
+    first_config = runs[0] / "config.yaml"
+    if runs[0].is_dir() and first_config.exists():  # the run header: store, identity
         write_bytes_atomic(out / "config.yaml", first_config.read_bytes())
+    else:
+        header = {
+            "run": {"store": str(Path(store.path).absolute()), "soup_of": [str(r) for r in runs]}
+        }
+        write_bytes_atomic(out / "config.yaml", yaml.safe_dump(header).encode())
     summary = {
         "kind": "greedy" if greedy else "uniform",
         "metric": "val/r2_median",

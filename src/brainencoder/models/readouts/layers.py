@@ -289,6 +289,10 @@ class SubjectAffine(nn.Module):
         self.gain = nn.Parameter(torch.ones(n_vertices))
         self.offset = nn.Parameter(torch.zeros(n_vertices))
 
+    def no_weight_decay(self) -> set[str]:
+        """A gain decayed towards 0 would silence the subject: neither is decayed."""
+        return {"gain", "offset"}
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(n, n_vertices) -> (n, n_vertices)."""
         return x * self.gain + self.offset
