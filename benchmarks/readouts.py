@@ -1,6 +1,6 @@
 """Readouts, losses, phase 2 vs LoRA, ensembles and soups on one planted truth.
 
-Usage: python benchmarks/readouts.py [--seeds 0 1 2] [--subjects 4] [--n-train 250]
+Usage: python benchmarks/readouts.py [--seeds 0 1 2] [--subjects 4] [--n-train 150]
 
 One synthetic dataset. For every seed (the seed sets the random ResNet-18 trunk,
 the readout's initialisation and the data order; every model of one seed shares
@@ -51,7 +51,7 @@ READOUTS = {
     ],
     "grouplin_seq": [],  # configs/demo.yaml: lr 2e-3
     "point": ["model.readout={name: point, channels: 32}", "lr=1e-2"],
-    "roi_query": ["model.readout={name: roi_query, dim: 64, queries_per_region: 16}", "lr=5e-3"],
+    "roi_query": ["model.readout={name: roi_query, dim: 64, queries_per_region: 8}", "lr=5e-3"],
 }
 LOSSES = {"mse": [], "smooth_l1": ["loss={name: smooth_l1, beta: 0.01}"]}
 LORA = "lora={rank: 4, alpha: 8, targets: ['layer3.*.conv*', 'layer3.0.downsample.0']}"
@@ -76,7 +76,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--subjects", type=int, default=4)
-    parser.add_argument("--n-train", type=int, default=250)
+    parser.add_argument("--n-train", type=int, default=150)
     parser.add_argument("--epochs", type=int, default=20, help="phase 1 (the demo's: 20)")
     args = parser.parse_args()
     t_start = time.perf_counter()
