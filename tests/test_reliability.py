@@ -314,3 +314,30 @@ def test_sigterm_to_prepare_ends_its_workers(tmp_path):
     for pid in alive:
         os.kill(pid, signal.SIGKILL)
     assert not alive, f"workers {alive} outlived prepare"
+
+
+def test_saving_a_step_again_keeps_the_checkpoint_latest_names(store, tmp_path, monkeypatch):
+    """A resumed run may save its starting step again; a kill then must not lose both."""
+    import torch
+
+    import brainencoder.train.checkpoint as checkpoint
+    from brainencoder.train.checkpoint import RunDir
+
+    model = _model(store)
+    optimizer = torch.optim.AdamW(model.readout.parameters())
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    run = RunDir(tmp_path / "run")
+    state = {"epoch": 1, "batch_in_epoch": 0, "step": 6}
+    first = run.save_checkpoint(model, optimizer, scaler, dict(state))
+    assert run.latest_checkpoint() == first
+
+    def killed(*args, **kwargs):  # the process dies before the new folder is in place
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run.save_checkpoint(model, optimizer, scaler, dict(state))
+    assert run.latest_checkpoint() == first  # still complete and loadable
+    monkeypatch.undo()
+    second = run.save_checkpoint(model, optimizer, scaler, dict(state))
+    assert second != first and run.latest_checkpoint() == second and not first.exists()

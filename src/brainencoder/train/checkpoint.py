@@ -24,6 +24,7 @@ import random
 import re
 import shutil
 import subprocess
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +77,7 @@ class RunDir:
             return None
         data = read_json(pointer, "checkpoint pointer")
         name = data.get("name") if isinstance(data, dict) else None
-        if not isinstance(name, str) or not re.fullmatch(r"step-\d{9}", name):
+        if not isinstance(name, str) or not re.fullmatch(r"step-\d{9}(-[0-9a-f]{8})?", name):
             raise CheckpointError(
                 f"{pointer}: damaged checkpoint pointer (expected {{'name': 'step-NNNNNNNNN'}}); "
                 "delete it to resume from scratch, or restore it"
@@ -108,6 +109,10 @@ class RunDir:
     ) -> Path:
         """Write a complete checkpoint and point ``latest.json`` to it."""
         name = f"step-{state['step']:09d}"
+        if (self.checkpoints / name).exists():
+            # a resumed run saving its starting step again: never delete the folder
+            # latest.json names before the pointer moves (a kill there would lose both)
+            name = f"{name}-{uuid.uuid4().hex[:8]}"
         final = self.checkpoints / name
         tmp = self.checkpoints / f".{name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -130,8 +135,6 @@ class RunDir:
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
-        if final.exists():
-            shutil.rmtree(final)
         os.replace(tmp, final)
         write_json_atomic(self.checkpoints / "latest.json", {"name": name})
         for old in self.checkpoints.iterdir():
