@@ -19,8 +19,9 @@ per-vertex linear map gives the response::
     y[b, v] = bias[v] + sum_d w[v, d] * sum_l softmax(s[v])_l * sample_l(b, d, v)
 
 Each subject owns a per-vertex gain and offset on top (``y * g_s + o_s``).
-Parameters are O(V * (L * 3 + D)) (4.3 M at the challenge's 39,548 vertices,
-6 layers, D = 64; grouplin has 25.2 M) and activations O(B * D * V * L).
+Parameters are O(V * (L * 4 + D)) (4.45 M at the challenge's 39,548
+vertices, 8 subjects, 6 layers, D = 64; grouplin has 25.2 M) and activations
+O(B * D * V * L).
 The readout needs spatial maps (B, C, H, W): ViT trunks must use
 ``model.prefix_tokens: false``.
 """

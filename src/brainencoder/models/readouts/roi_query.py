@@ -14,8 +14,8 @@ its region's output linearly::
 Each subject owns a per-vertex gain and offset on top. The region of every
 vertex is a buffer of the model, so a model file needs no label files to
 predict. Parameters at the challenge's shape (6 layers of 768 x 257 tokens,
-39,548 vertices, dim 128, 1 decoder layer): about 5.9 M; the per-vertex maps
-cost O(B x R x V) for R regions.
+39,548 vertices, 8 subjects, 24 regions, dim 128, 1 decoder layer): 6.73 M;
+the per-vertex maps cost O(B x R x V) for R regions.
 """
 
 from __future__ import annotations
