@@ -150,6 +150,7 @@ class Encoder(nn.Module):
         )
         config.readout = self.readout.config()  # resolved options (latent_dim "auto")
         self.trunk_trainable, self.trunk_bn_eval = True, False
+        self.lora_config = None  # set when LoRA layers are applied to the trunk
         dc = self.trunk.data_config
         self.register_buffer(
             "pixel_mean", torch.tensor(dc["mean"]).view(1, 3, 1, 1), persistent=False
