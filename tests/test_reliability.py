@@ -58,7 +58,11 @@ def test_feature_cache_resumes_after_interruption(store, tmp_path):
     del layer
     with pytest.raises(BrainEncoderError, match="feature cache is incomplete"):
         FeatureCache(part.path)
-    resumed = build_feature_cache(_model(store), store, rows, 2, root=tmp_path / "b")
+    model = _model(store)
+    forward, calls = model.forward_features, []
+    model.forward_features = lambda x: (calls.append(len(x)), forward(x))[1]
+    resumed = build_feature_cache(model, store, rows, 2, root=tmp_path / "b")
+    assert calls == [64]  # only the unmarked chunk was extracted again
     for a, b in zip(full.layers, resumed.layers):
         np.testing.assert_array_equal(a, b)
 

@@ -26,6 +26,7 @@ depend on how many processes wrote them.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -280,7 +281,8 @@ def build_feature_cache(
         return FeatureCache(path)
     shapes = [tuple(s) for s in model.feature_shapes]
     if index == 0:
-        _prepare_files(path, {"key": key_src, "shapes": shapes}, model, image_rows, n_views, dtype)
+        plan = json.loads(json.dumps({"key": key_src, "shapes": shapes}))  # as read back
+        _prepare_files(path, plan, model, image_rows, n_views, dtype)
     barrier()
     layers, scales = _open_layers(path, shapes, n_views, image_rows.size, dtype, "r+")
     jobs = [(v, s) for v in range(n_views) for s in range(0, image_rows.size, batch_size)]
