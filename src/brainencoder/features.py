@@ -373,14 +373,8 @@ def _prepare_files(
         path.mkdir(parents=True)
     if not (path / "plan.json").exists():
         check_free_space(path, needed, f"the feature cache {path}")
-        itemsize = 1 if dtype == "int8" else 2
-        for i, shape in enumerate(shapes):
-            values, scale = _layer_files(path, i, dtype)
-            with open(values, "wb") as fh:
-                fh.truncate(n_views * image_rows.size * int(np.prod(shape)) * itemsize)
-            if scale is not None:
-                with open(scale, "wb") as fh:
-                    fh.truncate(n_views * image_rows.size * int(shape[0]) * 4)
+        layers, scales = _open_layers(path, shapes, n_views, image_rows.size, dtype, "w+")
+        del layers, scales  # the files exist at their full (sparse) size
         write_json_atomic(path / "plan.json", plan)
     (path / "chunks").mkdir(exist_ok=True)
 
