@@ -142,7 +142,8 @@ def soup_runs(
     else:
         kept = list(range(len(runs)))
     final = average_states([states[j] for j in kept])
-    value = score(final)
+    value = best if greedy else score(final)  # greedy: this average was scored when kept
+    soup.load_state_dict(final)
     out.mkdir(parents=True, exist_ok=True)
     mark_owned(out, "run")
     save_encoder(soup, out / "best.safetensors", {"store_image_size": str(store.image_size)})
