@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import fnmatch
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -150,18 +149,19 @@ def apply_lora(module: nn.Module, config: LoRAConfig) -> list[str]:
     candidates = {
         n: m for n, m in module.named_modules() if isinstance(m, nn.Linear | nn.Conv2d) and n
     }
+    sample = ", ".join(list(candidates)[:6])
+    # the default patterns cover several timm attention layouts: only one need match
+    strict = list(config.targets) != LoRAConfig().targets
     chosen: list[str] = []
     for pattern in config.targets:
         hits = [n for n in candidates if fnmatch.fnmatchcase(n, pattern)]
-        if not hits and not _optional(pattern, config.targets):
-            sample = ", ".join(list(candidates)[:6])
+        if not hits and strict:
             raise ConfigError(
                 f"lora target {pattern!r} matches no Linear or Conv2d layer of the trunk "
                 f"(names look like: {sample}, ...)"
             )
         chosen += [n for n in hits if n not in chosen]
     if not chosen:
-        sample = ", ".join(list(candidates)[:6])
         raise ConfigError(
             f"lora targets {config.targets} match no Linear or Conv2d layer of the trunk "
             f"(names look like: {sample}, ...)"
@@ -174,11 +174,6 @@ def apply_lora(module: nn.Module, config: LoRAConfig) -> list[str]:
         )
         setattr(parent, child, layer)
     return chosen
-
-
-def _optional(pattern: str, targets: Sequence[str]) -> bool:
-    """The default attention patterns cover several timm families; unmatched ones are fine."""
-    return list(targets) == LoRAConfig().targets
 
 
 def merged_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
