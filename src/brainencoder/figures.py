@@ -70,7 +70,7 @@ def plot_run(
     if any(records for _, records in history):
         path = out / "learning_curves.png"
         phases = [(run.name, records) for run, records in history]
-        plt.close(plot_learning_curves([], output_file=path, phases=phases))
+        plt.close(plot_learning_curves(phases, output_file=path))
         paths.append(path)
     return paths
 

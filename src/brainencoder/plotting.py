@@ -228,21 +228,19 @@ def plot_roi_bars(
 
 
 def plot_learning_curves(
-    records: Sequence[Mapping],
+    phases: Sequence[tuple[str, Sequence[Mapping]]],
     output_file: str | Path | None = None,
-    phases: Sequence[tuple[str, Sequence[Mapping]]] | None = None,
 ):
     """Training loss per step and validation metrics per epoch from ``metrics.jsonl``.
 
     Parameters
     ----------
-    records : sequence of mapping
-        One run's records (ignored when ``phases`` is given).
+    phases : sequence of (label, records)
+        The records of one run, or of several runs one after the other (a run
+        and those it was initialized from, oldest first): steps and epochs
+        continue across them, and each boundary is a dashed line labelled with
+        the next phase.
     output_file : path, optional
-    phases : sequence of (label, records), optional
-        Several runs one after the other (a run and those it was initialized
-        from, oldest first): steps and epochs continue across them, and each
-        boundary is a dashed line labelled with the next phase.
 
     Returns
     -------
@@ -250,7 +248,6 @@ def plot_learning_curves(
     """
     import matplotlib.pyplot as plt
 
-    phases = list(phases) if phases is not None else [("", records)]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     step0 = epoch0 = 0
     keys = (("val/r2_median", "median R²", "C0"), ("val/pearson_median", "median Pearson r", "C1"))
