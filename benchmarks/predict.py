@@ -1,6 +1,6 @@
 """``predict`` from image files vs the bare trunk forward on the same images.
 
-Usage: python benchmarks/predict.py [--images 384] [--batch-size 64] [--workers 2]
+Usage: python benchmarks/predict.py [--images 384] [--batch-size 64] [--workers N_CPUS]
 
 Writes ``--images`` PNGs of 425 x 425 px (the challenge's size) to a
 temporary folder, then for the tiny encoder (random ResNet-18, 112 px) and a
@@ -12,7 +12,8 @@ measures in one run, images per second:
   readout);
 * predict, serial: ``predict_images`` from the files, decoding in the main
   thread (``workers=0``, what the first release did);
-* predict: ``predict_images`` with decoding prefetched in threads.
+* predict: ``predict_images`` with every image of the next batches decoded in
+  its own thread task (``--workers`` threads, default one per CPU).
 
 Goal: predict >= 80% of the trunk rate.
 """
@@ -28,8 +29,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from brainencoder.data.images import load_image
 from brainencoder.models.encoder import create_encoder
-from brainencoder.predict import _decode, list_images, predict_images
+from brainencoder.predict import list_images, predict_images
+from brainencoder.prefetch import available_cpus
 from brainencoder.space import GroupSpace
 
 
@@ -53,7 +56,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--images", type=int, default=384)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=available_cpus())
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -92,7 +95,7 @@ def measure(model, paths: list[Path], batch_size: int, workers: int) -> dict[str
     """Images per second of the trunk alone, the model on arrays, and predict from files."""
     model.eval()
     model.store_image_size = 256
-    decoded = _decode(paths, 256)
+    decoded = np.stack([load_image(p, 256) for p in paths])
     batches = [
         model.prepare_images(decoded[s : s + batch_size]) for s in range(0, len(paths), batch_size)
     ]

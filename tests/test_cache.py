@@ -73,6 +73,21 @@ def test_prefetch_keeps_order_and_runs_ahead():
     assert list(prefetch(slow, range(4), workers=0)) == [0, 1, 4, 9]
 
 
+def test_prefetch_error_drops_the_queued_work():
+    started = []
+
+    def fail_on_two(i):
+        started.append(i)
+        time.sleep(0.02)
+        if i == 2:
+            raise ValueError("item 2 is corrupt")
+        return i
+
+    with pytest.raises(ValueError, match="item 2 is corrupt"):
+        list(prefetch(fail_on_two, range(100), workers=2))
+    assert max(started) <= 5  # at most workers + 1 items ahead of the failure ran
+
+
 _SHARDED = """
 import logging, sys, numpy as np, torch, torch.distributed as dist
 from brainencoder.data.store import Store

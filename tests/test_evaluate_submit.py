@@ -164,6 +164,17 @@ def test_predict_any_images_and_cli(run, tmp_path, capsys):
         load_run_model(tmp_path)
 
 
+def test_predict_is_the_same_with_any_number_of_decoding_threads(run, synth_root):
+    paths = read_layout(synth_root)["subj01"].test_images[:7]
+    model = load_run_model(run)
+    serial = predict_images(model, paths, "subj01", batch_size=3, workers=0)
+    assert serial["lh"].shape[0] == 7
+    for workers in (1, 4):
+        threaded = predict_images(model, paths, "subj01", batch_size=3, workers=workers)
+        for hemi in ("lh", "rh"):
+            np.testing.assert_array_equal(threaded[hemi], serial[hemi])
+
+
 def test_ensemble_mean_and_weights(run, ridge_run, synth_root):
     layout = read_layout(synth_root)
     models = [load_run_model(run), load_run_model(ridge_run)]

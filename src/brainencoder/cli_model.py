@@ -121,7 +121,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             check_output_file(f"{out.with_suffix('')}_{hemi}.npy")
     model = load_run_model(args.run_dir)
     paths = list_images(args.images_dir)
-    pred = predict_images(model, paths, args.subject, batch_size=args.batch_size)
+    pred = predict_images(
+        model, paths, args.subject, batch_size=args.batch_size, workers=args.workers
+    )
     if out.suffix == ".npz":
         with atomic_path(out, suffix=".npz") as tmp, open(tmp, "wb") as fh:
             np.savez(fh, lh=pred["lh"], rh=pred["rh"], names=np.array([p.name for p in paths]))
@@ -151,7 +153,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     preds = {}
     for name, subj in layout.subjects.items():
         w = None if weights is None else [wm[name] for wm in weights]
-        preds[name] = ensemble_predict(models, subj.test_images, name, w)
+        preds[name] = ensemble_predict(models, subj.test_images, name, w, workers=args.workers)
     write_submission(preds, layout, args.out)
     print(f"wrote {args.out} ({len(preds)} subjects, {len(models)} model(s))")
     if args.truth:
@@ -269,6 +271,12 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--subject", required=True)
     p.add_argument("--out", type=Path, required=True, help="FILE.npz, or FILE.npy -> FILE_lh/rh")
     p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument(
+        "--workers",
+        type=non_negative_int,
+        default=None,
+        help="threads decoding images while the model runs (default: one per CPU; 0: none)",
+    )
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("submit", help="write a challenge submission zip (several runs: ensemble)")
@@ -286,6 +294,12 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
         type=Path,
         default=None,
         help="folder with held-back test responses and noise ceilings to score",
+    )
+    p.add_argument(
+        "--workers",
+        type=non_negative_int,
+        default=None,
+        help="threads decoding images while the model runs (default: one per CPU; 0: none)",
     )
     p.set_defaults(func=_cmd_submit)
 

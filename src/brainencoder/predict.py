@@ -13,7 +13,7 @@ import io
 import logging
 import re
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -57,13 +57,8 @@ def list_images(folder: str | Path) -> list[Path]:
     return images
 
 
-def _decode(paths: Sequence[Path], size: int) -> np.ndarray:
-    """Decode a batch, every image resized to ``size`` x ``size``."""
-    return np.stack([load_image(p, size) for p in paths])
-
-
 def _ready(model, images: np.ndarray):
-    """A CPU encoder's input batch, resized in the decoding thread; else the uint8 array."""
+    """A CPU encoder's input batch, resized before it is needed; else the uint8 array."""
     prepare = getattr(model, "prepare_images", None)
     if prepare is None or next(model.parameters()).device.type != "cpu":
         return images  # ridge models take arrays; a GPU resizes on the device
@@ -78,13 +73,43 @@ def _decode_size(model: object) -> int:
     return int(size)
 
 
+def _model_inputs(
+    models: Sequence, batches: Sequence[Sequence[Path]], workers: int | None
+) -> Iterator[list]:
+    """Every model's input for each batch of image files, prepared ahead in threads.
+
+    Each image is decoded once per distinct store size of the models and is its
+    own thread task, so all ``workers`` threads share a batch; the next two
+    batches are being prepared while the caller runs the models on this one.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .prefetch import available_cpus, prefetch
+
+    sizes = [_decode_size(m) for m in models]
+    distinct = sorted(set(sizes))
+    workers = available_cpus() if workers is None else workers
+
+    def decode(path: Path) -> dict[int, np.ndarray]:
+        return {size: load_image(path, size) for size in distinct}
+
+    with ThreadPoolExecutor(max(workers, 1)) as pool:
+
+        def prepare(batch: Sequence[Path]) -> list:
+            decoded = list(pool.map(decode, batch)) if workers else [decode(p) for p in batch]
+            arrays = {size: np.stack([d[size] for d in decoded]) for size in distinct}
+            return [_ready(m, arrays[size]) for m, size in zip(models, sizes)]
+
+        yield from prefetch(prepare, batches, 2 if workers else 0)
+
+
 def predict_images(
     model,
     paths: Sequence[Path],
     subject: str,
     batch_size: int = 64,
     progress: bool | None = None,
-    workers: int = 2,
+    workers: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Predict a subject's responses to image files (any size, RGB/grayscale/RGBA).
 
@@ -106,7 +131,7 @@ def ensemble_predict(
     weights: Sequence[np.ndarray] | None = None,
     batch_size: int = 64,
     progress: bool | None = None,
-    workers: int = 2,
+    workers: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Mean (or per-vertex weighted mean) of several models' predictions.
 
@@ -123,8 +148,9 @@ def ensemble_predict(
         models at each vertex. Default: the plain mean.
     batch_size : int, default=64
     progress : bool, optional
-    workers : int, default=2
-        Threads decoding the next batches while the models run (0: none).
+    workers : int, optional
+        Threads decoding the images of the next batches while the models run
+        (default: one per available CPU; 0: decode in this thread).
 
     Returns
     -------
@@ -134,18 +160,10 @@ def ensemble_predict(
 
     if len(paths) == 0:
         raise DataError("no images to predict")
-    from .prefetch import prefetch
-
-    sizes = [_decode_size(m) for m in models]  # per image, whatever else is in the folder
     outs: dict[str, list[np.ndarray]] = {h: [] for h in HEMIS}
     batches = [paths[s : s + batch_size] for s in range(0, len(paths), batch_size)]
-
-    def decode(batch: Sequence[Path]) -> list:
-        arrays = {size: _decode(batch, size) for size in set(sizes)}
-        return [_ready(m, arrays[size]) for m, size in zip(models, sizes)]
-
-    for decoded in tqdm(  # the next batches decode in threads while the models run
-        prefetch(decode, batches, workers),
+    for inputs in tqdm(
+        _model_inputs(models, batches, workers),
         total=len(batches),
         desc=f"predict {subject}",
         unit="batch",
@@ -153,7 +171,7 @@ def ensemble_predict(
     ):
         total: dict[str, np.ndarray] = {}
         for m, model in enumerate(models):
-            pred = model.predict(decoded[m], subject)
+            pred = model.predict(inputs[m], subject)
             n_lh = pred["lh"].shape[1]
             for h, sl in (("lh", slice(0, n_lh)), ("rh", slice(n_lh, None))):
                 w = 1.0 / len(models) if weights is None else weights[m][sl][None, :]

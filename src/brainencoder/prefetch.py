@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-__all__ = ["prefetch"]
+__all__ = ["available_cpus", "prefetch"]
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
 
 
 def prefetch(fn: Callable[[T], R], items: Iterable[T], workers: int = 2) -> Iterator[R]:
@@ -28,7 +37,8 @@ def prefetch(fn: Callable[[T], R], items: Iterable[T], workers: int = 2) -> Iter
     if workers <= 0:
         yield from map(fn, items)
         return
-    with ThreadPoolExecutor(workers) as pool:
+    pool = ThreadPoolExecutor(workers)
+    try:
         pending = []
         for item in items:
             pending.append(pool.submit(fn, item))
@@ -36,3 +46,5 @@ def prefetch(fn: Callable[[T], R], items: Iterable[T], workers: int = 2) -> Iter
                 yield pending.pop(0).result()
         for future in pending:
             yield future.result()
+    finally:  # an error (a corrupt image) or an early stop drops the queued work
+        pool.shutdown(wait=True, cancel_futures=True)
