@@ -38,6 +38,15 @@ def test_compare_two_runs_with_intervals(store, synth_root, tmp_path, capsys):
     assert set(other.subject) == {*store.names, "all"} and set(other.metric) >= {"pearson", "score"}
     assert (other.ci_low <= other.ci_high).all() and np.isfinite(other.ci_low).all()
     assert (table.roi != "all").any()  # per-ROI rows from the label files
+    pooled = other[other.subject == "all"].set_index("metric")
+    assert set(pooled.index) == {"pearson", "score"}  # the challenge score over all subjects too
+    each = other[other.subject != "all"]
+    n_vertices = {s: sum(store.subject(s).n_vertices.values()) for s in store.names}
+    assert len(set(n_vertices.values())) > 1  # so the weighting matters
+    for metric in ("pearson", "score"):
+        rows = each[each.metric == metric]
+        mean = np.average(rows.value, weights=[n_vertices[s] for s in rows.subject])
+        np.testing.assert_allclose(pooled.loc[metric, "value"], mean, rtol=1e-9)
     page = (tmp_path / "cmp" / "index.html").read_text()
     assert "Runs compared on the test split" in page and "difference_map.png" in page
     for name in ("roi_differences.png", "difference_map.png"):

@@ -1,11 +1,11 @@
 """``brainencoder compare``: several runs side by side, with intervals that say what is real.
 
 Every run (encoders, ridge baselines, imported or adapted models) predicts the
-same images of one store and split; the table holds Pearson r, R² and (with
-noise ceilings) the challenge score per subject, overall and per ROI, and the
-difference of each run from the first with a 95% bootstrap interval over
-images (the images are resampled, every vertex's r recomputed), so "+0.4" can
-be told from noise. A per-ROI difference chart, a cortical difference map and
+same images of one store and split; the table holds the mean Pearson r and
+(with noise ceilings) the challenge score per subject and over all subjects'
+vertices, the mean r per ROI, and the difference of each run from the first
+with a 95% bootstrap interval over images (the images are resampled, every
+vertex's r recomputed), so "+0.4" can be told from noise. A per-ROI difference chart, a cortical difference map and
 an HTML page come with it.
 """
 
@@ -82,8 +82,7 @@ def compare_runs(
     """
     import pandas as pd
 
-    from .evaluate import _test_responses, load_noise_ceiling, predict_store_rows
-    from .runs import load_run_model, run_store_path
+    from .runs import run_store_path
 
     if len(runs) < 2:
         raise DataError("compare needs at least two runs")
@@ -91,117 +90,34 @@ def compare_runs(
     for r, parts in zip(runs, members):
         if not isinstance(r, (str, Path)) and len(parts) < 2:
             raise DataError(f"an ensemble needs at least two runs; got {[str(p) for p in parts]}")
-    runs = [m[0] for m in members]
-    store = Store(store if store is not None else run_store_path(runs[0]))
-    names, models = [], []
-    for parts in members:
-        labels = [p.name if p.is_dir() else p.stem for p in parts]
-        loaded = [load_run_model(p) for p in parts]
-        if len(parts) == 1:
-            names.append(labels[0])
-            models.append(loaded[0])
-        else:
-            names.append("ensemble(" + "+".join(labels) + ")")
-            models.append(EnsembleModel(loaded, names[-1]))
+    store = Store(store if store is not None else run_store_path(members[0][0]))
+    names, models = _load_runs(members)
     for label, model in zip(names, models):
         model.space.check_subjects_match(store.space, f"{label} vs {store.path}")
-    if len(set(names)) < len(names):
-        names = [f"{i + 1}:{n}" for i, n in enumerate(names)]
     try:
         layout = read_layout(store.manifest["source"]["root"], store.names)
     except DataError:
         layout = None
     rng = np.random.default_rng(seed)
-    rows, per_vertex = [], {}
-    pooled: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    boot_all = {n: [] for n in names}
+    rows, per_vertex, summaries = [], {}, []
     for subject in store.names:
-        info = store.subject(subject)
-        test = split == "test"
-        if test:
-            target = _test_responses(noise_ceiling, subject, info.n_test, info.n_vertices)
-            image_rows = np.arange(info.n_test)
-        else:
-            image_rows = store.split_rows(subject, split)
-            target = store.read_fmri(subject, image_rows)
-        nc = None
-        if noise_ceiling is not None:
-            nc = np.concatenate(
-                [load_noise_ceiling(noise_ceiling, subject, h, info.n_vertices[h]) for h in HEMIS]
-            )
-        preds = {}
-        for name, model in zip(names, models):
-            parts = [p for _, p in predict_store_rows(model, store, subject, image_rows, test=test)]
-            preds[name] = np.concatenate(parts)
+        target, preds, nc = _subject_predictions(
+            store, subject, names, models, split, noise_ceiling
+        )
         n = target.shape[0]
         samples = [rng.integers(0, n, n) for _ in range(n_boot)]
         full = {name: _pearson_rows(p, target, np.arange(n)) for name, p in preds.items()}
-        reference = _summary(full[names[0]], nc)
-        for name in names:  # the reference first: its bootstrap samples are then at hand
-            per_vertex[f"{subject}.{name}"] = full[name]
-            pooled[name].append(full[name])
-            boots = [_summary(_pearson_rows(preds[name], target, s), nc) for s in samples]
-            boot_all[name].append(boots)
-            reference_boots = boot_all[names[0]][-1]
-            for metric, value in _summary(full[name], nc).items():
-                base = reference[metric]
-                diffs = [b[metric] - bb[metric] for b, bb in zip(boots, reference_boots)]
-                low, high = np.percentile(diffs, [2.5, 97.5])
-                rows.append(
-                    {
-                        "run": name,
-                        "subject": subject,
-                        "roi": "all",
-                        "metric": metric,
-                        "value": value,
-                        "diff": value - base,
-                        "ci_low": low,
-                        "ci_high": high,
-                    }
-                )
-            if layout is not None:
-                subj = layout[subject]
-                for group in subj.roi_groups:
-                    labels = np.concatenate([subj.load_rois(group, h) for h in HEMIS])
-                    for k, roi in subj.load_mapping(group).items():
-                        sel = labels == k
-                        if k == 0 or not sel.any():
-                            continue
-                        value = float(full[name][sel].mean())
-                        base = float(full[names[0]][sel].mean())
-                        rows.append(
-                            {
-                                "run": name,
-                                "subject": subject,
-                                "roi": roi,
-                                "metric": "pearson",
-                                "value": value,
-                                "diff": value - base,
-                                "ci_low": np.nan,
-                                "ci_high": np.nan,
-                            }
-                        )
-    for name in names:  # over all subjects: subjects' bootstrap samples are independent
-        value = float(np.mean(np.concatenate(pooled[name])))
-        base = float(np.mean(np.concatenate(pooled[names[0]])))
-        diffs = [
-            np.mean([b[i]["pearson"] for b in boot_all[name]])
-            - np.mean([b[i]["pearson"] for b in boot_all[names[0]]])
-            for i in range(n_boot)
-        ]
-        low, high = np.percentile(diffs, [2.5, 97.5])
-        rows.append(
-            {
-                "run": name,
-                "subject": "all",
-                "roi": "all",
-                "metric": "pearson",
-                "value": value,
-                "diff": value - base,
-                "ci_low": low,
-                "ci_high": high,
-            }
-        )
+        subject_boots = {
+            name: [_summary(_pearson_rows(preds[name], target, s), nc) for s in samples]
+            for name in names
+        }
+        values = {name: _summary(full[name], nc) for name in names}
+        rows += _difference_rows(subject, values, subject_boots)
+        if layout is not None:
+            rows += _roi_rows(layout[subject], full, names)
+        per_vertex.update({f"{subject}.{name}": full[name] for name in names})
+        summaries.append((target.shape[1], values, subject_boots))
+    rows += _pooled_rows(summaries)
     table = pd.DataFrame(rows)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -219,6 +135,138 @@ def compare_runs(
     }
 
 
+def _load_runs(members: Sequence[Sequence[Path]]) -> tuple[list[str], list]:
+    """Each entry's label and model: a run, or the ensemble of several (unique labels)."""
+    from .runs import load_run_model
+
+    names, models = [], []
+    for parts in members:
+        labels = [p.name if p.is_dir() else p.stem for p in parts]
+        loaded = [load_run_model(p) for p in parts]
+        if len(parts) == 1:
+            names.append(labels[0])
+            models.append(loaded[0])
+        else:
+            names.append("ensemble(" + "+".join(labels) + ")")
+            models.append(EnsembleModel(loaded, names[-1]))
+    if len(set(names)) < len(names):
+        names = [f"{i + 1}:{n}" for i, n in enumerate(names)]
+    return names, models
+
+
+def _subject_predictions(
+    store: Store,
+    subject: str,
+    names: Sequence[str],
+    models: Sequence,
+    split: str,
+    noise_ceiling: str | Path | None,
+) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray | None]:
+    """The subject's responses (n_images, n_vertices), every run's predictions, its NC."""
+    from .evaluate import _test_responses, load_noise_ceiling, predict_store_rows
+
+    info = store.subject(subject)
+    test = split == "test"
+    if test:
+        target = _test_responses(noise_ceiling, subject, info.n_test, info.n_vertices)
+        image_rows = np.arange(info.n_test)
+    else:
+        image_rows = store.split_rows(subject, split)
+        target = store.read_fmri(subject, image_rows)
+    nc = None
+    if noise_ceiling is not None:
+        nc = np.concatenate(
+            [load_noise_ceiling(noise_ceiling, subject, h, info.n_vertices[h]) for h in HEMIS]
+        )
+    preds = {}
+    for name, model in zip(names, models):
+        parts = [p for _, p in predict_store_rows(model, store, subject, image_rows, test=test)]
+        preds[name] = np.concatenate(parts)
+    return target, preds, nc
+
+
+def _row(
+    run: str, subject: str, roi: str, metric: str, value: float, base: float, ci: Sequence[float]
+) -> dict:
+    low, high = ci
+    return {
+        "run": run,
+        "subject": subject,
+        "roi": roi,
+        "metric": metric,
+        "value": value,
+        "diff": value - base,
+        "ci_low": low,
+        "ci_high": high,
+    }
+
+
+def _difference_rows(
+    subject: str,
+    values: dict[str, dict[str, float]],
+    boots: dict[str, list[dict[str, float]]],
+) -> list[dict]:
+    """One row per run and metric: value, difference from the first run, 95% interval.
+
+    ``values[run][metric]`` is the summary on all images, ``boots[run][i][metric]``
+    on bootstrap sample ``i`` (the same images for every run).
+    """
+    names = list(values)
+    rows = []
+    for name in names:
+        for metric, value in values[name].items():
+            diffs = [b[metric] - r[metric] for b, r in zip(boots[name], boots[names[0]])]
+            ci = np.percentile(diffs, [2.5, 97.5])
+            rows.append(_row(name, subject, "all", metric, value, values[names[0]][metric], ci))
+    return rows
+
+
+def _roi_rows(subj, full: dict[str, np.ndarray], names: Sequence[str]) -> list[dict]:
+    """Mean Pearson r per run in every ROI of the subject's label files (no interval)."""
+    rows = []
+    for group in subj.roi_groups:
+        labels = np.concatenate([subj.load_rois(group, h) for h in HEMIS])
+        for k, roi in subj.load_mapping(group).items():
+            sel = labels == k
+            if k == 0 or not sel.any():
+                continue
+            base = float(full[names[0]][sel].mean())
+            for name in names:
+                value = float(full[name][sel].mean())
+                rows.append(_row(name, subj.name, roi, "pearson", value, base, (np.nan, np.nan)))
+    return rows
+
+
+def _pooled_rows(
+    summaries: Sequence[tuple[int, dict[str, dict[str, float]], dict[str, list[dict]]]],
+) -> list[dict]:
+    """Rows of subject "all": every metric's mean over every vertex of every subject.
+
+    Parameters
+    ----------
+    summaries : sequence of (n_vertices, values, boots), one per subject
+        As passed to :func:`_difference_rows`. A subject's means weigh by its
+        vertex count, as in the challenge's score; bootstrap sample ``i`` of
+        "all" combines the subjects' samples ``i`` (their images are
+        resampled independently).
+    """
+    w = np.array([n for n, _, _ in summaries], dtype=float)
+    w /= w.sum()
+    first_values, first_boots = summaries[0][1], summaries[0][2]
+    names, metrics = list(first_values), list(next(iter(first_values.values())))
+    n_boot = len(first_boots[names[0]])
+
+    def pooled(get) -> dict[str, float]:
+        return {m: float(sum(wi * get(s)[m] for wi, s in zip(w, summaries))) for m in metrics}
+
+    values = {name: pooled(lambda s, name=name: s[1][name]) for name in names}
+    boots = {
+        name: [pooled(lambda s, name=name, i=i: s[2][name][i]) for i in range(n_boot)]
+        for name in names
+    }
+    return _difference_rows("all", values, boots)
+
+
 def _roi_bars(table, names, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
@@ -226,10 +274,12 @@ def _roi_bars(table, names, path: Path) -> Path:
 
     sel = table[(table.metric == "pearson") & (table.roi != "all") & (table.run != names[0])]
     per_roi = sel.groupby(["roi", "run"])["diff"].mean().unstack("run")
-    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(per_roi) + 2), 3.8))
+    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(per_roi) + 2) + 2.5, 3.8))
     if len(per_roi):
         per_roi.plot.bar(ax=ax, width=0.8)
-        ax.legend(title="run", frameon=False, fontsize=8)
+        ax.legend(  # beside the axes: it never hides a bar, however many runs
+            title="run", frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1)
+        )
     ax.axhline(0, color="k", linewidth=0.8)
     ax.set_ylabel(f"mean Pearson r difference vs {names[0]}")
     ax.set_xlabel("ROI (mean over subjects)")

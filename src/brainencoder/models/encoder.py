@@ -253,7 +253,8 @@ class Encoder(nn.Module):
         outs = []
         for start in range(0, len(images), batch_size):
             x = images[start : start + batch_size]
-            x = torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
+            if isinstance(x, np.ndarray):  # a read-only memmap's rows are copied, not shared
+                x = torch.from_numpy(np.require(x, requirements=("C", "W")))
             if device.type == "cuda":  # uint8 crosses the bus (4x fewer bytes), pinned
                 x = x.pin_memory().to(device, non_blocking=True)
             x = self.prepare_images(x)
