@@ -5,8 +5,8 @@ same images of one store and split; the table holds the mean Pearson r and
 (with noise ceilings) the challenge score per subject and over all subjects'
 vertices, the mean r per ROI, and the difference of each run from the first
 with a 95% bootstrap interval over images (the images are resampled, every
-vertex's r recomputed), so "+0.4" can be told from noise. A per-ROI difference chart, a cortical difference map and
-an HTML page come with it.
+vertex's r recomputed), so "+0.4" can be told from noise. A per-ROI
+difference chart, a cortical difference map and an HTML page come with it.
 """
 
 from __future__ import annotations
