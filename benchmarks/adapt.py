@@ -30,7 +30,7 @@ import numpy as np
 from brainencoder.adapt import AdaptConfig, adapt, choose_rows
 from brainencoder.baselines.ridge import fit_subject_ridge
 from brainencoder.data.layout import read_layout
-from brainencoder.data.store import prepare_store
+from brainencoder.data.prepare import prepare_store
 from brainencoder.data.synthetic import SyntheticConfig, make_synthetic
 from brainencoder.evaluate import evaluate_run
 from brainencoder.predict import subject_test_scores

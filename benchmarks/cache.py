@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from brainencoder.data.store import prepare_store
+from brainencoder.data.prepare import prepare_store
 from brainencoder.data.synthetic import SyntheticConfig, make_synthetic
 from brainencoder.features import CACHE_DTYPES, _bytes_per_view
 from brainencoder.runs import load_run_model

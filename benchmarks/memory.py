@@ -132,7 +132,7 @@ def main() -> None:
     write_dataset(data, args.subjects, args.image_size)
     steps = {
         "prepare": (
-            f"from brainencoder.data.store import prepare_store; "
+            f"from brainencoder.data.prepare import prepare_store; "
             f"prepare_store({str(data)!r}, {str(store)!r}, image_size=64, "
             f"progress=False)"
         ),

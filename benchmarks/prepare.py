@@ -19,7 +19,7 @@ from pathlib import Path
 
 from brainencoder.data.images import load_image
 from brainencoder.data.layout import read_layout
-from brainencoder.data.store import prepare_store
+from brainencoder.data.prepare import prepare_store
 from brainencoder.data.synthetic import SyntheticConfig, make_synthetic
 
 

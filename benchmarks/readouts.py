@@ -33,7 +33,7 @@ import numpy as np
 
 from brainencoder.baselines.ridge import FeatureSpec, fit_ridge_baseline
 from brainencoder.data.layout import HEMIS
-from brainencoder.data.store import prepare_store
+from brainencoder.data.prepare import prepare_store
 from brainencoder.data.synthetic import SyntheticConfig, make_synthetic
 from brainencoder.ensemble import EnsembleModel
 from brainencoder.predict import subject_test_scores

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from brainencoder.data.loader import ArrayBatches
-from brainencoder.data.store import prepare_store
+from brainencoder.data.prepare import prepare_store
 from brainencoder.data.synthetic import SyntheticConfig, make_synthetic
 from brainencoder.features import InMemoryFeatures
 from brainencoder.models.encoder import create_encoder

@@ -44,7 +44,7 @@ def synth_root(tmp_path_factory):
 @pytest.fixture(scope="session")
 def store(synth_root, tmp_path_factory):
     """The prepared store of ``synth_root`` at 32 px."""
-    from brainencoder.data.store import prepare_store
+    from brainencoder.data.prepare import prepare_store
 
     return prepare_store(
         synth_root,

@@ -7,7 +7,7 @@ import pytest
 
 from brainencoder.adapt import AdaptConfig, adapt
 from brainencoder.cli import main
-from brainencoder.data.store import prepare_store
+from brainencoder.data.prepare import prepare_store
 from brainencoder.data.synthetic import SyntheticConfig, make_synthetic
 from brainencoder.errors import BrainEncoderError, ConfigError, DataError
 from brainencoder.runs import load_run_model

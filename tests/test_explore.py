@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from brainencoder.cli import main
-from brainencoder.data.store import prepare_store
+from brainencoder.data.prepare import prepare_store
 from brainencoder.data.synthetic import SyntheticConfig, make_synthetic
 from brainencoder.errors import DataError
 from brainencoder.explore import explore

@@ -7,7 +7,8 @@ import shutil
 
 import pytest
 
-from brainencoder.data.layout import read_layout, validate_dataset
+from brainencoder.data.layout import read_layout
+from brainencoder.data.validate import validate_dataset
 
 
 def _copy(synth_root, tmp_path):
@@ -77,7 +78,7 @@ def test_yaml_configs_are_bounded_mappings(tmp_path):
 def test_fmri_checked_as_stored(synth_root, tmp_path):
     import numpy as np
 
-    from brainencoder.data.store import prepare_store
+    from brainencoder.data.prepare import prepare_store
     from brainencoder.errors import DataError
 
     data = _copy(synth_root, tmp_path)
@@ -158,7 +159,7 @@ def test_large_jpeg_decodes_with_bounded_memory_and_bombs_are_refused(tmp_path, 
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
     with pytest.raises(DataError, match="big.jpg: image too large to decode safely"):
         load_image(tmp_path / "big.jpg")
-    from brainencoder.data.layout import _check_image
+    from brainencoder.data.validate import _check_image
 
     problem = _check_image(tmp_path / "big.jpg")  # validate: one problem, the scan goes on
     assert problem.blocking and "image too large to decode safely" in problem.message
@@ -186,7 +187,7 @@ def test_model_file_predicts_each_image_alone(store, tmp_path):
 
 
 def test_evaluate_refuses_another_store_and_names_a_moved_one(store, synth_root, tmp_path):
-    from brainencoder.data.store import prepare_store
+    from brainencoder.data.prepare import prepare_store
     from brainencoder.errors import CheckpointError
     from brainencoder.evaluate import evaluate_run
     from brainencoder.train.config import load_config

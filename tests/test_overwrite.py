@@ -10,7 +10,7 @@ import pytest
 
 from brainencoder.baselines.ridge import _fit, fit_ridge_baseline
 from brainencoder.cli import main
-from brainencoder.data.store import prepare_store
+from brainencoder.data.prepare import prepare_store
 from brainencoder.ownership import MARKER, owned_kind
 
 FAST = [

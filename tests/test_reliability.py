@@ -7,7 +7,8 @@ import shutil
 import numpy as np
 import pytest
 
-from brainencoder.data.store import Store, prepare_store
+from brainencoder.data.prepare import prepare_store
+from brainencoder.data.store import Store
 from brainencoder.errors import BrainEncoderError, ConfigError
 from brainencoder.features import FeatureCache, build_feature_cache
 from brainencoder.models.encoder import create_encoder

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from brainencoder.data.layout import read_layout
-from brainencoder.data.store import Store, prepare_store
+from brainencoder.data.prepare import prepare_store
+from brainencoder.data.store import Store
 from brainencoder.errors import DataError, StoreError
 
 
@@ -113,7 +114,7 @@ def test_prepare_survives_sigkill(synth_root, store, tmp_path):
     """SIGKILL prepare mid-run (after seeded random numbers of finished chunks), then finish."""
     out = tmp_path / "killed"
     code = (
-        "from brainencoder.data.store import prepare_store; "
+        "from brainencoder.data.prepare import prepare_store; "
         f"prepare_store({str(synth_root)!r}, {str(out)!r}, image_size=32, workers=1)"
     )
     rng = np.random.default_rng(0)

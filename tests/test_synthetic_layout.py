@@ -3,8 +3,9 @@ import shutil
 import numpy as np
 import pytest
 
-from brainencoder.data.layout import find_subjects, read_layout, validate_dataset
+from brainencoder.data.layout import find_subjects, read_layout
 from brainencoder.data.synthetic import SyntheticConfig, make_synthetic
+from brainencoder.data.validate import validate_dataset
 from brainencoder.errors import BrainEncoderError, DataError
 from brainencoder.space import GroupSpace
 

@@ -32,8 +32,9 @@ import torch
 import yaml
 
 from . import __version__
+from .data.prepare import prepare_store
 from .data.splits import make_splits
-from .data.store import Store, prepare_store
+from .data.store import Store
 from .errors import ConfigError, DataError
 from .evaluation import summarize_stats
 from .features import build_feature_cache

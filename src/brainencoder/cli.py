@@ -53,7 +53,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 def _cmd_validate(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from .data.layout import validate_dataset
+    from .data.validate import validate_dataset
 
     def progress(it, total):
         return tqdm(it, total=total, unit="img", desc="check images", disable=None)
@@ -73,7 +73,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
-    from .data.store import prepare_store
+    from .data.prepare import prepare_store
 
     store = prepare_store(
         args.data_root,

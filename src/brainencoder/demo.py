@@ -15,9 +15,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from .data.layout import read_layout, validate_dataset
-from .data.store import prepare_store
+from .data.layout import read_layout
+from .data.prepare import prepare_store
 from .data.synthetic import SyntheticConfig, make_synthetic
+from .data.validate import validate_dataset
 from .errors import BrainEncoderError
 
 __all__ = ["run_demo"]

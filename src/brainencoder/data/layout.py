@@ -1,4 +1,4 @@
-"""Read and validate a dataset in the Algonauts 2023 challenge layout.
+"""Read a dataset in the Algonauts 2023 challenge layout (checks: :mod:`.validate`).
 
 The layout (one folder per subject, ``subjXX``)::
 
@@ -16,8 +16,7 @@ vertices and challenge-space vertices are all read from the files.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,18 +30,15 @@ __all__ = [
     "DatasetLayout",
     "Problem",
     "SubjectLayout",
-    "ValidationReport",
     "find_subjects",
     "parse_image_name",
     "read_layout",
-    "validate_dataset",
 ]
 
 HEMIS = ("lh", "rh")
 _SUBJECT_RE = re.compile(r"^subj(\d+)$")
 _IMAGE_RE = re.compile(r"^(train|test)-(\d+)_nsd-(\d+)\.png$")
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
-_FMRI_CHUNK_ROWS = 1024
 
 
 @dataclass(frozen=True)
@@ -180,36 +176,6 @@ class DatasetLayout:
             raise DataError(
                 f"unknown subject {name!r}; this dataset has {', '.join(self.subjects)}"
             ) from None
-
-
-@dataclass
-class ValidationReport:
-    """Result of :func:`validate_dataset`."""
-
-    root: Path
-    layout: DatasetLayout | None
-    problems: list[Problem]
-    rois: dict[str, dict[str, list[str]]] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        """True when no problem blocks training."""
-        return not any(p.blocking for p in self.problems)
-
-    def table(self) -> str:
-        """A text table with one row per subject."""
-        if self.layout is None:
-            return ""
-        header = f"{'subject':<9} {'train':>6} {'test':>5} {'lh':>7} {'rh':>7}  ROIs present"
-        lines = [header, "-" * len(header)]
-        for name, subj in self.layout.subjects.items():
-            rois = self.rois.get(name, {})
-            roi_text = "; ".join(f"{g}: {', '.join(r) or '-'}" for g, r in rois.items()) or "-"
-            lines.append(
-                f"{name:<9} {len(subj.train_images):>6} {len(subj.test_images):>5} "
-                f"{subj.n_vertices('lh'):>7} {subj.n_vertices('rh'):>7}  {roi_text}"
-            )
-        return "\n".join(lines)
 
 
 def _check_hemi(hemi: str) -> str:
@@ -436,147 +402,3 @@ def _check_mask_lengths(layout: DatasetLayout, problems: list[Problem]) -> None:
                         f"mask has {n} fsaverage vertices but {first[0]} {first[1]} has {n0}",
                     )
                 )
-
-
-def _check_fmri_values(path: Path, data: np.ndarray) -> Problem | None:
-    if data.dtype.kind not in "fiu":
-        return Problem(
-            path, f"holds {data.dtype} values, not numbers; write the responses as float32"
-        )
-    bad_rows = 0
-    first = None
-    for start in range(0, data.shape[0], _FMRI_CHUNK_ROWS):
-        chunk = np.asarray(data[start : start + _FMRI_CHUNK_ROWS])
-        finite = np.isfinite(chunk)
-        if not finite.all():
-            rows = np.flatnonzero(~finite.all(axis=1))
-            bad_rows += rows.size
-            first = first if first is not None else start + int(rows[0])
-    if bad_rows:
-        return Problem(
-            path,
-            f"{bad_rows} rows hold NaN or inf values (first: row {first}); "
-            "fix the file or prepare with --nan-policy zero",
-        )
-    return None
-
-
-def _check_image(path: Path) -> Problem | None:
-    import warnings
-
-    from PIL import Image, UnidentifiedImageError
-
-    from .images import describe_mode
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                mode = img.mode
-                img.verify()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        return Problem(path, f"image too large to decode safely ({exc}); downscale it")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        return Problem(path, f"cannot decode image ({exc}); replace it with a valid PNG")
-    how = describe_mode(mode)
-    if how is None:
-        return Problem(path, f"image mode {mode} has no faithful RGB rendering; save it as RGB")
-    if mode != "RGB":
-        return Problem(path, f"image mode {how}", blocking=False)
-    return None
-
-
-def _check_rois(subj: SubjectLayout, problems: list[Problem]) -> dict[str, list[str]]:
-    present: dict[str, list[str]] = {}
-    for group in subj.roi_groups:
-        try:
-            mapping = subj.load_mapping(group)
-        except DataError as exc:
-            problems.append(
-                Problem(subj.roi_dir / f"mapping_{group}.npy", str(exc).split(": ", 1)[1])
-            )
-            continue
-        names: list[str] = []
-        for hemi in HEMIS:
-            for space in ("challenge", "fsaverage"):
-                path = subj.roi_path(group, hemi, space)
-                if not path.exists():
-                    problems.append(Problem(path, "ROI label file not found", blocking=False))
-                    continue
-                try:
-                    labels = subj.load_rois(group, hemi, space)
-                except DataError as exc:
-                    problems.append(Problem(path, str(exc).split(": ", 1)[1]))
-                    continue
-                unknown = sorted(set(np.unique(labels).tolist()) - set(mapping))
-                if unknown:
-                    problems.append(
-                        Problem(path, f"labels {unknown} are not in mapping_{group}.npy")
-                    )
-                if space == "challenge":
-                    names += [mapping[v] for v in np.unique(labels).tolist() if v in mapping and v]
-        present[group] = sorted(set(names), key=names.index)
-    return present
-
-
-def validate_dataset(
-    root: str | Path,
-    check_images: bool = True,
-    progress: Callable[[Iterable], Iterable] | None = None,
-) -> ValidationReport:
-    """Check a dataset against itself and collect every problem.
-
-    Checks subject folders, vertex masks, ROI label files and mapping files
-    (read safely), training fMRI shape (rows = training images, columns =
-    mask vertices) and values (NaN/inf), image names, and (unless
-    ``check_images=False``) that every image decodes.
-
-    Parameters
-    ----------
-    root : path
-        Folder holding the ``subjXX`` folders.
-    check_images : bool, default=True
-        Decode-check every image (the slowest check).
-    progress : callable, optional
-        Wraps an iterable to show progress (e.g. ``tqdm``).
-
-    Returns
-    -------
-    report : ValidationReport
-        ``report.ok`` is False when a problem blocks training.
-    """
-    root = Path(root)
-    problems: list[Problem] = []
-    try:
-        names = find_subjects(root)
-    except DataError as exc:
-        path, _, message = str(exc).partition(": ")
-        return ValidationReport(root, None, [Problem(Path(path), message)])
-    numbers = sorted(int(_SUBJECT_RE.match(n).group(1)) for n in names)
-    gaps = sorted(set(range(1, numbers[-1] + 1)) - set(numbers))
-    if gaps:
-        problems.append(
-            Problem(root, f"subjects {gaps} are missing (found {names})", blocking=False)
-        )
-    layout = _read_subjects(root, names, problems)
-    rois = {}
-    for subj in layout.subjects.values():
-        for hemi in HEMIS:
-            path = subj.fmri_path(hemi)
-            try:
-                data = subj.load_fmri(hemi)
-            except DataError as exc:
-                problems.append(Problem(path, str(exc).split(": ", 1)[1]))
-                continue
-            found = _check_fmri_values(path, data)
-            if found:
-                problems.append(found)
-        rois[subj.name] = _check_rois(subj, problems)
-    if check_images:
-        paths = [p for s in layout.subjects.values() for p in s.train_images + s.test_images]
-        with ThreadPoolExecutor() as pool:
-            results = pool.map(_check_image, paths, chunksize=64)
-            if progress is not None:
-                results = progress(results, total=len(paths))
-            problems += [r for r in results if r is not None]
-    return ValidationReport(root, layout, problems, rois)
