@@ -44,6 +44,7 @@ logger = logging.getLogger(__name__)
 
 _GEN_SIZE = 64  # resolution at which images are drawn and features computed
 _GRID = 16  # feature grid (cells of _GEN_SIZE // _GRID pixels)
+_FACE_PATCH = np.array([0.45, -0.55])  # cortical position of the face patch (uv)
 _PLACE_PATCH = np.array([-0.45, -0.5])  # cortical position of the place patch (uv)
 
 ROI_GROUPS = {
@@ -363,6 +364,153 @@ def _patch(cx: _Cortex, n: int, seed: int, hemi: str, what: str) -> np.ndarray:
 # ----------------------------------------------------------------------------- writer
 
 
+def _assign_images(
+    rng: np.random.Generator, config: SyntheticConfig
+) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+    """NSD ids of the image pool (sorted) and each subject's (train, test) ids.
+
+    A shared part of the pool is seen by every subject; the rest is each
+    subject's own.
+    """
+    n_train, n_test = config.train_counts(), config.test_counts()
+    n_shared = round(config.shared_fraction * min(n_train))
+    n_pool = n_shared + sum(n - n_shared for n in n_train) + sum(n_test)
+    nsd_ids = np.sort(rng.choice(73000, size=n_pool, replace=False))
+    order = rng.permutation(n_pool)
+    shared, rest = order[:n_shared], list(order[n_shared:])
+    assignments = []
+    for k in range(config.n_total):
+        own = [rest.pop() for _ in range(n_train[k] - n_shared)]
+        test = [rest.pop() for _ in range(n_test[k])]
+        train = np.sort(nsd_ids[np.concatenate([shared, own]).astype(int)])
+        assignments.append((train, np.sort(nsd_ids[np.array(test, dtype=int)])))
+    return nsd_ids, assignments
+
+
+def _draw_pool(
+    rng: np.random.Generator, config: SyntheticConfig, n_pool: int
+) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """The pool's images, their category (0 none, 1 face, 2 place) and features.
+
+    Returns
+    -------
+    images : list of ndarray of shape (_GEN_SIZE, _GEN_SIZE, 3)
+    category : ndarray of int64, shape (n_pool,)
+    feats : ndarray of shape (n_pool, n_features, _GRID, _GRID)
+        Standardized per feature over images and positions.
+    """
+    images = [_draw_image(rng) for _ in range(n_pool)]
+    category = np.zeros(n_pool, dtype=np.int64)
+    if config.categories:  # own stream: the default dataset stays byte-identical
+        crng = np.random.default_rng([config.seed, 7919])
+        category = crng.choice(3, size=n_pool, p=[0.5, 0.25, 0.25])
+        for i in np.flatnonzero(category == 1):
+            images[i] = _draw_face(crng, images[i])
+        for i in np.flatnonzero(category == 2):
+            images[i] = _draw_place(crng, images[i])
+    feats = np.stack([_features(img) for img in images])
+    feats = (feats - feats.mean(axis=(0, 2, 3), keepdims=True)) / feats.std(
+        axis=(0, 2, 3), keepdims=True
+    )
+    return images, category, feats
+
+
+def _retinotopy(rng: np.random.Generator, cx: _Cortex, hemi: str) -> tuple[np.ndarray, np.ndarray]:
+    """Every vertex's receptive-field centre (n, 2) in the image and feature preference (n, 5)."""
+    side = 1.0 if hemi == "lh" else -1.0  # each hemisphere sees the opposite hemifield
+    centers = np.stack(
+        [0.5 + side * 0.45 * (0.5 + 0.5 * cx.uv[:, 0]), 0.5 + 0.45 * cx.uv[:, 1]], axis=1
+    )
+    pref = _smooth_field(rng, cx.uv, 5, freq=2.5)
+    pref[:, :2] += 1.0  # edges drive most vertices; colour and luminance vary over cortex
+    return centers, pref
+
+
+def _kept_vertices(
+    cx: _Cortex, config: SyntheticConfig, k: int, hemi: str, sub_rng: np.random.Generator
+) -> np.ndarray:
+    """Which of the hemisphere's vertices subject ``k`` has (bool, shape (n,))."""
+    keep = np.ones(cx.vertices.size, dtype=bool)
+    n_miss = round(config.missing_fraction * cx.vertices.size)
+    if k == config.n_subjects - 1 and config.n_subjects > 1:
+        seed_v = sub_rng.integers(cx.vertices.size)
+        dist = np.linalg.norm(cx.uv - cx.uv[seed_v], axis=1)
+        keep[np.argsort(dist, kind="stable")[:n_miss]] = False
+    if config.held_out:
+        own_patch = _patch(cx, n_miss, config.seed, hemi, "held-out own")
+        if k < config.n_subjects:
+            keep &= ~own_patch  # only held-out subjects have these vertices
+        else:
+            keep &= ~_patch(cx, n_miss, config.seed + k, hemi, "held-out lacks")
+    return keep
+
+
+def _category_drive(cx: _Cortex, cat: np.ndarray) -> np.ndarray:
+    """Extra response (n_images, n_vertices) of the face and place patches to their category."""
+    d_face = np.linalg.norm(cx.uv - _FACE_PATCH, axis=1)
+    d_place = np.linalg.norm(cx.uv - _PLACE_PATCH, axis=1)
+    return 3.0 * (
+        (cat == 1)[:, None] * np.exp(-((d_face / 0.15) ** 2))[None]
+        + (cat == 2)[:, None] * np.exp(-((d_place / 0.15) ** 2))[None]
+    )
+
+
+def _write_hemi(
+    dirs: dict[str, Path],
+    hemi: str,
+    cx: _Cortex,
+    retinotopy: tuple[np.ndarray, np.ndarray],
+    pool: tuple[np.ndarray, np.ndarray],
+    n_train: int,
+    config: SyntheticConfig,
+    k: int,
+    sub_rng: np.random.Generator,
+) -> None:
+    """Subject ``k``'s mask, ROI labels, training fMRI and test truth of one hemisphere.
+
+    ``pool`` is (features, category) of the subject's train then test images.
+    """
+    centers, pref = retinotopy
+    feats, category = pool
+    keep = _kept_vertices(cx, config, k, hemi, sub_rng)
+    mask = np.zeros(config.n_fsaverage, dtype=np.int32)
+    mask[cx.vertices[keep]] = 1
+    roi_dir = dirs["roi"]
+    np.save(roi_dir / f"{hemi}.all-vertices_fsaverage_space.npy", mask)
+    place_patch = _PLACE_PATCH if config.categories else None
+    for group, labels in _roi_labels(cx, _FACE_PATCH, place_patch).items():
+        fs_labels = np.zeros(config.n_fsaverage, dtype=np.int32)
+        fs_labels[cx.vertices[keep]] = labels[keep]
+        np.save(roi_dir / f"{hemi}.{group}_fsaverage_space.npy", fs_labels)
+        np.save(roi_dir / f"{hemi}.{group}_challenge_space.npy", labels[keep])
+    jitter = sub_rng.normal(scale=0.02, size=centers.shape)
+    gain = 1 + 0.1 * sub_rng.normal(size=cx.vertices.size)
+    nc = _noise_ceiling(cx, _FACE_PATCH, place_patch)[keep]
+    sd = np.sqrt((1 - nc) / nc)
+    extra = _category_drive(cx, category) if config.categories else None
+    signal = _responses(feats, cx, pref, centers + jitter, gain, extra)[:, keep]
+    measured = (signal + sd * sub_rng.normal(size=signal.shape)).astype(np.float32)
+    truth = dirs["truth"]
+    save_npy_atomic(dirs["fmri"] / f"{hemi}_training_fmri.npy", measured[:n_train])
+    save_npy_atomic(truth / f"{hemi}_test_fmri.npy", measured[n_train:])
+    save_npy_atomic(truth / f"{hemi}_test_signal.npy", signal[n_train:].astype(np.float32))
+    save_npy_atomic(truth / f"{hemi}_noise_ceiling.npy", nc.astype(np.float32))
+
+
+def _subject_dirs(out: Path, name: str) -> dict[str, Path]:
+    subj = out / name
+    dirs = {
+        "roi": subj / "roi_masks",
+        "train": subj / "training_split" / "training_images",
+        "test": subj / "test_split" / "test_images",
+        "fmri": subj / "training_split" / "training_fmri",
+        "truth": out / "truth" / name,
+    }
+    for d in dirs.values():
+        d.mkdir(parents=True)
+    return dirs
+
+
 def make_synthetic(out: str | Path, config: SyntheticConfig | None = None) -> Path:
     """Write a synthetic dataset in the challenge layout, with its truth.
 
@@ -385,122 +533,35 @@ def make_synthetic(out: str | Path, config: SyntheticConfig | None = None) -> Pa
         raise BrainEncoderError(f"{out} exists and is not empty; choose a new folder")
     rng = np.random.default_rng(config.seed)
     names = [f"subj{k + 1:02d}" for k in range(config.n_total)]
-    n_train, n_test = config.train_counts(), config.test_counts()
-
-    # image pool: a shared part seen by everyone plus each subject's own images
-    n_shared = round(config.shared_fraction * min(n_train))
-    n_pool = n_shared + sum(n - n_shared for n in n_train) + sum(n_test)
-    nsd_ids = np.sort(rng.choice(73000, size=n_pool, replace=False))
-    order = rng.permutation(n_pool)
-    shared, rest = order[:n_shared], list(order[n_shared:])
-    assignments = []
-    for k in range(config.n_total):
-        own = [rest.pop() for _ in range(n_train[k] - n_shared)]
-        test = [rest.pop() for _ in range(n_test[k])]
-        train = np.sort(nsd_ids[np.concatenate([shared, own]).astype(int)])
-        assignments.append((train, np.sort(nsd_ids[np.array(test, dtype=int)])))
-    images = [_draw_image(rng) for _ in range(n_pool)]
-    category = np.zeros(n_pool, dtype=np.int64)  # 0 none, 1 face, 2 place
-    if config.categories:  # own stream: the default dataset stays byte-identical
-        crng = np.random.default_rng([config.seed, 7919])
-        category = crng.choice(3, size=n_pool, p=[0.5, 0.25, 0.25])
-        for i in np.flatnonzero(category == 1):
-            images[i] = _draw_face(crng, images[i])
-        for i in np.flatnonzero(category == 2):
-            images[i] = _draw_place(crng, images[i])
-    feats = np.stack([_features(img) for img in images])
-    feats = (feats - feats.mean(axis=(0, 2, 3), keepdims=True)) / feats.std(
-        axis=(0, 2, 3), keepdims=True
-    )
-    by_nsd = dict(zip(nsd_ids.tolist(), range(n_pool)))
-
+    nsd_ids, assignments = _assign_images(rng, config)
+    images, category, feats = _draw_pool(rng, config, nsd_ids.size)
+    by_nsd = dict(zip(nsd_ids.tolist(), range(nsd_ids.size)))
     cortices = {h: _cortex(h, config.n_vertices) for h in HEMIS}
-    maps = {}
-    for hemi, cx in cortices.items():
-        side = 1.0 if hemi == "lh" else -1.0  # each hemisphere sees the opposite hemifield
-        centers = np.stack(
-            [0.5 + side * 0.45 * (0.5 + 0.5 * cx.uv[:, 0]), 0.5 + 0.45 * cx.uv[:, 1]], axis=1
-        )
-        pref = _smooth_field(rng, cx.uv, 5, freq=2.5)
-        pref[:, :2] += 1.0  # edges drive most vertices; colour and luminance vary over cortex
-        face_patch = np.array([0.45, -0.55])
-        maps[hemi] = (centers, pref, face_patch)
+    maps = {hemi: _retinotopy(rng, cx, hemi) for hemi, cx in cortices.items()}
+    groups = dict(ROI_GROUPS)
+    if config.categories:
+        groups["floc-places"] = ["Unknown", "OPA", "PPA", "RSC"]
 
     with ThreadPoolExecutor() as pool:
         jobs = []
         for k, name in enumerate(names):
-            subj = out / name
-            roi_dir = subj / "roi_masks"
-            roi_dir.mkdir(parents=True)
-            train_dir = subj / "training_split" / "training_images"
-            test_dir = subj / "test_split" / "test_images"
-            fmri_dir = subj / "training_split" / "training_fmri"
-            truth = out / "truth" / name
-            for d in (train_dir, test_dir, fmri_dir, truth):
-                d.mkdir(parents=True)
+            dirs = _subject_dirs(out, name)
             train_ids, test_ids = assignments[k]
-            for split, ids, folder in (
-                ("train", train_ids, train_dir),
-                ("test", test_ids, test_dir),
-            ):
+            for split, ids in (("train", train_ids), ("test", test_ids)):
                 for i, nsd in enumerate(ids.tolist()):
-                    path = folder / f"{split}-{i + 1:04d}_nsd-{nsd:05d}.png"
+                    path = dirs[split] / f"{split}-{i + 1:04d}_nsd-{nsd:05d}.png"
                     jobs.append(
                         pool.submit(_save_png, path, images[by_nsd[nsd]], config.image_size)
                     )
-            groups = dict(ROI_GROUPS)
-            if config.categories:
-                groups["floc-places"] = ["Unknown", "OPA", "PPA", "RSC"]
             for name_group, labels in groups.items():
-                save_mapping(roi_dir / f"mapping_{name_group}.npy", dict(enumerate(labels)))
+                save_mapping(dirs["roi"] / f"mapping_{name_group}.npy", dict(enumerate(labels)))
             sub_rng = np.random.default_rng([config.seed, k])
+            rows = [by_nsd[i] for i in np.concatenate([train_ids, test_ids]).tolist()]
             for hemi, cx in cortices.items():
-                centers, pref, face_patch = maps[hemi]
-                keep = np.ones(cx.vertices.size, dtype=bool)
-                n_miss = round(config.missing_fraction * cx.vertices.size)
-                if k == config.n_subjects - 1 and config.n_subjects > 1:
-                    seed_v = sub_rng.integers(cx.vertices.size)
-                    dist = np.linalg.norm(cx.uv - cx.uv[seed_v], axis=1)
-                    keep[np.argsort(dist, kind="stable")[:n_miss]] = False
-                if config.held_out:
-                    own_patch = _patch(cx, n_miss, config.seed, hemi, "held-out own")
-                    if k < config.n_subjects:
-                        keep &= ~own_patch  # only held-out subjects have these vertices
-                    else:
-                        keep &= ~_patch(cx, n_miss, config.seed + k, hemi, "held-out lacks")
-                mask = np.zeros(config.n_fsaverage, dtype=np.int32)
-                mask[cx.vertices[keep]] = 1
-                np.save(roi_dir / f"{hemi}.all-vertices_fsaverage_space.npy", mask)
-                place_patch = _PLACE_PATCH if config.categories else None
-                for group, labels in _roi_labels(cx, face_patch, place_patch).items():
-                    fs_labels = np.zeros(config.n_fsaverage, dtype=np.int32)
-                    fs_labels[cx.vertices[keep]] = labels[keep]
-                    np.save(roi_dir / f"{hemi}.{group}_fsaverage_space.npy", fs_labels)
-                    np.save(roi_dir / f"{hemi}.{group}_challenge_space.npy", labels[keep])
-                jitter = sub_rng.normal(scale=0.02, size=centers.shape)
-                gain = 1 + 0.1 * sub_rng.normal(size=cx.vertices.size)
-                nc = _noise_ceiling(cx, face_patch, place_patch)[keep]
-                sd = np.sqrt((1 - nc) / nc)
-                all_ids = np.concatenate([train_ids, test_ids])
-                pool_rows = [by_nsd[i] for i in all_ids.tolist()]
-                extra = None
-                if config.categories:
-                    d_face = np.linalg.norm(cx.uv - face_patch, axis=1)
-                    d_place = np.linalg.norm(cx.uv - _PLACE_PATCH, axis=1)
-                    cat = category[pool_rows]
-                    extra = 3.0 * (
-                        (cat == 1)[:, None] * np.exp(-((d_face / 0.15) ** 2))[None]
-                        + (cat == 2)[:, None] * np.exp(-((d_place / 0.15) ** 2))[None]
-                    )
-                signal = _responses(feats[pool_rows], cx, pref, centers + jitter, gain, extra)[
-                    :, keep
-                ]
-                measured = (signal + sd * sub_rng.normal(size=signal.shape)).astype(np.float32)
-                n_tr = train_ids.size
-                save_npy_atomic(fmri_dir / f"{hemi}_training_fmri.npy", measured[:n_tr])
-                save_npy_atomic(truth / f"{hemi}_test_fmri.npy", measured[n_tr:])
-                save_npy_atomic(truth / f"{hemi}_test_signal.npy", signal[n_tr:].astype(np.float32))
-                save_npy_atomic(truth / f"{hemi}_noise_ceiling.npy", nc.astype(np.float32))
+                pool_rows = (feats[rows], category[rows])
+                _write_hemi(
+                    dirs, hemi, cx, maps[hemi], pool_rows, train_ids.size, config, k, sub_rng
+                )
         for job in jobs:
             job.result()
     if config.categories:
