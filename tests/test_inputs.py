@@ -229,6 +229,10 @@ def test_non_positive_numbers_are_refused_by_name(capsys):
             "argument --batch-size: expected a positive integer",
         ),
         (["pca", "s", "--out", "p", "--seed", "-1"], "argument --seed: expected an integer >= 0"),
+        (
+            ["submit", "r", "--data", "d", "--out", "s.zip", "--workers", "-2"],
+            "argument --workers: expected an integer >= 0",
+        ),
     ]:
         with pytest.raises(SystemExit) as exc:
             main(argv)
