@@ -19,6 +19,16 @@ FAST_TRAIN = [
     "cache_features=true",
 ]
 
+# the one-epoch variant with the smallest readout: tests of files and failures, not of learning
+TINY_TRAIN = [
+    "model.img_size=32",
+    "model.readout.hidden_dim=8",
+    "model.readout.latent_dim=4",
+    "epochs=1",
+    "batch_size=32",
+    "cache_features=true",
+]
+
 SMALL = SyntheticConfig(n_subjects=3, n_train=80, n_test=12, n_vertices=150, image_size=48, seed=0)
 
 

@@ -12,15 +12,7 @@ from brainencoder.baselines.ridge import _fit, fit_ridge_baseline
 from brainencoder.cli import main
 from brainencoder.data.prepare import prepare_store
 from brainencoder.ownership import MARKER, owned_kind
-
-FAST = [
-    "model.img_size=32",
-    "model.readout.hidden_dim=8",
-    "model.readout.latent_dim=4",
-    "epochs=1",
-    "batch_size=32",
-    "cache_features=true",
-]
+from conftest import TINY_TRAIN
 
 
 def _user_folder(path):
@@ -30,7 +22,9 @@ def _user_folder(path):
 
 
 def _train(store, out, *extra):
-    return main(["train", "none", *FAST, "--store", str(store.path), "--out", str(out), *extra])
+    return main(
+        ["train", "none", *TINY_TRAIN, "--store", str(store.path), "--out", str(out), *extra]
+    )
 
 
 def test_prepare_refuses_the_data_itself_and_foreign_folders(synth_root, tmp_path, capsys):

@@ -14,21 +14,14 @@ from brainencoder.features import FeatureCache, build_feature_cache
 from brainencoder.models.encoder import create_encoder
 from brainencoder.train.config import load_config
 from brainencoder.train.loop import train
+from conftest import TINY_TRAIN
 
 TINY = {"img_size": 32, "readout": {"hidden_dim": 8, "latent_dim": 4}}
 
 
 def _fast_run(store, tmp_path):
     """Train a minimal encoder into tmp_path/run; returns its config overrides."""
-    fast = [
-        "model.img_size=32",
-        "model.readout.hidden_dim=8",
-        "model.readout.latent_dim=4",
-        "epochs=1",
-        "batch_size=32",
-        "cache_features=true",
-        f"cache_dir={tmp_path / 'cache'}",
-    ]
+    fast = [*TINY_TRAIN, f"cache_dir={tmp_path / 'cache'}"]
     train(load_config(None, fast), store.path, tmp_path / "run")
     return fast
 
