@@ -57,6 +57,28 @@ def test_int8_cache_is_half_the_size_and_close_to_float16(store, tmp_path):
         build_feature_cache(model, store, rows, 1, root=tmp_path, dtype="int4")
 
 
+def test_features_a_cache_would_store_wrongly_are_refused(store, tmp_path, monkeypatch):
+    rows = np.arange(8)
+    model = _model(store)
+    real = model.forward_features
+    monkeypatch.setattr(model, "forward_features", lambda x: [f * 1e6 for f in real(x)])
+    with pytest.raises(
+        StoreError,
+        match=r"up to .* for store rows 0..7, beyond float16's 65504.*"
+        r"cache_dtype=int8",
+    ):
+        build_feature_cache(model, store, rows, 1, root=tmp_path / "a")
+    big = build_feature_cache(model, store, rows, 1, root=tmp_path / "b", dtype="int8")
+    (first, *_) = big.get(np.zeros(8, dtype=np.int64), np.arange(8))
+    with torch.no_grad():
+        (truth, *_) = model.forward_features(model.prepare_images(store.read_images(rows)))
+    assert torch.isfinite(first).all() and first.abs().max() > 65504  # int8 keeps them
+    torch.testing.assert_close(first, truth, rtol=0, atol=float(truth.abs().max()) / 127)
+    monkeypatch.setattr(model, "forward_features", lambda x: [f * float("nan") for f in real(x)])
+    with pytest.raises(StoreError, match="layer 0 gave NaN or inf features for store rows 0..7"):
+        build_feature_cache(model, store, rows, 1, root=tmp_path / "c", dtype="int8")
+
+
 def test_prefetch_keeps_order_and_runs_ahead():
     started = []
 

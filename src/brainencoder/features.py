@@ -84,6 +84,35 @@ def quantize_int8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return q.view(x.shape), scale
 
 
+_FLOAT16_MAX = float(torch.finfo(torch.float16).max)
+
+
+def _check_features(feats: list[torch.Tensor], dtype: str, where: str) -> None:
+    """Refuse features a cache would store wrongly: NaN/inf, or beyond float16's range.
+
+    Parameters
+    ----------
+    feats : list of Tensor of shape (B, C, *positions)
+    dtype : {"float16", "int8"}
+        The cache's storage; int8 keeps float32 scales, so any finite value fits.
+    where : str
+        Which images, for the message.
+    """
+    for i, f in enumerate(feats):
+        peak = f.detach().abs().amax()
+        if not torch.isfinite(peak):
+            raise StoreError(
+                f"the trunk's layer {i} gave NaN or inf features for {where}; nothing of "
+                "them was cached: check the trunk's weights file (and amp settings)"
+            )
+        if dtype == "float16" and float(peak) > _FLOAT16_MAX:
+            raise StoreError(
+                f"the trunk's layer {i} gave features up to {float(peak):.3g} for {where}, "
+                f"beyond float16's {_FLOAT16_MAX:.0f}: a float16 cache would hold inf; "
+                "set cache_dtype=int8 (float32 scales) or cache_features=false"
+            )
+
+
 def _trunk_digest(model: Encoder) -> str:
     digest = hashlib.sha256()
     for name, tensor in model.trunk.state_dict().items():
@@ -323,6 +352,7 @@ def build_feature_cache(
     for (view, start), x in zip(todo, prefetch(load, todo, workers)):
         feats = model.forward_features(x.to(device, non_blocking=True))
         stop = start + x.shape[0]
+        _check_features(feats, dtype, f"store rows {image_rows[start]}..{image_rows[stop - 1]}")
         for i, f in enumerate(feats):
             if dtype == "int8":
                 q, scale = quantize_int8(f)
