@@ -13,7 +13,9 @@ measures in one run, images per second:
 * predict, serial: ``predict_images`` from the files, decoding in the main
   thread (``workers=0``, what the first release did);
 * predict: ``predict_images`` with every image of the next batches decoded in
-  its own thread task (``--workers`` threads, default one per CPU).
+  its own thread task (``--workers`` threads, default one per CPU);
+* predict from an array: the same pixels as one uint8 ``.npy`` (as NSD's
+  HDF5 stimuli), read and resized in the same threads: no PNG decoding.
 
 Goal: predict >= 80% of the trunk rate.
 """
@@ -29,6 +31,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from brainencoder.data.arrays import ImageArray
 from brainencoder.data.images import load_image
 from brainencoder.models.encoder import create_encoder
 from brainencoder.predict import list_images, predict_images
@@ -65,6 +68,7 @@ def main() -> None:
             small = rng.integers(0, 256, (27, 27, 3), dtype=np.uint8)
             Image.fromarray(small).resize((425, 425), Image.BICUBIC).save(folder / f"{i:05d}.png")
         paths = list_images(folder)
+        np.save(folder / "images.npy", np.stack([load_image(p) for p in paths]))
         space = _space()
         encoders = {
             "tiny": create_encoder("tiny", space),
@@ -78,21 +82,26 @@ def main() -> None:
         )
         print(
             "| trunk | trunk alone | model on decoded arrays | predict, serial decode | "
-            "predict, prefetched decode | predict / trunk |"
+            "predict, decoding in threads | predict from an array | predict / trunk, files | "
+            "from an array / trunk |"
         )
-        print("|---|---:|---:|---:|---:|---:|")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
         for name, model in encoders.items():
-            rates = measure(model, paths, args.batch_size, args.workers)
+            with ImageArray(folder / "images.npy") as array:
+                rates = measure(model, paths, array, args.batch_size, args.workers)
             print(
                 f"| {name} ({model.input_size} px) | {rates['trunk']:.0f} | {rates['model']:.0f} "
-                f"| {rates['serial']:.0f} | {rates['prefetched']:.0f} | "
-                f"{rates['prefetched'] / rates['trunk']:.2f} |",
+                f"| {rates['serial']:.0f} | {rates['prefetched']:.0f} | {rates['array']:.0f} | "
+                f"{rates['prefetched'] / rates['trunk']:.2f} | "
+                f"{rates['array'] / rates['trunk']:.2f} |",
                 flush=True,
             )
 
 
-def measure(model, paths: list[Path], batch_size: int, workers: int) -> dict[str, float]:
-    """Images per second of the trunk alone, the model on arrays, and predict from files."""
+def measure(
+    model, paths: list[Path], array: ImageArray, batch_size: int, workers: int
+) -> dict[str, float]:
+    """Images per second: the trunk alone, the model on arrays, predict from files and array."""
     model.eval()
     model.store_image_size = 256
     decoded = np.stack([load_image(p, 256) for p in paths])
@@ -112,6 +121,9 @@ def measure(model, paths: list[Path], batch_size: int, workers: int) -> dict[str
         "serial": _rate(lambda: predict_images(model, paths, "subj01", batch_size, False, 0), n),
         "prefetched": _rate(
             lambda: predict_images(model, paths, "subj01", batch_size, False, workers), n
+        ),
+        "array": _rate(
+            lambda: predict_images(model, array, "subj01", batch_size, False, workers), n
         ),
     }
 

@@ -175,6 +175,65 @@ def test_predict_is_the_same_with_any_number_of_decoding_threads(run, synth_root
             np.testing.assert_array_equal(threaded[hemi], serial[hemi])
 
 
+def test_predict_from_an_image_array_equals_the_same_pixels_as_files(run, tmp_path, capsys):
+    import h5py
+    from PIL import Image
+
+    from brainencoder.data.arrays import ImageArray
+
+    pixels = np.random.default_rng(1).integers(0, 256, (5, 40, 40, 3), dtype=np.uint8)
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    for i, image in enumerate(pixels):
+        Image.fromarray(image).save(folder / f"{i}.png")
+    np.save(tmp_path / "images.npy", pixels)
+    with h5py.File(tmp_path / "stimuli.hdf5", "w") as f:
+        f["imgBrick"] = pixels
+        f["labels"] = np.arange(5)
+    model = load_run_model(run)
+    from_files = predict_images(model, list_images(folder), "subj02", batch_size=2)
+    for path in ("images.npy", "stimuli.hdf5"):
+        with ImageArray(tmp_path / path) as images:
+            got = predict_images(model, images, "subj02", batch_size=2)
+        for hemi in ("lh", "rh"):
+            np.testing.assert_array_equal(got[hemi], from_files[hemi])
+
+    def predict(source, *extra):
+        argv = ["predict", str(run), str(source), "--subject", "subj02", *extra]
+        return main([*argv, "--out", str(tmp_path / "p.npz")])
+
+    assert predict(tmp_path / "stimuli.hdf5", "--rows", "1:3") == 0
+    with np.load(tmp_path / "p.npz") as f:
+        assert f["rows"].tolist() == [1, 2]
+        np.testing.assert_array_equal(f["lh"], from_files["lh"][1:3])
+    with h5py.File(tmp_path / "two.h5", "w") as f:
+        f["a"], f["b"] = pixels, pixels
+    assert predict(tmp_path / "two.h5") == 1
+    assert "2 datasets look like images (a, b; all datasets: a, b); name one with --dataset" in (
+        capsys.readouterr().err
+    )
+    assert predict(tmp_path / "two.h5", "--dataset", "b", "--rows", "4:") == 0
+    with np.load(tmp_path / "p.npz") as f:
+        assert f["rows"].tolist() == [4] and f["lh"].shape[0] == 1
+    for source, extra, message in [
+        ("images.npy", ["--rows", "3:9"], "rows 3:9 are not a range within its 5 images"),
+        ("two.h5", ["--dataset", "c"], "no dataset 'c'; it has a, b"),
+        ("images.npy", ["--dataset", "a"], "--dataset applies to HDF5 files, not .npy"),
+    ]:
+        assert predict(tmp_path / source, *extra) == 1
+        assert message in capsys.readouterr().err
+    np.save(tmp_path / "chw.npy", pixels.transpose(0, 3, 1, 2).astype(np.float32))
+    assert predict(tmp_path / "chw.npy") == 1
+    assert "expected uint8 RGB images of shape (n_images, height, width, 3); got float32 " in (
+        capsys.readouterr().err
+    )
+    assert predict(folder, "--rows", "0:2") == 1
+    assert "--dataset and --rows apply to image array files" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        predict(tmp_path / "images.npy", "--rows", "5")
+    assert "argument --rows: expected START:STOP" in capsys.readouterr().err
+
+
 def test_ensemble_mean_and_weights(run, ridge_run, synth_root):
     layout = read_layout(synth_root)
     models = [load_run_model(run), load_run_model(ridge_run)]

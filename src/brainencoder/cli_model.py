@@ -107,9 +107,29 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _row_slice(text: str) -> slice:
+    """argparse type: ``START:STOP`` (either may be left out) -> slice; STOP is open."""
+    start, sep, stop = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        rows = slice(int(start) if start else None, int(stop) if stop else None)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected START:STOP, e.g. 0:1000; got {text!r}"
+        ) from None
+    if (rows.start or 0) < 0 or (rows.stop is not None and rows.stop <= (rows.start or 0)):
+        raise argparse.ArgumentTypeError(f"expected 0 <= START < STOP; got {text!r}")
+    return rows
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
+    import contextlib
+
     import numpy as np
 
+    from .data.arrays import ARRAY_SUFFIXES, ImageArray
+    from .errors import DataError
     from .fileio import atomic_path, save_npy_atomic
     from .predict import list_images, predict_images
     from .runs import load_run_model
@@ -119,15 +139,24 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if out.suffix == ".npy":
         for hemi in ("lh", "rh"):
             check_output_file(f"{out.with_suffix('')}_{hemi}.npy")
+    is_array = args.images.suffix.lower() in ARRAY_SUFFIXES and not args.images.is_dir()
+    if not is_array and (args.dataset is not None or args.rows is not None):
+        raise DataError(f"{args.images}: --dataset and --rows apply to image array files")
     model = load_run_model(args.run_dir)
-    paths = list_images(args.images_dir)
-    pred = predict_images(
-        model, paths, args.subject, batch_size=args.batch_size, workers=args.workers
-    )
+    with contextlib.ExitStack() as stack:
+        if is_array:
+            images = stack.enter_context(ImageArray(args.images, args.dataset, args.rows))
+            labels = {"rows": np.asarray(images.rows, dtype=np.int64)}
+        else:
+            images = list_images(args.images)
+            labels = {"names": np.array([p.name for p in images])}
+        pred = predict_images(
+            model, images, args.subject, batch_size=args.batch_size, workers=args.workers
+        )
     if out.suffix == ".npz":
         with atomic_path(out, suffix=".npz") as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, lh=pred["lh"], rh=pred["rh"], names=np.array([p.name for p in paths]))
-        print(f"wrote {out}: lh {pred['lh'].shape}, rh {pred['rh'].shape}, names")
+            np.savez(fh, lh=pred["lh"], rh=pred["rh"], **labels)
+        print(f"wrote {out}: lh {pred['lh'].shape}, rh {pred['rh'].shape}, {', '.join(labels)}")
     else:
         stem = out.with_suffix("")
         for hemi in ("lh", "rh"):
@@ -265,9 +294,20 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(func=_cmd_plot)
 
-    p = sub.add_parser("predict", help="predict a subject's responses to a folder of images")
+    p = sub.add_parser(
+        "predict", help="predict a subject's responses to a folder of images or an image array"
+    )
     p.add_argument("run_dir", type=Path, help="run directory or model file")
-    p.add_argument("images_dir", type=Path)
+    p.add_argument(
+        "images",
+        type=Path,
+        help="a folder of image files, or uint8 (N, H, W, 3) images in a .npy or an HDF5 "
+        "file (NSD's nsd_stimuli.hdf5)",
+    )
+    p.add_argument("--dataset", default=None, help="HDF5 dataset (default: the only image one)")
+    p.add_argument(
+        "--rows", type=_row_slice, default=None, help="START:STOP rows of an image array"
+    )
     p.add_argument("--subject", required=True)
     p.add_argument("--out", type=Path, required=True, help="FILE.npz, or FILE.npy -> FILE_lh/rh")
     p.add_argument("--batch-size", type=positive_int, default=64)

@@ -13,11 +13,12 @@ import io
 import logging
 import re
 import zipfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from .data.arrays import ImageArray
 from .data.images import load_image
 from .data.layout import HEMIS, DatasetLayout
 from .errors import DataError, UnsafeFileError
@@ -74,12 +75,13 @@ def _decode_size(model: object) -> int:
 
 
 def _model_inputs(
-    models: Sequence, batches: Sequence[Sequence[Path]], workers: int | None
+    models: Sequence, batches: Sequence[Sequence], load: Callable, workers: int | None
 ) -> Iterator[list]:
-    """Every model's input for each batch of image files, prepared ahead in threads.
+    """Every model's input for each batch of images, prepared ahead in threads.
 
-    Each image is decoded once per distinct store size of the models and is its
-    own thread task, so all ``workers`` threads share a batch; the next two
+    ``load(item, size)`` returns one image as uint8 (size, size, 3). Each image
+    is loaded once per distinct store size of the models and is its own
+    thread task, so all ``workers`` threads share a batch; the next two
     batches are being prepared while the caller runs the models on this one.
     """
     from concurrent.futures import ThreadPoolExecutor
@@ -90,12 +92,12 @@ def _model_inputs(
     distinct = sorted(set(sizes))
     workers = available_cpus() if workers is None else workers
 
-    def decode(path: Path) -> dict[int, np.ndarray]:
-        return {size: load_image(path, size) for size in distinct}
+    def decode(item) -> dict[int, np.ndarray]:
+        return {size: load(item, size) for size in distinct}
 
     with ThreadPoolExecutor(max(workers, 1)) as pool:
 
-        def prepare(batch: Sequence[Path]) -> list:
+        def prepare(batch: Sequence) -> list:
             decoded = list(pool.map(decode, batch)) if workers else [decode(p) for p in batch]
             arrays = {size: np.stack([d[size] for d in decoded]) for size in distinct}
             return [_ready(m, arrays[size]) for m, size in zip(models, sizes)]
@@ -105,7 +107,7 @@ def _model_inputs(
 
 def predict_images(
     model,
-    paths: Sequence[Path],
+    paths: Sequence[Path] | ImageArray,
     subject: str,
     batch_size: int = 64,
     progress: bool | None = None,
@@ -113,7 +115,9 @@ def predict_images(
 ) -> dict[str, np.ndarray]:
     """Predict a subject's responses to image files (any size, RGB/grayscale/RGBA).
 
-    Each image is decoded and resized to the size of the store the model was
+    ``paths`` may also be an :class:`~brainencoder.data.arrays.ImageArray`
+    (a ``.npy`` or an HDF5 dataset of uint8 images). Each image is decoded and
+    resized to the size of the store the model was
     trained on (if known, else straight to the model's input size), then to
     the model's input size, as in training.
 
@@ -126,7 +130,7 @@ def predict_images(
 
 def ensemble_predict(
     models: Sequence,
-    paths: Sequence[Path],
+    paths: Sequence[Path] | ImageArray,
     subject: str,
     weights: Sequence[np.ndarray] | None = None,
     batch_size: int = 64,
@@ -141,7 +145,7 @@ def ensemble_predict(
     Parameters
     ----------
     models : sequence of models
-    paths : sequence of image paths
+    paths : sequence of image paths, or ImageArray
     subject : str
     weights : sequence of ndarray of shape (n_lh + n_rh,), optional
         Per-model, per-vertex weights (lh then rh columns), summing to 1 over
@@ -161,9 +165,12 @@ def ensemble_predict(
     if len(paths) == 0:
         raise DataError("no images to predict")
     outs: dict[str, list[np.ndarray]] = {h: [] for h in HEMIS}
-    batches = [paths[s : s + batch_size] for s in range(0, len(paths), batch_size)]
+    items, load = (
+        (range(len(paths)), paths.load) if isinstance(paths, ImageArray) else (paths, load_image)
+    )
+    batches = [items[s : s + batch_size] for s in range(0, len(items), batch_size)]
     for inputs in tqdm(
-        _model_inputs(models, batches, workers),
+        _model_inputs(models, batches, load, workers),
         total=len(batches),
         desc=f"predict {subject}",
         unit="batch",

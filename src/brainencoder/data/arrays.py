@@ -1,0 +1,141 @@
+"""Images held in one array file: a ``.npy`` or an HDF5 dataset (NSD's stimuli).
+
+The Natural Scenes Dataset distributes its 73,000 stimuli as one HDF5 file,
+``nsd_stimuli.hdf5``, dataset ``imgBrick`` of shape (73000, 425, 425, 3)
+uint8; others keep images as a ``.npy`` array. :class:`ImageArray` reads such
+a file row by row (memory-mapped or chunked; never whole) and resizes a row
+exactly as a decoded image file is resized (Pillow, bicubic), so predicting
+from the array or from PNGs of the same pixels gives the same numbers.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+
+__all__ = ["ARRAY_SUFFIXES", "ImageArray"]
+
+ARRAY_SUFFIXES = {".npy", ".h5", ".hdf5"}
+
+
+class ImageArray:
+    """uint8 RGB images of shape (n_images, height, width, 3) in an array file.
+
+    Parameters
+    ----------
+    path : path
+        ``.npy`` (read memory-mapped, never unpickled) or ``.h5``/``.hdf5``.
+    dataset : str, optional
+        The HDF5 dataset; default: the file's only 4-D dataset with 3 channels
+        last (``imgBrick`` in NSD's ``nsd_stimuli.hdf5``).
+    rows : slice, optional
+        The rows to use (e.g. ``slice(0, 1000)``; no step); default all.
+        ``len()`` and :meth:`load` then count these only.
+
+    Attributes
+    ----------
+    shape : tuple of int
+        (n_images, height, width, 3) of the whole file.
+    rows : range
+        The file rows in use.
+
+    Use it as a context manager (or call :meth:`close`) to close an HDF5 file.
+    """
+
+    def __init__(
+        self, path: str | Path, dataset: str | None = None, rows: slice | None = None
+    ) -> None:
+        self.path = Path(path)
+        self._file = None
+        self._lock = threading.Lock()  # h5py serializes reads anyway; memmaps do not need it
+        if not self.path.is_file():
+            raise DataError(f"{self.path}: image array file not found")
+        suffix = self.path.suffix.lower()
+        if suffix == ".npy":
+            if dataset is not None:
+                raise DataError(f"{self.path}: --dataset applies to HDF5 files, not .npy")
+            try:
+                self.data = np.load(self.path, mmap_mode="r", allow_pickle=False)
+            except (ValueError, OSError) as exc:
+                raise DataError(f"{self.path}: not a readable .npy array ({exc})") from None
+        elif suffix in (".h5", ".hdf5"):
+            self.data = self._open_hdf5(dataset)
+        else:
+            raise DataError(
+                f"{self.path}: not an image array file ({', '.join(sorted(ARRAY_SUFFIXES))})"
+            )
+        shape, dtype = tuple(self.data.shape), np.dtype(self.data.dtype)
+        if dtype != np.uint8 or len(shape) != 4 or shape[-1] != 3 or 0 in shape:
+            self.close()
+            hint = " (channels first? store them last)" if len(shape) == 4 and shape[1] == 3 else ""
+            raise DataError(
+                f"{self.path}: expected uint8 RGB images of shape (n_images, height, width, 3); "
+                f"got {dtype} {shape}{hint}"
+            )
+        self.shape = shape
+        rows = rows or slice(None)
+        start, stop = rows.start or 0, shape[0] if rows.stop is None else rows.stop
+        if rows.step not in (None, 1) or not 0 <= start < stop <= shape[0]:
+            self.close()
+            raise DataError(
+                f"{self.path}: rows {start}:{stop} are not a range within its {shape[0]} images"
+            )
+        self.rows = range(start, stop)
+
+    def _open_hdf5(self, dataset: str | None):
+        import h5py
+
+        try:
+            self._file = h5py.File(self.path, "r")
+        except OSError as exc:
+            raise DataError(f"{self.path}: not a readable HDF5 file ({exc})") from None
+        found: list[str] = []
+        self._file.visititems(
+            lambda name, obj: found.append(name) if isinstance(obj, h5py.Dataset) else None
+        )
+        if dataset is None:
+            images = [n for n in found if self._file[n].ndim == 4 and self._file[n].shape[-1] == 3]
+            if len(images) != 1:
+                self.close()
+                raise DataError(
+                    f"{self.path}: {len(images)} datasets look like images "
+                    f"({', '.join(images) or 'none'}; all datasets: {', '.join(found) or 'none'}); "
+                    "name one with --dataset"
+                )
+            dataset = images[0]
+        if dataset not in found:
+            self.close()
+            raise DataError(
+                f"{self.path}: no dataset {dataset!r}; it has {', '.join(found) or 'none'}"
+            )
+        return self._file[dataset]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def load(self, index: int, size: int | None = None) -> np.ndarray:
+        """Image ``rows[index]`` as uint8 (size, size, 3), resized like a decoded file."""
+        from PIL import Image
+
+        with self._lock:
+            image = np.array(self.data[self.rows[index]])
+        if size is None or image.shape[:2] == (size, size):
+            return np.ascontiguousarray(image)
+        resized = Image.fromarray(image).resize((size, size), Image.Resampling.BICUBIC)
+        return np.asarray(resized, dtype=np.uint8)
+
+    def close(self) -> None:
+        """Close the HDF5 file (nothing to do for a ``.npy``)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> ImageArray:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
