@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from brainencoder.data.arrays import ImageArray
 from brainencoder.data.images import load_image
+from brainencoder.data.sources import ImageArray
 from brainencoder.models.encoder import create_encoder
 from brainencoder.predict import list_images, predict_images
 from brainencoder.prefetch import available_cpus

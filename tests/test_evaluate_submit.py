@@ -179,7 +179,7 @@ def test_predict_from_an_image_array_equals_the_same_pixels_as_files(run, tmp_pa
     import h5py
     from PIL import Image
 
-    from brainencoder.data.arrays import ImageArray
+    from brainencoder.data.sources import ImageArray
 
     pixels = np.random.default_rng(1).integers(0, 256, (5, 40, 40, 3), dtype=np.uint8)
     folder = tmp_path / "pngs"

@@ -50,10 +50,36 @@ def test_top_images_are_the_planted_category(category_run, tmp_path, monkeypatch
     def no_prediction(*args, **kwargs):
         raise AssertionError("a second query over the same folder must use the cache")
 
-    monkeypatch.setattr(predict, "predict_images", no_prediction)
+    monkeypatch.setattr(predict, "iter_predictions", no_prediction)
     places = explore(run, images, "subj01", ["PPA"], tmp_path / "places", top=6)
     ranked = _categories(data, pd.read_csv(places["ranking"]))
     assert ranked[:6].count("place") >= 4, ranked[:6]
+    monkeypatch.undo()
+
+    # the same pixels in an HDF5 file, as NSD's stimuli: the same ranking, by row
+    import h5py
+
+    from brainencoder.data.images import load_image
+    from brainencoder.predict import list_images
+
+    paths = list_images(images)
+    with h5py.File(tmp_path / "stimuli.hdf5", "w") as f:
+        f["imgBrick"] = np.stack([load_image(p) for p in [paths[0], *paths]])  # row 0: extra
+    by_row = explore(
+        run,
+        tmp_path / "stimuli.hdf5",
+        "subj01",
+        ["PPA"],
+        tmp_path / "h5",
+        top=6,
+        rows=slice(1, None),
+    )
+    rows = pd.read_csv(by_row["ranking"])
+    by_name = pd.read_csv(places["ranking"])
+    assert [paths[r - 1].name for r in rows.image] == by_name.image.tolist()
+    np.testing.assert_allclose(rows.value, by_name.value, rtol=1e-5, atol=1e-6)
+    query = json.loads((tmp_path / "h5" / "query.json").read_text())
+    assert query["dataset"] is None and query["rows"] == [1, None]
 
 
 def test_explore_errors_name_what_is_valid(category_run, tmp_path, capsys):

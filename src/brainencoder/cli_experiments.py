@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .cli_types import non_negative_int, positive_int
+from .cli_types import non_negative_int, positive_int, row_slice
 from .ownership import check_output_file
 
 __all__ = ["add_experiment_commands"]
@@ -43,7 +43,15 @@ def _cmd_explore(args: argparse.Namespace) -> int:
     from .explore import explore
 
     outputs = explore(
-        args.run_dir, args.images_dir, args.subject, args.roi, args.out, args.top, args.data
+        args.run_dir,
+        args.images,
+        args.subject,
+        args.roi,
+        args.out,
+        args.top,
+        args.data,
+        args.dataset,
+        args.rows,
     )
     for name, path in outputs.items():
         print(f"  {name:<10} {path}")
@@ -154,7 +162,11 @@ def add_experiment_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("explore", help="rank images by predicted ROI response (in silico)")
     p.add_argument("run_dir", type=Path, help="run folder or model file")
-    p.add_argument("images_dir", type=Path)
+    p.add_argument(
+        "images", type=Path, help="a folder of images, or a .npy / HDF5 file of uint8 images"
+    )
+    p.add_argument("--dataset", default=None, help="HDF5 dataset (default: the only image one)")
+    p.add_argument("--rows", type=row_slice, default=None, help="START:STOP rows of an array")
     p.add_argument("--subject", required=True, help="a subject of the model, or 'all'")
     p.add_argument(
         "--roi", action="append", required=True, help="ROI name; give two for ROI1 - ROI2"

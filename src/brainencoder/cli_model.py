@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .cli_types import non_negative_int, positive_int
+from .cli_types import non_negative_int, positive_int, row_slice
 from .ownership import check_output_file
 
 __all__ = ["add_model_commands"]
@@ -107,31 +107,12 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
-def _row_slice(text: str) -> slice:
-    """argparse type: ``START:STOP`` (either may be left out) -> slice; STOP is open."""
-    start, sep, stop = text.partition(":")
-    try:
-        if not sep:
-            raise ValueError
-        rows = slice(int(start) if start else None, int(stop) if stop else None)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected START:STOP, e.g. 0:1000; got {text!r}"
-        ) from None
-    if (rows.start or 0) < 0 or (rows.stop is not None and rows.stop <= (rows.start or 0)):
-        raise argparse.ArgumentTypeError(f"expected 0 <= START < STOP; got {text!r}")
-    return rows
-
-
 def _cmd_predict(args: argparse.Namespace) -> int:
-    import contextlib
-
     import numpy as np
 
-    from .data.arrays import ARRAY_SUFFIXES, ImageArray
-    from .errors import DataError
+    from .data.sources import ImageArray, open_images
     from .fileio import atomic_path, save_npy_atomic
-    from .predict import list_images, predict_images
+    from .predict import predict_images
     from .runs import load_run_model
 
     out = Path(args.out)
@@ -139,17 +120,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if out.suffix == ".npy":
         for hemi in ("lh", "rh"):
             check_output_file(f"{out.with_suffix('')}_{hemi}.npy")
-    is_array = args.images.suffix.lower() in ARRAY_SUFFIXES and not args.images.is_dir()
-    if not is_array and (args.dataset is not None or args.rows is not None):
-        raise DataError(f"{args.images}: --dataset and --rows apply to image array files")
     model = load_run_model(args.run_dir)
-    with contextlib.ExitStack() as stack:
-        if is_array:
-            images = stack.enter_context(ImageArray(args.images, args.dataset, args.rows))
+    with open_images(args.images, args.dataset, args.rows) as images:
+        if isinstance(images, ImageArray):
             labels = {"rows": np.asarray(images.rows, dtype=np.int64)}
         else:
-            images = list_images(args.images)
-            labels = {"names": np.array([p.name for p in images])}
+            labels = {"names": np.array(images.names)}
         pred = predict_images(
             model, images, args.subject, batch_size=args.batch_size, workers=args.workers
         )
@@ -305,9 +281,7 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
         "file (NSD's nsd_stimuli.hdf5)",
     )
     p.add_argument("--dataset", default=None, help="HDF5 dataset (default: the only image one)")
-    p.add_argument(
-        "--rows", type=_row_slice, default=None, help="START:STOP rows of an image array"
-    )
+    p.add_argument("--rows", type=row_slice, default=None, help="START:STOP rows of an image array")
     p.add_argument("--subject", required=True)
     p.add_argument("--out", type=Path, required=True, help="FILE.npz, or FILE.npy -> FILE_lh/rh")
     p.add_argument("--batch-size", type=positive_int, default=64)

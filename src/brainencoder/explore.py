@@ -1,8 +1,10 @@
 """``brainencoder explore``: in-silico experiments with a trained encoder.
 
-Which images drive a region most? Every image of a folder is predicted once
-(batched; the predictions are cached beside the run, so another query over
-the same folder is instant), images are ranked by the mean predicted response
+Which images drive a region most? Every image of a folder or of an image
+array file (NSD's 73,000 stimuli in ``nsd_stimuli.hdf5``) is predicted once
+(batched, written batch by batch into a memory-mapped cache beside the run,
+so memory does not grow with the number of images and another query over
+the same images is instant), images are ranked by the mean predicted response
 in an ROI (names from the challenge's label files, resolved per subject), or
 by the contrast ROI1 - ROI2, and the page shows the ranking, a montage of the
 top and bottom images, a histogram, and the cortical map of the mean
@@ -22,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from .data.layout import HEMIS, read_layout
+from .data.sources import ImageSource, open_images
 from .errors import DataError
 from .fileio import atomic_path, write_bytes_atomic
 
@@ -53,41 +56,80 @@ def roi_columns(layout: Any, subject: str, name: str) -> np.ndarray:
     raise DataError(f"{subject}: unknown ROI {name!r}; valid names: {', '.join(sorted(valid))}")
 
 
-def _cache_key(model_path: Path, paths: Sequence[Path], subject: str) -> str:
-    digest = hashlib.sha256()
-    for p in [model_path, *paths]:
-        st = p.stat()
-        digest.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-    digest.update(subject.encode())
+def _cache_key(model_path: Path, source: ImageSource, subject: str) -> str:
+    digest = hashlib.sha256(f"{source.key()}|{subject}".encode())
+    st = model_path.stat()
+    digest.update(f"{model_path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
     return digest.hexdigest()[:20]
 
 
-def _predictions(model, model_path: Path, paths: list[Path], subject: str) -> np.ndarray:
-    """(n_images, n_lh + n_rh) predictions, cached beside the run."""
-    from .predict import predict_images
+def _fill(out: np.ndarray, model, source: ImageSource, subject: str) -> np.ndarray:
+    """Write the predictions of every image into ``out`` (n_images, n_lh + n_rh), batch by batch."""
+    from .predict import iter_predictions
 
+    start = 0
+    for pred in iter_predictions([model], source, subject):
+        block = np.concatenate([pred[h] for h in HEMIS], 1)
+        out[start : start + block.shape[0]] = block
+        start += block.shape[0]
+    return out
+
+
+def _predictions(model, model_path: Path, source: ImageSource, subject: str) -> np.ndarray:
+    """(n_images, n_lh + n_rh) predictions, cached beside the run (memory-mapped).
+
+    They are written batch by batch into the cache file, so memory does not
+    grow with the number of images; an unwritable run folder keeps them in
+    memory instead (with a warning).
+    """
     cache_dir = model_path.parent / "cache" / "explore"
-    cache = cache_dir / f"{_cache_key(model_path, paths, subject)}.npy"
+    cache = cache_dir / f"{_cache_key(model_path, source, subject)}.npy"
+    shape = (len(source), sum(model.space.n_subject_vertices(subject, h) for h in HEMIS))
     if cache.is_file():
         try:
-            return np.load(cache, allow_pickle=False)
+            values = np.load(cache, mmap_mode="r", allow_pickle=False)
+            if values.shape == shape and values.dtype == np.float32:
+                return values
         except (OSError, ValueError):
-            logger.warning("%s: unreadable prediction cache; predicting again", cache)
-    pred = predict_images(model, paths, subject)
-    values = np.concatenate([pred[h] for h in HEMIS], 1)
+            pass
+        logger.warning("%s: unreadable prediction cache; predicting again", cache)
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         with atomic_path(cache, suffix=".npy") as tmp:
-            np.save(tmp, values, allow_pickle=False)
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
+            _fill(out, model, source, subject).flush()
+            del out
+        return np.load(cache, mmap_mode="r", allow_pickle=False)
     except OSError as exc:
         logger.warning("cannot cache predictions in %s (%s)", cache_dir, exc.strerror or exc)
-    return values
+    return _fill(np.empty(shape, np.float32), model, source, subject)
 
 
-def _montage(paths, values, order, top: int, out: Path, label: str) -> Path:
+def _roi_scores(values: np.ndarray, masks: Sequence[np.ndarray], rows: int = 4096) -> tuple:
+    """Per image: mean over ROI 1 (minus ROI 2); and the mean prediction over images.
+
+    Read ``rows`` images at a time, so a memory-mapped cache of any size fits.
+
+    Returns
+    -------
+    score : ndarray of shape (n_images,)
+    mean : ndarray of shape (n_columns,)
+    """
+    score = np.empty(values.shape[0])
+    total = np.zeros(values.shape[1])
+    for start in range(0, values.shape[0], rows):
+        block = np.asarray(values[start : start + rows], dtype=np.float64)
+        part = block[:, masks[0]].mean(1)
+        if len(masks) == 2:
+            part = part - block[:, masks[1]].mean(1)
+        score[start : start + rows] = part
+        total += block.sum(0)
+    return score, total / values.shape[0]
+
+
+def _montage(source: ImageSource, values, order, top: int, out: Path, label: str) -> Path:
     import matplotlib.pyplot as plt
 
-    from .data.images import load_image
     from .plotting import save_png
 
     fig, axes = plt.subplots(2, top, figsize=(1.6 * top, 4.0), squeeze=False)
@@ -100,7 +142,7 @@ def _montage(paths, values, order, top: int, out: Path, label: str) -> Path:
             ax.axis("off")
             if col < len(picks):
                 i = picks[col]
-                ax.imshow(load_image(paths[i], 128))
+                ax.imshow(source.load(int(i), 128))
                 ax.set_title(f"{values[i]:+.2f}", fontsize=9)
         axes[row, 0].text(
             -0.15,
@@ -112,7 +154,7 @@ def _montage(paths, values, order, top: int, out: Path, label: str) -> Path:
             ha="right",
             fontsize=11,
         )
-    fig.suptitle(f"{label}: top and bottom {top} of {len(paths)} images")
+    fig.suptitle(f"{label}: top and bottom {top} of {len(source)} images")
     fig.tight_layout()
     save_png(fig, out, dpi=110)
     plt.close(fig)
@@ -172,6 +214,8 @@ def explore(
     out: str | Path,
     top: int = 8,
     data: str | Path | None = None,
+    dataset: str | None = None,
+    rows: slice | None = None,
 ) -> dict[str, Path]:
     """Rank images by predicted ROI response (or ROI1 - ROI2) and write the page.
 
@@ -180,7 +224,9 @@ def explore(
     run : path
         Run folder or model file.
     images : path
-        Folder of images (any size and mode; see :func:`~brainencoder.data.images.load_image`).
+        Folder of images (any size and mode; see :func:`~brainencoder.data.images.load_image`),
+        or uint8 images in a ``.npy`` or HDF5 file (NSD's ``nsd_stimuli.hdf5``;
+        see :func:`~brainencoder.data.sources.open_images`).
     subject : str
         A subject of the model, or ``"all"`` (mean over the subjects).
     rois : sequence of 1 or 2 str
@@ -190,6 +236,10 @@ def explore(
     top : int, default=8
     data : path, optional
         Challenge data root with the ROI label files (default: the run's store's source).
+    dataset : str, optional
+        HDF5 dataset of ``images`` (default: its only image dataset).
+    rows : slice, optional
+        Rows of an image array file to rank (default: all).
 
     Returns
     -------
@@ -200,7 +250,6 @@ def explore(
 
     from .figures import to_fsaverage
     from .plotting import fsaverage_to_fsaverage5, plot_surface_map
-    from .predict import list_images
     from .runs import load_run_model, run_model_file, run_store_path
 
     run, out = Path(run), Path(out)
@@ -217,39 +266,39 @@ def explore(
     subjects = list(model.space.subjects) if subject == "all" else [subject]
     model.space.subject_index(subjects[0])
     layout = read_layout(data, [s for s in subjects])
-    paths = list_images(images)
     label = rois[0] if len(rois) == 1 else f"{rois[0]} - {rois[1]}"
-    per_subject, preds = [], {}
-    for name in subjects:
-        masks = [roi_columns(layout, name, r) for r in rois]
-        values = _predictions(model, model_path, paths, name)
-        preds[name] = values
-        score = values[:, masks[0]].mean(1)
-        if len(masks) == 2:
-            score = score - values[:, masks[1]].mean(1)
-        per_subject.append(score)
-    score = np.mean(per_subject, axis=0)
-    order = np.argsort(-score, kind="stable")
-    k = min(top, len(paths))
-    out.mkdir(parents=True, exist_ok=True)
-    ranking = pd.DataFrame(
-        {
-            "rank": np.arange(1, len(paths) + 1),
-            "image": [paths[i].name for i in order],
-            "value": score[order],
-        }
-    )
-    with atomic_path(out / "ranking.csv", suffix=".csv") as tmp:
-        ranking.to_csv(tmp, index=False)
-    montage = _montage(paths, score, order, k, out / "montage.png", label)
+    with open_images(images, dataset, rows) as source:
+        per_subject, diffs = [], {}
+        for name in subjects:
+            masks = [roi_columns(layout, name, r) for r in rois]
+            values = _predictions(model, model_path, source, name)
+            score, mean = _roi_scores(values, masks)
+            per_subject.append(score)
+            diffs[name] = (values, mean)
+        score = np.mean(per_subject, axis=0)
+        order = np.argsort(-score, kind="stable")
+        k = min(top, len(source))
+        diffs = {n: v[np.sort(order[:k])].mean(0) - mean for n, (v, mean) in diffs.items()}
+        out.mkdir(parents=True, exist_ok=True)
+        names = source.names
+        ranking = pd.DataFrame(
+            {
+                "rank": np.arange(1, len(source) + 1),
+                "image": [names[i] for i in order],
+                "value": score[order],
+            }
+        )
+        with atomic_path(out / "ranking.csv", suffix=".csv") as tmp:
+            ranking.to_csv(tmp, index=False)
+        montage = _montage(source, score, order, k, out / "montage.png", label)
+        n_images = len(source)
     histogram = _histogram(score, score[order[k - 1]], out / "histogram.png", label)
     maps = {}
     for hemi in HEMIS:
         layers = []
         for name in subjects:
-            diff = preds[name][order[:k]].mean(0) - preds[name].mean(0)
             n_lh = model.space.n_subject_vertices(name, "lh")
-            part = diff[:n_lh] if hemi == "lh" else diff[n_lh:]
+            part = diffs[name][:n_lh] if hemi == "lh" else diffs[name][n_lh:]
             layers.append(
                 fsaverage_to_fsaverage5(to_fsaverage(model.space, name, hemi, part), hemi)
             )
@@ -267,19 +316,19 @@ def explore(
         output_file=out / "map.png",
     )
     plt.close(fig)
-    rows = ranking.head(max(2 * k, 20)).to_dict("records")
+    top_rows = ranking.head(max(2 * k, 20)).to_dict("records")
     page = render_page(
         _PAGE,
         label=label,
         run=str(run),
         subject=subject,
-        n_images=len(paths),
+        n_images=n_images,
         images=str(images),
         top=k,
         montage="montage.png",
         histogram="histogram.png",
         map="map.png",
-        rows=rows,
+        rows=top_rows,
     )
     write_bytes_atomic(out / "index.html", page)
     write_bytes_atomic(
@@ -288,6 +337,8 @@ def explore(
             {
                 "run": str(run),
                 "images": str(images),
+                "dataset": dataset,
+                "rows": None if rows is None else [rows.start, rows.stop],
                 "subject": subject,
                 "rois": list(rois),
                 "top": k,

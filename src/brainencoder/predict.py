@@ -18,9 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .data.arrays import ImageArray
-from .data.images import load_image
 from .data.layout import HEMIS, DatasetLayout
+from .data.sources import IMAGE_SUFFIXES, ImageFiles, ImageSource, list_images
 from .errors import DataError, UnsafeFileError
 from .fileio import atomic_path
 
@@ -28,6 +27,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "check_test_images",
     "ensemble_predict",
+    "iter_predictions",
     "list_images",
     "predict_images",
     "read_submission",
@@ -37,25 +37,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 _MEMBER = re.compile(r"^(subj\d+)/(lh|rh)_pred_test\.npy$")
-
-
-def list_images(folder: str | Path) -> list[Path]:
-    """Image files of a folder, sorted by name; other files are skipped with a warning."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DataError(f"{folder}: image folder not found")
-    entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
-    for odd in (p for p in entries if not p.is_file() and not p.is_dir()):
-        logger.warning("skipping %s: not a regular file (pipe, device or broken link)", odd)
-    files = [p for p in entries if p.is_file()]
-    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
-    for other in sorted(set(files) - set(images)):
-        logger.warning("skipping %s: not an image file", other)
-    if not images:
-        raise DataError(f"{folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    return images
 
 
 def _ready(model, images: np.ndarray):
@@ -105,9 +87,39 @@ def _model_inputs(
         yield from prefetch(prepare, batches, 2 if workers else 0)
 
 
+def iter_predictions(
+    models: Sequence,
+    source: ImageSource,
+    subject: str,
+    weights: Sequence[np.ndarray] | None = None,
+    batch_size: int = 64,
+    workers: int | None = None,
+) -> Iterator[dict[str, np.ndarray]]:
+    """Predictions batch by batch: the (weighted) mean of ``models``, in image order.
+
+    Memory stays at a few batches whatever the number of images (all of NSD's
+    73,000 stimuli, say); :func:`ensemble_predict` collects them.
+
+    Yields
+    ------
+    dict with keys "lh", "rh" : ndarray of float32, shape (batch, n_vertices_hemi)
+    """
+    items = range(len(source))
+    batches = [items[s : s + batch_size] for s in range(0, len(items), batch_size)]
+    for inputs in _model_inputs(models, batches, source.load, workers):
+        total: dict[str, np.ndarray] = {}
+        for m, model in enumerate(models):
+            pred = model.predict(inputs[m], subject)
+            n_lh = pred["lh"].shape[1]
+            for h, sl in (("lh", slice(0, n_lh)), ("rh", slice(n_lh, None))):
+                w = 1.0 / len(models) if weights is None else weights[m][sl][None, :]
+                total[h] = total.get(h, 0.0) + pred[h] * w
+        yield {h: np.asarray(total[h], dtype=np.float32) for h in HEMIS}
+
+
 def predict_images(
     model,
-    paths: Sequence[Path] | ImageArray,
+    images: Sequence[Path] | ImageSource,
     subject: str,
     batch_size: int = 64,
     progress: bool | None = None,
@@ -115,9 +127,9 @@ def predict_images(
 ) -> dict[str, np.ndarray]:
     """Predict a subject's responses to image files (any size, RGB/grayscale/RGBA).
 
-    ``paths`` may also be an :class:`~brainencoder.data.arrays.ImageArray`
-    (a ``.npy`` or an HDF5 dataset of uint8 images). Each image is decoded and
-    resized to the size of the store the model was
+    ``images`` are paths, or an image source of
+    :mod:`brainencoder.data.sources` (e.g. an HDF5 array of uint8 images).
+    Each image is decoded and resized to the size of the store the model was
     trained on (if known, else straight to the model's input size), then to
     the model's input size, as in training.
 
@@ -125,12 +137,12 @@ def predict_images(
     -------
     dict with keys "lh", "rh" : ndarray of float32, shape (n_images, n_vertices_hemi)
     """
-    return ensemble_predict([model], paths, subject, None, batch_size, progress, workers)
+    return ensemble_predict([model], images, subject, None, batch_size, progress, workers)
 
 
 def ensemble_predict(
     models: Sequence,
-    paths: Sequence[Path] | ImageArray,
+    images: Sequence[Path] | ImageSource,
     subject: str,
     weights: Sequence[np.ndarray] | None = None,
     batch_size: int = 64,
@@ -145,7 +157,7 @@ def ensemble_predict(
     Parameters
     ----------
     models : sequence of models
-    paths : sequence of image paths, or ImageArray
+    images : sequence of image paths, or an image source (ImageFiles, ImageArray)
     subject : str
     weights : sequence of ndarray of shape (n_lh + n_rh,), optional
         Per-model, per-vertex weights (lh then rh columns), summing to 1 over
@@ -162,30 +174,21 @@ def ensemble_predict(
     """
     from tqdm.auto import tqdm
 
-    if len(paths) == 0:
+    source = images if isinstance(images, ImageSource) else ImageFiles(images)
+    if len(source) == 0:
         raise DataError("no images to predict")
     outs: dict[str, list[np.ndarray]] = {h: [] for h in HEMIS}
-    items, load = (
-        (range(len(paths)), paths.load) if isinstance(paths, ImageArray) else (paths, load_image)
-    )
-    batches = [items[s : s + batch_size] for s in range(0, len(items), batch_size)]
-    for inputs in tqdm(
-        _model_inputs(models, batches, load, workers),
-        total=len(batches),
+    n_batches = -(-len(source) // batch_size)
+    for pred in tqdm(
+        iter_predictions(models, source, subject, weights, batch_size, workers),
+        total=n_batches,
         desc=f"predict {subject}",
         unit="batch",
         disable=None if progress is None else not progress,
     ):
-        total: dict[str, np.ndarray] = {}
-        for m, model in enumerate(models):
-            pred = model.predict(inputs[m], subject)
-            n_lh = pred["lh"].shape[1]
-            for h, sl in (("lh", slice(0, n_lh)), ("rh", slice(n_lh, None))):
-                w = 1.0 / len(models) if weights is None else weights[m][sl][None, :]
-                total[h] = total.get(h, 0.0) + pred[h] * w
         for h in HEMIS:
-            outs[h].append(total[h])
-    return {h: np.concatenate(v).astype(np.float32) for h, v in outs.items()}
+            outs[h].append(pred[h])
+    return {h: np.concatenate(v) for h, v in outs.items()}
 
 
 def _expected_shapes(layout: DatasetLayout) -> dict[str, dict[str, tuple[int, int]]]:

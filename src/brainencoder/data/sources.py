@@ -1,25 +1,105 @@
-"""Images held in one array file: a ``.npy`` or an HDF5 dataset (NSD's stimuli).
+"""Where images to predict come from: a folder of image files, or one array file.
 
-The Natural Scenes Dataset distributes its 73,000 stimuli as one HDF5 file,
-``nsd_stimuli.hdf5``, dataset ``imgBrick`` of shape (73000, 425, 425, 3)
-uint8; others keep images as a ``.npy`` array. :class:`ImageArray` reads such
-a file row by row (memory-mapped or chunked; never whole) and resizes a row
-exactly as a decoded image file is resized (Pillow, bicubic), so predicting
-from the array or from PNGs of the same pixels gives the same numbers.
+:class:`ImageFiles` is a folder's image files, decoded one by one
+(:func:`~brainencoder.data.images.load_image`). :class:`ImageArray` is uint8
+images in one ``.npy`` or HDF5 dataset: the Natural Scenes Dataset
+distributes its 73,000 stimuli as ``nsd_stimuli.hdf5``, dataset ``imgBrick``
+of shape (73000, 425, 425, 3). An array is read row by row (memory-mapped or
+chunked; never whole) and a row is resized exactly as a decoded file is
+(Pillow, bicubic), so an array and PNGs of the same pixels give the same
+predictions. Both have ``len()``, ``load(index, size)``, ``names`` and
+``key()`` (for caches); :func:`open_images` opens either from a path.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError
+from .images import load_image
 
-__all__ = ["ARRAY_SUFFIXES", "ImageArray"]
+__all__ = [
+    "ARRAY_SUFFIXES",
+    "IMAGE_SUFFIXES",
+    "ImageArray",
+    "ImageFiles",
+    "ImageSource",
+    "list_images",
+    "open_images",
+]
 
+logger = logging.getLogger(__name__)
 ARRAY_SUFFIXES = {".npy", ".h5", ".hdf5"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+def _stat_digest(paths: Sequence[Path], extra: str = "") -> str:
+    """Hash of the files' resolved paths, sizes and modification times (and ``extra``)."""
+    digest = hashlib.sha256(extra.encode())
+    for p in paths:
+        st = p.stat()
+        digest.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files of a folder, sorted by name; other files are skipped with a warning."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: image folder not found")
+    entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    for odd in (p for p in entries if not p.is_file() and not p.is_dir()):
+        logger.warning("skipping %s: not a regular file (pipe, device or broken link)", odd)
+    files = [p for p in entries if p.is_file()]
+    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+    for other in sorted(set(files) - set(images)):
+        logger.warning("skipping %s: not an image file", other)
+    if not images:
+        raise DataError(f"{folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return images
+
+
+class ImageFiles:
+    """Image files (any format and mode :func:`~brainencoder.data.images.load_image` reads).
+
+    Parameters
+    ----------
+    paths : sequence of path
+    """
+
+    def __init__(self, paths: Sequence[str | Path]) -> None:
+        self.paths = [Path(p) for p in paths]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def names(self) -> list[str]:
+        """File names, in order."""
+        return [p.name for p in self.paths]
+
+    def load(self, index: int, size: int | None = None) -> np.ndarray:
+        """Image ``index`` decoded to uint8 (size, size, 3)."""
+        return load_image(self.paths[index], size)
+
+    def key(self) -> str:
+        """Changes when a file is added, removed, replaced or edited."""
+        return _stat_digest(self.paths)
+
+    def close(self) -> None:
+        """Nothing to close (for symmetry with :class:`ImageArray`)."""
+
+    def __enter__(self) -> ImageFiles:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class ImageArray:
@@ -128,6 +208,16 @@ class ImageArray:
         resized = Image.fromarray(image).resize((size, size), Image.Resampling.BICUBIC)
         return np.asarray(resized, dtype=np.uint8)
 
+    @property
+    def names(self) -> list[str]:
+        """The file rows in use, as text."""
+        return [str(r) for r in self.rows]
+
+    def key(self) -> str:
+        """Changes with the file, the dataset or the rows."""
+        name = getattr(self.data, "name", "")
+        return _stat_digest([self.path], f"{name}|{self.rows.start}:{self.rows.stop}")
+
     def close(self) -> None:
         """Close the HDF5 file (nothing to do for a ``.npy``)."""
         if self._file is not None:
@@ -139,3 +229,21 @@ class ImageArray:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+ImageSource = ImageFiles | ImageArray
+
+
+def open_images(
+    path: str | Path, dataset: str | None = None, rows: slice | None = None
+) -> ImageSource:
+    """A folder's image files, or the images of an array file (see :class:`ImageArray`).
+
+    ``dataset`` and ``rows`` apply to array files only.
+    """
+    path = Path(path)
+    if path.suffix.lower() in ARRAY_SUFFIXES and not path.is_dir():
+        return ImageArray(path, dataset, rows)
+    if dataset is not None or rows is not None:
+        raise DataError(f"{path}: --dataset and --rows apply to image array files")
+    return ImageFiles(list_images(path))
