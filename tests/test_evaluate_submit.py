@@ -175,7 +175,9 @@ def test_predict_is_the_same_with_any_number_of_decoding_threads(run, synth_root
             np.testing.assert_array_equal(threaded[hemi], serial[hemi])
 
 
-def test_predict_from_an_image_array_equals_the_same_pixels_as_files(run, tmp_path, capsys):
+def test_predict_from_an_image_array_equals_the_same_pixels_as_files(
+    run, tmp_path, capsys, monkeypatch
+):
     import h5py
     from PIL import Image
 
@@ -227,6 +229,12 @@ def test_predict_from_an_image_array_equals_the_same_pixels_as_files(run, tmp_pa
     assert "expected uint8 RGB images of shape (n_images, height, width, 3); got float32 " in (
         capsys.readouterr().err
     )
+    from PIL import Image
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # as a 40 x 40 image were a bomb
+    with pytest.raises(DataError, match="images of 40 x 40 pixels are too large to read safely"):
+        ImageArray(tmp_path / "images.npy")
+    monkeypatch.undo()
     assert predict(folder, "--rows", "0:2") == 1
     assert "--dataset and --rows apply to image array files" in capsys.readouterr().err
     with pytest.raises(SystemExit):

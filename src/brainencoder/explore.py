@@ -26,7 +26,7 @@ import numpy as np
 from .data.layout import HEMIS, read_layout
 from .data.sources import ImageSource, open_images
 from .errors import DataError
-from .fileio import atomic_path, write_bytes_atomic
+from .fileio import atomic_path, check_free_space, write_bytes_atomic
 
 __all__ = ["explore", "roi_columns"]
 
@@ -93,6 +93,8 @@ def _predictions(model, model_path: Path, source: ImageSource, subject: str) -> 
         except (OSError, ValueError):
             pass
         logger.warning("%s: unreadable prediction cache; predicting again", cache)
+    # a memory map on a full disk would end the process (SIGBUS), not raise
+    check_free_space(cache_dir.parent, 4 * shape[0] * shape[1], "the explore prediction cache")
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         with atomic_path(cache, suffix=".npy") as tmp:

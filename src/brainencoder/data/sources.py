@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -130,8 +129,7 @@ class ImageArray:
         self, path: str | Path, dataset: str | None = None, rows: slice | None = None
     ) -> None:
         self.path = Path(path)
-        self._file = None
-        self._lock = threading.Lock()  # h5py serializes reads anyway; memmaps do not need it
+        self._file = None  # h5py's own lock makes reads from threads safe
         if not self.path.is_file():
             raise DataError(f"{self.path}: image array file not found")
         suffix = self.path.suffix.lower()
@@ -155,6 +153,14 @@ class ImageArray:
             raise DataError(
                 f"{self.path}: expected uint8 RGB images of shape (n_images, height, width, 3); "
                 f"got {dtype} {shape}{hint}"
+            )
+        from PIL import Image
+
+        if shape[1] * shape[2] > (Image.MAX_IMAGE_PIXELS or np.inf):
+            self.close()
+            raise DataError(
+                f"{self.path}: images of {shape[1]} x {shape[2]} pixels are too large to "
+                "read safely; downscale them first"
             )
         self.shape = shape
         rows = rows or slice(None)
@@ -201,8 +207,7 @@ class ImageArray:
         """Image ``rows[index]`` as uint8 (size, size, 3), resized like a decoded file."""
         from PIL import Image
 
-        with self._lock:
-            image = np.array(self.data[self.rows[index]])
+        image = np.array(self.data[self.rows[index]])
         if size is None or image.shape[:2] == (size, size):
             return np.ascontiguousarray(image)
         resized = Image.fromarray(image).resize((size, size), Image.Resampling.BICUBIC)
