@@ -120,8 +120,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if out.suffix == ".npy":
         for hemi in ("lh", "rh"):
             check_output_file(f"{out.with_suffix('')}_{hemi}.npy")
-    model = load_run_model(args.run_dir)
-    with open_images(args.images, args.dataset, args.rows) as images:
+    with open_images(args.images, args.dataset, args.rows) as images:  # checked before the model
+        model = load_run_model(args.run_dir)
         if isinstance(images, ImageArray):
             labels = {"rows": np.asarray(images.rows, dtype=np.int64)}
         else:
