@@ -151,15 +151,20 @@ def test_predict_any_images_and_cli(run, tmp_path, capsys):
     (folder / "notes.txt").write_text("x")
     assert [p.name for p in list_images(folder)] == ["a.png", "b.jpg", "c.png"]
 
-    def predict(out):
-        return main(["predict", str(run), str(folder), "--subject", "subj03", "--out", str(out)])
+    def predict(out, *extra):
+        argv = ["predict", str(run), str(folder), "--subject", "subj03", *extra]
+        return main([*argv, "--out", str(out)])
 
     assert predict(tmp_path / "p.npz") == 0
     with np.load(tmp_path / "p.npz") as f:
         assert f["lh"].shape[0] == 3 and f["names"].tolist() == ["a.png", "b.jpg", "c.png"]
+        assert predict(tmp_path / "s.npy") == 0  # streamed batch by batch into the files
+        for hemi in ("lh", "rh"):
+            np.testing.assert_array_equal(np.load(tmp_path / f"s_{hemi}.npy"), f[hemi])
     (folder / "d.png").write_bytes(b"garbage")
-    assert predict(tmp_path / "q.npy") == 1
+    assert predict(tmp_path / "q.npy", "--batch-size", "1") == 1  # fails after 3 batches
     assert "d.png: cannot decode image" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*q_*"))  # nothing half-written, no temporary file left
     with pytest.raises(CheckpointError, match="no model found"):
         load_run_model(tmp_path)
 

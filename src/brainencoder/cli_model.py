@@ -111,8 +111,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .data.sources import ImageArray, open_images
-    from .fileio import atomic_path, save_npy_atomic
-    from .predict import predict_images
+    from .fileio import atomic_path
+    from .predict import predict_images, predict_to_npy
     from .runs import load_run_model
 
     out = Path(args.out)
@@ -122,6 +122,19 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             check_output_file(f"{out.with_suffix('')}_{hemi}.npy")
     with open_images(args.images, args.dataset, args.rows) as images:  # checked before the model
         model = load_run_model(args.run_dir)
+        if out.suffix == ".npy":  # streamed to disk: memory does not grow with the images
+            paths = predict_to_npy(
+                model,
+                images,
+                args.subject,
+                out.with_suffix(""),
+                args.batch_size,
+                None,
+                args.workers,
+            )
+            for path in paths.values():
+                print(f"wrote {path} {np.load(path, mmap_mode='r').shape}")
+            return 0
         if isinstance(images, ImageArray):
             labels = {"rows": np.asarray(images.rows, dtype=np.int64)}
         else:
@@ -129,15 +142,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         pred = predict_images(
             model, images, args.subject, batch_size=args.batch_size, workers=args.workers
         )
-    if out.suffix == ".npz":
-        with atomic_path(out, suffix=".npz") as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, lh=pred["lh"], rh=pred["rh"], **labels)
-        print(f"wrote {out}: lh {pred['lh'].shape}, rh {pred['rh'].shape}, {', '.join(labels)}")
-    else:
-        stem = out.with_suffix("")
-        for hemi in ("lh", "rh"):
-            save_npy_atomic(f"{stem}_{hemi}.npy", pred[hemi])
-            print(f"wrote {stem}_{hemi}.npy {pred[hemi].shape}")
+    with atomic_path(out, suffix=".npz") as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, lh=pred["lh"], rh=pred["rh"], **labels)
+    print(f"wrote {out}: lh {pred['lh'].shape}, rh {pred['rh'].shape}, {', '.join(labels)}")
     return 0
 
 

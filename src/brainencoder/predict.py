@@ -10,6 +10,7 @@ atomically.
 from __future__ import annotations
 
 import io
+import itertools
 import logging
 import re
 import zipfile
@@ -30,6 +31,7 @@ __all__ = [
     "iter_predictions",
     "list_images",
     "predict_images",
+    "predict_to_npy",
     "read_submission",
     "score_submission",
     "subject_test_scores",
@@ -189,6 +191,64 @@ def ensemble_predict(
         for h in HEMIS:
             outs[h].append(pred[h])
     return {h: np.concatenate(v) for h, v in outs.items()}
+
+
+def predict_to_npy(
+    model,
+    images: ImageSource,
+    subject: str,
+    stem: str | Path,
+    batch_size: int = 64,
+    progress: bool | None = None,
+    workers: int | None = None,
+) -> dict[str, Path]:
+    """Write ``{stem}_lh.npy`` and ``{stem}_rh.npy`` batch by batch (memory-mapped).
+
+    Memory does not grow with the number of images, so all of NSD's 73,000
+    stimuli can be predicted at once; the disk is checked first (a full disk
+    under a memory map would end the process), and both files appear only
+    when every prediction is written.
+
+    Returns
+    -------
+    dict with keys "lh", "rh" : Path
+        Files of float32, shape (n_images, n_vertices_hemi).
+    """
+    import contextlib
+
+    from tqdm.auto import tqdm
+
+    from .fileio import check_free_space
+
+    if len(images) == 0:
+        raise DataError("no images to predict")
+    paths = {h: Path(f"{stem}_{h}.npy") for h in HEMIS}
+    batches = iter_predictions([model], images, subject, None, batch_size, workers)
+    first = next(batches)
+    n = len(images)
+    width = {h: first[h].shape[1] for h in HEMIS}
+    check_free_space(paths["lh"].parent, 4 * n * sum(width.values()), "the predictions")
+    with contextlib.ExitStack() as stack:
+        tmps = {h: stack.enter_context(atomic_path(paths[h], suffix=".npy")) for h in HEMIS}
+        outs = {
+            h: np.lib.format.open_memmap(tmps[h], "w+", np.float32, (n, width[h])) for h in HEMIS
+        }
+        start = 0
+        for pred in tqdm(
+            itertools.chain([first], batches),
+            total=-(-n // batch_size),
+            desc=f"predict {subject}",
+            unit="batch",
+            disable=None if progress is None else not progress,
+        ):
+            stop = start + pred["lh"].shape[0]
+            for h in HEMIS:
+                outs[h][start:stop] = pred[h]
+            start = stop
+        for out in outs.values():
+            out.flush()
+        del outs, out
+    return paths
 
 
 def _expected_shapes(layout: DatasetLayout) -> dict[str, dict[str, tuple[int, int]]]:
