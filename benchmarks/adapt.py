@@ -33,7 +33,7 @@ from brainencoder.data.layout import read_layout
 from brainencoder.data.prepare import prepare_store
 from brainencoder.data.synthetic import SyntheticConfig, make_synthetic
 from brainencoder.evaluate import evaluate_run
-from brainencoder.predict import subject_test_scores
+from brainencoder.submission import subject_test_scores
 from brainencoder.train.config import load_config
 from brainencoder.train.loop import train
 

@@ -36,9 +36,9 @@ from brainencoder.data.layout import HEMIS
 from brainencoder.data.prepare import prepare_store
 from brainencoder.data.synthetic import SyntheticConfig, make_synthetic
 from brainencoder.ensemble import EnsembleModel
-from brainencoder.predict import subject_test_scores
 from brainencoder.runs import load_run_model
 from brainencoder.soup import soup_runs
+from brainencoder.submission import subject_test_scores
 from brainencoder.train.config import load_config
 from brainencoder.train.loop import train
 

@@ -79,14 +79,14 @@ def test_demo_end_to_end_small(tmp_path, capsys):
     assert "subj03 test score: adapt" in text and (out["adapt"] / "best.safetensors").exists()
     from brainencoder.data.layout import read_layout
     from brainencoder.data.store import Store
-    from brainencoder.predict import score_submission
+    from brainencoder.submission import score_submission
 
     layout = read_layout(out["data"], Store(out["store"]).names)  # the group subjects
     scores = {
         k: score_submission(out[k], out["truth"], layout)["all"]
         for k in ("submission", "ensemble_submission")
     }
-    from brainencoder.predict import read_submission, write_submission
+    from brainencoder.submission import read_submission, write_submission
 
     preds = read_submission(out["submission"], layout)
     rolled = {n: {h: np.roll(v, 1, axis=0) for h, v in p.items()} for n, p in preds.items()}

@@ -14,16 +14,10 @@ from brainencoder.data.layout import read_layout
 from brainencoder.errors import CheckpointError, DataError, UnsafeFileError
 from brainencoder.evaluate import evaluate_run
 from brainencoder.metrics import noise_normalized_score
-from brainencoder.predict import (
-    ensemble_predict,
-    list_images,
-    predict_images,
-    read_submission,
-    score_submission,
-    write_submission,
-)
+from brainencoder.predict import ensemble_predict, list_images, predict_images
 from brainencoder.report import write_report
 from brainencoder.runs import load_run_model
+from brainencoder.submission import read_submission, score_submission, write_submission
 from brainencoder.train.config import load_config
 from brainencoder.train.loop import train
 

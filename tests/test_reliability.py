@@ -148,7 +148,7 @@ def test_sigkill_submit_leaves_no_partial_zip(store, synth_root, tmp_path):
     import sys
 
     from brainencoder.data.layout import read_layout
-    from brainencoder.predict import read_submission
+    from brainencoder.submission import read_submission
 
     _fast_run(store, tmp_path)
     out = tmp_path / "sub.zip"

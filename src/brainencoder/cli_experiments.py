@@ -77,7 +77,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 def _cmd_score(args: argparse.Namespace) -> int:
     from .data.layout import read_layout
-    from .predict import score_submission
+    from .submission import score_submission
 
     layout = read_layout(args.data) if args.data is not None else None
     scores = score_submission(args.submission, args.truth, layout)

@@ -150,8 +150,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def _cmd_submit(args: argparse.Namespace) -> int:
     from .data.layout import read_layout
-    from .predict import check_test_images, ensemble_predict, score_submission, write_submission
+    from .predict import ensemble_predict
     from .runs import load_run_model
+    from .submission import check_test_images, score_submission, write_submission
 
     check_output_file(args.out, (".zip",))
     layout = read_layout(args.data)

@@ -66,8 +66,9 @@ def run_demo(
     from .baselines.ridge import FeatureSpec, fit_ridge_baseline
     from .evaluate import evaluate_run
     from .figures import plot_run
-    from .predict import ensemble_predict, score_submission, write_submission
+    from .predict import ensemble_predict
     from .runs import load_run_model
+    from .submission import score_submission, write_submission
     from .train.config import load_config
     from .train.loop import train
 
@@ -200,7 +201,7 @@ def _adapt_step(
     from .baselines.ridge import fit_subject_ridge
     from .data.store import Store
     from .evaluate import evaluate_run
-    from .predict import subject_test_scores
+    from .submission import subject_test_scores
 
     subject = held_out[0]
     n_images = min(100, int(0.9 * len(read_layout(data, [subject])[subject].train_images)))
