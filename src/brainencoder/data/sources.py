@@ -150,6 +150,7 @@ class ImageArray:
         if dtype != np.uint8 or len(shape) != 4 or shape[-1] != 3 or 0 in shape:
             self.close()
             hint = " (channels first? store them last)" if len(shape) == 4 and shape[1] == 3 else ""
+            hint = " (no images)" if 0 in shape else hint
             raise DataError(
                 f"{self.path}: expected uint8 RGB images of shape (n_images, height, width, 3); "
                 f"got {dtype} {shape}{hint}"
