@@ -212,12 +212,16 @@ def predict_to_npy(
     if len(images) == 0:
         raise DataError("no images to predict")
     paths = {h: Path(f"{stem}_{h}.npy") for h in HEMIS}
-    batches = iter_predictions([model], images, subject, None, batch_size, workers)
-    first = next(batches)
     n = len(images)
-    width = {h: first[h].shape[1] for h in HEMIS}
-    check_free_space(paths["lh"].parent, 4 * n * sum(width.values()), "the predictions")
-    with contextlib.ExitStack() as stack:
+    with contextlib.ExitStack() as stack:  # an error stops the decoding threads too
+        batches = stack.enter_context(
+            contextlib.closing(
+                iter_predictions([model], images, subject, None, batch_size, workers)
+            )
+        )
+        first = next(batches)
+        width = {h: first[h].shape[1] for h in HEMIS}
+        check_free_space(paths["lh"].parent, 4 * n * sum(width.values()), "the predictions")
         tmps = {h: stack.enter_context(atomic_path(paths[h], suffix=".npy")) for h in HEMIS}
         outs = {
             h: np.lib.format.open_memmap(tmps[h], "w+", np.float32, (n, width[h])) for h in HEMIS
