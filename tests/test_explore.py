@@ -16,7 +16,7 @@ from brainencoder.explore import explore
 from brainencoder.train.config import load_config
 from brainencoder.train.loop import train
 
-pytestmark = pytest.mark.slow  # trains the demo encoder on 850 images (~2 minutes)
+SLOW = pytest.mark.slow  # the category_run fixture trains the demo encoder (~2 minutes)
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +34,7 @@ def _categories(data, ranking):
     return [cat[name.split("_nsd-")[1][:5]] for name in ranking.image]
 
 
+@SLOW
 def test_top_images_are_the_planted_category(category_run, tmp_path, monkeypatch):
     data, run = category_run
     images = data / "subj01" / "test_split" / "test_images"
@@ -82,6 +83,7 @@ def test_top_images_are_the_planted_category(category_run, tmp_path, monkeypatch
     assert query["dataset"] is None and query["rows"] == [1, None]
 
 
+@SLOW
 def test_explore_errors_name_what_is_valid(category_run, tmp_path, capsys):
     data, run = category_run
     images = data / "subj01" / "test_split" / "test_images"
@@ -105,3 +107,17 @@ def test_explore_errors_name_what_is_valid(category_run, tmp_path, capsys):
     )
     assert "subject 'subj07' is not in this model" in capsys.readouterr().err
     assert not np.any([p.exists() for p in (tmp_path / "x", tmp_path / "y")])
+
+
+def test_roi_scores_read_in_blocks_equal_the_whole_array(rng):
+    from brainencoder.explore import _roi_scores
+
+    values = rng.normal(size=(23, 11)).astype(np.float32)
+    masks = [np.arange(11) < 4, np.arange(11) >= 7]
+    for rois in (masks[:1], masks):
+        score, mean = _roi_scores(values, rois, rows=5)  # 5 blocks, the last partial
+        expected = values[:, rois[0]].mean(1)
+        if len(rois) == 2:
+            expected = expected - values[:, rois[1]].mean(1)
+        np.testing.assert_allclose(score, expected, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(mean, values.mean(0), rtol=1e-5, atol=1e-6)
