@@ -121,3 +121,23 @@ def test_roi_scores_read_in_blocks_equal_the_whole_array(rng):
             expected = expected - values[:, rois[1]].mean(1)
         np.testing.assert_allclose(score, expected, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(mean, values.mean(0), rtol=1e-5, atol=1e-6)
+
+
+def test_image_source_keys_change_with_what_they_read(tmp_path):
+    from PIL import Image
+
+    from brainencoder.data.sources import ImageArray, ImageFiles
+
+    paths = [tmp_path / f"{i}.png" for i in range(2)]
+    for p in paths:
+        Image.new("RGB", (8, 8), "red").save(p)
+    key = ImageFiles(paths).key()
+    assert ImageFiles(paths).key() == key and ImageFiles(paths[:1]).key() != key
+    Image.new("RGB", (9, 9), "blue").save(paths[1])  # an image replaced: a new prediction cache
+    assert ImageFiles(paths).key() != key
+    np.save(tmp_path / "a.npy", np.zeros((3, 4, 4, 3), np.uint8))
+    with (
+        ImageArray(tmp_path / "a.npy") as whole,
+        ImageArray(tmp_path / "a.npy", rows=slice(1, 3)) as part,
+    ):
+        assert whole.key() != part.key() and part.names == ["1", "2"] and len(part) == 2
