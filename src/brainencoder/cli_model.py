@@ -291,7 +291,12 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", default=None, help="HDF5 dataset (default: the only image one)")
     p.add_argument("--rows", type=row_slice, default=None, help="START:STOP rows of an image array")
     p.add_argument("--subject", required=True)
-    p.add_argument("--out", type=Path, required=True, help="FILE.npz, or FILE.npy -> FILE_lh/rh.npy (written batch by batch)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="FILE.npz, or FILE.npy -> FILE_lh/rh.npy (written batch by batch)",
+    )
     p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument(
         "--workers",
