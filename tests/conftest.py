@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -28,6 +29,9 @@ TINY_TRAIN = [
     "batch_size=32",
     "cache_features=true",
 ]
+
+# two local processes under torchrun (gloo on CPU), as the DDP tests launch them
+TORCHRUN_2 = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 
 SMALL = SyntheticConfig(n_subjects=3, n_train=80, n_test=12, n_vertices=150, image_size=48, seed=0)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -14,6 +13,7 @@ from brainencoder.errors import StoreError
 from brainencoder.features import build_feature_cache, estimate_cache_bytes, quantize_int8
 from brainencoder.models.encoder import create_encoder
 from brainencoder.prefetch import prefetch
+from conftest import TORCHRUN_2
 
 TINY = {"img_size": 32, "readout": {"hidden_dim": 8, "latent_dim": 4}}
 
@@ -142,11 +142,7 @@ def test_two_processes_extract_byte_identical_caches(store, tmp_path):
     script = tmp_path / "sharded.py"
     script.write_text(_SHARDED)
     cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
+        *TORCHRUN_2,
         str(script),
         str(store.path),
         str(tmp_path / "two"),

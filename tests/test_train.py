@@ -14,6 +14,7 @@ from brainencoder.errors import CheckpointError, ConfigError
 from brainencoder.models.modelfile import load_encoder
 from brainencoder.train.config import load_config, parse_overrides
 from brainencoder.train.loop import lr_at, train
+from conftest import TORCHRUN_2
 
 FAST = [
     "model.img_size=32",
@@ -273,11 +274,7 @@ def test_torchrun_two_gloo_processes_match_single_process(store, tmp_path):
     ]
     train(load_config(None, args), store.path, tmp_path / "single")
     cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
+        *TORCHRUN_2,
         *_train_cli([*args, f"cache_dir={tmp_path / 'cache2'}"], store, tmp_path / "ddp"),
     ]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
