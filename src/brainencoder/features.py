@@ -64,6 +64,12 @@ def _layer_files(path: Path, index: int, dtype: str) -> tuple[Path, Path | None]
     return path / f"layer{index}.f16", None
 
 
+def _marker(path: Path, job: tuple[int, int]) -> Path:
+    """The file that says the (view, first row) chunk ``job`` is extracted."""
+    view, start = job
+    return path / "chunks" / f"{view}-{start:08d}.done"
+
+
 def quantize_int8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric int8 with one float32 scale per (sample, channel).
 
@@ -316,7 +322,7 @@ def build_feature_cache(
     layers, scales = _open_layers(path, shapes, n_views, image_rows.size, dtype, "r+")
     jobs = [(v, s) for v in range(n_views) for s in range(0, image_rows.size, batch_size)]
     mine = jobs[index::count]
-    todo = [(v, s) for v, s in mine if not (path / "chunks" / f"{v}-{s:08d}.done").exists()]
+    todo = [job for job in mine if not _marker(path, job).exists()]
     if count > 1:
         logger.info(
             "feature cache: process %d of %d extracts %d of %d chunks (%d left)",
@@ -362,7 +368,7 @@ def build_feature_cache(
                 layers[i][view, start:stop] = f.to(torch.float16).cpu().numpy()
         for arr in (*layers, *scales):
             arr.flush()
-        (path / "chunks" / f"{view}-{start:08d}.done").touch()
+        _marker(path, (view, start)).touch()
         bar.update()
     bar.close()
     model.train(was_training)
@@ -411,7 +417,7 @@ def _prepare_files(
 
 def _finish(path, jobs, shapes, n_views, image_rows, key_src, dtype) -> None:
     """Check every job's marker, flush the files to disk, write the manifest."""
-    missing = [j for j in jobs if not (path / "chunks" / f"{j[0]}-{j[1]:08d}.done").exists()]
+    missing = [job for job in jobs if not _marker(path, job).exists()]
     if missing:
         raise StoreError(
             f"{path}: {len(missing)} chunks were not extracted (a process failed); rerun "
