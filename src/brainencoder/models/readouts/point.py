@@ -195,9 +195,8 @@ class PointReadout(Readout):
         ) ** 2  # (V, H*W), positions in row-major order
         width = self.width(layer).to(fmap.dtype)[:, None]
         pool = torch.softmax(-d2 / (2 * width**2), dim=1)  # a normalized Gaussian per vertex
-        return (
-            fmap.flatten(2) @ (pool * scale[:, None]).t()
-        )  # the scale folded in: no (B, D, V) mul
+        # the scale folded into the pooling weights: no (B, D, V) multiply
+        return fmap.flatten(2) @ (pool * scale[:, None]).t()
 
     def forward(self, features: Sequence[torch.Tensor], subject: torch.Tensor) -> torch.Tensor:
         self.check_features(features)
