@@ -57,6 +57,7 @@ def test_int8_cache_is_half_the_size_and_close_to_float16(store, tmp_path):
         build_feature_cache(model, store, rows, 1, root=tmp_path, dtype="int4")
 
 
+@pytest.mark.numerics
 def test_features_a_cache_would_store_wrongly_are_refused(store, tmp_path, monkeypatch):
     rows = np.arange(8)
     model = _model(store)

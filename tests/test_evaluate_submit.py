@@ -241,6 +241,7 @@ def test_predict_from_an_image_array_equals_the_same_pixels_as_files(
     assert "argument --rows: expected START:STOP" in capsys.readouterr().err
 
 
+@pytest.mark.numerics
 def test_ensemble_mean_and_weights(run, ridge_run, synth_root):
     layout = read_layout(synth_root)
     models = [load_run_model(run), load_run_model(ridge_run)]
@@ -253,6 +254,7 @@ def test_ensemble_mean_and_weights(run, ridge_run, synth_root):
     np.testing.assert_allclose(only_first["rh"], a["rh"], rtol=1e-6)
 
 
+@pytest.mark.numerics
 def test_ridge_solver_matches_himalaya(rng):
     from himalaya.ridge import RidgeCV
 

@@ -165,6 +165,7 @@ def test_large_jpeg_decodes_with_bounded_memory_and_bombs_are_refused(tmp_path, 
     assert problem.blocking and "image too large to decode safely" in problem.message
 
 
+@pytest.mark.numerics
 def test_model_file_predicts_each_image_alone(store, tmp_path):
     import numpy as np
     from PIL import Image

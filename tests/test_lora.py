@@ -17,6 +17,7 @@ from brainencoder.train.step import param_groups
 from conftest import FAST_TRAIN
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("base", [nn.Linear(6, 5), nn.Conv2d(3, 4, 3, stride=2, padding=1)])
 def test_lora_layer_adds_a_low_rank_update_that_merges(base):
     torch.manual_seed(0)
@@ -42,6 +43,7 @@ def _args(base):
     return base.in_channels, base.out_channels, base.kernel_size, base.stride, base.padding
 
 
+@pytest.mark.numerics
 def test_apply_lora_on_a_vit_and_merge(store):
     enc = create_encoder(
         "tiny", store.space, trunk="test_vit", layers=[0, 1], img_size=32, prefix_tokens=False

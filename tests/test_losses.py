@@ -63,6 +63,7 @@ def _step_weights(loss: dict, grad_accum: int, readout, batches, feats) -> dict:
     return {k: v.detach().clone() for k, v in readout.state_dict().items()}
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("loss", [{"name": "mse"}, {"name": "smooth_l1", "beta": 0.05}])
 def test_accumulation_gives_the_global_batch_step(rng, loss):
     """2 micro-batches = 1 batch: the same AdamW step (no BatchNorm, no dropout)."""

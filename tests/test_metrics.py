@@ -23,6 +23,7 @@ def test_pearson_and_r2_match_scipy_sklearn(rng):
     )
 
 
+@pytest.mark.numerics
 def test_streaming_equals_batch(rng):
     target = rng.normal(size=(101, 5)) * 3 + 10
     pred = target + rng.normal(size=(101, 5))

@@ -86,6 +86,7 @@ def test_pretrained_offline_gives_instructions(monkeypatch):
         Trunk("test_vit.r160_in1k", [0], pretrained=True)
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize(("c", "hw"), [(32, 4), (4, 6)])  # both contraction orders
 def test_factorized_projection_matches_naive(c, hw):
     proj = FactorizedProjection(c, hw * hw, 5)
@@ -112,6 +113,7 @@ def _space():
     return GroupSpace.from_masks(masks)
 
 
+@pytest.mark.numerics
 def test_encoder_mixed_batch_and_missing_vertices():
     space = _space()
     enc = create_encoder("tiny", space, **TINY).eval()
@@ -169,6 +171,7 @@ def test_save_load_round_trip_with_pca(tmp_path, store):
         load_encoder(tmp_path / "bad.safetensors")
 
 
+@pytest.mark.numerics
 def test_pca_matches_sklearn_and_is_deterministic(store):
     from sklearn.decomposition import PCA
 

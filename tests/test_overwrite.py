@@ -89,6 +89,7 @@ def test_outputs_follow_the_umask(synth_root, tmp_path):
         assert mode == 0o644, (name, oct(mode))
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("solver", ["torch", "himalaya", "sklearn"])
 def test_every_ridge_solver_fits_the_ridge_solution(rng, solver):
     x = rng.standard_normal((80, 6)).astype(np.float32)

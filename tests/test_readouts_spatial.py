@@ -38,6 +38,7 @@ def _at_cell(i, j, h, w):
     return torch.atanh(torch.tensor([(j + 0.5) / w * 2 - 1, (i + 0.5) / h * 2 - 1]))
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("sampling", ["bilinear", "gaussian"])
 def test_point_reads_each_vertex_at_its_position(sampling):
     readout = _point(sampling=sampling, init_width=1e-3)  # a very narrow Gaussian: one cell

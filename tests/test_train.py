@@ -290,6 +290,7 @@ def test_torchrun_two_gloo_processes_match_single_process(store, tmp_path):
     assert len(lines) == len((tmp_path / "single" / "metrics.jsonl").read_text().splitlines())
 
 
+@pytest.mark.numerics
 def test_early_stopping_and_grad_accumulation(store, tmp_path):
     cache = f"cache_dir={tmp_path / 'cache'}"
     # lr so small nothing improves after the first epoch: patience 1 stops at epoch 2
@@ -305,7 +306,14 @@ def test_early_stopping_and_grad_accumulation(store, tmp_path):
     assert two["steps"] == one["steps"] > 0
     a, b = _weights(tmp_path / "one"), _weights(tmp_path / "two")
     for key in a:
-        torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-6, msg=key)
+        # Two micro-batch means summed differ from one batch mean by float32 rounding
+        # (~1e-7 relative), and Adam's division by sqrt(v) can magnify that for a tiny
+        # gradient. Measured on an AMD EPYC and with ATEN_CPU_CAPABILITY=default: 1.9e-6 on
+        # weights up to 0.076 (2.5e-5 of the largest). A wrong accumulation (a missed
+        # micro-batch, a wrong scale) changes whole Adam steps (~lr = 6e-4 each), so the
+        # tolerance is 1e-3 of the tensor's largest value: 40x the rounding, under one step.
+        scale = float(a[key].abs().max())
+        torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-3 * scale + 1e-9, msg=key)
 
 
 @pytest.mark.parametrize(
