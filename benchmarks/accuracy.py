@@ -26,7 +26,7 @@ from pathlib import Path
 from brainencoder.baselines.ridge import FeatureSpec, fit_ridge_baseline
 from brainencoder.data.prepare import prepare_store
 from brainencoder.data.synthetic import SyntheticConfig, make_synthetic
-from brainencoder.evaluate import evaluate_run
+from brainencoder.evaluation.evaluate import evaluate_run
 from brainencoder.train.config import load_config
 from brainencoder.train.loop import train
 

@@ -27,13 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
-from brainencoder.adapt import AdaptConfig, adapt, choose_rows
 from brainencoder.baselines.ridge import fit_subject_ridge
 from brainencoder.data.layout import read_layout
 from brainencoder.data.prepare import prepare_store
 from brainencoder.data.synthetic import SyntheticConfig, make_synthetic
-from brainencoder.evaluate import evaluate_run
-from brainencoder.submission import subject_test_scores
+from brainencoder.evaluation.evaluate import evaluate_run
+from brainencoder.evaluation.submission import subject_test_scores
+from brainencoder.experiments.adapt import AdaptConfig, adapt, choose_rows
 from brainencoder.train.config import load_config
 from brainencoder.train.loop import train
 

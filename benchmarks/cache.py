@@ -21,8 +21,9 @@ import numpy as np
 
 from brainencoder.data.prepare import prepare_store
 from brainencoder.data.synthetic import SyntheticConfig, make_synthetic
-from brainencoder.features import CACHE_DTYPES, _bytes_per_view
-from brainencoder.runs import load_run_model
+from brainencoder.inference.cache import CACHE_DTYPES
+from brainencoder.inference.quantize import bytes_per_view
+from brainencoder.runs.load import load_model
 from brainencoder.train.config import load_config
 from brainencoder.train.loop import train
 from readouts import test_score
@@ -53,7 +54,7 @@ def main() -> None:
                 size = sum(f.stat().st_size for f in folder.glob("layer*")) / n
                 records = [json.loads(line) for line in (run / "metrics.jsonl").open()]
                 epoch = np.median([r["epoch_seconds"] for r in records if "epoch_seconds" in r])
-                score = test_score(load_run_model(run), store, truth)
+                score = test_score(load_model(run), store, truth)
                 for key, value in (("bytes", size), ("epoch_s", epoch), ("score", score)):
                     rows[dtype].setdefault(key, []).append(value)
                 print(
@@ -73,7 +74,7 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|")
     for dtype, r in rows.items():
         print(
-            f"| {dtype} | {np.mean(r['bytes']):,.0f} | {_bytes_per_view(reference, dtype):,} | "
+            f"| {dtype} | {np.mean(r['bytes']):,.0f} | {bytes_per_view(reference, dtype):,} | "
             f"{np.mean(r['epoch_s']):.2f} +- {np.std(r['epoch_s']):.2f} s | "
             f"{np.mean(r['score']):.2f} +- {np.std(r['score']):.2f} |"
         )

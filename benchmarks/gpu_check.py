@@ -33,10 +33,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from brainencoder.core.space import GroupSpace
 from brainencoder.models.encoder import create_encoder
 from brainencoder.models.lora import LoRAConfig, apply_lora
 from brainencoder.models.trunk import apply_freeze
-from brainencoder.space import GroupSpace
 from brainencoder.train.step import param_groups
 
 PHASE2_FREEZE = ["cls_token", "pos_embed", "patch_embed*", "blocks*norm*", "blocks*mlp*"]

@@ -21,10 +21,10 @@ import time
 
 import torch
 
+from brainencoder.core.space import GroupSpace
 from brainencoder.models.encoder import create_encoder
 from brainencoder.models.lora import LoRAConfig, apply_lora
 from brainencoder.models.trunk import apply_freeze
-from brainencoder.space import GroupSpace
 
 PHASE2_FREEZE = ["cls_token", "pos_embed", "patch_embed*", "blocks*norm*", "blocks*mlp*"]
 

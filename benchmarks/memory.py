@@ -137,7 +137,7 @@ def main() -> None:
             f"progress=False)"
         ),
         "group PCA (2048 components)": (
-            f"from brainencoder.data.store import Store; from brainencoder.pca import "
+            f"from brainencoder.data.store import Store; from brainencoder.models.pca import "
             f"fit_group_pca; fit_group_pca(Store({str(store)!r}), 2048, n_iter=2)"
             f".save({str(work / 'pca.safetensors')!r})"
         ),
@@ -152,10 +152,11 @@ def main() -> None:
             f"overwrite=True, progress=False)"
         ),
         "evaluate (testval, all subjects)": (
-            f"from brainencoder.evaluate import evaluate_run; evaluate_run({str(run)!r}, 'testval')"
+            "from brainencoder.evaluation.evaluate import evaluate_run; "
+            f"evaluate_run({str(run)!r}, 'testval')"
         ),
         "submit (all subjects)": (
-            f"from brainencoder.cli import main; main(['submit', {str(run)!r}, '--data', "
+            f"from brainencoder.cli.main import main; main(['submit', {str(run)!r}, '--data', "
             f"{str(data)!r}, '--out', {str(work / 'submission.zip')!r}])"
         ),
     }

@@ -31,12 +31,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from brainencoder.core.space import GroupSpace
 from brainencoder.data.images import load_image
 from brainencoder.data.sources import ImageArray
+from brainencoder.inference.images import list_images, predict_images
 from brainencoder.models.encoder import create_encoder
-from brainencoder.predict import list_images, predict_images
-from brainencoder.prefetch import available_cpus
-from brainencoder.space import GroupSpace
+from brainencoder.util.prefetch import available_cpus
 
 
 def _space() -> GroupSpace:

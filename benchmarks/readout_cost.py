@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from brainencoder.core.regions import RegionLabels
 from brainencoder.models.readouts import create_readout, list_readouts
-from brainencoder.regions import RegionLabels
 
 SUBJECTS = [f"subj0{i}" for i in range(1, 9)]
 

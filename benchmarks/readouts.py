@@ -35,10 +35,10 @@ from brainencoder.baselines.ridge import FeatureSpec, fit_ridge_baseline
 from brainencoder.data.layout import HEMIS
 from brainencoder.data.prepare import prepare_store
 from brainencoder.data.synthetic import SyntheticConfig, make_synthetic
-from brainencoder.ensemble import EnsembleModel
-from brainencoder.runs import load_run_model
-from brainencoder.soup import soup_runs
-from brainencoder.submission import subject_test_scores
+from brainencoder.evaluation.submission import subject_test_scores
+from brainencoder.runs.ensemble import EnsembleModel
+from brainencoder.runs.load import load_model
+from brainencoder.runs.soup import soup_runs
 from brainencoder.train.config import load_config
 from brainencoder.train.loop import train
 
@@ -100,7 +100,7 @@ def main() -> None:
             runs = tmp / f"seed{seed}"
             common = [f"seed={seed}", cache, f"epochs={args.epochs}"]
             fit_ridge_baseline(store, runs / "ridge", FeatureSpec(seed=seed), seed=seed)
-            record("ridge", test_score(load_run_model(runs / "ridge"), store, truth))
+            record("ridge", test_score(load_model(runs / "ridge"), store, truth))
             for readout, r_args in READOUTS.items():
                 for loss, l_args in LOSSES.items():
                     run = _train(
@@ -109,14 +109,14 @@ def main() -> None:
                         store,
                         runs / readout / loss,
                     )
-                    record(f"{readout} {loss}", test_score(load_run_model(run), store, truth))
+                    record(f"{readout} {loss}", test_score(load_model(run), store, truth))
             start = runs / "grouplin_seq" / "mse"
             p2 = [f"seed={seed}", f"init_from={start}"]
             run = _train("configs/demo_phase2.yaml", p2, store, runs / "phase2")
-            record("phase 2 (layer3 unfrozen)", test_score(load_run_model(run), store, truth))
+            record("phase 2 (layer3 unfrozen)", test_score(load_model(run), store, truth))
             lora = [*p2, "train_trunk=false", "freeze=[]", "lr=1e-3", LORA]
             run = _train("configs/demo_phase2.yaml", lora, store, runs / "lora")
-            record("phase 2 LoRA (rank 4)", test_score(load_run_model(run), store, truth))
+            record("phase 2 LoRA (rank 4)", test_score(load_model(run), store, truth))
         best = max(
             (k for k in results if " " in k and not k.startswith("phase")),
             key=lambda k: np.mean(results[k]),
@@ -141,13 +141,13 @@ def main() -> None:
             _train(None, [*continue_args, f"seed={s}"], store, tmp / "soup" / f"ft{s}")
             for s in (10, 11, 12)
         ]
-        models = [load_run_model(r) for r in ingredients]
+        models = [load_model(r) for r in ingredients]
         singles = [test_score(m, store, truth) for m in models]
         record(f"{best}: best continuation", max(singles))
         record(f"{best}: ensemble of 3", test_score(EnsembleModel(models), store, truth))
         for kind, greedy in (("uniform", False), ("greedy", True)):
             soup_runs(ingredients, tmp / "soup" / kind, greedy=greedy)
-            model = load_run_model(tmp / "soup" / kind)
+            model = load_model(tmp / "soup" / kind)
             record(f"{best}: {kind} soup", test_score(model, store, truth))
     print(
         f"\n{args.subjects} subjects x {args.n_train} training images (image-consistent splits), "

@@ -15,8 +15,8 @@ import time
 import numpy as np
 import torch
 
+from brainencoder.core.space import GroupSpace
 from brainencoder.models.encoder import create_encoder
-from brainencoder.space import GroupSpace
 
 
 def _rss_mib() -> float:

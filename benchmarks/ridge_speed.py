@@ -58,7 +58,7 @@ def main() -> None:
             flush=True,
         )
 
-    from brainencoder.baselines.solvers import ridge_cv
+    from brainencoder.models.solvers import ridge_cv
 
     def ours(dtype):
         def fit():

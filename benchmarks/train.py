@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from brainencoder.core.space import GroupSpace
 from brainencoder.data.loader import ArrayBatches
 from brainencoder.data.prepare import prepare_store
 from brainencoder.data.synthetic import SyntheticConfig, make_synthetic
-from brainencoder.features import InMemoryFeatures
+from brainencoder.inference.cache import InMemoryFeatures
 from brainencoder.models.encoder import create_encoder
-from brainencoder.space import GroupSpace
 from brainencoder.train.config import load_config
 from brainencoder.train.distributed import DistInfo
 from brainencoder.train.loop import train

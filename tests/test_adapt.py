@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-from brainencoder.adapt import AdaptConfig, adapt
-from brainencoder.cli import main
+from brainencoder.cli.main import main
 from brainencoder.data.prepare import prepare_store
 from brainencoder.data.synthetic import SyntheticConfig, make_synthetic
-from brainencoder.errors import BrainEncoderError, ConfigError, DataError
-from brainencoder.runs import load_run_model
+from brainencoder.experiments.adapt import AdaptConfig, adapt
+from brainencoder.runs.load import load_model
 from brainencoder.train.config import load_config
 from brainencoder.train.loop import train
+from brainencoder.util.errors import BrainEncoderError, ConfigError, DataError
 from conftest import FAST_TRAIN
 
 GROUP = ["subj01", "subj02", "subj03"]
@@ -52,7 +53,7 @@ def test_adapt_fits_the_new_subject_and_leaves_the_others_bit_identical(group, t
     summary = adapt(run, data, "subj04", tmp_path / "ad", n_images=40, config=QUICK)
     assert summary["finished"] and summary["added_vertices"] > 0
     assert summary["n_train_images"] + summary["n_val_images"] == 40
-    before, after = load_run_model(run), load_run_model(tmp_path / "ad")
+    before, after = load_model(run), load_model(tmp_path / "ad")
     images = np.asarray(store.images[:6])
     for name in GROUP:
         a, b = before.predict(images, name), after.predict(images, name)
@@ -140,11 +141,67 @@ def test_overwrite_subject_refits_only_that_subject(group, tmp_path):
         config=QUICK,
         overwrite_subject=True,
     )
-    before, after = load_run_model(run), load_run_model(tmp_path / "re")
+    before, after = load_model(run), load_model(tmp_path / "re")
     images = np.asarray(store.images[:4])
-    np.testing.assert_array_equal(
-        before.predict(images, "subj01")["lh"], after.predict(images, "subj01")["lh"]
-    )
-    assert not np.array_equal(
-        before.predict(images, "subj02")["lh"], after.predict(images, "subj02")["lh"]
-    )
+    for name in ("subj01", "subj03"):  # the others: bit-identical
+        for h in ("lh", "rh"):
+            np.testing.assert_array_equal(
+                before.predict(images, name)[h], after.predict(images, name)[h]
+            )
+    # subj02 is refitted: its own parameters are new, everything shared is the old model's
+    old, new = before.state_dict(), after.state_dict()
+    mine = [k for k in new if "per_subject.subj02." in k]
+    assert mine and any(not torch.equal(old[k], new[k]) for k in mine)
+    shared = [k for k in new if "per_subject." not in k]
+    assert all(torch.equal(old[k], new[k]) for k in shared)
+    assert after.subjects == ["subj01", "subj03", "subj02"]  # the refitted subject comes last
+
+
+READOUTS = {
+    "grouplin_seq": FAST,
+    "grouplin": [*FAST, "model.readout.name=grouplin", "model.readout.dropout=0.1"],
+    "point": [
+        *[a for a in FAST if "_dim" not in a],
+        "model.readout.name=point",
+        "model.readout.channels=8",
+    ],
+    "roi_query": [
+        *[a for a in FAST if "_dim" not in a],
+        "model.readout.name=roi_query",
+        "model.readout.dim=16",
+    ],
+}
+
+
+@pytest.mark.parametrize("readout", sorted(READOUTS))
+def test_every_readout_adapts_and_leaves_the_others_bit_identical(group, readout, tmp_path):
+    data, store, _ = group
+    run = tmp_path / "group"
+    cfg = load_config(None, [*READOUTS[readout], f"cache_dir={tmp_path / 'cache'}"])
+    train(cfg, store.path, run)
+    summary = adapt(run, data, "subj04", tmp_path / "ad", n_images=40, config=QUICK)
+    assert summary["added_vertices"] > 0 and np.isfinite(summary["val/pearson_median"])
+    before, after = load_model(run), load_model(tmp_path / "ad")
+    assert after.config.readout["name"] == readout and after.subjects == [*GROUP, "subj04"]
+    images = np.asarray(store.images[:6])
+    for name in GROUP:
+        a, b = before.predict(images, name), after.predict(images, name)
+        for h in ("lh", "rh"):
+            np.testing.assert_array_equal(a[h], b[h])
+    new = after.predict(images, "subj04")
+    n_lh = after.space.n_subject_vertices("subj04", "lh")
+    assert new["lh"].shape == (6, n_lh) and np.isfinite(new["rh"]).all()
+    # per-vertex tensors grew by the added vertices; the old vertices' rows are unchanged
+    columns = before.space.subject_columns("subj01")
+    moved = after.space.subject_columns("subj01")
+    grown = 0
+    for name, axis in after.readout.vertex_axes.items():
+        old, now = getattr(before.readout, name), getattr(after.readout, name)
+        assert now.shape[axis] == after.space.n_vertices, name
+        old_rows = torch.index_select(old, axis, torch.from_numpy(columns))
+        assert torch.equal(old_rows, torch.index_select(now, axis, torch.from_numpy(moved))), name
+        grown += 1
+    assert grown == len(after.readout.vertex_axes)
+    # the adapted run is a run like any other
+    again = load_model(tmp_path / "ad")
+    np.testing.assert_array_equal(again.predict(images, "subj04")["lh"], new["lh"])

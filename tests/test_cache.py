@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from brainencoder.errors import StoreError
-from brainencoder.features import build_feature_cache, estimate_cache_bytes, quantize_int8
+from brainencoder.inference.cache import build_feature_cache
+from brainencoder.inference.quantize import bytes_per_view, estimate_cache_bytes, quantize_int8
 from brainencoder.models.encoder import create_encoder
-from brainencoder.prefetch import prefetch
+from brainencoder.util.errors import StoreError
+from brainencoder.util.prefetch import prefetch
 from conftest import TORCHRUN_2
 
 TINY = {"img_size": 32, "readout": {"hidden_dim": 8, "latent_dim": 4}}
@@ -45,10 +46,8 @@ def test_int8_cache_is_half_the_size_and_close_to_float16(store, tmp_path):
     assert size["float16"] == estimate_cache_bytes(model, rows.size, 2)
     assert size["int8"] == estimate_cache_bytes(model, rows.size, 2, "int8")
     assert size["int8"] < 0.65 * size["float16"]  # 2 x 2 maps here: the scales weigh
-    from brainencoder.features import _bytes_per_view
-
     reference = [(768, 257)] * 6  # eva02 base: one scale per 257 values
-    assert _bytes_per_view(reference, "int8") / _bytes_per_view(reference, "float16") < 0.51
+    assert bytes_per_view(reference, "int8") / bytes_per_view(reference, "float16") < 0.51
     views, cached = np.array([0, 1, 1]), np.array([3, 0, rows.size - 1])
     for a, b in zip(f16.get(views, cached), i8.get(views, cached)):
         bound = a.flatten(2).abs().amax(2)[..., None] / 127 * 0.51 + 1e-3
@@ -114,7 +113,7 @@ def test_prefetch_error_drops_the_queued_work():
 _SHARDED = """
 import logging, sys, numpy as np, torch, torch.distributed as dist
 from brainencoder.data.store import Store
-from brainencoder.features import build_feature_cache
+from brainencoder.inference.cache import build_feature_cache
 from brainencoder.models.encoder import create_encoder
 logging.basicConfig(level=logging.INFO)
 dist.init_process_group("gloo")

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from brainencoder.cli import main
+from brainencoder.cli.main import main
 
 
 def test_cli_synth_validate_prepare(tmp_path, capsys):
@@ -52,8 +52,8 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_demo_end_to_end_small(tmp_path, capsys):
+    from brainencoder.cli.demo import run_demo
     from brainencoder.data.synthetic import SyntheticConfig
-    from brainencoder.demo import run_demo
 
     cfg = SyntheticConfig(
         n_subjects=2,
@@ -79,14 +79,14 @@ def test_demo_end_to_end_small(tmp_path, capsys):
     assert "subj03 test score: adapt" in text and (out["adapt"] / "best.safetensors").exists()
     from brainencoder.data.layout import read_layout
     from brainencoder.data.store import Store
-    from brainencoder.submission import score_submission
+    from brainencoder.evaluation.submission import score_submission
 
     layout = read_layout(out["data"], Store(out["store"]).names)  # the group subjects
     scores = {
         k: score_submission(out[k], out["truth"], layout)["all"]
         for k in ("submission", "ensemble_submission")
     }
-    from brainencoder.submission import read_submission, write_submission
+    from brainencoder.evaluation.submission import read_submission, write_submission
 
     preds = read_submission(out["submission"], layout)
     rolled = {n: {h: np.roll(v, 1, axis=0) for h, v in p.items()} for n, p in preds.items()}
@@ -108,7 +108,7 @@ def test_demo_end_to_end_small(tmp_path, capsys):
 
 
 def test_cli_pca(store, tmp_path, capsys):
-    from brainencoder.pca import GroupPCA
+    from brainencoder.models.pca import GroupPCA
 
     assert (
         main(

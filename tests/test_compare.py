@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from brainencoder.cli import main
+from brainencoder.cli.main import main
 from brainencoder.train.config import load_config
 from brainencoder.train.loop import train
 from conftest import FAST_TRAIN
@@ -56,8 +56,8 @@ def test_compare_two_runs_with_intervals(store, synth_root, tmp_path, capsys):
 
 
 def test_compare_an_ensemble_of_runs(store, synth_root, tmp_path, capsys):
-    from brainencoder.ensemble import EnsembleModel
-    from brainencoder.runs import load_run_model
+    from brainencoder.runs.ensemble import EnsembleModel
+    from brainencoder.runs.load import load_model
 
     for seed in (0, 1):
         cfg = load_config(None, [*FAST, f"seed={seed}", f"cache_dir={tmp_path / 'cache'}"])
@@ -69,7 +69,7 @@ def test_compare_an_ensemble_of_runs(store, synth_root, tmp_path, capsys):
     name = "ensemble(run0+run1)"
     assert set(table.run) == {"run0", name}
     # the ensemble's prediction is the mean of its runs'
-    models = [load_run_model(r) for r in runs]
+    models = [load_model(r) for r in runs]
     images = store.read_images(store.subject("subj01").train_rows[:4])
     mean = EnsembleModel(models).predict(images, "subj01")
     each = [m.predict(images, "subj01") for m in models]

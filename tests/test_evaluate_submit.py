@@ -8,18 +8,18 @@ import pandas as pd
 import pytest
 
 from brainencoder.baselines.ridge import FeatureSpec, RidgeModel, fit_ridge_baseline
-from brainencoder.baselines.solvers import ols, ridge_cv
-from brainencoder.cli import main
+from brainencoder.cli.main import main
+from brainencoder.core.metrics import noise_normalized_score
 from brainencoder.data.layout import read_layout
-from brainencoder.errors import CheckpointError, DataError, UnsafeFileError
-from brainencoder.evaluate import evaluate_run
-from brainencoder.metrics import noise_normalized_score
-from brainencoder.predict import ensemble_predict, list_images, predict_images
-from brainencoder.report import write_report
-from brainencoder.runs import load_run_model
-from brainencoder.submission import read_submission, score_submission, write_submission
+from brainencoder.evaluation.evaluate import evaluate_run
+from brainencoder.evaluation.report import write_report
+from brainencoder.evaluation.submission import read_submission, score_submission, write_submission
+from brainencoder.inference.images import ensemble_predict, list_images, predict_images
+from brainencoder.models.solvers import ols, ridge_cv
+from brainencoder.runs.load import load_model
 from brainencoder.train.config import load_config
 from brainencoder.train.loop import train
+from brainencoder.util.errors import CheckpointError, DataError, UnsafeFileError
 
 matplotlib.use("Agg")
 FAST = [
@@ -53,7 +53,7 @@ def ridge_run(store, tmp_path_factory):
 def test_challenge_score_matches_independent_formula(run, store, synth_root):
     truth = synth_root / "truth"
     table = evaluate_run(run, "test", store, noise_ceiling=truth)
-    model = load_run_model(run)
+    model = load_model(run)
     layout = read_layout(synth_root)
     every = []
     for name, subj in layout.subjects.items():
@@ -91,7 +91,7 @@ def test_challenge_score_matches_independent_formula(run, store, synth_root):
 
 def test_submission_round_trip_and_validation(run, synth_root, tmp_path):
     layout = read_layout(synth_root)
-    model = load_run_model(run)
+    model = load_model(run)
     preds = {n: predict_images(model, s.test_images, n) for n, s in layout.subjects.items()}
     out = write_submission(preds, layout, tmp_path / "sub.zip")
     with zipfile.ZipFile(out) as zf:
@@ -160,12 +160,12 @@ def test_predict_any_images_and_cli(run, tmp_path, capsys):
     assert "d.png: cannot decode image" in capsys.readouterr().err
     assert not list(tmp_path.glob("*q_*"))  # nothing half-written, no temporary file left
     with pytest.raises(CheckpointError, match="no model found"):
-        load_run_model(tmp_path)
+        load_model(tmp_path)
 
 
 def test_predict_is_the_same_with_any_number_of_decoding_threads(run, synth_root):
     paths = read_layout(synth_root)["subj01"].test_images[:7]
-    model = load_run_model(run)
+    model = load_model(run)
     serial = predict_images(model, paths, "subj01", batch_size=3, workers=0)
     assert serial["lh"].shape[0] == 7
     for workers in (1, 4):
@@ -191,7 +191,7 @@ def test_predict_from_an_image_array_equals_the_same_pixels_as_files(
     with h5py.File(tmp_path / "stimuli.hdf5", "w") as f:
         f["imgBrick"] = pixels
         f["labels"] = np.arange(5)
-    model = load_run_model(run)
+    model = load_model(run)
     from_files = predict_images(model, list_images(folder), "subj02", batch_size=2)
     for path in ("images.npy", "stimuli.hdf5"):
         with ImageArray(tmp_path / path) as images:
@@ -244,7 +244,7 @@ def test_predict_from_an_image_array_equals_the_same_pixels_as_files(
 @pytest.mark.numerics
 def test_ensemble_mean_and_weights(run, ridge_run, synth_root):
     layout = read_layout(synth_root)
-    models = [load_run_model(run), load_run_model(ridge_run)]
+    models = [load_model(run), load_model(ridge_run)]
     paths = layout["subj01"].test_images[:4]
     a, b = (predict_images(m, paths, "subj01") for m in models)
     mean = ensemble_predict(models, paths, "subj01")
@@ -360,10 +360,10 @@ def test_plots_are_written(run, store, synth_root, capsys):
 
 
 def test_fsaverage5_resampling_keeps_every_value(rng):
-    from brainencoder.plotting import _fsaverage5, fsaverage_to_fsaverage5
+    from brainencoder.evaluation.plotting import fsaverage5_meshes, fsaverage_to_fsaverage5
 
     n_fs = 10242 * 4
-    meshes, _ = _fsaverage5()
+    meshes, _ = fsaverage5_meshes()
     fs5 = np.asarray(meshes["sphere"].parts["left"].coordinates)
     # a fake denser sphere: fsaverage5 vertices first, then midpoints of random pairs
     pairs = rng.integers(0, 10242, (n_fs - 10242, 2))

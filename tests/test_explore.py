@@ -8,13 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from brainencoder.cli import main
+from brainencoder.cli.main import main
 from brainencoder.data.prepare import prepare_store
 from brainencoder.data.synthetic import SyntheticConfig, make_synthetic
-from brainencoder.errors import DataError
-from brainencoder.explore import explore
+from brainencoder.experiments.explore import explore
 from brainencoder.train.config import load_config
 from brainencoder.train.loop import train
+from brainencoder.util.errors import DataError
 
 SLOW = pytest.mark.slow  # the category_run fixture trains the demo encoder (~2 minutes)
 
@@ -46,7 +46,7 @@ def test_top_images_are_the_planted_category(category_run, tmp_path, monkeypatch
     for key in ("page", "montage", "histogram", "map"):
         assert out[key].stat().st_size > 1000
     assert "Which images drive FFA-1 - PPA?" in out["page"].read_text()
-    import brainencoder.predict as predict
+    import brainencoder.inference.images as predict
 
     def no_prediction(*args, **kwargs):
         raise AssertionError("a second query over the same folder must use the cache")
@@ -61,7 +61,7 @@ def test_top_images_are_the_planted_category(category_run, tmp_path, monkeypatch
     import h5py
 
     from brainencoder.data.images import load_image
-    from brainencoder.predict import list_images
+    from brainencoder.inference.images import list_images
 
     paths = list_images(images)
     with h5py.File(tmp_path / "stimuli.hdf5", "w") as f:
@@ -109,8 +109,9 @@ def test_explore_errors_name_what_is_valid(category_run, tmp_path, capsys):
     assert not np.any([p.exists() for p in (tmp_path / "x", tmp_path / "y")])
 
 
+@pytest.mark.numerics
 def test_roi_scores_read_in_blocks_equal_the_whole_array(rng):
-    from brainencoder.explore import _roi_scores
+    from brainencoder.experiments.explore import _roi_scores
 
     values = rng.normal(size=(23, 11)).astype(np.float32)
     masks = [np.arange(11) < 4, np.arange(11) >= 7]

@@ -4,8 +4,8 @@ import pickle
 import numpy as np
 import pytest
 
-from brainencoder.errors import DataError, UnsafeFileError
-from brainencoder.fileio import atomic_path, check_free_space, load_mapping, write_json_atomic
+from brainencoder.util.errors import DataError, UnsafeFileError
+from brainencoder.util.fileio import atomic_path, check_free_space, load_mapping, write_json_atomic
 
 
 def test_load_mapping_reads_numpy_saved_dict(tmp_path):
@@ -15,7 +15,7 @@ def test_load_mapping_reads_numpy_saved_dict(tmp_path):
 
 
 def test_save_mapping_round_trip(tmp_path):
-    from brainencoder.fileio import save_mapping
+    from brainencoder.util.fileio import save_mapping
 
     save_mapping(tmp_path / "m.npy", {0: "Unknown", 7: "hV4"})
     assert load_mapping(tmp_path / "m.npy") == {0: "Unknown", 7: "hV4"}

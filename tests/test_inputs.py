@@ -54,8 +54,8 @@ def test_gaps_duplicates_and_odd_files_are_problems_by_file(synth_root, tmp_path
 
 
 def test_yaml_configs_are_bounded_mappings(tmp_path):
-    from brainencoder.errors import ConfigError
     from brainencoder.train.config import load_config
+    from brainencoder.util.errors import ConfigError
 
     bomb = "a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(
         f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
@@ -79,7 +79,7 @@ def test_fmri_checked_as_stored(synth_root, tmp_path):
     import numpy as np
 
     from brainencoder.data.prepare import prepare_store
-    from brainencoder.errors import DataError
+    from brainencoder.util.errors import DataError
 
     data = _copy(synth_root, tmp_path)
     path = data / "subj02" / "training_split" / "training_fmri" / "rh_training_fmri.npy"
@@ -103,7 +103,7 @@ def test_every_image_mode_decodes_faithfully_or_is_refused(tmp_path):
     from PIL import Image
 
     from brainencoder.data.images import load_image
-    from brainencoder.errors import DataError
+    from brainencoder.util.errors import DataError
 
     gray = np.tile(np.linspace(0, 1, 16), (16, 1))  # a horizontal ramp, black to white
     expect = np.rint(gray * 255)
@@ -140,7 +140,7 @@ def test_large_jpeg_decodes_with_bounded_memory_and_bombs_are_refused(tmp_path, 
     from PIL import Image
 
     from brainencoder.data.images import load_image
-    from brainencoder.errors import DataError
+    from brainencoder.util.errors import DataError
 
     Image.fromarray(np.zeros((2000, 2000, 3), np.uint8)).save(tmp_path / "big.jpg")
     from PIL import JpegImagePlugin
@@ -170,14 +170,14 @@ def test_model_file_predicts_each_image_alone(store, tmp_path):
     import numpy as np
     from PIL import Image
 
+    from brainencoder.inference.images import predict_images
     from brainencoder.models.encoder import create_encoder
     from brainencoder.models.modelfile import save_encoder
-    from brainencoder.predict import predict_images
-    from brainencoder.runs import load_run_model
+    from brainencoder.runs.load import load_model
 
     enc = create_encoder("tiny", store.space, img_size=32, readout={"latent_dim": 8})
     save_encoder(enc, tmp_path / "m.safetensors")  # no store size recorded
-    model = load_run_model(tmp_path / "m.safetensors")
+    model = load_model(tmp_path / "m.safetensors")
     rng = np.random.default_rng(0)
     a, b = tmp_path / "a.png", tmp_path / "b.png"
     Image.fromarray(rng.integers(0, 255, (90, 60, 3), dtype=np.uint8)).save(a)
@@ -189,10 +189,10 @@ def test_model_file_predicts_each_image_alone(store, tmp_path):
 
 def test_evaluate_refuses_another_store_and_names_a_moved_one(store, synth_root, tmp_path):
     from brainencoder.data.prepare import prepare_store
-    from brainencoder.errors import CheckpointError
-    from brainencoder.evaluate import evaluate_run
+    from brainencoder.evaluation.evaluate import evaluate_run
     from brainencoder.train.config import load_config
     from brainencoder.train.loop import train
+    from brainencoder.util.errors import CheckpointError
 
     own = prepare_store(synth_root, tmp_path / "own", image_size=32, progress=False)
     fast = [
@@ -216,7 +216,7 @@ def test_evaluate_refuses_another_store_and_names_a_moved_one(store, synth_root,
 
 
 def test_non_positive_numbers_are_refused_by_name(capsys):
-    from brainencoder.cli import main
+    from brainencoder.cli.main import main
 
     for argv, match in [
         (
@@ -255,7 +255,7 @@ def test_two_spellings_of_a_store_share_one_feature_cache(store, tmp_path):
     import torch
 
     from brainencoder.data.store import Store
-    from brainencoder.features import build_feature_cache
+    from brainencoder.inference.cache import build_feature_cache
     from brainencoder.models.encoder import create_encoder
 
     torch.manual_seed(0)

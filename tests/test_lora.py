@@ -7,13 +7,13 @@ import pytest
 import torch
 from torch import nn
 
-from brainencoder.errors import ConfigError
 from brainencoder.models.encoder import create_encoder
 from brainencoder.models.lora import LoRAConfig, LoRALayer, apply_lora, merged_state_dict
 from brainencoder.models.modelfile import load_encoder, read_model_file
 from brainencoder.train.config import load_config
 from brainencoder.train.loop import train
 from brainencoder.train.step import param_groups
+from brainencoder.util.errors import ConfigError
 from conftest import FAST_TRAIN
 
 

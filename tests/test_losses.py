@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from brainencoder.data.loader import ArrayBatches
-from brainencoder.errors import ConfigError
-from brainencoder.features import InMemoryFeatures
+from brainencoder.inference.cache import InMemoryFeatures
 from brainencoder.models.readouts import create_readout
 from brainencoder.train.config import load_config
 from brainencoder.train.distributed import DistInfo
 from brainencoder.train.losses import create_loss, masked_mse
 from brainencoder.train.step import TrainStep, make_optimizer
+from brainencoder.util.errors import ConfigError
 
 
 def test_masked_losses_ignore_masked_entries():

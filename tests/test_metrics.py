@@ -3,16 +3,17 @@ import pytest
 from scipy.stats import pearsonr
 from sklearn.metrics import r2_score as sk_r2
 
-from brainencoder.errors import DataError
-from brainencoder.metrics import (
+from brainencoder.core.metrics import (
     StreamingStats,
     aggregate,
     noise_normalized_score,
     pearson_r,
     r2_score,
 )
+from brainencoder.util.errors import DataError
 
 
+@pytest.mark.numerics
 def test_pearson_and_r2_match_scipy_sklearn(rng):
     target = rng.normal(size=(50, 7))
     pred = 0.5 * target + rng.normal(size=(50, 7))

@@ -2,13 +2,14 @@ import numpy as np
 import pytest
 import torch
 
-from brainencoder.errors import BrainEncoderError, CheckpointError, ConfigError
+from brainencoder.core.space import GroupSpace
 from brainencoder.models.encoder import build_encoder, create_encoder
 from brainencoder.models.modelfile import load_encoder, save_encoder
-from brainencoder.models.readouts.layers import FactorizedProjection, apply_per_subject
+from brainencoder.models.pca import GroupPCA, fit_group_pca, resolve_n_components
+from brainencoder.models.readouts.layers import FactorizedProjection
+from brainencoder.models.readouts.subject_layers import apply_per_subject
 from brainencoder.models.trunk import Trunk, apply_freeze, resolve_layers
-from brainencoder.pca import GroupPCA, fit_group_pca, resolve_n_components
-from brainencoder.space import GroupSpace
+from brainencoder.util.errors import BrainEncoderError, CheckpointError, ConfigError
 
 TINY = {"img_size": 32, "readout": {"hidden_dim": 16, "latent_dim": 8, "dropout": 0.0}}
 

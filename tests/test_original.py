@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from brainencoder.cli import main
-from brainencoder.errors import CheckpointError
+from brainencoder.cli.main import main
 from brainencoder.models.modelfile import load_encoder
 from brainencoder.models.original import import_original
+from brainencoder.util.errors import CheckpointError
 
 TRUNK = "eva02_tiny_patch14_224"  # same family and key names as eva02 base, 5.5 M parameters
 LAYERS = [1, 3]

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from brainencoder.baselines.ridge import _fit, fit_ridge_baseline
-from brainencoder.cli import main
+from brainencoder.cli.main import main
 from brainencoder.data.prepare import prepare_store
-from brainencoder.ownership import MARKER, owned_kind
+from brainencoder.util.ownership import MARKER, owned_kind
 from conftest import TINY_TRAIN
 
 

@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from brainencoder.errors import ConfigError
 from brainencoder.models.encoder import create_encoder
 from brainencoder.models.modelfile import load_encoder, save_encoder
 from brainencoder.models.readouts import Readout, create_readout, list_readouts, register_readout
 from brainencoder.models.readouts.layers import LayerProjection
+from brainencoder.util.errors import ConfigError
 
 SHAPES = [(8, 3, 3), (8, 5)]  # a convnet map and a token sequence
 SUBJECTS = ["subj01", "subj02", "subj03"]
@@ -143,7 +143,7 @@ class _MeanPoolReadout(Readout):
 
     def forward(self, features, subject):
         pooled = torch.cat([f.flatten(2).mean(2) for f in features], 1) * self.options.scale
-        from brainencoder.models.readouts.layers import apply_per_subject
+        from brainencoder.models.readouts.subject_layers import apply_per_subject
 
         return apply_per_subject(pooled, subject, self.subject_modules())
 
@@ -161,7 +161,7 @@ def test_a_new_readout_plugs_into_the_encoder_and_model_files(store, tmp_path):
 
 
 def test_model_files_with_non_finite_weights_are_refused(store, tmp_path):
-    from brainencoder.errors import CheckpointError
+    from brainencoder.util.errors import CheckpointError
 
     enc = create_encoder("tiny", store.space, img_size=32, readout={"latent_dim": 8})
     with torch.no_grad():

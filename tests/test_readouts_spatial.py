@@ -7,15 +7,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from brainencoder.cli import main
+from brainencoder.cli.main import main
+from brainencoder.core.regions import RegionLabels, group_regions
 from brainencoder.data.layout import read_layout
-from brainencoder.errors import ConfigError
 from brainencoder.models.modelfile import load_encoder
 from brainencoder.models.readouts import create_readout
-from brainencoder.regions import RegionLabels, group_regions
 from brainencoder.train.config import load_config
 from brainencoder.train.loop import train
 from brainencoder.train.step import param_groups
+from brainencoder.util.errors import ConfigError
 from conftest import FAST_TRAIN
 
 SUBJECTS = ["subj01", "subj02"]

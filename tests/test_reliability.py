@@ -9,11 +9,11 @@ import pytest
 
 from brainencoder.data.prepare import prepare_store
 from brainencoder.data.store import Store
-from brainencoder.errors import BrainEncoderError, ConfigError
-from brainencoder.features import FeatureCache, build_feature_cache
+from brainencoder.inference.cache import FeatureCache, build_feature_cache
 from brainencoder.models.encoder import create_encoder
 from brainencoder.train.config import load_config
 from brainencoder.train.loop import train
+from brainencoder.util.errors import BrainEncoderError, ConfigError
 from conftest import TINY_TRAIN
 
 TINY = {"img_size": 32, "readout": {"hidden_dim": 8, "latent_dim": 4}}
@@ -62,7 +62,7 @@ def test_feature_cache_resumes_after_interruption(store, tmp_path):
 
 
 def test_feature_cache_checks_disk_space(store, tmp_path, monkeypatch):
-    import brainencoder.fileio as fileio
+    import brainencoder.util.fileio as fileio
 
     usage = collections.namedtuple("usage", "total used free")
     monkeypatch.setattr(fileio.shutil, "disk_usage", lambda p: usage(10**9, 10**9, 100))
@@ -81,12 +81,12 @@ def test_mismatched_subjects_are_refused(store, synth_root, tmp_path):
         ConfigError, match=r"vertex space \(subjects \['subj01', 'subj02', 'subj03'\]"
     ):
         train(cfg, other.path, tmp_path / "run2")
-    from brainencoder.evaluate import evaluate_run
+    from brainencoder.evaluation.evaluate import evaluate_run
 
     with pytest.raises(BrainEncoderError, match="is not the store .*other data, splits, vertex"):
         evaluate_run(tmp_path / "run", "val", Store(other.path))
     with pytest.raises(ConfigError, match=r"PCA of \d+ vertices, but the store's group space"):
-        from brainencoder.pca import fit_group_pca
+        from brainencoder.models.pca import fit_group_pca
 
         fit_group_pca(store, 4).save(tmp_path / "pca.safetensors")
         train(
@@ -123,7 +123,7 @@ def test_sigkill_feature_caching_then_resume(store, tmp_path):
     root = tmp_path / "killed"
     code = (
         "import numpy as np, torch; from brainencoder.data.store import Store; "
-        "from brainencoder.features import build_feature_cache; "
+        "from brainencoder.inference.cache import build_feature_cache; "
         "from brainencoder.models.encoder import create_encoder; "
         f"s = Store({str(store.path)!r}); torch.manual_seed(0); "
         f"m = create_encoder('tiny', s.space, **{TINY!r}); "
@@ -148,7 +148,7 @@ def test_sigkill_submit_leaves_no_partial_zip(store, synth_root, tmp_path):
     import sys
 
     from brainencoder.data.layout import read_layout
-    from brainencoder.submission import read_submission
+    from brainencoder.evaluation.submission import read_submission
 
     _fast_run(store, tmp_path)
     out = tmp_path / "sub.zip"
@@ -178,8 +178,8 @@ def test_sigkill_submit_leaves_no_partial_zip(store, synth_root, tmp_path):
 
 
 def test_truncated_or_edited_run_files_give_one_line_errors(store, tmp_path, capsys):
-    from brainencoder.cli import main
-    from brainencoder.train.checkpoint import RunDir
+    from brainencoder.cli.main import main
+    from brainencoder.runs.run import Run
 
     fast = _fast_run(store, tmp_path)
     run = tmp_path / "run"
@@ -212,10 +212,10 @@ def test_truncated_or_edited_run_files_give_one_line_errors(store, tmp_path, cap
     assert "run summary" in capsys.readouterr().err
     metrics = run / "metrics.jsonl"
     metrics.write_text(metrics.read_text() + '{"step": 99, "train/lo')  # cut by a kill
-    records = RunDir(run).read_metrics()
+    records = Run(run).read_metrics()
     assert records and all(r.get("step") != 99 for r in records)
     pca = tmp_path / "pca.safetensors"
-    from brainencoder.pca import fit_group_pca
+    from brainencoder.models.pca import fit_group_pca
 
     fit_group_pca(store, 4).save(pca)
     pca.write_bytes(pca.read_bytes()[:100])
@@ -227,7 +227,7 @@ def test_read_only_store_and_full_disk_give_clear_errors(store, tmp_path, monkey
     import errno
     from pathlib import Path
 
-    from brainencoder.cli import main
+    from brainencoder.cli.main import main
 
     real_mkdir = Path.mkdir
 
@@ -241,7 +241,7 @@ def test_read_only_store_and_full_disk_give_clear_errors(store, tmp_path, monkey
         build_feature_cache(_model(store), store, np.arange(4), 1)
     monkeypatch.setattr(Path, "mkdir", real_mkdir)
 
-    import brainencoder.fileio as fileio
+    import brainencoder.util.fileio as fileio
 
     def full(path, data):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
@@ -318,13 +318,13 @@ def test_saving_a_step_again_keeps_the_checkpoint_latest_names(store, tmp_path, 
     """A resumed run may save its starting step again; a kill then must not lose both."""
     import torch
 
-    import brainencoder.train.checkpoint as checkpoint
-    from brainencoder.train.checkpoint import RunDir
+    import brainencoder.runs.checkpoint as checkpoint
+    from brainencoder.runs.run import Run
 
     model = _model(store)
     optimizer = torch.optim.AdamW(model.readout.parameters())
     scaler = torch.amp.GradScaler("cpu", enabled=False)
-    run = RunDir(tmp_path / "run")
+    run = Run(tmp_path / "run")
     state = {"epoch": 1, "batch_in_epoch": 0, "step": 6}
     first = run.save_checkpoint(model, optimizer, scaler, dict(state))
     assert run.latest_checkpoint() == first

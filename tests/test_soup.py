@@ -7,12 +7,12 @@ import json
 import pytest
 import torch
 
-from brainencoder.cli import main
-from brainencoder.errors import ConfigError
+from brainencoder.cli.main import main
 from brainencoder.models.modelfile import load_encoder, save_encoder
-from brainencoder.soup import average_states, soup_runs
+from brainencoder.runs.soup import average_states, soup_runs
 from brainencoder.train.config import load_config
 from brainencoder.train.loop import train
+from brainencoder.util.errors import ConfigError
 from conftest import FAST_TRAIN
 
 

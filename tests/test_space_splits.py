@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
+from brainencoder.core.space import GroupSpace
 from brainencoder.data.splits import make_splits
-from brainencoder.errors import ConfigError, DataError
-from brainencoder.space import GroupSpace
+from brainencoder.util.errors import ConfigError, DataError
 
 
 def _masks():

@@ -11,7 +11,7 @@ import pytest
 from brainencoder.data.layout import read_layout
 from brainencoder.data.prepare import prepare_store
 from brainencoder.data.store import Store
-from brainencoder.errors import DataError, StoreError
+from brainencoder.util.errors import DataError, StoreError
 
 
 def test_store_contents_match_source(synth_root, store):
@@ -154,7 +154,7 @@ def test_manifest_paths_cannot_escape(store, tmp_path):
 def test_prepare_checks_disk_space_up_front(synth_root, tmp_path, monkeypatch):
     import collections
 
-    import brainencoder.fileio as fileio
+    import brainencoder.util.fileio as fileio
 
     usage = collections.namedtuple("usage", "total used free")
     monkeypatch.setattr(fileio.shutil, "disk_usage", lambda p: usage(10**9, 10**9, 1000))

@@ -3,11 +3,11 @@ import shutil
 import numpy as np
 import pytest
 
+from brainencoder.core.space import GroupSpace
 from brainencoder.data.layout import find_subjects, read_layout
 from brainencoder.data.synthetic import SyntheticConfig, make_synthetic
 from brainencoder.data.validate import validate_dataset
-from brainencoder.errors import BrainEncoderError, DataError
-from brainencoder.space import GroupSpace
+from brainencoder.util.errors import BrainEncoderError, DataError
 
 
 def test_synthetic_dataset_has_challenge_layout(synth_root):

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from brainencoder.errors import CheckpointError, ConfigError
 from brainencoder.models.modelfile import load_encoder
 from brainencoder.train.config import load_config, parse_overrides
 from brainencoder.train.loop import lr_at, train
+from brainencoder.util.errors import CheckpointError, ConfigError
 from conftest import TORCHRUN_2
 
 FAST = [
@@ -186,7 +186,7 @@ def test_phase2_from_phase1_and_freeze_errors(store, tmp_path):
     )
     summary = train(p2, store.path, tmp_path / "p2")
     assert summary["finished"]
-    from brainencoder.runs import run_history
+    from brainencoder.runs.history import run_history
 
     history = run_history(tmp_path / "p2")  # phase 2's curves continue phase 1's
     assert [run.name for run, _ in history] == ["p1", "p2"]

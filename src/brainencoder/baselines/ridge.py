@@ -2,12 +2,12 @@
 
 ``brainencoder baseline ridge`` fits, per subject, a linear map from image
 features to every vertex on the store's train split, with a per-vertex alpha
-chosen by 5-fold cross-validation (:func:`~brainencoder.baselines.solvers.ridge_cv`,
+chosen by 5-fold cross-validation (:func:`~brainencoder.models.solvers.ridge_cv`,
 or himalaya's ``RidgeCV``, or scikit-learn's). ``brainencoder baseline devkit``
 is the official Algonauts 2023 tutorial's model: PCA (100 components) of one
 layer's features and ordinary least squares.
 
-Features (:class:`~brainencoder.baselines.features.FeatureSpec`, re-exported
+Features (:class:`~brainencoder.models.extractor.FeatureSpec`, re-exported
 here): downsampled pixels, or spatially pooled maps of chosen trunk layers
 (mean over space, or a ``grid`` x ``grid`` average), optionally PCA-reduced.
 A baseline run directory has the shape of an encoder run (``config.yaml``
@@ -18,22 +18,17 @@ naming the store, the model in ``ridge.safetensors``, ``summary.json``), so
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from .. import __version__
 from ..data.store import Store
-from ..errors import CheckpointError, ConfigError
-from ..fileio import atomic_path, write_bytes_atomic, write_json_atomic
-from ..ownership import check_output_location, check_replaceable, mark_owned, replace_owned
-from ..space import GroupSpace
-from .features import FeatureExtractor, FeatureSpec
-from .solvers import RidgeFit, ols, ridge_cv
+from ..models.extractor import FeatureExtractor, FeatureSpec
+from ..models.ridge import RidgeModel
+from ..models.solvers import RidgeFit, ols, ridge_cv
+from ..runs.run import Run
+from ..util.errors import ConfigError
 
 __all__ = [
     "FeatureExtractor",
@@ -45,90 +40,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 _SOLVERS = ("torch", "himalaya", "sklearn", "ols")
-
-
-class RidgeModel:
-    """Per-subject linear maps from features to the subject's vertices.
-
-    Has the prediction interface of an encoder: ``space``,
-    ``predict(images, subject)`` and ``store_image_size``.
-    """
-
-    def __init__(
-        self,
-        extractor: FeatureExtractor,
-        space: GroupSpace,
-        fits: dict[str, RidgeFit],
-        store_image_size: int | None = None,
-    ) -> None:
-        self.extractor, self.space, self.fits = extractor, space, fits
-        self.store_image_size = store_image_size
-
-    def predict(self, images: np.ndarray, subject: str) -> dict[str, np.ndarray]:
-        """Predictions in the subject's challenge space, lh and rh (n_images, n_vertices)."""
-        self.space.subject_index(subject)
-        pred = self.fits[subject].predict(self.extractor(np.asarray(images)))
-        n_lh = self.space.n_subject_vertices(subject, "lh")
-        return {"lh": pred[:, :n_lh], "rh": pred[:, n_lh:]}
-
-    def save(self, path: str | Path) -> None:
-        """Self-contained safetensors file (trunk weights, PCA, maps, group space)."""
-        from safetensors.torch import save_file
-
-        tensors = {f"space.{k}": torch.from_numpy(v) for k, v in self.space.to_arrays().items()}
-        for name, fit in self.fits.items():
-            for key in ("coef", "intercept", "alphas"):
-                tensors[f"fit.{name}.{key}"] = torch.from_numpy(
-                    np.ascontiguousarray(getattr(fit, key), dtype=np.float32)
-                )
-        if self.extractor.trunk is not None:
-            for k, v in self.extractor.trunk.state_dict().items():
-                tensors[f"trunk.{k}"] = v.detach().contiguous()
-        if self.extractor.pca_components is not None:
-            tensors["pca.mean"] = torch.from_numpy(self.extractor.pca_mean)
-            tensors["pca.components"] = torch.from_numpy(self.extractor.pca_components)
-        meta = {
-            "format": "brainencoder-ridge",
-            "brainencoder_version": __version__,
-            "spec": json.dumps(dataclasses.asdict(self.extractor.spec)),
-            "subjects": json.dumps(self.space.subjects),
-            "store_image_size": json.dumps(self.store_image_size),
-        }
-        with atomic_path(path, suffix=".safetensors") as tmp:
-            save_file(tensors, str(tmp), metadata=meta)
-
-    @classmethod
-    def load(cls, path: str | Path) -> RidgeModel:
-        from safetensors import SafetensorError, safe_open
-
-        try:
-            with safe_open(str(path), framework="pt") as fh:
-                meta = fh.metadata() or {}
-                tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-        except (SafetensorError, OSError) as exc:
-            raise CheckpointError(f"{path}: cannot read ridge model ({exc})") from None
-        if meta.get("format") != "brainencoder-ridge":
-            raise CheckpointError(f"{path}: not a brainencoder ridge model")
-        spec = FeatureSpec(**json.loads(meta["spec"]))
-        trunk_state = {k[6:]: v for k, v in tensors.items() if k.startswith("trunk.")}
-        extractor = FeatureExtractor(spec, trunk_state or None)
-        if "pca.mean" in tensors:
-            extractor.pca_mean = tensors["pca.mean"].numpy()
-            extractor.pca_components = tensors["pca.components"].numpy()
-        subjects = json.loads(meta["subjects"])
-        space = GroupSpace.from_arrays(
-            subjects, {k[6:]: v.numpy() for k, v in tensors.items() if k.startswith("space.")}
-        )
-        fits = {
-            s: RidgeFit(
-                tensors[f"fit.{s}.coef"].numpy(),
-                tensors[f"fit.{s}.intercept"].numpy(),
-                tensors[f"fit.{s}.alphas"].numpy(),
-                np.zeros(0),
-            )
-            for s in subjects
-        }
-        return cls(extractor, space, fits, json.loads(meta["store_image_size"]))
 
 
 def _fit(solver: str, X: np.ndarray, Y: np.ndarray, alphas: np.ndarray, n_folds: int) -> RidgeFit:
@@ -229,22 +140,11 @@ def fit_ridge_baseline(
     RidgeModel
     """
 
-    import yaml
-
     spec = spec or FeatureSpec()
     if solver not in _SOLVERS:
         raise ConfigError(f"'solver' must be one of {set(_SOLVERS)}; got {solver!r}")
     alphas = np.logspace(-2, 6, 17) if alphas is None else np.asarray(alphas, dtype=np.float64)
-    out = Path(out)
-    check_output_location(out, [store.path])
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise CheckpointError(f"{out} already holds a run; pass --overwrite to replace it")
-        check_replaceable(out, "ridge-run", [store.path])
-    work = out.parent / f".{out.name}.tmp"  # built aside, moved into place when complete
-    replace_owned(work, "ridge-run", [store.path])  # left by a killed fit
-    work.mkdir(parents=True)
-    mark_owned(work, "ridge-run")
+    Run.check_target(out, [store.path], overwrite, kind="ridge")
     extractor = FeatureExtractor(spec)
     from ..data.splits import subsample
 
@@ -284,23 +184,15 @@ def fit_ridge_baseline(
             "median_alpha": float(np.median(fits[name].alphas)),
         }
     model = RidgeModel(extractor, store.space, fits, store.image_size)
-    model.save(work / "ridge.safetensors")
-    header = {
-        "brainencoder_version": __version__,
-        "store": str(store.path.absolute()),
-        "store_identity": store.identity(),
-        "baseline": solver,
-    }
-    config = {
-        "run": header,
+    settings = {
         "features": dataclasses.asdict(spec),
         "solver": solver,
         "alphas": alphas.tolist(),
         "n_folds": n_folds,
         "split": split,
     }
-    write_bytes_atomic(work / "config.yaml", yaml.safe_dump(config, sort_keys=False).encode())
-    write_json_atomic(work / "summary.json", {"finished": True, "subjects": summary})
-    replace_owned(out, "ridge-run", [store.path])
-    os.replace(work, out)
+    with Run.build(out, [store.path], overwrite=overwrite, kind="ridge") as run:
+        run.save_model(model)
+        run.write_header("ridge", store, settings, baseline=solver)
+        run.write_summary({"finished": True, "subjects": summary})
     return model

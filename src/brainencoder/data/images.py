@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from ..util.errors import DataError
 
 __all__ = ["describe_mode", "load_image", "to_rgb"]
 

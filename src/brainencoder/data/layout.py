@@ -22,46 +22,26 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
-from ..fileio import load_mapping
+from ..core.space import HEMIS
+from ..util.errors import DataError
+from ..util.fileio import load_mapping
+from .problems import Problem
 
 __all__ = [
     "HEMIS",
+    "SUBJECT_PATTERN",
     "DatasetLayout",
     "Problem",
     "SubjectLayout",
     "find_subjects",
     "parse_image_name",
     "read_layout",
+    "read_subjects",
 ]
 
-HEMIS = ("lh", "rh")
-_SUBJECT_RE = re.compile(r"^subj(\d+)$")
+SUBJECT_PATTERN = re.compile(r"^subj(\d+)$")
 _IMAGE_RE = re.compile(r"^(train|test)-(\d+)_nsd-(\d+)\.png$")
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One problem found in a dataset.
-
-    Attributes
-    ----------
-    path : Path
-        The file or folder the problem is about.
-    message : str
-        What is wrong and, where useful, what to do.
-    blocking : bool
-        Whether training cannot proceed while the problem remains.
-    """
-
-    path: Path
-    message: str
-    blocking: bool = True
-
-    def __str__(self) -> str:
-        kind = "ERROR" if self.blocking else "WARNING"
-        return f"{kind} {self.path}: {self.message}"
 
 
 def parse_image_name(path: Path) -> tuple[str, int, int]:
@@ -154,7 +134,7 @@ class SubjectLayout:
         return np.asarray(labels).astype(np.int64)
 
     def load_mapping(self, group: str) -> dict[int, str]:
-        """ROI names of a group, read safely (see :func:`brainencoder.fileio.load_mapping`)."""
+        """ROI names of a group, read safely (see :func:`brainencoder.util.fileio.load_mapping`)."""
         return load_mapping(self.roi_dir / f"mapping_{group}.npy")
 
 
@@ -210,7 +190,7 @@ def find_subjects(root: str | Path) -> list[str]:
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: dataset folder not found")
-    names = sorted(p.name for p in root.iterdir() if p.is_dir() and _SUBJECT_RE.match(p.name))
+    names = sorted(p.name for p in root.iterdir() if p.is_dir() and SUBJECT_PATTERN.match(p.name))
     if not names:
         raise DataError(
             f"{root}: no subject folders (subj01, subj02, ...) found; point to the folder "
@@ -218,7 +198,7 @@ def find_subjects(root: str | Path) -> list[str]:
         )
     numbers: dict[int, str] = {}
     for name in names:
-        number = int(_SUBJECT_RE.match(name).group(1))
+        number = int(SUBJECT_PATTERN.match(name).group(1))
         if number in numbers:
             raise DataError(
                 f"{root}: folders {numbers[number]!r} and {name!r} are the same subject; "
@@ -335,7 +315,7 @@ def _read_subject(root: Path, name: str, problems: list[Problem]) -> SubjectLayo
     )
 
 
-def _read_subjects(root: Path, names: list[str], problems: list[Problem]) -> DatasetLayout:
+def read_subjects(root: Path, names: list[str], problems: list[Problem]) -> DatasetLayout:
     """Read the named subjects, adding problems; subjects without masks are left out."""
     layout = DatasetLayout(root, {})
     for name in names:
@@ -372,7 +352,7 @@ def read_layout(root: str | Path, subjects: Iterable[str] | None = None) -> Data
             raise DataError(f"{root}: subjects {unknown} not found; available: {names}")
         names = wanted
     problems: list[Problem] = []
-    layout = _read_subjects(root, names, problems)
+    layout = read_subjects(root, names, problems)
     for subj in layout.subjects.values():
         for hemi in HEMIS:
             try:

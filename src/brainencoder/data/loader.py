@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..errors import ConfigError
+from ..core.space import GroupSpace
+from ..util.errors import ConfigError
 from .store import Store
 
 __all__ = ["ArrayBatches", "EpochBatchSampler", "SampleIndex", "StoreBatches", "build_index"]
@@ -127,19 +128,43 @@ class StoreBatches(torch.utils.data.Dataset):
     Each item is a dict with ``images`` (uint8, (B, S, S, 3)), ``subject``
     (int64, (B,)), ``target`` (float32, (B, n_group), zero where masked) and
     ``mask`` (bool, (B, n_group)).
+
+    Parameters
+    ----------
+    store : Store
+    index : SampleIndex
+    space : GroupSpace, optional
+        The model's group space, when it is not the store's (``adapt``: the
+        group model's space plus the new subject): targets and subject indices
+        are the model's.
+    exclude : ndarray of int64, optional
+        Group vertices the loss leaves out (masked).
     """
 
-    def __init__(self, store: Store, index: SampleIndex) -> None:
+    def __init__(
+        self,
+        store: Store,
+        index: SampleIndex,
+        space: GroupSpace | None = None,
+        exclude: np.ndarray | None = None,
+    ) -> None:
         self.store, self.index = store, index
-        self.columns = [torch.from_numpy(store.space.subject_columns(n)) for n in store.names]
+        self.space = space if space is not None else store.space
+        self.columns = [torch.from_numpy(self.space.subject_columns(n)) for n in store.names]
+        if exclude is not None and exclude.size:  # vertices the loss leaves out
+            self.columns = [c[~torch.from_numpy(np.isin(c.numpy(), exclude))] for c in self.columns]
         self.n_vertices = np.array([c.numel() for c in self.columns], dtype=np.int64)
+        # a sample's subject index in the model (the store's order unless the space is another)
+        self._model_subject = np.array(
+            [self.space.subject_index(n) for n in store.names], dtype=np.int64
+        )
 
     def __len__(self) -> int:
         return len(self.index)
 
     def targets(self, positions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Group-space targets and masks of samples, each (B, n_group)."""
-        n_group = self.store.space.n_vertices
+        n_group = self.space.n_vertices
         target = torch.zeros(len(positions), n_group)
         mask = torch.zeros(len(positions), n_group, dtype=torch.bool)
         subjects = self.index.subject[positions]
@@ -147,12 +172,20 @@ class StoreBatches(torch.utils.data.Dataset):
             which = np.flatnonzero(subjects == s)
             rows = self.index.row[positions[which]]
             data = self.store.read_fmri(self.store.names[s], rows)
+            if self.columns[s].numel() != data.shape[1]:  # some vertices left out
+                keep = np.isin(self.space.subject_columns(self.store.names[s]), self.columns[s])
+                data = data[:, keep]
             sel = torch.from_numpy(which)
             target[sel.unsqueeze(1), self.columns[s].unsqueeze(0)] = torch.from_numpy(data)
             mask[sel.unsqueeze(1), self.columns[s].unsqueeze(0)] = True
         return target, mask
 
+    def subjects(self, positions: np.ndarray) -> torch.Tensor:
+        """The model's subject index of each sample, (B,)."""
+        return torch.from_numpy(self._model_subject[self.index.subject[positions]])
+
     def images(self, positions: np.ndarray) -> torch.Tensor:
+        """uint8 images (B, S, S, 3)."""
         return torch.from_numpy(self.store.read_images(self.index.image[positions]))
 
     def __getitem__(self, positions: np.ndarray) -> dict[str, torch.Tensor]:
@@ -160,7 +193,7 @@ class StoreBatches(torch.utils.data.Dataset):
         target, mask = self.targets(positions)
         return {
             "images": self.images(positions),
-            "subject": torch.from_numpy(self.index.subject[positions]),
+            "subject": self.subjects(positions),
             "target": target,
             "mask": mask,
             "positions": torch.from_numpy(positions),
@@ -206,6 +239,10 @@ class ArrayBatches:
         sel = torch.from_numpy(np.asarray(positions))
         mask = self._mask[sel]
         return torch.where(mask, self._target[sel], 0.0), mask
+
+    def subjects(self, positions: np.ndarray) -> torch.Tensor:
+        """The subject index of each sample, (B,)."""
+        return torch.from_numpy(self.index.subject[np.asarray(positions)])
 
     def images(self, positions: np.ndarray) -> torch.Tensor:
         """uint8 images (B, S, S, 3)."""

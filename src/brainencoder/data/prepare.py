@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
-from ..errors import DataError, StoreError
-from ..fileio import atomic_path, check_free_space, read_json, write_json_atomic
-from ..ownership import check_output_location, mark_owned, replace_owned
-from ..space import GroupSpace
+from ..core.space import GroupSpace
+from ..util.errors import DataError, StoreError
+from ..util.fileio import atomic_path, check_free_space, read_json, write_json_atomic
+from ..util.ownership import check_output_location, mark_owned, replace_owned
+from ..util.version import __version__
 from .images import load_image
 from .layout import HEMIS, DatasetLayout, read_layout
 from .splits import SPLIT_MODES, make_image_splits, make_splits

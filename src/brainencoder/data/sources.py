@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from ..util.errors import DataError
 from .images import load_image
 
 __all__ = [

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..util.errors import ConfigError
 
 __all__ = ["SPLIT_MODES", "SPLIT_NAMES", "make_image_splits", "make_splits", "subsample"]
 

@@ -9,7 +9,7 @@ copied into one float array (lh then rh columns). Layout::
     STORE/images.u8           uint8 (n_images, size, size, 3), raw memmap
     STORE/chunks/NNNNNN.done  one marker per finished chunk of images
     STORE/fmri/subjXX.npy     float32/float16 (n_train, n_lh + n_rh)
-    STORE/space.npz           group surface space (see brainencoder.space)
+    STORE/space.npz           group surface space (see brainencoder.core.space)
     STORE/manifest.json       written last: the store is complete
 
 :func:`brainencoder.data.prepare.prepare_store` writes it; a store whose
@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
-from ..errors import StoreError
-from ..fileio import read_json
-from ..space import GroupSpace
+from ..core.space import GroupSpace
+from ..util.errors import StoreError
+from ..util.fileio import read_json
+from ..util.version import __version__
 from .splits import SPLIT_NAMES
 
 __all__ = ["FORMAT_VERSION", "RowReader", "Store"]

@@ -15,16 +15,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from ..util.errors import DataError
 from .layout import (
-    _SUBJECT_RE,
     HEMIS,
+    SUBJECT_PATTERN,
     DatasetLayout,
-    Problem,
     SubjectLayout,
-    _read_subjects,
     find_subjects,
+    read_subjects,
 )
+from .problems import Problem
 
 __all__ = ["ValidationReport", "validate_dataset"]
 
@@ -175,13 +175,13 @@ def validate_dataset(
     except DataError as exc:
         path, _, message = str(exc).partition(": ")
         return ValidationReport(root, None, [Problem(Path(path), message)])
-    numbers = sorted(int(_SUBJECT_RE.match(n).group(1)) for n in names)
+    numbers = sorted(int(SUBJECT_PATTERN.match(n).group(1)) for n in names)
     gaps = sorted(set(range(1, numbers[-1] + 1)) - set(numbers))
     if gaps:
         problems.append(
             Problem(root, f"subjects {gaps} are missing (found {names})", blocking=False)
         )
-    layout = _read_subjects(root, names, problems)
+    layout = read_subjects(root, names, problems)
     rois = {}
     for subj in layout.subjects.values():
         for hemi in HEMIS:

@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
-from ..space import GroupSpace
-from ..typecheck import from_mapping
+from ..core.space import GroupSpace
+from ..util.errors import ConfigError
+from ..util.typecheck import from_mapping
 from .readouts import create_readout, validate_readout_config
 from .trunk import Trunk
 
@@ -159,6 +159,58 @@ class Encoder(nn.Module):
             "pixel_std", torch.tensor(dc["std"]).view(1, 3, 1, 1), persistent=False
         )
         self.register_buffer("subject_masks", torch.from_numpy(space.masks()), persistent=False)
+
+    @property
+    def subjects(self) -> list[str]:
+        """The subjects the model predicts, in subject-index order."""
+        return list(self.space.subjects)
+
+    def add_subject(
+        self, name: str, masks: dict[str, np.ndarray], like: str | list[str] | None = None
+    ) -> torch.Tensor:
+        """Add a subject (last in subject order) with its own new parameters.
+
+        The group space grows by the subject's vertices that no other subject
+        has; the readout's per-vertex tensors grow with it
+        (:meth:`Readout.extend_vertices`), and the model's config follows.
+
+        Parameters
+        ----------
+        name : str
+            A new subject name.
+        masks : dict of str to ndarray of bool, shape (n_fsaverage,)
+            The subject's ``all-vertices`` masks per hemisphere.
+        like : str or list of str, optional
+            Start the subject's parameters as a copy (or the mean) of these
+            subjects' (see :meth:`Readout.add_subject`).
+
+        Returns
+        -------
+        LongTensor of shape (n_added,)
+            Group indices of the vertices the subject added.
+        """
+        space, old_to_new, added = self.space.with_subject(name, masks)
+        added_t = torch.from_numpy(added)
+        if added.size:
+            self.readout.extend_vertices(torch.from_numpy(old_to_new), added_t)
+        self.readout.add_subject(name, like=like)
+        self._set_space(space)
+        return added_t
+
+    def remove_subject(self, name: str) -> None:
+        """Drop a subject and its own parameters (the group vertices stay)."""
+        self.readout.remove_subject(name)
+        self._set_space(self.space.without_subject(name))
+
+    def _set_space(self, space: GroupSpace) -> None:
+        if list(self.readout.subjects) != list(space.subjects):
+            raise RuntimeError(
+                f"readout subjects {self.readout.subjects} and space subjects "
+                f"{space.subjects} disagree"
+            )
+        self.space = space
+        self.subject_masks = torch.from_numpy(space.masks()).to(self.subject_masks.device)
+        self.config.readout = self.readout.config()
 
     def set_trunk_mode(self, trainable: bool, bn_eval: bool = False) -> None:
         """Whether the trunk trains; a frozen trunk stays in eval mode in ``train()``.

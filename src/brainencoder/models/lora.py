@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
+from ..util.errors import ConfigError
 
 __all__ = ["LoRAConfig", "LoRALayer", "apply_lora", "lora_layers", "merged_state_dict"]
 

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import torch
 
-from .. import __version__
-from ..errors import CheckpointError, ConfigError
-from ..fileio import atomic_path
-from ..space import GroupSpace
-from ..typecheck import from_mapping
+from ..core.space import GroupSpace
+from ..util.errors import CheckpointError, ConfigError
+from ..util.fileio import atomic_path
+from ..util.typecheck import from_mapping
+from ..util.version import __version__
 from .encoder import Encoder, EncoderConfig
 
 __all__ = [

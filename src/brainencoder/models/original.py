@@ -24,7 +24,7 @@ original                               brainencoder (``grouplin`` readout)
 
 The original's subject index is the position in subj01..subj08, and its group
 space the union of all subjects' masks (lh then rh, fsaverage order), the same
-construction as :class:`~brainencoder.space.GroupSpace`.
+construction as :class:`~brainencoder.core.space.GroupSpace`.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import CheckpointError
-from ..space import GroupSpace
+from ..core.space import GroupSpace
+from ..util.errors import CheckpointError
 from .encoder import Encoder, EncoderConfig
 
 __all__ = ["import_original", "load_original_checkpoint", "original_subject_index"]

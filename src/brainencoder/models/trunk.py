@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import BrainEncoderError, ConfigError
+from ..util.errors import BrainEncoderError, ConfigError
 
 __all__ = ["Trunk", "apply_freeze", "create_timm_model", "resolve_layers"]
 

@@ -15,11 +15,11 @@ from typing import Any, Literal
 
 import yaml
 
-from ..errors import ConfigError, DataError
-from ..fileio import read_yaml_mapping
 from ..models.encoder import ENCODER_CONFIGS, EncoderConfig, merge_encoder_config
 from ..models.lora import LoRAConfig
-from ..typecheck import from_mapping
+from ..util.errors import ConfigError, DataError
+from ..util.fileio import read_yaml_mapping
+from ..util.typecheck import from_mapping
 from .losses import create_loss, validate_loss
 
 __all__ = ["TrainConfig", "load_config", "parse_overrides"]

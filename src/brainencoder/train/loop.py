@@ -23,13 +23,11 @@ from torch import nn
 
 from ..data.loader import EpochBatchSampler, StoreBatches, build_index
 from ..data.store import Store
-from ..errors import ConfigError
-from ..evaluation import split_stats, summarize_stats
-from ..features import FeatureCache
-from ..fileio import write_json_atomic
+from ..inference.cache import FeatureCache
+from ..inference.store import split_stats, summarize_stats
 from ..models.encoder import Encoder
-from ..models.modelfile import save_encoder
-from .checkpoint import RunDir
+from ..runs.run import Run
+from ..util.errors import ConfigError
 from .config import TrainConfig
 from .distributed import DistInfo, barrier, init_distributed
 from .losses import create_loss
@@ -90,7 +88,7 @@ def train(
     store_path : path
         Prepared store.
     run_dir : path
-        Output folder (see :mod:`brainencoder.train.checkpoint`).
+        Output folder (see :mod:`brainencoder.runs.checkpoint`).
     resume : bool, default=False
         Continue the run in ``run_dir`` from its latest checkpoint.
     overwrite : bool, default=False
@@ -118,9 +116,8 @@ def train(
             f"across {info.world_size} processes: train it in one process or use mse / smooth_l1"
         )
     amp_dtype, use_scaler = amp_settings(config, device)  # fails early for impossible settings
-    run = RunDir(run_dir)
     inputs = [store_path, config.init_from, config.pca_file, config.cache_dir]
-    prepare_run_dir(run, resume, overwrite, info, inputs)
+    run = prepare_run_dir(run_dir, resume, overwrite, info, inputs)
     store = Store(store_path)
     np.random.seed(config.seed)  # noqa: NPY002 (for user code that uses it)
     ckpt = run.latest_checkpoint() if resume else None
@@ -271,7 +268,7 @@ def train(
         "trainable_parameters": n_trainable,
     }
     if info.is_main:
-        write_json_atomic(run.path / "summary.json", summary)
+        run.write_summary(summary)
         if wandb_run is not None:
             wandb_run.finish()
     barrier(info)
@@ -285,7 +282,7 @@ def _validate(
     config: TrainConfig,
     state: dict[str, Any],
     epoch: int,
-    run: RunDir,
+    run: Run,
     info: DistInfo,
 ) -> tuple[dict[str, float], float]:
     """Validation metrics of the epoch; updates ``state`` and saves a new best model."""
@@ -306,11 +303,9 @@ def _validate(
     if state["best"] is None or value > state["best"]:
         state.update(best=value, best_epoch=epoch, epochs_since_best=0)
         if info.is_main:
-            save_encoder(
-                model, run.path / "best.safetensors", {"store_image_size": str(store.image_size)}
-            )
-            write_json_atomic(
-                run.path / "best.json",
+            run.save_model(model, {"store_image_size": str(store.image_size)})
+            run.write_json(
+                "best.json",
                 {"epoch": epoch, "step": state["step"], config.val_metric: value, **metrics},
             )
     else:

@@ -21,8 +21,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..errors import ConfigError
-from ..typecheck import from_mapping
+from ..util.errors import ConfigError
+from ..util.typecheck import from_mapping
 
 __all__ = ["Loss", "create_loss", "list_losses", "masked_mse", "register_loss", "validate_loss"]
 

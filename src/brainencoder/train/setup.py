@@ -9,22 +9,20 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from torch import nn
 
-from .. import __version__
 from ..data.loader import build_index
 from ..data.store import Store
-from ..errors import CheckpointError, ConfigError, DataError
-from ..features import FeatureCache, build_feature_cache
-from ..fileio import write_bytes_atomic
+from ..inference.cache import FeatureCache, build_feature_cache
 from ..models.encoder import Encoder, build_encoder
 from ..models.lora import apply_lora, lora_layers
 from ..models.modelfile import load_encoder, load_state, model_state, read_model_file
+from ..models.pca import GroupPCA, fit_group_pca
 from ..models.trunk import apply_freeze
-from ..ownership import check_output_location, mark_owned, replace_owned
-from ..pca import GroupPCA, fit_group_pca
-from .checkpoint import RunDir, git_revision
+from ..runs.checkpoint import load_checkpoint
+from ..runs.load import model_file
+from ..runs.run import Run
+from ..util.errors import CheckpointError, ConfigError, DataError
 from .config import TrainConfig
 from .distributed import DistInfo, barrier, sync_batchnorms
 
@@ -58,42 +56,27 @@ def resolve_device(spec: str, info: DistInfo) -> torch.device:
 
 
 def prepare_run_dir(
-    run: RunDir,
+    path: str | Path,
     resume: bool,
     overwrite: bool,
     info: DistInfo,
     inputs: list[str | Path | None] | None = None,
-) -> None:
-    """Check (and with ``overwrite`` replace) the run folder; rank 0 only.
+) -> Run:
+    """Claim the run folder on rank 0 (see :meth:`Run.create`); every rank gets the Run.
 
     Only an empty folder or a run brainencoder wrote is replaced, never one that
     overlaps the ``inputs`` (store, initial model, PCA, cache folder).
     """
     if info.is_main:
-        check_output_location(run.path, inputs or [])
-        has_ckpt = (run.checkpoints / "latest.json").exists()
-        if resume:
-            if run.finished:
-                raise CheckpointError(f"{run.path}: the run already finished; nothing to resume")
-            if not has_ckpt:
-                raise CheckpointError(f"{run.path}: no checkpoint to resume from")
-        elif run.path.exists() and any(run.path.iterdir()):
-            if not overwrite:
-                what = "a finished run" if run.finished else "an unfinished run"
-                hint = "" if run.finished else " or --resume to continue it"
-                raise CheckpointError(
-                    f"{run.path} already holds {what}; pass --overwrite to replace it{hint}"
-                )
-            replace_owned(run.path, "run", inputs or [])
-        run.path.mkdir(parents=True, exist_ok=True)
-        mark_owned(run.path, "run")
+        Run.create(path, inputs or [], overwrite=overwrite, resume=resume)
     barrier(info)
+    return Run(path)
 
 
 def _build_model(config: TrainConfig, store: Store) -> Encoder:
     if config.init_from:
         src = Path(config.init_from)
-        path = RunDir(src).model_file() if src.is_dir() else src
+        path = model_file(src)
         model = load_encoder(path)
         if not model.space.same_as(store.space):
             raise ConfigError(
@@ -127,8 +110,8 @@ def _build_model(config: TrainConfig, store: Store) -> Encoder:
 
 def _store_regions(store: Store, groups: list[str] | None):
     """The region of every group vertex, from the ROI label files of the store's data."""
+    from ..core.regions import DEFAULT_ROI_GROUPS, group_regions
     from ..data.layout import read_layout
-    from ..regions import DEFAULT_ROI_GROUPS, group_regions
 
     root = store.manifest["source"]["root"]
     try:
@@ -230,7 +213,7 @@ def open_cache(
 
 def resume_state(
     ckpt: Path,
-    run: RunDir,
+    run: Run,
     model: Encoder,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
@@ -240,7 +223,7 @@ def resume_state(
     """Restore checkpoint ``ckpt`` of ``run``; returns the training state."""
     tensors, _ = read_model_file(ckpt / "model.safetensors")
     load_state(model, model_state(tensors), ckpt)
-    state = run.load_checkpoint(ckpt, optimizer, scaler)
+    state = load_checkpoint(ckpt, optimizer, scaler)
     if state.get("config") != config.to_dict():
         raise CheckpointError(
             f"{ckpt}: the checkpoint was made with another config; resume "
@@ -252,21 +235,12 @@ def resume_state(
     return state
 
 
-def write_config(run: RunDir, config: TrainConfig, store: Store, info: DistInfo) -> None:
-    """The resolved config with the package version, git revision and store (path, identity)."""
-    header = {
-        "brainencoder_version": __version__,
-        "git_revision": git_revision(),
-        "store": str(Path(store.path).absolute()),
-        "store_identity": store.identity(),
-        "world_size": info.world_size,
-        "torch_version": str(torch.__version__),
-    }
-    text = yaml.safe_dump({"run": header, **config.to_dict()}, sort_keys=False)
-    write_bytes_atomic(run.path / "config.yaml", text.encode())
+def write_config(run: Run, config: TrainConfig, store: Store, info: DistInfo) -> None:
+    """The run's header (model kind, version, git revision, store) and its resolved config."""
+    run.write_header("encoder", store, config.to_dict(), world_size=info.world_size)
 
 
-def open_wandb(config: TrainConfig, run: RunDir) -> Any:
+def open_wandb(config: TrainConfig, run: Run) -> Any:
     """A Weights & Biases run when ``wandb: true`` (needs the package)."""
     if not config.wandb:
         return None

@@ -19,10 +19,10 @@ from torch import nn
 
 from ..data.loader import StoreBatches
 from ..data.transforms import random_resized_crop
-from ..errors import ConfigError
-from ..features import FeatureCache
+from ..inference.cache import FeatureCache
 from ..models.encoder import Encoder
 from ..models.readouts import Readout
+from ..util.errors import ConfigError
 from .config import TrainConfig
 from .distributed import DistInfo
 from .losses import Loss
@@ -187,7 +187,7 @@ class TrainStep:
         total = 0.0
         for i, chunk in enumerate(chunks):
             target, mask = self.batches.targets(chunk)
-            subject = torch.from_numpy(self.batches.index.subject[chunk]).to(self.device)
+            subject = self.batches.subjects(chunk).to(self.device)
             sync = i == len(chunks) - 1 or not info.enabled
             ctx = contextlib.nullcontext() if sync else self.module.no_sync()
             autocast = torch.autocast(

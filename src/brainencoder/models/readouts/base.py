@@ -30,8 +30,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ...errors import ConfigError
-from ...typecheck import from_mapping
+from ...util.errors import ConfigError
+from ...util.typecheck import from_mapping
 
 __all__ = [
     "Readout",
@@ -76,6 +76,11 @@ class Readout(nn.Module):
     options_class: ClassVar[type] = object
     uses_pca: ClassVar[bool] = False
     uses_regions: ClassVar[bool] = False
+    #: per-vertex tensors and their vertex axis (grown by :meth:`extend_vertices`)
+    vertex_axes: ClassVar[dict[str, int]] = {}
+    #: whether adapting a subject trains its added vertices by gradient (else
+    #: :meth:`finish_adaptation` fits them and the training loss leaves them out)
+    trains_added_vertices: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -147,9 +152,104 @@ class Readout(nn.Module):
         """Per-subject modules in subject-index order."""
         return [self.per_subject[s] for s in self.subjects]
 
+    # ------------------------------------------------------------------ vertices
+    def extend_vertices(self, old_to_new: torch.Tensor, added: torch.Tensor) -> None:
+        """Grow the vertex space by the vertices at ``added`` (a new subject's own).
+
+        Every tensor named in :attr:`vertex_axes` (of the readout and of each
+        subject's module) is re-indexed: old vertices move to ``old_to_new``, and
+        the new ones start at the mean over the old vertices (a new vertex
+        starts as the average vertex), or at :meth:`new_vertex_value`.
+
+        Parameters
+        ----------
+        old_to_new : LongTensor of shape (n_vertices,)
+            New index of every current vertex.
+        added : LongTensor of shape (n_added,)
+            New indices of the added vertices.
+        """
+        n_new = self.n_vertices + int(added.numel())
+        for module in [self, *self.per_subject.values()]:
+            for name, axis in getattr(module, "vertex_axes", {}).items():
+                old = getattr(module, name)
+                fill = module.new_vertex_value(name, old) if module is self else None
+                if fill is None:
+                    fill = old.float().mean(axis, keepdim=True).to(old.dtype)
+                shape = list(old.shape)
+                shape[axis] = n_new
+                grown = fill.expand(*shape[:axis], added.numel(), *shape[axis + 1 :])
+                new = old.new_empty(shape)
+                new.index_copy_(axis, added.to(old.device), grown.contiguous())
+                new.index_copy_(axis, old_to_new.to(old.device), old.detach())
+                if isinstance(old, nn.Parameter):
+                    setattr(module, name, nn.Parameter(new, requires_grad=old.requires_grad))
+                else:
+                    setattr(module, name, new)
+        self.n_vertices = n_new
+
+    def new_vertex_value(self, name: str, old: torch.Tensor) -> torch.Tensor | None:
+        """Starting value of the added vertices in tensor ``name`` (default: the mean)."""
+        return None
+
+    def adapt_parameters(
+        self, subject: str, added: torch.Tensor
+    ) -> list[tuple[nn.Parameter, int | None]]:
+        """What trains when a new ``subject`` is adapted; everything else stays frozen.
+
+        Parameters
+        ----------
+        subject : str
+        added : LongTensor of shape (n_added,)
+            The vertices no other subject has (see :meth:`extend_vertices`).
+
+        Returns
+        -------
+        list of (Parameter, axis or None)
+            ``None``: the whole parameter trains (the subject's own). An axis: a
+            shared per-vertex parameter of which only the rows at ``added``
+            along that axis train (gradients elsewhere are masked), so every
+            other subject's predictions stay bit-identical.
+        """
+        params: list[tuple[nn.Parameter, int | None]] = [
+            (p, None) for p in self.subject_parameters(subject)
+        ]
+        if added.numel():
+            for name, axis in self.vertex_axes.items():
+                value = getattr(self, name)
+                if isinstance(value, nn.Parameter) and value.is_floating_point():
+                    params.append((value, axis))
+        return params
+
+    def finish_adaptation(
+        self,
+        subject: str,
+        features: Sequence[torch.Tensor],
+        target: torch.Tensor,
+        columns: torch.Tensor,
+        alphas: Sequence[float],
+    ) -> int:
+        """After a new subject's training, fit what gradients did not (default: nothing).
+
+        Parameters
+        ----------
+        subject : str
+        features : sequence of Tensor of shape (N, C_l, *positions_l)
+            The subject's training images' features.
+        target : Tensor of shape (N, n_columns)
+            Its responses at ``columns``.
+        columns : LongTensor of shape (n_columns,)
+            The added vertices of the subject, as group indices.
+        alphas : sequence of float
+            Candidate ridge penalties, for readouts that fit by ridge.
+
+        Returns
+        -------
+        int
+            Vertices fitted here.
+        """
+        return 0
+
     # ------------------------------------------------------------------ hooks
-    def initialize(self, mean_response: torch.Tensor) -> None:
-        """Start the prediction at the training mean (shape (n_vertices,))."""
 
     def regularizer(self) -> torch.Tensor:
         """A penalty added to the training loss (default: none)."""
@@ -245,7 +345,7 @@ def create_readout(
         Fitted group PCA, for readouts that embed through it (``uses_pca``).
     regions : RegionLabels, optional
         The region of every vertex, for readouts built on regions
-        (``uses_regions``; see :func:`brainencoder.regions.group_regions`).
+        (``uses_regions``; see :func:`brainencoder.core.regions.group_regions`).
     **options
         The readout's options; unknown names and ill-typed values are errors
         listing the valid ones.

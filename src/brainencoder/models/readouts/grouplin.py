@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ._options import PCAReadout, PCAReadoutOptions
 from .base import register_readout
-from .layers import apply_per_subject
+from .group_options import PCAReadout, PCAReadoutOptions
+from .subject_layers import apply_per_subject
 
 __all__ = ["GroupLinOptions", "GroupLinReadout"]
 

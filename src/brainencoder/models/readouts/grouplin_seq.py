@@ -23,9 +23,9 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ._options import PCAReadout, PCAReadoutOptions
 from .base import register_readout
-from .layers import apply_per_subject
+from .group_options import PCAReadout, PCAReadoutOptions
+from .subject_layers import apply_per_subject
 
 __all__ = ["GroupLinSeqOptions", "GroupLinSeqReadout"]
 

@@ -3,14 +3,15 @@
 - :class:`FactorizedProjection`: a learned spatial pooling per output channel
   times a channel projection (the "factorized" readout of neuralpredictors);
 - :class:`PCAEmbedding`: a frozen linear map from a latent space to every group
-  vertex (group PCA);
-- :func:`apply_per_subject`: run each sample through its subject's module.
+  vertex (group PCA).
+
+The per-subject pieces are in :mod:`.subject_layers`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -19,9 +20,6 @@ __all__ = [
     "FactorizedProjection",
     "LayerProjection",
     "PCAEmbedding",
-    "SubjectAffine",
-    "affine_per_subject",
-    "apply_per_subject",
     "average_projections",
     "pca_embedding",
     "random_basis",
@@ -244,69 +242,6 @@ def random_basis(latent_dim: int, n_vertices: int, seed: int = 0) -> torch.Tenso
     return (basis.t() / n_vertices**0.5).contiguous()
 
 
-def apply_per_subject(
-    x: torch.Tensor,
-    subject: torch.Tensor,
-    modules: Sequence[Callable[[torch.Tensor], torch.Tensor]],
-) -> torch.Tensor:
-    """Run each sample through the module of its subject.
-
-    Parameters
-    ----------
-    x : Tensor of shape (B, ...)
-    subject : LongTensor of shape (B,)
-        Index into ``modules``.
-    modules : sequence of callables
-        One per subject; each maps (n, ...) to (n, D).
-
-    Returns
-    -------
-    Tensor of shape (B, D)
-        Only the subjects present in the batch are computed (one GEMM each).
-    """
-    out: torch.Tensor | None = None
-    for index in torch.unique(subject).tolist():
-        rows = (subject == index).nonzero().squeeze(1)
-        y = modules[index](x.index_select(0, rows))
-        if out is None:
-            out = y.new_zeros((x.shape[0], *y.shape[1:]))
-        out = out.index_copy(0, rows, y)
-    if out is None:
-        raise ValueError("empty batch")
-    return out
-
-
-class SubjectAffine(nn.Module):
-    """One subject's per-vertex gain (starts at 1) and offset (starts at 0).
-
-    Parameters
-    ----------
-    n_vertices : int
-    """
-
-    def __init__(self, n_vertices: int) -> None:
-        super().__init__()
-        self.gain = nn.Parameter(torch.ones(n_vertices))
-        self.offset = nn.Parameter(torch.zeros(n_vertices))
-
-    def no_weight_decay(self) -> set[str]:
-        """A gain decayed towards 0 would silence the subject: neither is decayed."""
-        return {"gain", "offset"}
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(n, n_vertices) -> (n, n_vertices)."""
-        return x * self.gain + self.offset
-
-
-def affine_per_subject(
-    x: torch.Tensor, subject: torch.Tensor, modules: Sequence[SubjectAffine]
-) -> torch.Tensor:
-    """Each sample's subject gain and offset, in one gather: (B, V) -> (B, V)."""
-    gain = torch.stack([m.gain for m in modules]).to(x.dtype)
-    offset = torch.stack([m.offset for m in modules]).to(x.dtype)
-    return x * gain[subject] + offset[subject]
-
-
 class LayerProjection(nn.Module):
     """Dropout, :class:`FactorizedProjection` and BatchNorm of one trunk layer.
 
@@ -366,7 +301,7 @@ def pca_embedding(
     Parameters
     ----------
     latent_dim : int or "auto"
-        Number of components (see :func:`brainencoder.pca.resolve_n_components`).
+        Number of components (see :func:`brainencoder.models.pca.resolve_n_components`).
     n_vertices : int
     pca : GroupPCA or None
         Without it (a model being rebuilt from a file, or shape tests) the
@@ -378,14 +313,14 @@ def pca_embedding(
     n_extra : int, default=0
         Vertices added after the PCA (placeholders; see :meth:`PCAEmbedding.extend`).
     """
-    from ...errors import ConfigError
+    from ...util.errors import ConfigError
 
     if pca is None:
         if not isinstance(latent_dim, int):
             raise ConfigError("without a fitted PCA, 'latent_dim' must be an int")
         n_base = n_vertices - n_extra
         return PCAEmbedding(random_basis(latent_dim, n_base), torch.zeros(n_base), n_extra)
-    from ...pca import resolve_n_components
+    from ..pca import resolve_n_components
 
     available = pca.components.shape[0]
     k = resolve_n_components(latent_dim, pca.n_samples, n_vertices)

@@ -31,15 +31,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...errors import ConfigError
+from ...util.errors import ConfigError
 from .base import Readout, register_readout
-from .layers import SubjectAffine, affine_per_subject
+from .subject_layers import SubjectAffine, affine_per_subject
 
 __all__ = ["PointOptions", "PointReadout"]
 
@@ -110,6 +110,14 @@ def spatial_maps(feature_shapes: Sequence[tuple[int, ...]], readout: str) -> Non
 @register_readout("point", PointOptions)
 class PointReadout(Readout):
     """Learned per-vertex positions and layer selection (see the module docstring)."""
+
+    vertex_axes: ClassVar[dict[str, int]] = {
+        "positions": 1,
+        "log_width": 1,
+        "selector": 0,
+        "weight": 0,
+        "bias": 0,
+    }
 
     def __init__(
         self,

@@ -23,14 +23,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from ...errors import ConfigError
-from ...regions import DEFAULT_ROI_GROUPS, RegionLabels
+from ...core.regions import DEFAULT_ROI_GROUPS, RegionLabels
+from ...util.errors import ConfigError
 from .base import Readout, register_readout
-from .layers import SubjectAffine, affine_per_subject
+from .subject_layers import SubjectAffine, affine_per_subject
 
 __all__ = ["RoiQueryOptions", "RoiQueryReadout"]
 
@@ -91,6 +92,7 @@ class RoiQueryReadout(Readout):
     """
 
     uses_regions = True
+    vertex_axes: ClassVar[dict[str, int]] = {"region": 0, "weight": 0, "bias": 0}
 
     def __init__(
         self,
@@ -138,6 +140,12 @@ class RoiQueryReadout(Readout):
 
     def make_subject_module(self) -> nn.Module:
         return SubjectAffine(self.n_vertices)
+
+    def new_vertex_value(self, name: str, old: torch.Tensor) -> torch.Tensor | None:
+        """Vertices added for a new subject read the query of no region (the last)."""
+        if name == "region":
+            return old.new_full((1,), len(self.options.region_names))
+        return None
 
     def no_weight_decay(self) -> set[str]:
         """Embeddings, queries and biases are not decayed (as timm's ViTs)."""

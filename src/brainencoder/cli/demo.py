@@ -1,0 +1,260 @@
+"""The end-to-end demo on the embedded synthetic dataset (``brainencoder demo``).
+
+synth -> validate -> prepare -> train phase 1 (feature cache) -> train phase 2
+-> pixel-ridge reference -> evaluate (testval, and test vs the planted truth)
+-> figures -> submission zips (single model and a two-run ensemble), scored
+against the truth -> adapt the phase-1 model to a held-out subject from 100
+images, next to a ridge on the same images -> explore: which test images drive
+the planted face patch more than the place patch -> compare phase 1, phase 2,
+the ridge and the ensemble on the test split -> the run report. Steps whose
+outputs exist are reused, so a rerun is quick.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from ..data.layout import read_layout
+from ..data.prepare import prepare_store
+from ..data.synthetic import SyntheticConfig, make_synthetic
+from ..data.validate import validate_dataset
+from ..runs.run import Run
+from ..util.errors import BrainEncoderError
+
+__all__ = ["run_demo"]
+
+logger = logging.getLogger(__name__)
+_CONFIGS = Path(__file__).parents[1] / "configs"
+
+
+def _score_row(table, subject: str) -> float:
+    """Mean noise-normalized score of one subject (or 'all') over all its vertices."""
+    sel = table[
+        (table.subject == subject)
+        & (table.metric == "score")
+        & (table.statistic == "mean")
+        & (table.hemisphere == "both")
+        & (table.roi_group == "all")
+    ]
+    return float(sel.value.iloc[0])
+
+
+def run_demo(
+    out: str | Path,
+    seed: int = 0,
+    synthetic: SyntheticConfig | None = None,
+    overrides: list[str] | None = None,
+) -> dict[str, Path]:
+    """Run the whole pipeline on a synthetic dataset.
+
+    Parameters
+    ----------
+    out : path
+        Folder for every output of the demo (reused when it already holds one).
+    seed : int, default=0
+    synthetic : SyntheticConfig, optional
+        Size of the dataset (default: :class:`SyntheticConfig` with ``seed``).
+    overrides : list of str, optional
+        ``key=value`` overrides of the training configs (tests use them); ``model.*``
+        keys go to phase 1 only (phase 2 inherits its architecture).
+
+    Returns
+    -------
+    dict of str to Path
+        Where each output is.
+    """
+    from ..baselines.ridge import FeatureSpec, fit_ridge_baseline
+    from ..evaluation.evaluate import evaluate_run
+    from ..evaluation.figures import plot_run
+    from ..evaluation.submission import score_submission, write_submission
+    from ..inference.images import ensemble_predict
+    from ..runs.load import load_model
+    from ..train.config import load_config
+    from ..train.loop import train
+
+    out = Path(out)
+    data = out / "data"
+    truth = data / "truth"
+    if not (truth / "synthetic.json").exists():
+        if data.exists():
+            raise BrainEncoderError(f"{data} holds an incomplete dataset; remove {out} and rerun")
+        print(f"[demo] 1/11 writing a synthetic dataset to {data}")
+        make_synthetic(data, synthetic or SyntheticConfig(seed=seed, held_out=1, categories=True))
+    print("[demo] 2/11 validating it")
+    report = validate_dataset(data)
+    print(report.table())
+    if not report.ok:
+        raise BrainEncoderError(
+            "the synthetic dataset failed validation:\n" + "\n".join(map(str, report.problems))
+        )
+    import json
+
+    held_out = json.loads((truth / "synthetic.json").read_text()).get("held_out_subjects", [])
+    group = [n for n in report.layout.names if n not in held_out]
+    print(f"[demo] 3/11 preparing the store (group subjects {', '.join(group)})")
+    store = prepare_store(
+        data, out / "store", image_size=256 if synthetic is None else 64, subjects=group
+    )
+    print(store.summary())
+
+    phase2_overrides = [o for o in overrides or [] if not o.startswith("model.")]
+    runs = out / "runs"
+    phase1, phase2, pixels = runs / "phase1", runs / "phase2", runs / "pixel-ridge"
+    second = runs / "phase1-seed2"  # an independent run (other random trunk) for the ensemble
+    for run, run_seed in ((phase1, seed), (second, seed + 1)):
+        if not Run(run).finished:
+            print(
+                f"[demo] 4/11 phase 1 (seed {run_seed}): tiny encoder, frozen random "
+                "ResNet-18 trunk, feature cache"
+            )
+            config = load_config(
+                _CONFIGS / "demo.yaml",
+                [f"seed={run_seed}", f"pca_seed={run_seed}", *(overrides or [])],
+            )
+            train(config, store.path, run, overwrite=True)
+    if not Run(phase2).finished:
+        print("[demo] 5/11 phase 2: fine-tune the trunk's last stage from phase 1's best model")
+        train(
+            load_config(
+                _CONFIGS / "demo_phase2.yaml",
+                [f"init_from={phase1}", f"seed={seed}", *phase2_overrides],
+            ),
+            store.path,
+            phase2,
+            overwrite=True,
+        )
+    if not Run(pixels).finished:
+        print("[demo] 6/11 reference: ridge on downsampled pixels (PCA 100, alpha by CV)")
+        n_images = sum(len(store.split_rows(n, "train")) for n in store.names)
+        spec = FeatureSpec(kind="pixels", pca_components=min(100, n_images // 2))
+        fit_ridge_baseline(store, pixels, spec, overwrite=True)
+
+    print("[demo] 7/11 evaluating (noise ceilings and test responses from the planted truth)")
+    tables = {}
+    for run in (phase1, phase2, pixels):
+        for split in ("testval", "test"):
+            tables[run.name, split] = evaluate_run(run, split, store, noise_ceiling=truth)
+    figures = plot_run(phase2, "test")
+    print("\nnoise-normalized score (%), mean over vertices:")
+    print(f"{'subject':<9} {'split':<8} {'phase 1':>8} {'phase 2':>8} {'pixel ridge':>12}")
+    for split in ("testval", "test"):
+        for name in [*store.names, "all"]:
+            vals = [_score_row(tables[r, split], name) for r in ("phase1", "phase2", "pixel-ridge")]
+            print(f"{name:<9} {split:<8} {vals[0]:8.2f} {vals[1]:8.2f} {vals[2]:12.2f}")
+
+    print("\n[demo] 8/11 submissions (validated, scored against the synthetic truth)")
+    layout = read_layout(data, group)
+    zips = {}
+    singles = {}
+    for label, run_dirs in (
+        ("phase1", [phase1]),
+        ("phase1-seed2", [second]),
+        ("phase2", [phase2]),
+        ("ensemble", [phase1, second]),
+    ):
+        models = [load_model(r) for r in run_dirs]
+        preds = {n: ensemble_predict(models, s.test_images, n) for n, s in layout.subjects.items()}
+        zips[label] = write_submission(preds, layout, out / f"submission-{label}.zip")
+        scores = score_submission(zips[label], truth, layout)
+        singles[label] = scores["all"]
+        per_subject = ", ".join(f"{k} {v:.1f}" for k, v in scores.items() if k.startswith("subj"))
+        print(f"  {zips[label]}: challenge score {scores['all']:.2f}% ({per_subject})")
+    best = max(singles["phase1"], singles["phase1-seed2"])
+    print(
+        f"  ensemble of the two phase-1 runs: {singles['ensemble']:.2f}% vs the better "
+        f"single run {best:.2f}% ({singles['ensemble'] - best:+.2f})"
+    )
+    adapted = _adapt_step(out, data, truth, phase1, held_out, seed)
+    pages = _experiment_steps(data, truth, runs, store.path)
+    from ..evaluation.report import write_report
+
+    report = write_report(phase2)
+    print("\npages to open in a browser:")
+    for label, path in (*pages.items(), ("run report", report)):
+        print(f"  {label:<10} {path}")
+    return {
+        **adapted,
+        "data": data,
+        "truth": truth,
+        "store": store.path,
+        "phase1": phase1,
+        "phase2": phase2,
+        "pixel_ridge": pixels,
+        "figures": figures[0].parent,
+        "submission": zips["phase2"],
+        "second_run": second,
+        "ensemble_submission": zips["ensemble"],
+        "report": report,
+        **pages,
+    }
+
+
+def _adapt_step(
+    out: Path, data: Path, truth: Path, run: Path, held_out: list[str], seed: int
+) -> dict[str, Path]:
+    """Adapt ``run`` to the first held-out subject from 100 images; ridge on the same images."""
+    if not held_out:
+        return {}
+    import numpy as np
+
+    from ..baselines.ridge import fit_subject_ridge
+    from ..data.store import Store
+    from ..evaluation.evaluate import evaluate_run
+    from ..evaluation.submission import subject_test_scores
+    from ..experiments.adapt import AdaptConfig, adapt, choose_rows
+
+    subject = held_out[0]
+    n_images = min(100, int(0.9 * len(read_layout(data, [subject])[subject].train_images)))
+    target = out / "runs" / f"adapt-{subject}"
+    print(f"\n[demo] 9/11 adapt: add {subject} (held out of group training) from {n_images} images")
+    if not Run(target).finished:
+        adapt(run, data, subject, target, n_images=n_images, seed=seed, overwrite=True)
+    store = Store(target / "store")
+    score = _score_row(evaluate_run(target, "test", store, truth), subject)
+    train_rows, val_rows = choose_rows(store, subject, n_images, seed, AdaptConfig().val_fraction)
+    ridge = fit_subject_ridge(store, subject, np.concatenate([train_rows, val_rows]))
+    pred = ridge.predict(store.read_images(store.subject(subject).test_rows), subject)
+    ridge_score = float(subject_test_scores(pred, truth, subject)[0].mean())
+    print(
+        f"  {subject} test score: adapt {score:.2f}% vs per-subject ridge on the same "
+        f"{n_images} images {ridge_score:.2f}% ({target})"
+    )
+    return {"adapt": target}
+
+
+def _experiment_steps(data: Path, truth: Path, runs: Path, store: Path) -> dict[str, Path]:
+    """explore (faces vs places, checkable against the planted categories) and compare."""
+    import pandas as pd
+
+    from ..evaluation.compare import compare_runs
+    from ..experiments.explore import explore
+
+    phase2 = runs / "phase2"
+    images = data / "subj01" / "test_split" / "test_images"
+    print("\n[demo] 10/11 explore: which test images drive the face patch (FFA-1) more than PPA?")
+    found = explore(phase2, images, "all", ["FFA-1", "PPA"], phase2 / "explore-faces", top=6)
+    categories_file = truth / "categories.json"
+    if categories_file.exists():
+        import json
+
+        category = json.loads(categories_file.read_text())
+        ranked = [category[n.split("_nsd-")[1][:5]] for n in pd.read_csv(found["ranking"]).image]
+        print(f"  planted category of the top 6: {', '.join(ranked[:6])}")
+        print(f"  planted category of the bottom 6: {', '.join(ranked[-6:])}")
+    print("[demo] 11/11 compare phase 1, phase 2, pixel ridge and the ensemble on the test split")
+    compared = compare_runs(
+        [runs / "phase1", phase2, runs / "pixel-ridge", [runs / "phase1", runs / "phase1-seed2"]],
+        phase2 / "compare",
+        split="test",
+        store=store,
+        noise_ceiling=truth,
+    )
+    table = pd.read_csv(compared["table"])
+    overall = table[(table.subject == "all") & (table.roi == "all") & (table.metric == "pearson")]
+    for row in overall.itertuples():
+        print(
+            f"  {row.run:<32} mean r {row.value:.4f}  vs phase1 {row.diff:+.4f} "
+            f"[{row.ci_low:+.4f}, {row.ci_high:+.4f}]"
+        )
+    return {"explore": found["page"], "compare": compared["page"]}

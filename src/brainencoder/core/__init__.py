@@ -1,0 +1,1 @@
+"""Domain basics: the group vertex space, regions and metrics."""

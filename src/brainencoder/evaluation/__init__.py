@@ -1,0 +1,1 @@
+"""Scoring and showing runs: evaluate, submission, compare, figures, report."""

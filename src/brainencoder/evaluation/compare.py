@@ -1,0 +1,358 @@
+"""``brainencoder compare``: several runs side by side, with intervals that say what is real.
+
+Every run (encoders, ridge baselines, imported or adapted models) predicts the
+same images of one store and split; the table holds the mean Pearson r and
+(with noise ceilings) the challenge score per subject and over all subjects'
+vertices, the mean r per ROI, and the difference of each run from the first
+with a 95% bootstrap interval over images (the images are resampled, every
+vertex's r recomputed), so "+0.4" can be told from noise. A per-ROI
+difference chart, a cortical difference map and an HTML page come with it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..data.layout import HEMIS, read_layout
+from ..data.store import Store
+from ..runs.ensemble import EnsembleModel
+from ..util.errors import DataError
+from ..util.fileio import atomic_path, write_bytes_atomic
+
+__all__ = ["compare_runs"]
+
+logger = logging.getLogger(__name__)
+
+
+def _pearson_rows(pred: np.ndarray, target: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Per-vertex r over the images ``idx`` (a bootstrap sample), shape (n_vertices,)."""
+    p, t = pred[idx], target[idx]
+    p = p - p.mean(0)
+    t = t - t.mean(0)
+    denom = np.sqrt((p * p).sum(0) * (t * t).sum(0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, (p * t).sum(0) / denom, 0.0)
+
+
+def _summary(r: np.ndarray, nc: np.ndarray | None) -> dict[str, float]:
+    from ..core.metrics import noise_normalized_score
+
+    out = {"pearson": float(np.mean(r))}
+    if nc is not None:
+        out["score"] = float(np.mean(noise_normalized_score(r, nc)))
+    return out
+
+
+def compare_runs(
+    runs: Sequence[str | Path | Sequence[str | Path]],
+    out: str | Path,
+    split: str = "testval",
+    store: str | Path | None = None,
+    noise_ceiling: str | Path | None = None,
+    n_boot: int = 200,
+    seed: int = 0,
+) -> dict[str, Path]:
+    """Compare runs on one split; writes ``comparison.csv``, figures and ``index.html``.
+
+    Parameters
+    ----------
+    runs : sequence of path or of sequences of paths
+        Run folders or model files; the first is the reference of differences.
+        An entry that is a sequence of several runs is their ensemble (the
+        mean prediction), named ``ensemble(a+b)``.
+    out : path
+        Output folder.
+    split : {"testval", "val", "test"}, default="testval"
+        "test" needs held-back responses in ``noise_ceiling``.
+    store : path, optional
+        Default: the first run's store.
+    noise_ceiling : path, optional
+        ``subjXX/{lh,rh}_noise_ceiling.npy`` (and test responses for "test").
+    n_boot : int, default=200
+        Bootstrap resamples of the images.
+    seed : int, default=0
+
+    Returns
+    -------
+    dict of str to Path
+    """
+    import pandas as pd
+
+    from ..runs.run import Run
+
+    if len(runs) < 2:
+        raise DataError("compare needs at least two runs")
+    members = [[Path(r)] if isinstance(r, (str, Path)) else [Path(m) for m in r] for r in runs]
+    for r, parts in zip(runs, members):
+        if not isinstance(r, (str, Path)) and len(parts) < 2:
+            raise DataError(f"an ensemble needs at least two runs; got {[str(p) for p in parts]}")
+    store = Store(store if store is not None else Run(members[0][0]).store_path())
+    names, models = _load_runs(members)
+    for label, model in zip(names, models):
+        model.space.check_subjects_match(store.space, f"{label} vs {store.path}")
+    try:
+        layout = read_layout(store.manifest["source"]["root"], store.names)
+    except DataError:
+        layout = None
+    rng = np.random.default_rng(seed)
+    rows, per_vertex, summaries = [], {}, []
+    for subject in store.names:
+        target, preds, nc = _subject_predictions(
+            store, subject, names, models, split, noise_ceiling
+        )
+        n = target.shape[0]
+        samples = [rng.integers(0, n, n) for _ in range(n_boot)]
+        full = {name: _pearson_rows(p, target, np.arange(n)) for name, p in preds.items()}
+        subject_boots = {
+            name: [_summary(_pearson_rows(preds[name], target, s), nc) for s in samples]
+            for name in names
+        }
+        values = {name: _summary(full[name], nc) for name in names}
+        rows += _difference_rows(subject, values, subject_boots)
+        if layout is not None:
+            rows += _roi_rows(layout[subject], full, names)
+        per_vertex.update({f"{subject}.{name}": full[name] for name in names})
+        summaries.append((target.shape[1], values, subject_boots))
+    rows += _pooled_rows(summaries)
+    table = pd.DataFrame(rows)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "comparison.csv", suffix=".csv") as tmp:
+        table.to_csv(tmp, index=False)
+    bars = _roi_bars(table, names, out / "roi_differences.png")
+    cortex = _difference_map(store, models[0].space, per_vertex, names, out / "difference_map.png")
+    page = _page(table, names, [" + ".join(map(str, m)) for m in members], split, bars, cortex)
+    write_bytes_atomic(out / "index.html", page)
+    return {
+        "page": out / "index.html",
+        "table": out / "comparison.csv",
+        "bars": bars,
+        "map": cortex,
+    }
+
+
+def _load_runs(members: Sequence[Sequence[Path]]) -> tuple[list[str], list]:
+    """Each entry's label and model: a run, or the ensemble of several (unique labels)."""
+    from ..runs.load import load_model
+
+    names, models = [], []
+    for parts in members:
+        labels = [p.name if p.is_dir() else p.stem for p in parts]
+        loaded = [load_model(p) for p in parts]
+        if len(parts) == 1:
+            names.append(labels[0])
+            models.append(loaded[0])
+        else:
+            names.append("ensemble(" + "+".join(labels) + ")")
+            models.append(EnsembleModel(loaded, names[-1]))
+    if len(set(names)) < len(names):
+        names = [f"{i + 1}:{n}" for i, n in enumerate(names)]
+    return names, models
+
+
+def _subject_predictions(
+    store: Store,
+    subject: str,
+    names: Sequence[str],
+    models: Sequence,
+    split: str,
+    noise_ceiling: str | Path | None,
+) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray | None]:
+    """The subject's responses (n_images, n_vertices), every run's predictions, its NC."""
+    from ..inference.store import predict_store_rows
+    from .evaluate import load_noise_ceiling, read_test_responses
+
+    info = store.subject(subject)
+    test = split == "test"
+    if test:
+        target = read_test_responses(noise_ceiling, subject, info.n_test, info.n_vertices)
+        image_rows = np.arange(info.n_test)
+    else:
+        image_rows = store.split_rows(subject, split)
+        target = store.read_fmri(subject, image_rows)
+    nc = None
+    if noise_ceiling is not None:
+        nc = np.concatenate(
+            [load_noise_ceiling(noise_ceiling, subject, h, info.n_vertices[h]) for h in HEMIS]
+        )
+    preds = {}
+    for name, model in zip(names, models):
+        parts = [p for _, p in predict_store_rows(model, store, subject, image_rows, test=test)]
+        preds[name] = np.concatenate(parts)
+    return target, preds, nc
+
+
+def _row(
+    run: str, subject: str, roi: str, metric: str, value: float, base: float, ci: Sequence[float]
+) -> dict:
+    low, high = ci
+    return {
+        "run": run,
+        "subject": subject,
+        "roi": roi,
+        "metric": metric,
+        "value": value,
+        "diff": value - base,
+        "ci_low": low,
+        "ci_high": high,
+    }
+
+
+def _difference_rows(
+    subject: str,
+    values: dict[str, dict[str, float]],
+    boots: dict[str, list[dict[str, float]]],
+) -> list[dict]:
+    """One row per run and metric: value, difference from the first run, 95% interval.
+
+    ``values[run][metric]`` is the summary on all images, ``boots[run][i][metric]``
+    on bootstrap sample ``i`` (the same images for every run).
+    """
+    names = list(values)
+    rows = []
+    for name in names:
+        for metric, value in values[name].items():
+            diffs = [b[metric] - r[metric] for b, r in zip(boots[name], boots[names[0]])]
+            ci = np.percentile(diffs, [2.5, 97.5])
+            rows.append(_row(name, subject, "all", metric, value, values[names[0]][metric], ci))
+    return rows
+
+
+def _roi_rows(subj, full: dict[str, np.ndarray], names: Sequence[str]) -> list[dict]:
+    """Mean Pearson r per run in every ROI of the subject's label files (no interval)."""
+    rows = []
+    for group in subj.roi_groups:
+        labels = np.concatenate([subj.load_rois(group, h) for h in HEMIS])
+        for k, roi in subj.load_mapping(group).items():
+            sel = labels == k
+            if k == 0 or not sel.any():
+                continue
+            base = float(full[names[0]][sel].mean())
+            for name in names:
+                value = float(full[name][sel].mean())
+                rows.append(_row(name, subj.name, roi, "pearson", value, base, (np.nan, np.nan)))
+    return rows
+
+
+def _pooled_rows(
+    summaries: Sequence[tuple[int, dict[str, dict[str, float]], dict[str, list[dict]]]],
+) -> list[dict]:
+    """Rows of subject "all": every metric's mean over every vertex of every subject.
+
+    Parameters
+    ----------
+    summaries : sequence of (n_vertices, values, boots), one per subject
+        As passed to :func:`_difference_rows`. A subject's means weigh by its
+        vertex count, as in the challenge's score; bootstrap sample ``i`` of
+        "all" combines the subjects' samples ``i`` (their images are
+        resampled independently).
+    """
+    w = np.array([n for n, _, _ in summaries], dtype=float)
+    w /= w.sum()
+    first_values, first_boots = summaries[0][1], summaries[0][2]
+    names, metrics = list(first_values), list(next(iter(first_values.values())))
+    n_boot = len(first_boots[names[0]])
+
+    def pooled(get) -> dict[str, float]:
+        return {m: float(sum(wi * get(s)[m] for wi, s in zip(w, summaries))) for m in metrics}
+
+    values = {name: pooled(lambda s, name=name: s[1][name]) for name in names}
+    boots = {
+        name: [pooled(lambda s, name=name, i=i: s[2][name][i]) for i in range(n_boot)]
+        for name in names
+    }
+    return _difference_rows("all", values, boots)
+
+
+def _roi_bars(table, names, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    from .plotting import save_png
+
+    sel = table[(table.metric == "pearson") & (table.roi != "all") & (table.run != names[0])]
+    per_roi = sel.groupby(["roi", "run"])["diff"].mean().unstack("run")
+    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(per_roi) + 2) + 2.5, 3.8))
+    if len(per_roi):
+        per_roi.plot.bar(ax=ax, width=0.8)
+        ax.legend(  # beside the axes: it never hides a bar, however many runs
+            title="run", frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1)
+        )
+    ax.axhline(0, color="k", linewidth=0.8)
+    ax.set_ylabel(f"mean Pearson r difference vs {names[0]}")
+    ax.set_xlabel("ROI (mean over subjects)")
+    ax.set_title(f"Per-ROI difference from {names[0]}")
+    fig.tight_layout()
+    save_png(fig, path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _difference_map(store, space, per_vertex, names, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    from .figures import to_fsaverage
+    from .plotting import fsaverage_to_fsaverage5, plot_surface_map
+
+    subject = store.names[0]
+    diff = per_vertex[f"{subject}.{names[-1]}"] - per_vertex[f"{subject}.{names[0]}"]
+    n_lh = space.n_subject_vertices(subject, "lh")
+    maps = {
+        h: fsaverage_to_fsaverage5(
+            to_fsaverage(space, subject, h, diff[:n_lh] if h == "lh" else diff[n_lh:]), h
+        )
+        for h in HEMIS
+    }
+    lim = float(np.nanpercentile(np.abs(diff), 99)) or 0.1
+    fig = plot_surface_map(
+        maps,
+        f"{subject}: Pearson r, {names[-1]} minus {names[0]}",
+        "r difference",
+        vmin=-lim,
+        vmax=lim,
+        cmap="RdBu_r",
+        output_file=path,
+    )
+    plt.close(fig)
+    return path
+
+
+_PAGE = """<!DOCTYPE html><html><head><meta charset="utf-8"><title>compare runs</title>
+<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
+img{max-width:100%;border:1px solid #eee;margin:6px 0}
+table{border-collapse:collapse;font-size:13px}
+td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}
+.sig{font-weight:bold}</style></head><body>
+<h1>Runs compared on the {{ split }} split</h1>
+<p>Reference: <code>{{ runs[0] }}</code>. Differences are run minus reference; the
+95% interval comes from {{ "bootstrap resamples of the images" }}. Bold: the interval
+excludes 0.</p>
+<table><tr><th>run</th><th>subject</th><th>metric</th><th>value</th><th>difference</th>
+<th>95% interval</th></tr>
+{% for r in rows %}<tr><td>{{ r.run }}</td><td>{{ r.subject }}</td><td>{{ r.metric }}</td>
+<td>{{ "%.4f"|format(r.value) }}</td>
+<td class="{{ 'sig' if r.sig else '' }}">{{ "%+.4f"|format(r.diff) }}</td>
+<td>[{{ "%+.4f"|format(r.ci_low) }}, {{ "%+.4f"|format(r.ci_high) }}]</td></tr>{% endfor %}
+</table>
+<h2>Per ROI</h2><img alt="ROI differences" src="{{ bars }}">
+<h2>On cortex</h2><img alt="difference map" src="{{ cortex }}">
+<p>Every number: <a href="comparison.csv">comparison.csv</a></p>
+</body></html>"""
+
+
+def _page(table, names, runs, split, bars: Path, cortex: Path) -> bytes:
+    from ..util.html import render_page
+
+    overall = table[table.roi == "all"].copy()
+    overall["sig"] = (overall.ci_low > 0) | (overall.ci_high < 0)
+    return render_page(
+        _PAGE,
+        split=split,
+        runs=[str(r) for r in runs],
+        rows=overall.to_dict("records"),
+        bars=bars.name,
+        cortex=cortex.name,
+    )

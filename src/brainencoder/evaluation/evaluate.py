@@ -1,0 +1,193 @@
+"""``brainencoder evaluate``: per-vertex metrics of a run on a store split, by ROI."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from ..core.metrics import StreamingStats, aggregate, noise_normalized_score
+from ..data.layout import HEMIS, read_layout
+from ..data.store import Store
+from ..inference.store import predict_store_rows
+from ..runs.load import load_model
+from ..runs.run import Run
+from ..util.errors import DataError
+from ..util.fileio import atomic_path
+
+__all__ = ["evaluate_run", "load_noise_ceiling", "read_test_responses"]
+
+logger = logging.getLogger(__name__)
+
+
+def load_noise_ceiling(folder: str | Path, subject: str, hemi: str, n_vertices: int) -> np.ndarray:
+    """``folder/subjXX/{hemi}_noise_ceiling.npy`` as fractions, checked for shape.
+
+    Values above 1 are taken as percentages and divided by 100, with a warning.
+    """
+    path = Path(folder) / subject / f"{hemi}_noise_ceiling.npy"
+    try:
+        nc = np.load(path, allow_pickle=False).astype(np.float64)
+    except FileNotFoundError:
+        raise DataError(f"{path}: noise-ceiling file not found") from None
+    except ValueError as exc:
+        raise DataError(f"{path}: cannot read ({exc})") from None
+    if nc.shape != (n_vertices,):
+        raise DataError(f"{path}: shape {nc.shape}, expected ({n_vertices},)")
+    if not np.isfinite(nc).all() or nc.min() < 0:
+        raise DataError(f"{path}: noise ceilings must be finite and >= 0")
+    if nc.max() > 1.0 + 1e-6:
+        if nc.max() > 100.0 + 1e-6:
+            raise DataError(f"{path}: noise ceilings above 100; expected fractions or percent")
+        logger.warning("%s: noise ceilings look like percentages; dividing by 100", path)
+        nc = nc / 100.0
+    return nc
+
+
+def read_test_responses(
+    folder: str | Path | None, subject: str, n_test: int, n_vertices: dict[str, int]
+) -> np.ndarray:
+    """Held-back test responses ``folder/subject/{lh,rh}_test_fmri.npy``, (n_test, n_lh + n_rh)."""
+    if folder is None:
+        raise DataError(
+            "split 'test' needs held-back responses: pass --noise-ceiling DIR "
+            "holding subjXX/{lh,rh}_test_fmri.npy (e.g. a synthetic truth folder)"
+        )
+    parts = []
+    for h in HEMIS:
+        path = Path(folder) / subject / f"{h}_test_fmri.npy"
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            raise DataError(f"{path}: held-back test responses not found") from None
+        if arr.shape != (n_test, n_vertices[h]):
+            raise DataError(f"{path}: shape {arr.shape}, expected {(n_test, n_vertices[h])}")
+        parts.append(arr)
+    return np.concatenate(parts, axis=1)
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    split: str = "testval",
+    store: Store | str | Path | None = None,
+    noise_ceiling: str | Path | None = None,
+    out_dir: str | Path | None = None,
+):
+    """Evaluate a run on a split; write a tidy table and per-vertex values.
+
+    Parameters
+    ----------
+    run_dir : path
+        Encoder or baseline run directory.
+    split : {"val", "testval", "train", "all", "test"}, default="testval"
+        "test" scores the test images against held-back responses
+        ``noise_ceiling/subjXX/{lh,rh}_test_fmri.npy`` (the synthetic truth).
+    store : Store or path, optional
+        Default: the store the run was trained on.
+    noise_ceiling : path, optional
+        Folder with ``subjXX/{lh,rh}_noise_ceiling.npy`` (fractions); adds the
+        noise-normalized challenge score.
+    out_dir : path, optional
+        Default ``run_dir/eval/<split>``.
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        Columns subject, hemisphere, roi_group, roi, metric, statistic,
+        n_vertices, value. Also written as ``metrics.csv``; per-vertex values
+        go to ``per_vertex.npz`` (keys ``subjXX.lh.pearson`` ...).
+    """
+    import pandas as pd
+
+    run_dir = Path(run_dir)
+    if not isinstance(store, Store):
+        store = Store(store if store is not None else Run(run_dir).store_path())
+    if run_dir.is_dir():
+        Run(run_dir).check_store(store)
+    model = load_model(run_dir)
+    model.space.check_subjects_match(store.space, str(store.path))  # a subset is fine
+    try:
+        layout = read_layout(store.manifest["source"]["root"], store.names)
+    except DataError as exc:
+        logger.warning("ROI tables skipped: cannot read the source dataset (%s)", exc)
+        layout = None
+    rows_out, per_vertex = [], {}
+    for name in store.names:
+        info = store.subject(name)
+        if split == "test":
+            truth = read_test_responses(noise_ceiling, name, info.n_test, info.n_vertices)
+            rows = np.arange(info.n_test)
+            targets = lambda r, truth=truth: truth[r]  # noqa: E731
+        else:
+            rows = store.split_rows(name, split)
+            targets = lambda r, name=name: store.read_fmri(name, r)  # noqa: E731
+        stats = StreamingStats(sum(info.n_vertices.values()))
+        for pos, pred in predict_store_rows(model, store, name, rows, test=split == "test"):
+            stats.update(pred, targets(rows[pos]))
+        n_lh = info.n_vertices["lh"]
+        metrics = {"pearson": stats.pearson(), "r2": stats.r2()}
+        if noise_ceiling is not None:
+            nc = np.concatenate(
+                [load_noise_ceiling(noise_ceiling, name, h, info.n_vertices[h]) for h in HEMIS]
+            )
+            metrics["score"] = noise_normalized_score(metrics["pearson"], nc)  # the devkit's
+            metrics["score_nc_positive"] = noise_normalized_score(
+                metrics["pearson"], nc, "nc_positive"
+            )
+        rois = mappings = None
+        if layout is not None:
+            subj = layout[name]
+            rois = {g: {h: subj.load_rois(g, h) for h in HEMIS} for g in subj.roi_groups}
+            mappings = {g: subj.load_mapping(g) for g in subj.roi_groups}
+        for metric, values in metrics.items():
+            by_hemi = {"lh": values[:n_lh], "rh": values[n_lh:]}
+            for h in HEMIS:
+                per_vertex[f"{name}.{h}.{metric}"] = by_hemi[h].astype(np.float32)
+            for row in aggregate(by_hemi, rois, mappings):
+                for statistic in ("mean", "median"):
+                    rows_out.append(
+                        {
+                            "subject": name,
+                            "hemisphere": row["hemisphere"],
+                            "roi_group": row["roi_group"],
+                            "roi": row["roi"],
+                            "metric": metric,
+                            "statistic": statistic,
+                            "n_vertices": row["n_vertices"],
+                            "value": row[statistic],
+                        }
+                    )
+    for metric in ("pearson", "r2", "score", "score_nc_positive"):
+        keys = [k for k in per_vertex if k.endswith(f".{metric}")]
+        if keys:
+            allv = np.concatenate([per_vertex[k] for k in keys]).astype(np.float64)
+            finite = allv[np.isfinite(allv)]
+            for statistic, fn in (("mean", np.mean), ("median", np.median)):
+                rows_out.append(
+                    {
+                        "subject": "all",
+                        "hemisphere": "both",
+                        "roi_group": "all",
+                        "roi": "all",
+                        "metric": metric,
+                        "statistic": statistic,
+                        "n_vertices": int(finite.size),
+                        "value": float(fn(finite)),
+                    }
+                )
+    table = pd.DataFrame(rows_out)
+    out_dir = Path(out_dir) if out_dir is not None else run_dir / "eval" / split
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / "metrics.csv", suffix=".csv") as tmp:
+        table.to_csv(tmp, index=False)
+    with atomic_path(out_dir / "per_vertex.npz", suffix=".npz") as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **per_vertex)
+    return table
+
+
+def summary_table(table) -> str:
+    """A short text table: per subject and overall, median and mean of each metric."""
+    sel = table[(table.hemisphere == "both") & (table.roi_group == "all")]
+    pivot = sel.pivot_table(index="subject", columns=["metric", "statistic"], values="value")
+    return pivot.to_string(float_format=lambda v: f"{v:.4f}")

@@ -1,0 +1,108 @@
+"""``brainencoder plot``: the figures of a run (maps, ROI bars, learning curves)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..core.space import GroupSpace
+from ..data.layout import HEMIS
+from ..util.errors import DataError
+
+__all__ = ["plot_run", "to_fsaverage"]
+
+_LABELS = {
+    "score": ("noise-normalized score (%)", 0.0, 100.0),
+    "pearson": ("Pearson r", 0.0, None),
+    "r2": ("R²", 0.0, None),
+}
+
+
+def to_fsaverage(space: GroupSpace, subject: str, hemi: str, values: np.ndarray) -> np.ndarray:
+    """Challenge-space values of one hemisphere -> fsaverage array (NaN elsewhere)."""
+    offset = space.hemi_slice(hemi).start
+    fs_index = space.vertices[hemi][space.columns[subject][hemi] - offset]
+    out = np.full(space.n_fsaverage[hemi], np.nan)
+    out[fs_index] = values
+    return out
+
+
+def plot_run(
+    run_dir: str | Path,
+    split: str = "testval",
+    metrics: list[str] | None = None,
+    fsaverage_sphere: dict[str, np.ndarray] | None = None,
+) -> list[Path]:
+    """Write the figures of a run into ``run_dir/figures``; returns their paths.
+
+    Needs ``run_dir/eval/<split>/per_vertex.npz`` (from ``brainencoder evaluate``).
+    """
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from ..runs.history import run_history
+    from ..runs.load import load_model
+    from .plotting import plot_learning_curves
+
+    run_dir = Path(run_dir)
+    eval_dir = run_dir / "eval" / split
+    if not (eval_dir / "per_vertex.npz").exists():
+        raise DataError(
+            f"{eval_dir}: no evaluation found; run 'brainencoder evaluate "
+            f"{run_dir} --split {split}' first"
+        )
+    with np.load(eval_dir / "per_vertex.npz") as f:
+        per_vertex = dict(f)
+    if not metrics:
+        metrics = ["pearson"] + (["score"] if any(k.endswith(".score") for k in per_vertex) else [])
+    space = load_model(run_dir).space
+    out = run_dir / "figures"
+    out.mkdir(exist_ok=True)
+    paths = []
+    table = pd.read_csv(eval_dir / "metrics.csv")
+    for metric in metrics:
+        if not any(k.endswith(f".{metric}") for k in per_vertex):
+            raise DataError(f"{eval_dir}: no '{metric}' values (scores need --noise-ceiling)")
+        paths += _plot_metric(
+            run_dir, space, per_vertex, table, split, metric, out, fsaverage_sphere
+        )
+    history = run_history(run_dir)  # phase 2 continues phase 1's curves
+    if any(records for _, records in history):
+        path = out / "learning_curves.png"
+        phases = [(run.name, records) for run, records in history]
+        plt.close(plot_learning_curves(phases, output_file=path))
+        paths.append(path)
+    return paths
+
+
+def _plot_metric(run_dir, space, per_vertex, table, split, metric, out, fsaverage_sphere):
+    import matplotlib.pyplot as plt
+
+    from .plotting import fsaverage_to_fsaverage5, plot_roi_bars, plot_surface_map
+
+    label, vmin, vmax = _LABELS[metric]
+    paths = []
+    evaluated = [s for s in space.subjects if f"{s}.{HEMIS[0]}.{metric}" in per_vertex]
+    for subject in evaluated:  # an adapted run is evaluated on its new subject only
+        maps = {}
+        for hemi in HEMIS:
+            fs = to_fsaverage(space, subject, hemi, per_vertex[f"{subject}.{hemi}.{metric}"])
+            sphere = None if fsaverage_sphere is None else fsaverage_sphere[hemi]
+            maps[hemi] = fsaverage_to_fsaverage5(fs, hemi, sphere)
+        path = out / f"{subject}_{metric}_{split}.png"
+        fig = plot_surface_map(
+            maps,
+            f"{subject}: {label} on {split} images",
+            label,
+            vmin=vmin,
+            vmax=vmax,
+            output_file=path,
+        )
+        plt.close(fig)
+        paths.append(path)
+    if (table.roi_group != "all").any():
+        path = out / f"roi_{metric}_{split}.png"
+        plt.close(plot_roi_bars(table, metric, output_file=path, ylabel=f"median {label}"))
+        paths.append(path)
+    return paths

@@ -1,0 +1,351 @@
+"""``brainencoder explore``: in-silico experiments with a trained encoder.
+
+Which images drive a region most? Every image of a folder or of an image
+array file (NSD's 73,000 stimuli in ``nsd_stimuli.hdf5``) is predicted once
+(batched, written batch by batch into a memory-mapped cache beside the run,
+so memory does not grow with the number of images and another query over
+the same images is instant), images are ranked by the mean predicted response
+in an ROI (names from the challenge's label files, resolved per subject), or
+by the contrast ROI1 - ROI2, and the page shows the ranking, a montage of the
+top and bottom images, a histogram, and the cortical map of the mean
+predicted response to the top images minus the mean over all images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data.layout import HEMIS, read_layout
+from ..data.sources import ImageSource, open_images
+from ..util.errors import DataError
+from ..util.fileio import atomic_path, check_free_space, write_bytes_atomic
+from ..util.html import render_page
+
+__all__ = ["explore", "roi_columns"]
+
+logger = logging.getLogger(__name__)
+
+
+def roi_columns(layout: Any, subject: str, name: str) -> np.ndarray:
+    """Boolean mask over a subject's challenge columns (lh then rh) of ROI ``name``.
+
+    Raises
+    ------
+    DataError
+        For a name no label file of the subject has, listing the valid names.
+    """
+    subj = layout[subject]
+    valid: set[str] = set()
+    for group in subj.roi_groups:
+        mapping = subj.load_mapping(group)
+        valid.update(v for k, v in mapping.items() if k != 0)
+        ids = [k for k, v in mapping.items() if v == name and k != 0]
+        if ids:
+            labels = np.concatenate([subj.load_rois(group, h) for h in HEMIS])
+            mask = np.isin(labels, ids)
+            if not mask.any():
+                raise DataError(f"{subject}: ROI {name!r} has no vertices in this subject")
+            return mask
+    raise DataError(f"{subject}: unknown ROI {name!r}; valid names: {', '.join(sorted(valid))}")
+
+
+def _cache_key(model_path: Path, source: ImageSource, subject: str) -> str:
+    digest = hashlib.sha256(f"{source.key()}|{subject}".encode())
+    st = model_path.stat()
+    digest.update(f"{model_path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return digest.hexdigest()[:20]
+
+
+def _fill(out: np.ndarray, model, source: ImageSource, subject: str) -> np.ndarray:
+    """Write the predictions of every image into ``out`` (n_images, n_lh + n_rh), batch by batch."""
+    from ..inference.images import iter_predictions
+
+    start = 0
+    for pred in iter_predictions([model], source, subject):
+        block = np.concatenate([pred[h] for h in HEMIS], 1)
+        out[start : start + block.shape[0]] = block
+        start += block.shape[0]
+    return out
+
+
+def _predictions(model, model_path: Path, source: ImageSource, subject: str) -> np.ndarray:
+    """(n_images, n_lh + n_rh) predictions, cached beside the run (memory-mapped).
+
+    They are written batch by batch into the cache file, so memory does not
+    grow with the number of images; an unwritable run folder keeps them in
+    memory instead (with a warning).
+    """
+    cache_dir = model_path.parent / "cache" / "explore"
+    cache = cache_dir / f"{_cache_key(model_path, source, subject)}.npy"
+    shape = (len(source), sum(model.space.n_subject_vertices(subject, h) for h in HEMIS))
+    if cache.is_file():
+        try:
+            values = np.load(cache, mmap_mode="r", allow_pickle=False)
+            if values.shape == shape and values.dtype == np.float32:
+                return values
+        except (OSError, ValueError):
+            pass
+        logger.warning("%s: unreadable prediction cache; predicting again", cache)
+    # a memory map on a full disk would end the process (SIGBUS), not raise
+    check_free_space(cache_dir.parent, 4 * shape[0] * shape[1], "the explore prediction cache")
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(cache, suffix=".npy") as tmp:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
+            _fill(out, model, source, subject).flush()
+            del out
+        return np.load(cache, mmap_mode="r", allow_pickle=False)
+    except OSError as exc:
+        logger.warning("cannot cache predictions in %s (%s)", cache_dir, exc.strerror or exc)
+    return _fill(np.empty(shape, np.float32), model, source, subject)
+
+
+def _roi_scores(values: np.ndarray, masks: Sequence[np.ndarray], rows: int = 4096) -> tuple:
+    """Per image: mean over ROI 1 (minus ROI 2); and the mean prediction over images.
+
+    Read ``rows`` images at a time, so a memory-mapped cache of any size fits.
+
+    Returns
+    -------
+    score : ndarray of shape (n_images,)
+    mean : ndarray of shape (n_columns,)
+    """
+    score = np.empty(values.shape[0])
+    total = np.zeros(values.shape[1])
+    for start in range(0, values.shape[0], rows):
+        block = np.asarray(values[start : start + rows], dtype=np.float64)
+        part = block[:, masks[0]].mean(1)
+        if len(masks) == 2:
+            part = part - block[:, masks[1]].mean(1)
+        score[start : start + rows] = part
+        total += block.sum(0)
+    return score, total / values.shape[0]
+
+
+def _montage(source: ImageSource, values, order, top: int, out: Path, label: str) -> Path:
+    import matplotlib.pyplot as plt
+
+    from ..evaluation.plotting import save_png
+
+    fig, axes = plt.subplots(2, top, figsize=(1.6 * top, 4.0), squeeze=False)
+    for row, picks, title in (
+        (0, order[:top], "top"),
+        (1, order[::-1][:top], "bottom"),
+    ):
+        for col in range(top):
+            ax = axes[row, col]
+            ax.axis("off")
+            if col < len(picks):
+                i = picks[col]
+                ax.imshow(source.load(int(i), 128))
+                ax.set_title(f"{values[i]:+.2f}", fontsize=9)
+        axes[row, 0].text(
+            -0.15,
+            0.5,
+            title,
+            transform=axes[row, 0].transAxes,
+            rotation=90,
+            va="center",
+            ha="right",
+            fontsize=11,
+        )
+    fig.suptitle(f"{label}: top and bottom {top} of {len(source)} images")
+    fig.tight_layout()
+    save_png(fig, out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def _histogram(values, threshold: float, out: Path, label: str) -> Path:
+    import matplotlib.pyplot as plt
+
+    from ..evaluation.plotting import save_png
+
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.hist(values, bins=min(40, max(5, len(values) // 3)), color="#4c72b0")
+    ax.axvline(threshold, color="#c44e52", linestyle="--", label="top-K threshold")
+    ax.set_xlabel(f"{label} (predicted, z-scored units)")
+    ax.set_ylabel("images")
+    ax.legend(frameon=False)
+    fig.tight_layout()
+    save_png(fig, out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+_PAGE = """<!DOCTYPE html><html><head><meta charset="utf-8">
+<title>explore: {{ label }}</title>
+<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
+img{max-width:100%;border:1px solid #eee;margin:6px 0}
+table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}</style>
+</head><body>
+<h1>Which images drive {{ label }}?</h1>
+<p>Run <code>{{ run }}</code>, subject {{ subject }}, {{ n_images }} images from
+<code>{{ images }}</code>; ranked by the mean predicted response in
+{{ label }} (z-scored units).</p>
+<h2>Top and bottom {{ top }}</h2><img alt="montage" src="{{ montage }}">
+<h2>Distribution</h2><img alt="histogram" src="{{ histogram }}">
+<h2>Cortex: top {{ top }} minus all images</h2><img alt="map" src="{{ map }}">
+<h2>Ranking</h2><table><tr><th>rank</th><th>image</th><th>value</th></tr>
+{% for row in rows %}<tr><td>{{ row.rank }}</td><td>{{ row.image }}</td>
+<td>{{ "%.3f"|format(row.value) }}</td></tr>{% endfor %}</table>
+<p>Full ranking: <a href="ranking.csv">ranking.csv</a></p>
+</body></html>"""
+
+
+def explore(
+    run: str | Path,
+    images: str | Path,
+    subject: str,
+    rois: Sequence[str],
+    out: str | Path,
+    top: int = 8,
+    data: str | Path | None = None,
+    dataset: str | None = None,
+    rows: slice | None = None,
+) -> dict[str, Path]:
+    """Rank images by predicted ROI response (or ROI1 - ROI2) and write the page.
+
+    Parameters
+    ----------
+    run : path
+        Run folder or model file.
+    images : path
+        Folder of images (any size and mode; see :func:`~brainencoder.data.images.load_image`),
+        or uint8 images in a ``.npy`` or HDF5 file (NSD's ``nsd_stimuli.hdf5``;
+        see :func:`~brainencoder.data.sources.open_images`).
+    subject : str
+        A subject of the model, or ``"all"`` (mean over the subjects).
+    rois : sequence of 1 or 2 str
+        ROI names as in the challenge's mapping files (``FFA-1``, ``PPA``...).
+    out : path
+        Output folder (ranking.csv, montage.png, histogram.png, map.png, index.html).
+    top : int, default=8
+    data : path, optional
+        Challenge data root with the ROI label files (default: the run's store's source).
+    dataset : str, optional
+        HDF5 dataset of ``images`` (default: its only image dataset).
+    rows : slice, optional
+        Rows of an image array file to rank (default: all).
+
+    Returns
+    -------
+    dict of str to Path
+    """
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from ..evaluation.figures import to_fsaverage
+    from ..evaluation.plotting import fsaverage_to_fsaverage5, plot_surface_map
+    from ..runs.load import load_model, model_file
+    from ..runs.run import Run
+
+    run, out = Path(run), Path(out)
+    if not 1 <= len(rois) <= 2:
+        raise DataError("give one ROI (--roi NAME) or two for a contrast (--roi A --roi B)")
+    if top < 1:
+        raise DataError(f"--top must be >= 1; got {top}")
+    model_path = model_file(run)
+    model = load_model(model_path)
+    if data is None:
+        from ..data.store import Store
+
+        data = Store(Run(run).store_path()).manifest["source"]["root"]
+    subjects = list(model.space.subjects) if subject == "all" else [subject]
+    model.space.subject_index(subjects[0])
+    layout = read_layout(data, [s for s in subjects])
+    label = rois[0] if len(rois) == 1 else f"{rois[0]} - {rois[1]}"
+    with open_images(images, dataset, rows) as source:
+        per_subject, diffs = [], {}
+        for name in subjects:
+            masks = [roi_columns(layout, name, r) for r in rois]
+            values = _predictions(model, model_path, source, name)
+            score, mean = _roi_scores(values, masks)
+            per_subject.append(score)
+            diffs[name] = (values, mean)
+        score = np.mean(per_subject, axis=0)
+        order = np.argsort(-score, kind="stable")
+        k = min(top, len(source))
+        diffs = {n: v[np.sort(order[:k])].mean(0) - mean for n, (v, mean) in diffs.items()}
+        out.mkdir(parents=True, exist_ok=True)
+        names = source.names
+        ranking = pd.DataFrame(
+            {
+                "rank": np.arange(1, len(source) + 1),
+                "image": [names[i] for i in order],
+                "value": score[order],
+            }
+        )
+        with atomic_path(out / "ranking.csv", suffix=".csv") as tmp:
+            ranking.to_csv(tmp, index=False)
+        montage = _montage(source, score, order, k, out / "montage.png", label)
+        n_images = len(source)
+    histogram = _histogram(score, score[order[k - 1]], out / "histogram.png", label)
+    maps = {}
+    for hemi in HEMIS:
+        layers = []
+        for name in subjects:
+            n_lh = model.space.n_subject_vertices(name, "lh")
+            part = diffs[name][:n_lh] if hemi == "lh" else diffs[name][n_lh:]
+            layers.append(
+                fsaverage_to_fsaverage5(to_fsaverage(model.space, name, hemi, part), hemi)
+            )
+        with warnings.catch_warnings():  # vertices no subject has stay NaN (background)
+            warnings.simplefilter("ignore", RuntimeWarning)
+            maps[hemi] = np.nanmean(np.stack(layers), 0)
+    lim = float(np.nanpercentile(np.abs(np.concatenate(list(maps.values()))), 99)) or 1.0
+    fig = plot_surface_map(
+        maps,
+        f"{subject}: mean prediction, top {k} images for {label} minus all images",
+        "predicted response difference",
+        vmin=-lim,
+        vmax=lim,
+        cmap="RdBu_r",
+        output_file=out / "map.png",
+    )
+    plt.close(fig)
+    top_rows = ranking.head(max(2 * k, 20)).to_dict("records")
+    page = render_page(
+        _PAGE,
+        label=label,
+        run=str(run),
+        subject=subject,
+        n_images=n_images,
+        images=str(images),
+        top=k,
+        montage="montage.png",
+        histogram="histogram.png",
+        map="map.png",
+        rows=top_rows,
+    )
+    write_bytes_atomic(out / "index.html", page)
+    write_bytes_atomic(
+        out / "query.json",
+        json.dumps(
+            {
+                "run": str(run),
+                "images": str(images),
+                "dataset": dataset,
+                "rows": None if rows is None else [rows.start, rows.stop],
+                "subject": subject,
+                "rois": list(rois),
+                "top": k,
+            },
+            indent=2,
+        ).encode(),
+    )
+    return {
+        "page": out / "index.html",
+        "ranking": out / "ranking.csv",
+        "montage": montage,
+        "histogram": histogram,
+        "map": out / "map.png",
+    }

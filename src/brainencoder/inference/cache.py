@@ -1,0 +1,377 @@
+"""On-disk cache of frozen-trunk features.
+
+With a frozen trunk, phase 1 only trains the head: extracting the chosen
+layers' feature maps once (memory-mapped) makes each epoch cost the head
+alone. A cache holds ``n_views`` views of every training image: view 0 is the
+plain resized image (used for validation), views 1.. are seeded
+random-resized crops (augmentation). Layout::
+
+    CACHE/<key>/plan.json        what is being extracted
+    CACHE/<key>/layerN.f16       float16 (n_views, n_images, C, *positions), or
+    CACHE/<key>/layerN.i8        int8 values and
+    CACHE/<key>/layerN.scale     float32 scales (n_views, n_images, C): x = q * scale
+    CACHE/<key>/chunks/*.done    finished (view, chunk) markers
+    CACHE/<key>/manifest.json    written last: the cache is complete
+
+``key`` hashes the store, the trunk's weights and layers, the input size, the
+view settings and the dtype, so a cache is never reused for something else.
+
+Several processes (``torchrun`` ranks) extract one cache together: each takes
+every ``count``-th (view, chunk) job (:func:`build_feature_cache`'s ``shard``),
+writes its rows into the shared preallocated files and its own markers; the
+first process writes the manifest once every marker exists. The bytes do not
+depend on how many processes wrote them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from ..data.store import Store
+from ..data.transforms import random_resized_crop, resize
+from ..models.encoder import Encoder
+from ..util.errors import StoreError
+from ..util.fileio import check_free_space, read_json, write_json_atomic
+from ..util.prefetch import prefetch
+from .quantize import check_features, estimate_cache_bytes, quantize_int8
+
+__all__ = [
+    "CACHE_DTYPES",
+    "FeatureCache",
+    "InMemoryFeatures",
+    "build_feature_cache",
+]
+
+logger = logging.getLogger(__name__)
+_CHUNK = 64
+CACHE_DTYPES = ("float16", "int8")
+
+
+def _layer_files(path: Path, index: int, dtype: str) -> tuple[Path, Path | None]:
+    if dtype == "int8":
+        return path / f"layer{index}.i8", path / f"layer{index}.scale"
+    return path / f"layer{index}.f16", None
+
+
+def _marker(path: Path, job: tuple[int, int]) -> Path:
+    """The file that says the (view, first row) chunk ``job`` is extracted."""
+    view, start = job
+    return path / "chunks" / f"{view}-{start:08d}.done"
+
+
+def _trunk_digest(model: Encoder) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in model.trunk.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+class FeatureCache:
+    """A complete feature cache, opened read-only.
+
+    Attributes
+    ----------
+    layers : list of memory-mapped ndarray, shape (n_views, n_images, C, *positions)
+        float16 values, or int8 values with ``scales``.
+    scales : list of ndarray of float32, shape (n_views, n_images, C), or None
+    dtype : {"float16", "int8"}
+    image_rows : ndarray of int64, shape (n_images,)
+        Store image rows held, sorted; :meth:`lookup` maps store rows to cache rows.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not (self.path / "manifest.json").exists():
+            raise StoreError(
+                f"{self.path}: feature cache is incomplete; rerun training with "
+                "cache_features: true to finish it"
+            )
+        manifest = read_json(self.path / "manifest.json", "feature cache manifest")
+        self.n_views = int(manifest["n_views"])
+        self.image_rows = np.asarray(manifest["image_rows"], dtype=np.int64)
+        self.shapes = [tuple(s) for s in manifest["shapes"]]
+        self.dtype = manifest.get("dtype", "float16")
+        self.layers, scales = _open_layers(
+            self.path, self.shapes, self.n_views, self.image_rows.size, self.dtype, "r"
+        )
+        self.scales = scales if self.dtype == "int8" else None
+
+    def lookup(self, store_rows: np.ndarray) -> np.ndarray:
+        """Cache rows of store image rows (all must be cached)."""
+        pos = np.searchsorted(self.image_rows, store_rows)
+        if (pos >= self.image_rows.size).any() or (
+            self.image_rows[np.minimum(pos, self.image_rows.size - 1)] != store_rows
+        ).any():
+            raise StoreError(f"{self.path}: some images are not in the feature cache")
+        return pos
+
+    def get(self, views: np.ndarray, rows: np.ndarray) -> list[torch.Tensor]:
+        """Features of (view, cache row) pairs as float32 tensors (B, C, *positions) per layer.
+
+        int8 caches are dequantized here, batch by batch.
+        """
+        if self.scales is None:
+            return [
+                torch.from_numpy(np.asarray(layer[views, rows], dtype=np.float32))
+                for layer in self.layers
+            ]
+        out = []
+        for layer, scale in zip(self.layers, self.scales):
+            q = torch.from_numpy(np.asarray(layer[views, rows]))
+            s = torch.from_numpy(np.asarray(scale[views, rows]))
+            out.append(q.float() * s.view(*s.shape, *([1] * (q.ndim - 2))))
+        return out
+
+
+def _open_layers(path, shapes, n_views, n_images, dtype, mode):
+    layers, scales = [], []
+    for i, shape in enumerate(shapes):
+        values, scale = _layer_files(path, i, dtype)
+        np_dtype = np.int8 if dtype == "int8" else np.float16
+        layers.append(
+            np.memmap(values, dtype=np_dtype, mode=mode, shape=(n_views, n_images, *shape))
+        )
+        if scale is not None:
+            scales.append(
+                np.memmap(scale, dtype=np.float32, mode=mode, shape=(n_views, n_images, shape[0]))
+            )
+    return layers, scales
+
+
+class InMemoryFeatures:
+    """The :class:`FeatureCache` interface over tensors in memory (benchmarks, tests).
+
+    Parameters
+    ----------
+    layers : list of Tensor of shape (n_views, n_images, C, *positions)
+        Cache row ``i`` is image row ``i``.
+    """
+
+    def __init__(self, layers: list[torch.Tensor]) -> None:
+        self.layers = layers
+        self.n_views = int(layers[0].shape[0])
+
+    def lookup(self, store_rows: np.ndarray) -> np.ndarray:
+        return np.asarray(store_rows)
+
+    def get(self, views: np.ndarray, rows: np.ndarray) -> list[torch.Tensor]:
+        v, r = torch.from_numpy(np.asarray(views)), torch.from_numpy(np.asarray(rows))
+        return [layer[v, r].float() for layer in self.layers]
+
+
+@torch.no_grad()
+def build_feature_cache(
+    model: Encoder,
+    store: Store,
+    image_rows: np.ndarray,
+    n_views: int = 1,
+    crop_scale: tuple[float, float] = (0.8, 1.0),
+    seed: int = 0,
+    root: str | Path | None = None,
+    batch_size: int = _CHUNK,
+    device: str | torch.device = "cpu",
+    progress: bool | None = None,
+    dtype: Literal["float16", "int8"] = "float16",
+    shard: tuple[int, int] = (0, 1),
+    sync: Callable[[], None] | None = None,
+    workers: int = 2,
+) -> FeatureCache:
+    """Extract (or finish extracting) the trunk features of ``image_rows``.
+
+    Parameters
+    ----------
+    model : Encoder
+        Its trunk and input size are used (in eval mode).
+    store : Store
+    image_rows : ndarray of int64
+        Store image rows to cache (e.g. every training image of every subject).
+    n_views : int, default=1
+    crop_scale : (float, float), default=(0.8, 1.0)
+        Area range of the crops of views 1..n_views-1.
+    seed : int, default=0
+    root : path, optional
+        Folder of caches; default ``<store>/features``.
+    batch_size : int, default=64
+    device : str or torch.device, default="cpu"
+    progress : bool, optional
+    dtype : {"float16", "int8"}, default="float16"
+        int8 stores one float32 scale per (view, image, channel) and halves the
+        size; :meth:`FeatureCache.get` dequantizes.
+    shard : (int, int), default=(0, 1)
+        ``(index, count)``: this process extracts every ``count``-th job from
+        ``index``. Every process of the group calls this function with the same
+        arguments but its own index.
+    sync : callable, optional
+        A barrier across the ``count`` processes (required when ``count > 1``).
+    workers : int, default=2
+        Threads reading and cropping the next batches while the trunk runs.
+
+    Returns
+    -------
+    FeatureCache
+    """
+    from tqdm.auto import tqdm
+
+    index, count = shard
+    if not 0 <= index < count or (count > 1 and sync is None):
+        raise ValueError(f"shard {shard} needs 0 <= index < count and a sync for count > 1")
+    if dtype not in CACHE_DTYPES:
+        raise StoreError(f"cache dtype must be one of {CACHE_DTYPES}; got {dtype!r}")
+    barrier = sync or (lambda: None)
+    image_rows = np.unique(np.asarray(image_rows, dtype=np.int64))
+    key_src = {
+        "store": store.manifest["source"]["fingerprint"],
+        "store_path": str(Path(store.path).resolve()),  # one cache whatever the spelling
+        "image_size": store.image_size,
+        "trunk": _trunk_digest(model),
+        "layers": model.trunk.indices,
+        "input_size": model.input_size,
+        "n_views": n_views,
+        "crop_scale": list(crop_scale),
+        "seed": seed,
+        "chunk": batch_size,
+        "n_images": int(image_rows.size),
+        "rows": hashlib.sha256(image_rows.tobytes()).hexdigest(),
+    }
+    if dtype != "float16":  # float16 caches keep the key they always had
+        key_src["dtype"] = dtype
+    key = hashlib.sha256(repr(sorted(key_src.items())).encode()).hexdigest()[:16]
+    path = (Path(root) if root is not None else store.path / "features") / key
+    if (path / "manifest.json").exists():
+        return FeatureCache(path)
+    shapes = [tuple(s) for s in model.feature_shapes]
+    if index == 0:
+        plan = json.loads(json.dumps({"key": key_src, "shapes": shapes}))  # as read back
+        _prepare_files(path, plan, model, image_rows, n_views, dtype)
+    barrier()
+    layers, scales = _open_layers(path, shapes, n_views, image_rows.size, dtype, "r+")
+    jobs = [(v, s) for v in range(n_views) for s in range(0, image_rows.size, batch_size)]
+    mine = jobs[index::count]
+    todo = [job for job in mine if not _marker(path, job).exists()]
+    if count > 1:
+        logger.info(
+            "feature cache: process %d of %d extracts %d of %d chunks (%d left)",
+            index,
+            count,
+            len(mine),
+            len(jobs),
+            len(todo),
+        )
+    was_training = model.training
+    model.eval()
+    model.to(device)
+
+    def load(job: tuple[int, int]) -> torch.Tensor:
+        view, start = job
+        images = torch.from_numpy(store.read_images(image_rows[start : start + batch_size]))
+        if view == 0:
+            x = resize(images, model.input_size)
+        else:
+            gen = torch.Generator().manual_seed(
+                int(np.random.SeedSequence([seed, view, start]).generate_state(1)[0])
+            )
+            x = random_resized_crop(images, model.input_size, tuple(crop_scale), gen)
+        return x.pin_memory() if torch.device(device).type == "cuda" else x
+
+    bar = tqdm(
+        total=len(mine),
+        initial=len(mine) - len(todo),
+        unit="batch",
+        desc="cache features",
+        disable=None if progress is None else not progress,
+    )
+    for (view, start), x in zip(todo, prefetch(load, todo, workers)):
+        feats = model.forward_features(x.to(device, non_blocking=True))
+        stop = start + x.shape[0]
+        check_features(feats, dtype, f"store rows {image_rows[start]}..{image_rows[stop - 1]}")
+        for i, f in enumerate(feats):
+            if dtype == "int8":
+                q, scale = quantize_int8(f)
+                layers[i][view, start:stop] = q.cpu().numpy()
+                scales[i][view, start:stop] = scale.cpu().numpy()
+            else:
+                layers[i][view, start:stop] = f.to(torch.float16).cpu().numpy()
+        for arr in (*layers, *scales):
+            arr.flush()
+        _marker(path, (view, start)).touch()
+        bar.update()
+    bar.close()
+    model.train(was_training)
+    del layers, scales
+    barrier()
+    if index == 0:
+        _finish(path, jobs, shapes, n_views, image_rows, key_src, dtype)
+    barrier()
+    return FeatureCache(path)
+
+
+def _prepare_files(
+    path: Path, plan: dict, model: Encoder, image_rows: np.ndarray, n_views: int, dtype: str
+) -> None:
+    """Create (or reuse, if it was for the same plan) the preallocated cache files."""
+    shapes = plan["shapes"]
+    needed = estimate_cache_bytes(model, image_rows.size, n_views, dtype)
+    logger.info(
+        "feature cache %s: %d images x %d views, %s, %.2f GiB",
+        path,
+        image_rows.size,
+        n_views,
+        dtype,
+        needed / 2**30,
+    )
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise StoreError(
+            f"{path}: cannot write the feature cache there ({exc.strerror or exc}); the store "
+            "may be read-only: set cache_dir=A_WRITABLE_FOLDER"
+        ) from None
+    if (path / "plan.json").exists() and read_json(path / "plan.json") != plan:
+        shutil.rmtree(path)
+        path.mkdir(parents=True)
+    if not (path / "plan.json").exists():
+        check_free_space(path, needed, f"the feature cache {path}")
+        layers, scales = _open_layers(path, shapes, n_views, image_rows.size, dtype, "w+")
+        del layers, scales  # the files exist at their full (sparse) size
+        write_json_atomic(path / "plan.json", plan)
+    (path / "chunks").mkdir(exist_ok=True)
+
+
+def _finish(path, jobs, shapes, n_views, image_rows, key_src, dtype) -> None:
+    """Check every job's marker, flush the files to disk, write the manifest."""
+    missing = [job for job in jobs if not _marker(path, job).exists()]
+    if missing:
+        raise StoreError(
+            f"{path}: {len(missing)} chunks were not extracted (a process failed); rerun "
+            "training to finish the cache"
+        )
+    for i in range(len(shapes)):
+        for f in _layer_files(path, i, dtype):
+            if f is not None:
+                with open(f, "rb+") as fh:
+                    os.fsync(fh.fileno())
+    write_json_atomic(
+        path / "manifest.json",
+        {
+            "n_views": n_views,
+            "shapes": shapes,
+            "image_rows": image_rows.tolist(),
+            "key": key_src,
+            "dtype": dtype,
+        },
+    )
+    shutil.rmtree(path / "chunks", ignore_errors=True)

@@ -1,0 +1,244 @@
+"""Predictions for new images: from files or image arrays, one model or an ensemble.
+
+Images come from :mod:`brainencoder.data.sources` (a folder, or a ``.npy`` /
+HDF5 array); every image is resized as in training and decoded in threads
+while the model runs; predictions come batch by batch
+(:func:`iter_predictions`), collected in memory (:func:`predict_images`,
+:func:`ensemble_predict`) or streamed into ``.npy`` files
+(:func:`predict_to_npy`). Challenge submissions: :mod:`brainencoder.evaluation.submission`.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..data.layout import HEMIS
+from ..data.sources import IMAGE_SUFFIXES, ImageFiles, ImageSource, list_images
+from ..util.errors import DataError
+from ..util.fileio import atomic_path
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "ensemble_predict",
+    "iter_predictions",
+    "list_images",
+    "predict_images",
+    "predict_to_npy",
+]
+
+
+def _ready(model, images: np.ndarray):
+    """A CPU encoder's input batch, resized before it is needed; else the uint8 array."""
+    prepare = getattr(model, "prepare_images", None)
+    if prepare is None or next(model.parameters()).device.type != "cpu":
+        return images  # ridge models take arrays; a GPU resizes on the device
+    return prepare(images)
+
+
+def _decode_size(model: object) -> int:
+    """The size images are decoded at for ``model``: its training store's, else its input."""
+    size = getattr(model, "store_image_size", None) or getattr(model, "input_size", None)
+    if size is None:
+        raise DataError("this model records neither its store image size nor its input size")
+    return int(size)
+
+
+def _model_inputs(
+    models: Sequence, batches: Sequence[Sequence], load: Callable, workers: int | None
+) -> Iterator[list]:
+    """Every model's input for each batch of images, prepared ahead in threads.
+
+    ``load(item, size)`` returns one image as uint8 (size, size, 3). Each image
+    is loaded once per distinct store size of the models and is its own
+    thread task, so all ``workers`` threads share a batch; the next two
+    batches are being prepared while the caller runs the models on this one.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..util.prefetch import available_cpus, prefetch
+
+    sizes = [_decode_size(m) for m in models]
+    distinct = sorted(set(sizes))
+    workers = available_cpus() if workers is None else workers
+
+    def decode(item) -> dict[int, np.ndarray]:
+        return {size: load(item, size) for size in distinct}
+
+    with ThreadPoolExecutor(max(workers, 1)) as pool:
+
+        def prepare(batch: Sequence) -> list:
+            decoded = list(pool.map(decode, batch)) if workers else [decode(p) for p in batch]
+            arrays = {size: np.stack([d[size] for d in decoded]) for size in distinct}
+            return [_ready(m, arrays[size]) for m, size in zip(models, sizes)]
+
+        yield from prefetch(prepare, batches, 2 if workers else 0)
+
+
+def iter_predictions(
+    models: Sequence,
+    source: ImageSource,
+    subject: str,
+    weights: Sequence[np.ndarray] | None = None,
+    batch_size: int = 64,
+    workers: int | None = None,
+) -> Iterator[dict[str, np.ndarray]]:
+    """Predictions batch by batch: the (weighted) mean of ``models``, in image order.
+
+    Memory stays at a few batches whatever the number of images (all of NSD's
+    73,000 stimuli, say); :func:`ensemble_predict` collects them.
+
+    Yields
+    ------
+    dict with keys "lh", "rh" : ndarray of float32, shape (batch, n_vertices_hemi)
+    """
+    items = range(len(source))
+    batches = [items[s : s + batch_size] for s in range(0, len(items), batch_size)]
+    for inputs in _model_inputs(models, batches, source.load, workers):
+        total: dict[str, np.ndarray] = {}
+        for m, model in enumerate(models):
+            pred = model.predict(inputs[m], subject)
+            n_lh = pred["lh"].shape[1]
+            for h, sl in (("lh", slice(0, n_lh)), ("rh", slice(n_lh, None))):
+                w = 1.0 / len(models) if weights is None else weights[m][sl][None, :]
+                total[h] = total.get(h, 0.0) + pred[h] * w
+        yield {h: np.asarray(total[h], dtype=np.float32) for h in HEMIS}
+
+
+def predict_images(
+    model,
+    images: Sequence[Path] | ImageSource,
+    subject: str,
+    batch_size: int = 64,
+    progress: bool | None = None,
+    workers: int | None = None,
+) -> dict[str, np.ndarray]:
+    """Predict a subject's responses to image files (any size, RGB/grayscale/RGBA).
+
+    ``images`` are paths, or an image source of
+    :mod:`brainencoder.data.sources` (e.g. an HDF5 array of uint8 images).
+    Each image is decoded and resized to the size of the store the model was
+    trained on (if known, else straight to the model's input size), then to
+    the model's input size, as in training.
+
+    Returns
+    -------
+    dict with keys "lh", "rh" : ndarray of float32, shape (n_images, n_vertices_hemi)
+    """
+    return ensemble_predict([model], images, subject, None, batch_size, progress, workers)
+
+
+def ensemble_predict(
+    models: Sequence,
+    images: Sequence[Path] | ImageSource,
+    subject: str,
+    weights: Sequence[np.ndarray] | None = None,
+    batch_size: int = 64,
+    progress: bool | None = None,
+    workers: int | None = None,
+) -> dict[str, np.ndarray]:
+    """Mean (or per-vertex weighted mean) of several models' predictions.
+
+    Each batch of images is decoded once per distinct store image size of the
+    models, not once per model.
+
+    Parameters
+    ----------
+    models : sequence of models
+    images : sequence of image paths, or an image source (ImageFiles, ImageArray)
+    subject : str
+    weights : sequence of ndarray of shape (n_lh + n_rh,), optional
+        Per-model, per-vertex weights (lh then rh columns), summing to 1 over
+        models at each vertex. Default: the plain mean.
+    batch_size : int, default=64
+    progress : bool, optional
+    workers : int, optional
+        Threads decoding the images of the next batches while the models run
+        (default: one per available CPU; 0: decode in this thread).
+
+    Returns
+    -------
+    dict with keys "lh", "rh" : ndarray of float32, shape (n_images, n_vertices_hemi)
+    """
+    from tqdm.auto import tqdm
+
+    source = images if isinstance(images, ImageSource) else ImageFiles(images)
+    if len(source) == 0:
+        raise DataError("no images to predict")
+    outs: dict[str, list[np.ndarray]] = {h: [] for h in HEMIS}
+    n_batches = -(-len(source) // batch_size)
+    for pred in tqdm(
+        iter_predictions(models, source, subject, weights, batch_size, workers),
+        total=n_batches,
+        desc=f"predict {subject}",
+        unit="batch",
+        disable=None if progress is None else not progress,
+    ):
+        for h in HEMIS:
+            outs[h].append(pred[h])
+    return {h: np.concatenate(v) for h, v in outs.items()}
+
+
+def predict_to_npy(
+    model,
+    images: ImageSource,
+    subject: str,
+    stem: str | Path,
+    batch_size: int = 64,
+    progress: bool | None = None,
+    workers: int | None = None,
+) -> dict[str, Path]:
+    """Write ``{stem}_lh.npy`` and ``{stem}_rh.npy`` batch by batch (memory-mapped).
+
+    Memory does not grow with the number of images, so all of NSD's 73,000
+    stimuli can be predicted at once; the disk is checked first (a full disk
+    under a memory map would end the process), and both files appear only
+    when every prediction is written.
+
+    Returns
+    -------
+    dict with keys "lh", "rh" : Path
+        Files of float32, shape (n_images, n_vertices_hemi).
+    """
+    import contextlib
+
+    from tqdm.auto import tqdm
+
+    from ..util.fileio import check_free_space
+
+    if len(images) == 0:
+        raise DataError("no images to predict")
+    paths = {h: Path(f"{stem}_{h}.npy") for h in HEMIS}
+    n = len(images)
+    with contextlib.ExitStack() as stack:  # an error stops the decoding threads too
+        batches = stack.enter_context(
+            contextlib.closing(
+                iter_predictions([model], images, subject, None, batch_size, workers)
+            )
+        )
+        first = next(batches)
+        width = {h: first[h].shape[1] for h in HEMIS}
+        check_free_space(paths["lh"].parent, 4 * n * sum(width.values()), "the predictions")
+        tmps = {h: stack.enter_context(atomic_path(paths[h], suffix=".npy")) for h in HEMIS}
+        outs = {
+            h: np.lib.format.open_memmap(tmps[h], "w+", np.float32, (n, width[h])) for h in HEMIS
+        }
+        start = 0
+        for pred in tqdm(
+            itertools.chain([first], batches),
+            total=-(-n // batch_size),
+            desc=f"predict {subject}",
+            unit="batch",
+            disable=None if progress is None else not progress,
+        ):
+            stop = start + pred["lh"].shape[0]
+            for h in HEMIS:
+                outs[h][start:stop] = pred[h]
+            start = stop
+        for out in outs.values():
+            out.flush()
+        del outs, out
+    return paths

@@ -1,0 +1,100 @@
+"""Per-vertex ensemble weights chosen on the validation split."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..core.metrics import StreamingStats
+from ..data.store import Store
+from ..inference.store import predict_store_rows
+from ..util.errors import DataError
+from .run import Run
+
+__all__ = ["EnsembleModel", "val_weights"]
+
+
+def val_weights(
+    models: Sequence,
+    run_dirs: Sequence[Path],
+    store: Store | Path | None = None,
+    power: float = 2.0,
+) -> list[dict[str, np.ndarray]]:
+    """Weights proportional to ``max(r_val, 0) ** power`` per model and vertex.
+
+    Where no model has a positive validation correlation the weights are
+    uniform. Weights sum to 1 over models at each vertex.
+
+    Returns
+    -------
+    list (one per model) of dict of str to ndarray of shape (n_lh + n_rh,)
+    """
+    if not isinstance(store, Store):
+        store = Store(store if store is not None else Run(run_dirs[0]).store_path())
+    raw = []
+    for model in models:
+        per_subject = {}
+        for name in store.names:
+            rows = store.split_rows(name, "val")
+            stats = StreamingStats(store.fmri(name).shape[1])
+            for pos, pred in predict_store_rows(model, store, name, rows):
+                stats.update(pred, store.read_fmri(name, rows[pos]))
+            per_subject[name] = np.clip(stats.pearson(), 0, None) ** power
+        raw.append(per_subject)
+    out = [dict() for _ in models]
+    for name in store.names:
+        stack = np.stack([r[name] for r in raw])
+        total = stack.sum(0)
+        uniform = np.full_like(stack, 1.0 / len(models))
+        weights = np.where(total > 0, stack / np.where(total > 0, total, 1), uniform)
+        for m in range(len(models)):
+            out[m][name] = weights[m]
+    return out
+
+
+class EnsembleModel:
+    """Several trained models of one vertex space as one model: the mean prediction.
+
+    It has what :func:`~brainencoder.runs.run.load_model` models have
+    (``space``, ``predict(images, subject)``, ``store_image_size``), so
+    ``compare``, ``evaluate`` helpers and ``explore`` take it like one run.
+
+    Parameters
+    ----------
+    models : sequence of models
+        Encoders or ridge models with the same subjects and vertex space.
+    name : str, default="ensemble"
+    """
+
+    def __init__(self, models: Sequence, name: str = "ensemble") -> None:
+        if len(models) < 2:
+            raise ValueError("an ensemble needs at least two models")
+        first = models[0].space
+        for model in models[1:]:
+            if not model.space.same_as(first):
+                raise DataError(
+                    f"{name}: its models have different subjects or vertex spaces "
+                    f"({first.subjects} vs {model.space.subjects}); ensemble runs of one dataset"
+                )
+        self.models = list(models)
+        self.space = first
+        self.name = name
+        sizes = {getattr(m, "store_image_size", None) for m in models}
+        self.store_image_size = sizes.pop() if len(sizes) == 1 else None
+
+    def predict(self, images: np.ndarray, subject: str) -> dict[str, np.ndarray]:
+        """Mean of the models' predictions.
+
+        Parameters
+        ----------
+        images : ndarray of uint8, shape (n_images, H, W, 3)
+        subject : str
+
+        Returns
+        -------
+        dict with keys "lh", "rh" : ndarray of float32, shape (n_images, n_vertices_hemi)
+        """
+        preds = [m.predict(images, subject) for m in self.models]
+        return {h: np.mean([p[h] for p in preds], axis=0).astype(np.float32) for h in preds[0]}

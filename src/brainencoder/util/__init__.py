@@ -1,0 +1,1 @@
+"""Infrastructure every wing uses: errors, atomic files, ownership, typed checks, threads."""
