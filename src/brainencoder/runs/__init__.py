@@ -1,0 +1,1 @@
+"""The run folder: checkpoints, reading runs back, ensembles and soups."""

@@ -1,0 +1,39 @@
+"""Loading a trained model from a run folder or from a model file."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+from ..util.errors import CheckpointError
+from .run import PathLike, Run, load_model_file
+
+__all__ = ["load_model", "model_file"]
+
+
+def model_file(run_or_file: PathLike) -> Path:
+    """The model file of a run folder, or the file itself."""
+    path = Path(run_or_file)
+    return Run(path).model_file() if path.is_dir() else path
+
+
+def load_model(run_or_file: PathLike) -> Any:
+    """The model of a run folder or of a model file (encoder or ridge, by its header).
+
+    Returns
+    -------
+    ResponseModel
+        An :class:`~brainencoder.models.encoder.Encoder` or a
+        :class:`~brainencoder.models.ridge.RidgeModel`.
+    """
+    path = Path(run_or_file)
+    if path.is_dir():
+        return Run(path).load_model()
+    from ..models.modelfile import read_model_file
+
+    with contextlib.suppress(CheckpointError):
+        _, meta = read_model_file(path)
+        if meta.get("format") == "brainencoder-ridge":
+            return load_model_file("ridge", path)
+    return load_model_file("ridge" if path.name.startswith("ridge") else "encoder", path)

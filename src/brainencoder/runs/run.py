@@ -1,0 +1,391 @@
+"""The run folder: the one place that writes and reads what a trained model leaves behind.
+
+A run folder::
+
+    RUN/.brainencoder            ownership marker (only such folders are ever replaced)
+    RUN/config.yaml              header (``run:``: model kind, version, git revision, store
+                                 path and identity) followed by the settings that made it
+    RUN/best.safetensors         the model (``ridge.safetensors`` for a ridge baseline)
+    RUN/best.json                the epoch and metrics of the best model (training)
+    RUN/metrics.jsonl            one JSON record per logged step and per epoch
+    RUN/checkpoints/             resumable checkpoints (training; see runs.checkpoint)
+    RUN/summary.json             written last: the run finished
+
+Training, ``adapt``, ridge baselines, soups and ``import-original`` create
+their folders through :class:`Run`; ``evaluate``, ``predict``, ``submit``,
+``plot``, ``report``, ``compare``, ``explore`` and ``soup`` read them through it.
+The kind of model a run holds is recorded in the header (``model_kind``);
+folders written before it was recorded are recognised by their model file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from ..util.errors import CheckpointError, DataError
+from ..util.fileio import read_json, read_yaml_mapping, write_bytes_atomic, write_json_atomic
+from ..util.ownership import (
+    check_output_location,
+    check_replaceable,
+    mark_owned,
+    owned_kind,
+    replace_owned,
+)
+from ..util.version import __version__, git_revision
+from . import checkpoint, metrics_log
+
+__all__ = ["MODEL_KINDS", "Run", "load_model_file"]
+
+# model kind -> (model file name, ownership kind of the folder)
+MODEL_KINDS = {"encoder": ("best.safetensors", "run"), "ridge": ("ridge.safetensors", "ridge-run")}
+_STORE_FIELDS = {
+    "fingerprint": "data",
+    "image_size": "image size",
+    "splits": "splits",
+    "space": "vertex space",
+}
+
+PathLike = str | os.PathLike
+
+
+class Run:
+    """One run folder.
+
+    Parameters
+    ----------
+    path : path
+        The folder (it need not exist yet).
+    """
+
+    def __init__(self, path: PathLike) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r})"
+
+    # ------------------------------------------------------------------ creating
+    @classmethod
+    def create(
+        cls,
+        path: PathLike,
+        inputs: Iterable[PathLike | None] = (),
+        overwrite: bool = False,
+        resume: bool = False,
+        kind: str = "encoder",
+    ) -> Run:
+        """Claim ``path`` for a run written in place (training): checked, marked, empty.
+
+        Parameters
+        ----------
+        path : path
+        inputs : iterable of path
+            The command's inputs: the folder may not hold, contain or lie inside one.
+        overwrite, resume : bool, default=False
+            Replace a run brainencoder wrote there (never anything else), or keep
+            the unfinished run there to continue it.
+        kind : {"encoder", "ridge"}
+
+        Raises
+        ------
+        CheckpointError, UnsafeOverwriteError
+            As :meth:`check_target`; or nothing to resume.
+        """
+        run = cls(path)
+        owner = _owner(kind)
+        inputs = list(inputs)
+        check_output_location(run.path, inputs)
+        if resume:
+            if run.finished:
+                raise CheckpointError(f"{run.path}: the run already finished; nothing to resume")
+            if run.latest_checkpoint() is None:
+                raise CheckpointError(f"{run.path}: no checkpoint to resume from")
+        elif run.path.exists() and any(run.path.iterdir()):
+            if not overwrite:
+                what = "a finished run" if run.finished else "an unfinished run"
+                hint = "" if run.finished else " or --resume to continue it"
+                raise CheckpointError(
+                    f"{run.path} already holds {what}; pass --overwrite to replace it{hint}"
+                )
+            replace_owned(run.path, owner, inputs)
+        run.path.mkdir(parents=True, exist_ok=True)
+        mark_owned(run.path, owner)
+        return run
+
+    @classmethod
+    @contextlib.contextmanager
+    def build(
+        cls,
+        path: PathLike,
+        inputs: Iterable[PathLike | None] = (),
+        overwrite: bool = False,
+        kind: str = "encoder",
+    ) -> Iterator[Run]:
+        """A run written aside (``.NAME.tmp``) and moved to ``path`` only when complete.
+
+        Everything is checked before any work; a failure (or an interrupt) leaves
+        ``path`` as it was and removes the folder written aside.
+
+        Yields
+        ------
+        Run
+            The folder being built; its ``path`` is the temporary folder.
+        """
+        final = Path(path)
+        owner = _owner(kind)
+        inputs = list(inputs)
+        cls.check_target(final, inputs, overwrite, kind)
+        work = final.parent / f".{final.name}.tmp"
+        replace_owned(work, owner, inputs)  # left by a killed command
+        work.mkdir(parents=True)
+        mark_owned(work, owner)
+        try:
+            yield cls(work)
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+        replace_owned(final, owner, inputs)
+        os.replace(work, final)
+
+    @staticmethod
+    def check_target(
+        path: PathLike, inputs: Iterable[PathLike | None], overwrite: bool, kind: str = "encoder"
+    ) -> None:
+        """Before any work: may a new run of ``kind`` be written at ``path``?
+
+        Raises
+        ------
+        CheckpointError
+            ``path`` holds files and ``overwrite`` is not set.
+        UnsafeOverwriteError
+            ``path`` overlaps an input or holds files brainencoder did not write.
+        """
+        path, inputs = Path(path), list(inputs)
+        check_output_location(path, inputs)
+        if path.exists() and any(path.iterdir()):
+            if not overwrite:
+                what = "a run" if owned_kind(path) == _owner(kind) else "files"
+                raise CheckpointError(f"{path} already holds {what}; pass --overwrite to replace it")
+            check_replaceable(path, _owner(kind), inputs)
+
+    def write_header(
+        self,
+        kind: str,
+        store: Any | None,
+        settings: Mapping[str, Any],
+        store_path: PathLike | None = None,
+        **extra: Any,
+    ) -> None:
+        """Write ``config.yaml``: the header (``run:``) and the settings that made the run.
+
+        Parameters
+        ----------
+        kind : {"encoder", "ridge"}
+            The kind of model the run holds.
+        store : Store or None
+            The store the model was trained on (path and identity are recorded).
+        settings : mapping
+            The resolved configuration (training config, adapt settings, ...).
+        store_path : path, optional
+            Where the store will be when it is not where it is now (a store inside
+            a run being built aside).
+        **extra
+            More header fields (``world_size``, ``adapted_from``, ``soup_of``, ...).
+        """
+        _owner(kind)
+        header: dict[str, Any] = {
+            "model_kind": kind,
+            "brainencoder_version": __version__,
+            "git_revision": git_revision(),
+            "torch_version": str(torch.__version__),
+        }
+        if store is not None:
+            header["store"] = str(Path(store_path or store.path).absolute())
+            header["store_identity"] = store.identity()
+        header.update(extra)
+        text = yaml.safe_dump({"run": header, **dict(settings)}, sort_keys=False)
+        write_bytes_atomic(self.path / "config.yaml", text.encode())
+
+    # ------------------------------------------------------------------ reading
+    @property
+    def config(self) -> dict[str, Any]:
+        """The whole ``config.yaml`` (header and settings)."""
+        path = self.path / "config.yaml"
+        if not path.exists():
+            raise CheckpointError(f"{self.path}: no config.yaml; not a run directory")
+        try:
+            return read_yaml_mapping(path, "run config")
+        except DataError as exc:
+            raise CheckpointError(str(exc)) from None
+
+    @property
+    def header(self) -> dict[str, Any]:
+        """The ``run:`` block of ``config.yaml``."""
+        header = self.config.get("run", {})
+        if not isinstance(header, dict):
+            raise CheckpointError(f"{self.path / 'config.yaml'}: damaged run header")
+        return header
+
+    @property
+    def model_kind(self) -> str:
+        """``"encoder"`` or ``"ridge"``: from the header, else from the model file present."""
+        with contextlib.suppress(CheckpointError):
+            kind = self.header.get("model_kind")
+            if kind in MODEL_KINDS:
+                return kind
+            if kind is not None:
+                raise CheckpointError(
+                    f"{self.path / 'config.yaml'}: unknown model kind {kind!r} "
+                    f"(known: {', '.join(MODEL_KINDS)})"
+                )
+        return "ridge" if (self.path / "ridge.safetensors").exists() else "encoder"
+
+    @property
+    def finished(self) -> bool:
+        """Whether ``summary.json`` was written (the run completed)."""
+        return (self.path / "summary.json").exists()
+
+    def model_file(self) -> Path:
+        """The model to predict with: the run's model, else its latest checkpoint's."""
+        kind = self.model_kind
+        path = self.path / MODEL_KINDS[kind][0]
+        if path.exists() or kind != "encoder":
+            return path
+        latest = self.latest_checkpoint()
+        if latest is None:
+            raise CheckpointError(
+                f"{self.path}: no model found (not a run directory, or the "
+                "run has not finished an epoch yet)"
+            )
+        return latest / "model.safetensors"
+
+    def load_model(self) -> Any:
+        """The run's model (a :class:`~brainencoder.models.response.ResponseModel`)."""
+        return load_model_file(self.model_kind, self.model_file())
+
+    def store_path(self) -> Path:
+        """The store the run was trained on (from the header); it must still exist."""
+        try:
+            header = self.header
+        except CheckpointError as exc:
+            raise CheckpointError(f"{exc}; pass --store STORE") from None
+        if not isinstance(header.get("store"), str):
+            raise CheckpointError(f"{self.path / 'config.yaml'}: no store recorded; pass --store")
+        path = Path(header["store"])
+        if not path.exists():
+            raise CheckpointError(
+                f"{self.path}: the store it was trained on, {path}, is gone (moved or "
+                "deleted); pass --store NEW_PATH"
+            )
+        return path
+
+    def check_store(self, store: Any) -> None:
+        """Refuse a store that is not the run's: other data, image size, splits or vertex space.
+
+        Runs written before stores had an identity are checked on subjects only
+        (by the caller).
+
+        Raises
+        ------
+        CheckpointError
+            Naming the store, the run and what differs.
+        """
+        try:
+            recorded = self.header.get("store_identity")
+        except CheckpointError:
+            return  # nothing recorded to compare
+        if not isinstance(recorded, dict):
+            return
+        actual = store.identity()
+        differs = [k for k in _STORE_FIELDS if recorded.get(k) != actual[k]]
+        if differs:
+            raise CheckpointError(
+                f"{store.path} is not the store {self.path} was trained on (other "
+                f"{', '.join(_STORE_FIELDS[k] for k in differs)}); its numbers would be "
+                "wrong. Pass the run's store with --store"
+            )
+
+    # ------------------------------------------------------------------ writing
+    def save_model(self, model: Any, meta: Mapping[str, str] | None = None) -> Path:
+        """Write the run's model file atomically (``best.safetensors`` / ``ridge.safetensors``).
+
+        Parameters
+        ----------
+        model : Encoder or RidgeModel
+        meta : mapping of str to str, optional
+            Extra metadata of an encoder's model file (``store_image_size``).
+        """
+        from ..models.encoder import Encoder
+        from ..models.modelfile import save_encoder
+
+        if isinstance(model, Encoder):
+            path = self.path / MODEL_KINDS["encoder"][0]
+            save_encoder(model, path, dict(meta or {}))
+        else:
+            path = self.path / MODEL_KINDS["ridge"][0]
+            model.save(path)
+        return path
+
+    def write_json(self, name: str, data: Mapping[str, Any]) -> None:
+        """Write ``name`` (``best.json``, ``soup.json``, ...) atomically."""
+        write_json_atomic(self.path / name, dict(data))
+
+    def write_summary(self, summary: Mapping[str, Any]) -> None:
+        """Write ``summary.json`` (last: it marks the run finished)."""
+        self.write_json("summary.json", summary)
+
+    def summary(self) -> dict[str, Any]:
+        """``summary.json`` ({} while the run is unfinished)."""
+        path = self.path / "summary.json"
+        return read_json(path, "run summary") if path.exists() else {}
+
+    # ------------------------------------------------------------------ metrics
+    def append_metrics(self, record: Mapping[str, Any]) -> None:
+        """Append one record to ``metrics.jsonl`` (flushed to disk)."""
+        metrics_log.append(self.path / "metrics.jsonl", record)
+
+    def truncate_metrics(self, step: int) -> None:
+        """Drop records logged after ``step`` (they will be logged again on resume)."""
+        metrics_log.truncate(self.path / "metrics.jsonl", step)
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        """The records of ``metrics.jsonl``; cut or damaged lines are skipped with a warning."""
+        return metrics_log.read(self.path / "metrics.jsonl")
+
+    # ------------------------------------------------------------------ checkpoints
+    @property
+    def checkpoints(self) -> Path:
+        """The folder of resumable checkpoints."""
+        return self.path / "checkpoints"
+
+    def latest_checkpoint(self) -> Path | None:
+        """The newest complete checkpoint folder, or None."""
+        return checkpoint.latest_checkpoint(self.checkpoints)
+
+    def save_checkpoint(self, model: Any, optimizer: Any, scaler: Any, state: dict) -> Path:
+        """Write a complete checkpoint and point ``latest.json`` to it."""
+        return checkpoint.save_checkpoint(self.checkpoints, model, optimizer, scaler, state)
+
+
+def _owner(kind: str) -> str:
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"model kind must be one of {list(MODEL_KINDS)}; got {kind!r}")
+    return MODEL_KINDS[kind][1]
+
+
+def load_model_file(kind: str, path: Path) -> Any:
+    """The model in ``path``, a model file of ``kind`` (see :data:`MODEL_KINDS`)."""
+    if kind == "ridge":
+        from ..models.ridge import RidgeModel
+
+        return RidgeModel.load(path)
+    from ..models.modelfile import load_encoder
+
+    return load_encoder(path)
