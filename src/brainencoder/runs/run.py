@@ -172,7 +172,9 @@ class Run:
         if path.exists() and any(path.iterdir()):
             if not overwrite:
                 what = "a run" if owned_kind(path) == _owner(kind) else "files"
-                raise CheckpointError(f"{path} already holds {what}; pass --overwrite to replace it")
+                raise CheckpointError(
+                    f"{path} already holds {what}; pass --overwrite to replace it"
+                )
             check_replaceable(path, _owner(kind), inputs)
 
     def write_header(

@@ -17,11 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-import yaml
 
 from ..data.store import Store
 from ..util.errors import ConfigError
-from ..util.fileio import write_bytes_atomic, write_json_atomic
 
 __all__ = ["average_states", "soup_runs"]
 
@@ -100,8 +98,8 @@ def soup_runs(
     """
     from ..inference.store import split_stats, summarize_stats
     from ..models.encoder import Encoder
-    from .run import Run
     from .load import load_model
+    from .run import Run
 
     runs = [Path(r) for r in runs]
     out = Path(out)
@@ -150,7 +148,8 @@ def soup_runs(
     source = Run(runs[0]) if runs[0].is_dir() else None
     with Run.build(out, runs, overwrite=overwrite) as run:
         run.save_model(soup, {"store_image_size": str(store.image_size)})
-        settings = source.config if source is not None and (runs[0] / "config.yaml").exists() else {}
+        has_config = source is not None and (runs[0] / "config.yaml").exists()
+        settings = source.config if has_config else {}
         settings.pop("run", None)  # the first ingredient's settings, under a header of its own
         run.write_header("encoder", store, settings, soup_of=[str(r) for r in runs])
         run.write_json("soup.json", summary)
