@@ -12,20 +12,38 @@ outputs exist are reused, so a rerun is quick.
 
 from __future__ import annotations
 
+import argparse
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..data.layout import read_layout
-from ..data.prepare import prepare_store
-from ..data.synthetic import SyntheticConfig, make_synthetic
-from ..data.validate import validate_dataset
-from ..runs.run import Run
 from ..util.errors import BrainEncoderError
+from .options import add_seed
 
-__all__ = ["run_demo"]
+if TYPE_CHECKING:
+    from ..data.synthetic import SyntheticConfig
+
+__all__ = ["add_parser", "run", "run_demo"]
 
 logger = logging.getLogger(__name__)
 _CONFIGS = Path(__file__).parents[1] / "configs"
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``demo`` command to ``subparsers``."""
+    p = subparsers.add_parser("demo", help="run the whole pipeline on a synthetic dataset")
+    p.add_argument("out", type=Path, nargs="?", default=Path("demo-output"))
+    add_seed(p)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo; print where its outputs are."""
+    outputs = run_demo(args.out, seed=args.seed)
+    print("[demo] outputs:")
+    for name, path in outputs.items():
+        print(f"  {name:<12} {path}")
+    return 0
 
 
 def _score_row(table, subject: str) -> float:
@@ -65,11 +83,16 @@ def run_demo(
         Where each output is.
     """
     from ..baselines.ridge import FeatureSpec, fit_ridge_baseline
+    from ..data.layout import read_layout
+    from ..data.prepare import prepare_store
+    from ..data.synthetic import SyntheticConfig, make_synthetic
+    from ..data.validate import validate_dataset
     from ..evaluation.evaluate import evaluate_run
     from ..evaluation.figures import plot_run
     from ..evaluation.submission import score_submission, write_submission
     from ..inference.images import ensemble_predict
     from ..runs.load import load_model
+    from ..runs.run import Run
     from ..train.config import load_config
     from ..train.loop import train
 
@@ -199,10 +222,12 @@ def _adapt_step(
     import numpy as np
 
     from ..baselines.ridge import fit_subject_ridge
+    from ..data.layout import read_layout
     from ..data.store import Store
     from ..evaluation.evaluate import evaluate_run
     from ..evaluation.submission import subject_test_scores
     from ..experiments.adapt import AdaptConfig, adapt, choose_rows
+    from ..runs.run import Run
 
     subject = held_out[0]
     n_images = min(100, int(0.9 * len(read_layout(data, [subject])[subject].train_images)))

@@ -1,7 +1,9 @@
 """Command-line interface: ``brainencoder <command> ...``.
 
-Each command is a small function that parses nothing itself: argparse builds
-the arguments, the function calls the library. Errors derived from
+Each command is a module of this package with ``add_parser(subparsers)``,
+which declares its options, and ``run(args)``, which calls the library and
+returns the exit status. This module only collects them: it builds the top
+parser from :data:`COMMANDS` and dispatches. Errors derived from
 :class:`~brainencoder.util.errors.BrainEncoderError` are printed without a
 traceback and give exit status 1.
 """
@@ -12,96 +14,55 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from ..util.errors import BrainEncoderError
 from ..util.version import __version__
-from .types import non_negative_int, positive_int
+from . import (
+    adapt,
+    baseline,
+    compare,
+    demo,
+    evaluate,
+    explore,
+    import_original,
+    pca,
+    plot,
+    predict,
+    prepare,
+    report,
+    score,
+    soup,
+    submit,
+    synth,
+    train,
+    validate,
+)
 
-__all__ = ["main"]
+__all__ = ["COMMANDS", "build_parser", "main"]
 
 logger = logging.getLogger("brainencoder")
 
-
-# ----------------------------------------------------------------------------- commands
-
-
-def _cmd_synth(args: argparse.Namespace) -> int:
-    from ..data.synthetic import SyntheticConfig, make_synthetic
-
-    config = SyntheticConfig(
-        n_subjects=args.subjects,
-        n_train=args.n_train,
-        n_test=args.n_test,
-        n_vertices=args.vertices,
-        image_size=args.image_size,
-        held_out=args.held_out,
-        categories=args.categories,
-        seed=args.seed,
-    )
-    out = make_synthetic(args.out, config)
-    print(f"synthetic dataset: {out} (truth: {out / 'truth'})")
-    if args.held_out:
-        group = " ".join(f"subj{k + 1:02d}" for k in range(args.subjects))
-        print(
-            f"held out of group training: {', '.join(config.held_out_names())} "
-            f"(prepare the group with --subjects {group})"
-        )
-    return 0
-
-
-def _cmd_validate(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
-
-    from ..data.validate import validate_dataset
-
-    def progress(it, total):
-        return tqdm(it, total=total, unit="img", desc="check images", disable=None)
-
-    report = validate_dataset(args.data_root, check_images=not args.skip_images, progress=progress)
-    if report.layout is not None:
-        print(report.table())
-    for problem in report.problems:
-        print(problem)
-    n_block = sum(p.blocking for p in report.problems)
-    print(
-        f"{len(report.problems)} problem(s), {n_block} blocking training"
-        if report.problems
-        else "no problems found"
-    )
-    return 0 if report.ok else 1
-
-
-def _cmd_prepare(args: argparse.Namespace) -> int:
-    from ..data.prepare import prepare_store
-
-    store = prepare_store(
-        args.data_root,
-        args.store,
-        image_size=args.image_size,
-        fmri_dtype=args.fmri_dtype,
-        nan_policy=args.nan_policy,
-        split_seed=args.split_seed,
-        split_mode=args.split_mode,
-        subjects=args.subjects,
-        workers=args.workers,
-        overwrite=args.overwrite,
-    )
-    print(store.summary())
-    return 0
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
-
-    outputs = run_demo(args.out, seed=args.seed)
-    print("[demo] outputs:")
-    for name, path in outputs.items():
-        print(f"  {name:<12} {path}")
-    return 0
-
-
-# ----------------------------------------------------------------------------- parser
+# in the order ``brainencoder --help`` lists them
+COMMANDS = (
+    synth,
+    validate,
+    prepare,
+    demo,
+    pca,
+    train,
+    evaluate,
+    plot,
+    predict,
+    submit,
+    baseline,
+    report,
+    import_original,
+    explore,
+    compare,
+    soup,
+    score,
+    adapt,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,62 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"brainencoder {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("synth", help="write a synthetic dataset with planted truth")
-    p.add_argument("out", type=Path)
-    p.add_argument("--subjects", type=positive_int, default=3)
-    p.add_argument("--n-train", type=positive_int, default=300, help="training images of subj01")
-    p.add_argument("--n-test", type=positive_int, default=50, help="test images of subj01")
-    p.add_argument("--vertices", type=positive_int, default=1200, help="vertices per hemisphere")
-    p.add_argument("--image-size", type=positive_int, default=425)
-    p.add_argument(
-        "--held-out",
-        type=non_negative_int,
-        default=0,
-        help="extra subjects meant for 'adapt' (their own vertex subset)",
-    )
-    p.add_argument(
-        "--categories",
-        action="store_true",
-        help="plant face and place images with face- and place-selective patches",
-    )
-    p.add_argument("--seed", type=non_negative_int, default=0)
-    p.set_defaults(func=_cmd_synth)
-
-    p = sub.add_parser("validate", help="check a challenge-layout dataset")
-    p.add_argument("data_root", type=Path)
-    p.add_argument("--skip-images", action="store_true", help="do not decode-check images")
-    p.set_defaults(func=_cmd_validate)
-
-    p = sub.add_parser("prepare", help="decode images and copy fMRI into a store")
-    p.add_argument("data_root", type=Path)
-    p.add_argument("store", type=Path)
-    p.add_argument("--image-size", type=positive_int, default=256)
-    p.add_argument("--fmri-dtype", choices=("float32", "float16"), default="float32")
-    p.add_argument("--nan-policy", choices=("error", "zero"), default="error")
-    p.add_argument("--split-seed", type=non_negative_int, default=0)
-    p.add_argument(
-        "--split-mode",
-        choices=("image", "subject"),
-        default="image",
-        help="image: a shared image is in one split for all subjects (default); "
-        "subject: per-subject splits, as the original entry",
-    )
-    p.add_argument("--subjects", nargs="+", default=None, help="a subset (default: all)")
-    p.add_argument("--workers", type=positive_int, default=None)
-    p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=_cmd_prepare)
-
-    p = sub.add_parser("demo", help="run the whole pipeline on a synthetic dataset")
-    p.add_argument("out", type=Path, nargs="?", default=Path("demo-output"))
-    p.add_argument("--seed", type=non_negative_int, default=0)
-    p.set_defaults(func=_cmd_demo)
-
-    from .experiment_commands import add_experiment_commands
-    from .model_commands import add_model_commands
-
-    add_model_commands(sub)
-    add_experiment_commands(sub)
+    for command in COMMANDS:
+        command.add_parser(sub).set_defaults(func=command.run)
     return parser
 
 

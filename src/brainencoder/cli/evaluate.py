@@ -1,0 +1,50 @@
+"""``brainencoder evaluate``: metrics of a run on a split, per subject and ROI."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .options import add_plugin, add_store, load_plugins
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``evaluate`` command to ``subparsers``."""
+    p = subparsers.add_parser("evaluate", help="metrics of a run on a split, per subject and ROI")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument(
+        "--split",
+        default="testval",
+        choices=("val", "testval", "train", "all", "test"),
+        help="'test' needs held-back test responses in --noise-ceiling DIR",
+    )
+    add_store(p, "default: the run's store")
+    p.add_argument(
+        "--noise-ceiling",
+        type=Path,
+        default=None,
+        help="folder with subjXX/{lh,rh}_noise_ceiling.npy (fractions)",
+    )
+    add_plugin(p)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate; print the summary table and the challenge score."""
+    from ..evaluation.evaluate import evaluate_run, summary_table
+
+    load_plugins(args.plugins)
+    table = evaluate_run(args.run_dir, args.split, args.store, args.noise_ceiling)
+    print(summary_table(table))
+    overall = table[(table.subject == "all") & (table.statistic == "mean")]
+    score = overall[overall.metric == "score"]
+    if len(score):
+        positive = overall[overall.metric == "score_nc_positive"].value.iloc[0]
+        print(
+            f"challenge score (the devkit's: mean over every vertex): {score.value.iloc[0]:.2f}%"
+            f"  [mean over vertices with noise ceiling > 0 only: {positive:.2f}%]"
+        )
+    print(f"wrote {Path(args.run_dir) / 'eval' / args.split / 'metrics.csv'}")
+    return 0

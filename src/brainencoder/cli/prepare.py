@@ -1,0 +1,53 @@
+"""``brainencoder prepare``: decode images and copy fMRI into a store."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .options import add_overwrite
+from .types import non_negative_int, positive_int
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``prepare`` command to ``subparsers``."""
+    p = subparsers.add_parser("prepare", help="decode images and copy fMRI into a store")
+    p.add_argument("data_root", type=Path)
+    p.add_argument("store", type=Path)
+    p.add_argument("--image-size", type=positive_int, default=256)
+    p.add_argument("--fmri-dtype", choices=("float32", "float16"), default="float32")
+    p.add_argument("--nan-policy", choices=("error", "zero"), default="error")
+    p.add_argument("--split-seed", type=non_negative_int, default=0)
+    p.add_argument(
+        "--split-mode",
+        choices=("image", "subject"),
+        default="image",
+        help="image: a shared image is in one split for all subjects (default); "
+        "subject: per-subject splits, as the original entry",
+    )
+    p.add_argument("--subjects", nargs="+", default=None, help="a subset (default: all)")
+    p.add_argument("--workers", type=positive_int, default=None)
+    add_overwrite(p)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Write the store; print its summary."""
+    from ..data.prepare import prepare_store
+
+    store = prepare_store(
+        args.data_root,
+        args.store,
+        image_size=args.image_size,
+        fmri_dtype=args.fmri_dtype,
+        nan_policy=args.nan_policy,
+        split_seed=args.split_seed,
+        split_mode=args.split_mode,
+        subjects=args.subjects,
+        workers=args.workers,
+        overwrite=args.overwrite,
+    )
+    print(store.summary())
+    return 0
