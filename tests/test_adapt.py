@@ -126,7 +126,7 @@ def test_adapt_errors_a_user_will_hit(group, tmp_path, capsys):
         )
         == 0
     )
-    with pytest.raises(BrainEncoderError, match="already holds files; pass --overwrite"):
+    with pytest.raises(BrainEncoderError, match="already holds a run; pass --overwrite"):
         adapt(run, data, "subj04", tmp_path / "a5", n_images=30, config=QUICK)
 
 
@@ -205,3 +205,32 @@ def test_every_readout_adapts_and_leaves_the_others_bit_identical(group, readout
     # the adapted run is a run like any other
     again = load_model(tmp_path / "ad")
     np.testing.assert_array_equal(again.predict(images, "subj04")["lh"], new["lh"])
+
+
+def test_adapted_run_scores_every_subject_on_its_own_store(group, tmp_path):
+    """A store that also holds the group's subjects (other splits) is used only for the new one."""
+    from brainencoder.evaluation.evaluate import evaluate_run
+    from brainencoder.util.errors import CheckpointError
+
+    data, store, run = group
+    both = prepare_store(
+        data, tmp_path / "both", image_size=32, subjects=[*GROUP, "subj04"], progress=False
+    )
+    adapt(run, both.path, "subj04", tmp_path / "ad", n_images=30, config=QUICK)
+    before = evaluate_run(run, "val", out_dir=tmp_path / "e1")
+    after = evaluate_run(tmp_path / "ad", "val", out_dir=tmp_path / "e2")
+    assert set(after.subject) == {*GROUP, "subj04", "all"}
+    for name in GROUP:  # the old subjects: their own store and splits, the same numbers
+        a = before[before.subject == name].reset_index(drop=True)
+        b = after[after.subject == name].reset_index(drop=True)
+        assert a.equals(b), name
+    # naming a store selects the subjects recorded for it; another store is refused
+    only_new = evaluate_run(tmp_path / "ad", "val", store=both, out_dir=tmp_path / "e3")
+    assert set(only_new.subject) == {"subj04", "all"}
+    only_old = evaluate_run(tmp_path / "ad", "val", store=store, out_dir=tmp_path / "e4")
+    assert set(only_old.subject) == {*GROUP, "all"}
+    other = prepare_store(
+        data, tmp_path / "other", image_size=32, subjects=GROUP, split_seed=5, progress=False
+    )
+    with pytest.raises(CheckpointError, match=r"is not the store .* \(other splits\)"):
+        evaluate_run(tmp_path / "ad", "val", store=other, out_dir=tmp_path / "e5")

@@ -139,6 +139,30 @@ class GroupSpace:
         self.subject_index(subject)
         return {h: data[..., self.columns[subject][h]] for h in HEMIS}
 
+    def to_fsaverage(self, subject: str, hemi: str, values: np.ndarray) -> np.ndarray:
+        """A subject's values of one hemisphere on the whole fsaverage mesh (NaN elsewhere).
+
+        Parameters
+        ----------
+        subject : str
+        hemi : {"lh", "rh"}
+        values : ndarray of shape (..., n_vertices of the subject in ``hemi``)
+
+        Returns
+        -------
+        ndarray of float, shape (..., n_fsaverage)
+        """
+        offset = self.hemi_slice(hemi).start
+        index = self.vertices[hemi][self.columns[subject][hemi] - offset]
+        values = np.asarray(values)
+        if values.shape[-1] != index.size:
+            raise DataError(
+                f"{subject} {hemi}: {values.shape[-1]} values, expected {index.size} (its vertices)"
+            )
+        out = np.full((*values.shape[:-1], self.n_fsaverage[hemi]), np.nan)
+        out[..., index] = values
+        return out
+
     def fsaverage_masks(self, subject: str) -> dict[str, np.ndarray]:
         """The subject's ``all-vertices`` masks, shape (n_fsaverage,) per hemisphere."""
         self.subject_index(subject)

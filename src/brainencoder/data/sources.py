@@ -28,7 +28,9 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "ImageArray",
     "ImageFiles",
+    "ImageList",
     "ImageSource",
+    "as_image_source",
     "list_images",
     "open_images",
 ]
@@ -237,7 +239,113 @@ class ImageArray:
         self.close()
 
 
-ImageSource = ImageFiles | ImageArray
+class ImageList:
+    """Images already in memory: PIL images, or uint8 RGB arrays (one (N, H, W, 3) or a list).
+
+    Each is converted and resized exactly as a decoded file is (the same modes
+    refused or converted, bicubic resize), so a notebook's images give the
+    predictions their files would.
+
+    Parameters
+    ----------
+    images : sequence of PIL.Image or ndarray of uint8, shape (N, H, W, 3) or (H, W, 3) each
+    """
+
+    def __init__(self, images: Sequence) -> None:
+        self.images = list(images)
+        for index, image in enumerate(self.images):
+            if isinstance(image, np.ndarray):
+                if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
+                    raise DataError(
+                        f"image {index}: arrays must be uint8 RGB of shape (height, width, 3); "
+                        f"got {image.dtype} {image.shape}"
+                        + (
+                            " (channels first? use array.transpose(1, 2, 0))"
+                            if image.ndim == 3 and image.shape[0] == 3
+                            else ""
+                        )
+                    )
+            elif not hasattr(image, "mode") or not hasattr(image, "resize"):
+                raise DataError(
+                    f"image {index}: a {type(image).__name__} is not an image; pass PIL images, "
+                    "uint8 arrays (H, W, 3), file paths or a folder"
+                )
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def names(self) -> list[str]:
+        """The images' positions, as text."""
+        return [str(i) for i in range(len(self.images))]
+
+    def load(self, index: int, size: int | None = None) -> np.ndarray:
+        """Image ``index`` as uint8 (size, size, 3), resized like a decoded file."""
+        from PIL import Image
+
+        from .images import to_rgb
+
+        image = self.images[index]
+        pil = Image.fromarray(image) if isinstance(image, np.ndarray) else image
+        pil = to_rgb(pil, f"image {index}")
+        if size is not None and pil.size != (size, size):
+            pil = pil.resize((size, size), Image.Resampling.BICUBIC)
+        return np.asarray(pil, dtype=np.uint8)
+
+    def key(self) -> str:
+        """A hash of the pixels (for caches)."""
+        digest = hashlib.sha256()
+        for index in range(len(self.images)):
+            digest.update(self.load(index).tobytes())
+        return digest.hexdigest()
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+    def __enter__(self) -> ImageList:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+ImageSource = ImageFiles | ImageArray | ImageList
+
+
+def as_image_source(images: object) -> ImageSource:
+    """Any way a user holds images, as an image source.
+
+    Parameters
+    ----------
+    images : ImageSource, path, sequence of paths, PIL image(s) or uint8 array
+        A folder, an array file (``.npy``, HDF5) or one image file; a list of
+        image files; PIL images; a uint8 array (N, H, W, 3) or one image (H, W, 3).
+
+    Returns
+    -------
+    ImageFiles, ImageArray or ImageList
+    """
+    if isinstance(images, ImageFiles | ImageArray | ImageList):
+        return images
+    if isinstance(images, str | Path):
+        path = Path(images)
+        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+            return ImageFiles([path])
+        return open_images(path)
+    if isinstance(images, np.ndarray):
+        if images.ndim == 3:
+            images = images[None]
+        if images.ndim != 4:
+            raise DataError(
+                f"an image array must be (N, height, width, 3) uint8; got shape {images.shape}"
+            )
+        return ImageList(list(images))
+    if hasattr(images, "mode") and hasattr(images, "resize"):  # one PIL image
+        return ImageList([images])
+    items = list(images)  # type: ignore[call-overload]
+    if items and all(isinstance(x, str | Path) for x in items):
+        return ImageFiles([Path(x) for x in items])
+    return ImageList(items)
 
 
 def open_images(

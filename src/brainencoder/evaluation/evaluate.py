@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -16,7 +17,7 @@ from ..runs.run import Run
 from ..util.errors import DataError
 from ..util.fileio import atomic_path
 
-__all__ = ["evaluate_run", "load_noise_ceiling", "read_test_responses"]
+__all__ = ["evaluate_run", "load_noise_ceiling", "read_numeric_npy", "read_test_responses"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,42 @@ def load_noise_ceiling(folder: str | Path, subject: str, hemi: str, n_vertices: 
     return nc
 
 
+def read_numeric_npy(path: str | Path, what: str) -> np.ndarray:
+    """The finite real numbers of the .npy file ``path`` (never unpickled).
+
+    Parameters
+    ----------
+    path : path
+    what : str
+        What the file holds, for messages ("held-back test responses").
+
+    Raises
+    ------
+    DataError
+        One line naming the file: missing, unreadable, pickled objects, not
+        real numbers, or NaN / inf.
+    """
+    path = Path(path)
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(f"{path}: {what} not found") from None
+    except (ValueError, OSError, EOFError) as exc:
+        reason = " ".join(str(exc).split())
+        raise DataError(
+            f"{path}: cannot read {what} ({reason}); it must be a .npy array of numbers "
+            "(pickled objects are never loaded)"
+        ) from None
+    if not isinstance(arr, np.ndarray):  # an .npz archive under a .npy name
+        arr.close()
+        raise DataError(f"{path}: {what} must be a .npy array, not an .npz archive")
+    if arr.dtype.kind not in "fiu":
+        raise DataError(f"{path}: {what} of dtype {arr.dtype}; expected real numbers")
+    if not np.isfinite(arr).all():
+        raise DataError(f"{path}: {what} hold NaN or inf values")
+    return arr
+
+
 def read_test_responses(
     folder: str | Path | None, subject: str, n_test: int, n_vertices: dict[str, int]
 ) -> np.ndarray:
@@ -57,14 +94,22 @@ def read_test_responses(
     parts = []
     for h in HEMIS:
         path = Path(folder) / subject / f"{h}_test_fmri.npy"
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except FileNotFoundError:
-            raise DataError(f"{path}: held-back test responses not found") from None
+        arr = read_numeric_npy(path, "held-back test responses")
         if arr.shape != (n_test, n_vertices[h]):
             raise DataError(f"{path}: shape {arr.shape}, expected {(n_test, n_vertices[h])}")
         parts.append(arr)
     return np.concatenate(parts, axis=1)
+
+
+def _layout(store: Store, seen: dict[Path, Any]) -> Any:
+    """The ROI labels of the data ``store`` was prepared from (None when unreadable), once."""
+    if store.path not in seen:
+        try:
+            seen[store.path] = read_layout(store.manifest["source"]["root"], store.names)
+        except DataError as exc:
+            logger.warning("ROI tables skipped: cannot read the source dataset (%s)", exc)
+            seen[store.path] = None
+    return seen[store.path]
 
 
 def evaluate_run(
@@ -101,19 +146,18 @@ def evaluate_run(
     import pandas as pd
 
     run_dir = Path(run_dir)
-    if not isinstance(store, Store):
-        store = Store(store if store is not None else Run(run_dir).store_path())
-    if run_dir.is_dir():
-        Run(run_dir).check_store(store)
+    if store is not None and not isinstance(store, Store):
+        store = Store(store)
+    if store is None and not run_dir.is_dir():
+        raise DataError(f"{run_dir}: a model file records no store; pass --store STORE")
     model = load_model(run_dir)
-    model.space.check_subjects_match(store.space, str(store.path))  # a subset is fine
-    try:
-        layout = read_layout(store.manifest["source"]["root"], store.names)
-    except DataError as exc:
-        logger.warning("ROI tables skipped: cannot read the source dataset (%s)", exc)
-        layout = None
+    if store is not None:
+        model.space.check_subjects_match(store.space, str(store.path))  # a subset is fine
+    pairs = Run(run_dir).subject_stores(model.space.subjects, store)
+    layouts: dict[Path, Any] = {}
     rows_out, per_vertex = [], {}
-    for name in store.names:
+    for name, store in pairs:  # every subject on the store (and splits) it was trained on
+        layout = _layout(store, layouts)
         info = store.subject(name)
         if split == "test":
             truth = read_test_responses(noise_ceiling, name, info.n_test, info.n_vertices)
@@ -121,7 +165,7 @@ def evaluate_run(
             targets = lambda r, truth=truth: truth[r]  # noqa: E731
         else:
             rows = store.split_rows(name, split)
-            targets = lambda r, name=name: store.read_fmri(name, r)  # noqa: E731
+            targets = lambda r, name=name, store=store: store.read_fmri(name, r)  # noqa: E731
         stats = StreamingStats(sum(info.n_vertices.values()))
         for pos, pred in predict_store_rows(model, store, name, rows, test=split == "test"):
             stats.update(pred, targets(rows[pos]))

@@ -21,11 +21,7 @@ _LABELS = {
 
 def to_fsaverage(space: GroupSpace, subject: str, hemi: str, values: np.ndarray) -> np.ndarray:
     """Challenge-space values of one hemisphere -> fsaverage array (NaN elsewhere)."""
-    offset = space.hemi_slice(hemi).start
-    fs_index = space.vertices[hemi][space.columns[subject][hemi] - offset]
-    out = np.full(space.n_fsaverage[hemi], np.nan)
-    out[fs_index] = values
-    return out
+    return space.to_fsaverage(subject, hemi, values)
 
 
 def plot_run(

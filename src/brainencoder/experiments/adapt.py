@@ -42,12 +42,13 @@ from ..inference.store import summarize_stats
 from ..models.encoder import Encoder
 from ..runs.load import load_model
 from ..runs.run import Run
+from ..runs.stores import recorded_stores, store_record
 from ..train.config import TrainConfig, parse_overrides
 from ..train.distributed import DistInfo
 from ..train.losses import create_loss
 from ..train.step import TrainStep
 from ..util.errors import ConfigError, DataError
-from ..util.typecheck import from_mapping
+from ..util.typecheck import check_seed, from_mapping
 
 __all__ = ["AdaptConfig", "adapt", "choose_rows", "load_adapt_config"]
 
@@ -195,6 +196,7 @@ def adapt(
     start = time.perf_counter()
     config = config or AdaptConfig()
     config.validate()
+    seed = check_seed("seed", seed)
     run, data, out = Path(run), Path(data), Path(out)
     Run.check_target(out, [run, data], overwrite)
     model = load_model(run)
@@ -222,11 +224,13 @@ def adapt(
             "n_images": int(train_rows.size + val_rows.size),
             "seed": seed,
         }
+        group, own = recorded_stores(run)
+        own[subject] = store_record(store, (out / "store").absolute() if inside else None)
         target.write_header(
             "encoder",
-            store,
+            group,
             {"adapt": {**settings, **asdict(config)}},
-            store_path=(out / "store").absolute() if inside else None,
+            subject_stores=own,
             adapted_from=str(run.absolute()),
         )
         summary["seconds"] = time.perf_counter() - start

@@ -40,18 +40,12 @@ from ..util.ownership import (
     replace_owned,
 )
 from ..util.version import __version__, git_revision
-from . import checkpoint, metrics_log
+from . import checkpoint, metrics_log, stores
 
 __all__ = ["MODEL_KINDS", "Run", "load_model_file"]
 
 # model kind -> (model file name, ownership kind of the folder)
 MODEL_KINDS = {"encoder": ("best.safetensors", "run"), "ridge": ("ridge.safetensors", "ridge-run")}
-_STORE_FIELDS = {
-    "fingerprint": "data",
-    "image_size": "image size",
-    "splits": "splits",
-    "space": "vertex space",
-}
 
 PathLike = str | os.PathLike
 
@@ -191,8 +185,9 @@ class Run:
         ----------
         kind : {"encoder", "ridge"}
             The kind of model the run holds.
-        store : Store or None
-            The store the model was trained on (path and identity are recorded).
+        store : Store, mapping or None
+            The store the model was trained on (path and identity are recorded),
+            or a record copied from another run's header.
         settings : mapping
             The resolved configuration (training config, adapt settings, ...).
         store_path : path, optional
@@ -209,8 +204,7 @@ class Run:
             "torch_version": str(torch.__version__),
         }
         if store is not None:
-            header["store"] = str(Path(store_path or store.path).absolute())
-            header["store_identity"] = store.identity()
+            header.update(stores.store_record(store, store_path))
         header.update(extra)
         text = yaml.safe_dump({"run": header, **dict(settings)}, sort_keys=False)
         write_bytes_atomic(self.path / "config.yaml", text.encode())
@@ -289,7 +283,7 @@ class Run:
         return path
 
     def check_store(self, store: Any) -> None:
-        """Refuse a store that is not the run's: other data, image size, splits or vertex space.
+        """Refuse a store that is none of the run's: other data, image size, splits or space.
 
         Runs written before stores had an identity are checked on subjects only
         (by the caller).
@@ -300,19 +294,20 @@ class Run:
             Naming the store, the run and what differs.
         """
         try:
-            recorded = self.header.get("store_identity")
+            header = self.header
         except CheckpointError:
-            return  # nothing recorded to compare
-        if not isinstance(recorded, dict):
+            return  # not a run folder: nothing recorded to compare
+        if not isinstance(header.get("store_identity"), dict) and not header.get("subject_stores"):
             return
-        actual = store.identity()
-        differs = [k for k in _STORE_FIELDS if recorded.get(k) != actual[k]]
-        if differs:
-            raise CheckpointError(
-                f"{store.path} is not the store {self.path} was trained on (other "
-                f"{', '.join(_STORE_FIELDS[k] for k in differs)}); its numbers would be "
-                "wrong. Pass the run's store with --store"
-            )
+        stores.subject_stores(self.path, header, store.names, store)
+
+    def subject_stores(self, subjects: list[str], store: Any = None) -> list[tuple[str, Any]]:
+        """The subjects to score, each with its own store (see :func:`.stores.subject_stores`)."""
+        try:
+            header = self.header
+        except CheckpointError:
+            header = {}
+        return stores.subject_stores(self.path, header, subjects, store)
 
     # ------------------------------------------------------------------ writing
     def save_model(self, model: Any, meta: Mapping[str, str] | None = None) -> Path:

@@ -1,0 +1,131 @@
+"""A trained model, loaded for use in Python: subjects, predictions, maps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data.sources import as_image_source
+from ..runs.load import load_model
+from ..runs.run import Run
+from ..util.errors import BrainEncoderError, DataError
+from .predictions import Prediction
+
+__all__ = ["Model", "load"]
+
+
+class Model:
+    """A trained model (encoder, ridge baseline or ensemble) and where it came from.
+
+    Use :func:`load` to get one.
+
+    Attributes
+    ----------
+    model : ResponseModel
+        The underlying model (:class:`~brainencoder.models.encoder.Encoder`,
+        :class:`~brainencoder.models.ridge.RidgeModel`, ...).
+    path : Path
+        The run folder or model file it was loaded from.
+    """
+
+    def __init__(self, model: Any, path: Path) -> None:
+        self.model, self.path = model, path
+
+    def __repr__(self) -> str:
+        return f"Model({str(self.path)!r}, subjects={self.subjects})"
+
+    @property
+    def subjects(self) -> list[str]:
+        """The subjects the model predicts."""
+        return list(self.model.space.subjects)
+
+    @property
+    def space(self):
+        """The model's vertex space (:class:`~brainencoder.core.space.GroupSpace`)."""
+        return self.model.space
+
+    def data_root(self, subject: str) -> Path | None:
+        """The challenge-layout folder of ``subject``'s store (its ROI files), if known."""
+        if not self.path.is_dir():
+            return None
+        try:
+            pairs = Run(self.path).subject_stores([subject])
+        except BrainEncoderError:
+            return None
+        for _, store in pairs:
+            root = store.manifest.get("source", {}).get("root")
+            return Path(root) if root else None
+        return None
+
+    def predict(
+        self, images: Any, subject: str, batch_size: int = 32, workers: int | None = 0
+    ) -> Prediction:
+        """Predicted responses of ``subject`` to ``images``.
+
+        Parameters
+        ----------
+        images : PIL image(s), ndarray of uint8 (N, H, W, 3), path(s), folder or array file
+            Any size and mode; each image is converted and resized exactly as
+            ``brainencoder predict`` does with files.
+        subject : str
+            One of :attr:`subjects`.
+        batch_size : int, default=32
+        workers : int or None, default=0
+            Decoding threads (None: one per CPU).
+
+        Returns
+        -------
+        Prediction
+            ``.lh``, ``.rh`` of shape (N, n_vertices_hemi); ``.to_fsaverage()``, ``.roi(name)``.
+
+        Examples
+        --------
+        >>> import brainencoder as be                            # doctest: +SKIP
+        >>> model = be.load("runs/phase2")                       # doctest: +SKIP
+        >>> pred = model.predict("my_images/", subject="subj01") # doctest: +SKIP
+        """
+        from ..inference.images import predict_images
+
+        if subject not in self.subjects:
+            raise DataError(
+                f"unknown subject {subject!r}; the model has {', '.join(self.subjects)}"
+            )
+        source = as_image_source(images)
+        if len(source) == 0:
+            raise DataError("no images to predict")
+        out = predict_images(self.model, source, subject, batch_size, False, workers)
+        return Prediction(
+            subject,
+            np.asarray(out["lh"]),
+            np.asarray(out["rh"]),
+            self.model.space,
+            self.data_root(subject),
+        )
+
+
+def load(path: str | Path) -> Model:
+    """Load a trained model: a run folder (any kind) or a model file.
+
+    Parameters
+    ----------
+    path : path
+        A run folder written by ``train``, ``adapt``, ``baseline``, ``soup``, or a
+        ``.safetensors`` model file (``import-original`` writes one).
+
+    Returns
+    -------
+    Model
+
+    Examples
+    --------
+    >>> import brainencoder as be                                # doctest: +SKIP
+    >>> model = be.load("demo-output/runs/phase2")               # doctest: +SKIP
+    >>> model.subjects                                           # doctest: +SKIP
+    ['subj01', 'subj02', 'subj03']
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such run folder or model file")
+    return Model(load_model(path), path)

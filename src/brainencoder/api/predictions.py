@@ -1,0 +1,108 @@
+"""Predicted responses of one subject, with the maps a notebook user reaches for."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..core.space import HEMIS, GroupSpace
+from ..util.errors import DataError
+
+__all__ = ["Prediction"]
+
+
+@dataclass
+class Prediction:
+    """One subject's predicted responses to N images, per hemisphere.
+
+    Attributes
+    ----------
+    subject : str
+    lh, rh : ndarray of float32, shape (N, n_vertices of the subject in that hemisphere)
+        In the subject's challenge space (the columns of its fMRI files).
+    space : GroupSpace
+        The model's vertex space (which fsaverage vertex each column is).
+    data : path or None
+        The challenge-layout folder the model's ROI labels come from (for :meth:`roi`).
+
+    Examples
+    --------
+    >>> pred = model.predict(images, subject="subj01")          # doctest: +SKIP
+    >>> pred.lh.shape                                            # doctest: +SKIP
+    (20, 19004)
+    >>> fs = pred.to_fsaverage()["lh"]                           # doctest: +SKIP
+    >>> fs.shape                                                 # NaN off the subject's vertices
+    (20, 163842)
+    >>> pred.roi("FFA-1").mean(1)                                # doctest: +SKIP
+    """
+
+    subject: str
+    lh: np.ndarray
+    rh: np.ndarray
+    space: GroupSpace = field(repr=False)
+    data: Path | None = None
+
+    def __len__(self) -> int:
+        return int(self.lh.shape[0])
+
+    def __getitem__(self, hemi: str) -> np.ndarray:
+        if hemi not in HEMIS:
+            raise KeyError(f"hemi must be one of {HEMIS}; got {hemi!r}")
+        return self.lh if hemi == "lh" else self.rh
+
+    def both(self) -> np.ndarray:
+        """Both hemispheres side by side, lh first: (N, n_lh + n_rh)."""
+        return np.concatenate([self.lh, self.rh], axis=1)
+
+    def to_fsaverage(self) -> dict[str, np.ndarray]:
+        """Full fsaverage arrays per hemisphere, NaN outside the subject's vertices.
+
+        Returns
+        -------
+        dict of str to ndarray of float64, shape (N, n_fsaverage)
+            ``"lh"`` and ``"rh"`` (163,842 vertices each on fsaverage).
+        """
+        return {h: self.space.to_fsaverage(self.subject, h, self[h]) for h in HEMIS}
+
+    def roi(self, name: str, data: str | Path | None = None) -> np.ndarray:
+        """The predictions at the vertices of ROI ``name`` (both hemispheres).
+
+        Parameters
+        ----------
+        name : str
+            An ROI of the challenge's label files (``"FFA-1"``, ``"PPA"``, ``"V1v"``...).
+        data : path, optional
+            The challenge-layout folder with the subject's ROI files
+            (default: the data the model's store was prepared from).
+
+        Returns
+        -------
+        ndarray of float32, shape (N, n_roi_vertices)
+
+        Raises
+        ------
+        DataError
+            For an unknown name (listing the valid ones), or when no ROI files are known.
+        """
+        return self.both()[:, self.roi_mask(name, data)]
+
+    def roi_mask(self, name: str, data: str | Path | None = None) -> np.ndarray:
+        """Boolean mask over the subject's columns (lh then rh) of ROI ``name``."""
+        from ..data.layout import read_layout
+        from ..experiments.explore import roi_columns
+
+        root = data if data is not None else self.data
+        if root is None:
+            raise DataError(
+                "no ROI label files known for this model (a bare model file): pass data="
+                "the challenge-layout folder holding the subject's roi_masks"
+            )
+        layout = read_layout(root, [self.subject])
+        return roi_columns(layout, self.subject, name)
+
+    def as_dict(self) -> dict[str, Any]:
+        """``{"lh": ..., "rh": ...}`` (what ``brainencoder predict`` writes)."""
+        return {"lh": self.lh, "rh": self.rh}
