@@ -22,7 +22,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from brainencoder.core.regions import RegionLabels
-from brainencoder.models.readouts import create_readout, list_readouts
+from brainencoder.models.readouts import ReadoutContext, create_readout, list_readouts
 
 SUBJECTS = [f"subj0{i}" for i in range(1, 9)]
 
@@ -30,13 +30,13 @@ SUBJECTS = [f"subj0{i}" for i in range(1, 9)]
 def measure(name: str, n_vertices: int, batch: int) -> tuple[int, float, float]:
     spatial = name == "point"
     shapes = [(768, 16, 16) if spatial else (768, 257)] * 6
-    context = {}
+    context = ReadoutContext()
     if name == "roi_query":  # 24 regions of the challenge's ROI groups + "other"
         labels = np.random.default_rng(0).integers(0, 25, n_vertices)
-        context["regions"] = RegionLabels(labels, [f"roi{i}" for i in range(1, 25)])
+        context = ReadoutContext(regions=RegionLabels(labels, [f"roi{i}" for i in range(1, 25)]))
     options = {"latent_dim": 2048, "hidden_dim": 1024} if name.startswith("grouplin") else {}
     torch.manual_seed(0)
-    readout = create_readout(name, shapes, SUBJECTS, n_vertices, **context, **options).train()
+    readout = create_readout(name, shapes, SUBJECTS, n_vertices, context, **options).train()
     params = sum(p.numel() for p in readout.parameters() if p.requires_grad)
     feats = [torch.randn(batch, *s) for s in shapes]
     subject = torch.arange(batch) % len(SUBJECTS)

@@ -8,9 +8,10 @@ import stat
 import numpy as np
 import pytest
 
-from brainencoder.baselines.ridge import _fit, fit_ridge_baseline
+from brainencoder.baselines.ridge import fit_ridge_baseline
 from brainencoder.cli.main import main
 from brainencoder.data.prepare import prepare_store
+from brainencoder.models.solvers import RIDGE_SOLVERS
 from brainencoder.util.ownership import MARKER, owned_kind
 from conftest import TINY_TRAIN
 
@@ -94,7 +95,7 @@ def test_outputs_follow_the_umask(synth_root, tmp_path):
 def test_every_ridge_solver_fits_the_ridge_solution(rng, solver):
     x = rng.standard_normal((80, 6)).astype(np.float32)
     y = (x @ rng.standard_normal((6, 3)) + 0.1 * rng.standard_normal((80, 3))).astype(np.float32)
-    fit = _fit(solver, x, y, np.array([10.0]), 5)
+    fit = RIDGE_SOLVERS.get(solver)(x, y, np.array([10.0]), 5)
     xc, yc = x - x.mean(0), y - y.mean(0)
     coef = np.linalg.solve(xc.T @ xc + 10.0 * np.eye(6), xc.T @ yc)
     np.testing.assert_allclose(fit.coef, coef, rtol=1e-3, atol=1e-4)

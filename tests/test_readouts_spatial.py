@@ -11,7 +11,7 @@ from brainencoder.cli.main import main
 from brainencoder.core.regions import RegionLabels, group_regions
 from brainencoder.data.layout import read_layout
 from brainencoder.models.modelfile import load_encoder
-from brainencoder.models.readouts import create_readout
+from brainencoder.models.readouts import ReadoutContext, create_readout
 from brainencoder.train.config import load_config
 from brainencoder.train.loop import train
 from brainencoder.train.step import param_groups
@@ -157,7 +157,7 @@ def test_roi_query_maps_each_vertex_from_its_region():
         [(4, 3, 3), (4, 5)],
         SUBJECTS,
         6,
-        regions=RegionLabels(labels, ["A", "B"]),
+        context=ReadoutContext(regions=RegionLabels(labels, ["A", "B"])),
         dim=8,
         heads=2,
         dropout=0.0,
@@ -179,7 +179,7 @@ def test_roi_query_maps_each_vertex_from_its_region():
     with pytest.raises(ConfigError, match="needs the data's ROI labels"):
         create_readout("roi_query", [(4, 3, 3)], SUBJECTS, 6)
     with pytest.raises(ConfigError, match="must be a positive multiple of 'heads'"):
-        create_readout("roi_query", [(4, 3, 3)], SUBJECTS, 6, regions=None, dim=10, heads=3)
+        create_readout("roi_query", [(4, 3, 3)], SUBJECTS, 6, dim=10, heads=3)
 
 
 def test_group_regions_take_the_most_specific_roi(synth_root, store):

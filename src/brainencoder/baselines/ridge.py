@@ -3,9 +3,9 @@
 ``brainencoder baseline ridge`` fits, per subject, a linear map from image
 features to every vertex on the store's train split, with a per-vertex alpha
 chosen by 5-fold cross-validation (:func:`~brainencoder.models.solvers.ridge_cv`,
-or himalaya's ``RidgeCV``, or scikit-learn's). ``brainencoder baseline devkit``
-is the official Algonauts 2023 tutorial's model: PCA (100 components) of one
-layer's features and ordinary least squares.
+or himalaya's ``RidgeCV``, or scikit-learn's, or a solver a plugin registers).
+``brainencoder baseline devkit`` is the official Algonauts 2023 tutorial's
+model: PCA (100 components) of one layer's features and ordinary least squares.
 
 Features (:class:`~brainencoder.models.extractor.FeatureSpec`, re-exported
 here): downsampled pixels, or spatially pooled maps of chosen trunk layers
@@ -26,9 +26,8 @@ import numpy as np
 from ..data.store import Store
 from ..models.extractor import FeatureExtractor, FeatureSpec
 from ..models.ridge import RidgeModel
-from ..models.solvers import RidgeFit, ols, ridge_cv
+from ..models.solvers import RIDGE_SOLVERS, ridge_cv
 from ..runs.run import Run
-from ..util.errors import ConfigError
 
 __all__ = [
     "FeatureExtractor",
@@ -39,35 +38,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-_SOLVERS = ("torch", "himalaya", "sklearn", "ols")
-
-
-def _fit(solver: str, X: np.ndarray, Y: np.ndarray, alphas: np.ndarray, n_folds: int) -> RidgeFit:
-    if solver == "torch":
-        return ridge_cv(X, Y, alphas, n_folds)
-    if solver == "ols":
-        return ols(X, Y)
-    if solver == "himalaya":
-        from himalaya.ridge import RidgeCV
-
-        model = RidgeCV(alphas=alphas, cv=n_folds, fit_intercept=True).fit(X, Y)
-        return RidgeFit(
-            np.asarray(model.coef_, np.float32),
-            np.asarray(model.intercept_, np.float32),
-            np.asarray(model.best_alphas_),
-            np.asarray(model.cv_scores_),
-        )
-    from sklearn.linear_model import RidgeCV as SkRidgeCV
-
-    # efficient leave-one-out CV: scikit-learn allows no K-fold with alpha_per_target
-    model = SkRidgeCV(alphas=alphas, alpha_per_target=True).fit(X, Y)
-    alpha = np.broadcast_to(np.asarray(model.alpha_, dtype=np.float64), (Y.shape[1],))
-    return RidgeFit(
-        model.coef_.T.astype(np.float32),
-        np.asarray(model.intercept_, np.float32),
-        np.array(alpha),
-        np.zeros(Y.shape[1]),
-    )
 
 
 def fit_subject_ridge(
@@ -123,7 +93,9 @@ def fit_ridge_baseline(
     out : path
         Run directory (refused if it holds something, unless ``overwrite``).
     spec : FeatureSpec, optional
-    solver : {"torch", "himalaya", "sklearn", "ols"}, default="torch"
+    solver : str, default="torch"
+        A registered ridge solver (:data:`~brainencoder.models.solvers.RIDGE_SOLVERS`:
+        "torch", "himalaya", "sklearn", "ols", or a plugin's).
     alphas : ndarray, optional
         Default ``np.logspace(-2, 6, 17)``.
     n_folds : int, default=5
@@ -141,8 +113,7 @@ def fit_ridge_baseline(
     """
 
     spec = spec or FeatureSpec()
-    if solver not in _SOLVERS:
-        raise ConfigError(f"'solver' must be one of {set(_SOLVERS)}; got {solver!r}")
+    solve = RIDGE_SOLVERS.get(solver)  # an unknown name lists the registered ones, before any work
     alphas = np.logspace(-2, 6, 17) if alphas is None else np.asarray(alphas, dtype=np.float64)
     Run.check_target(out, [store.path], overwrite, kind="ridge")
     extractor = FeatureExtractor(spec)
@@ -177,7 +148,7 @@ def fit_ridge_baseline(
             *X.shape,
             Y.shape[1],
         )
-        fits[name] = _fit(solver, X, Y, alphas, n_folds)
+        fits[name] = solve(X, Y, alphas, n_folds)
         summary[name] = {
             "n_images": int(X.shape[0]),
             "n_features": int(X.shape[1]),

@@ -1,4 +1,4 @@
-"""The encoder: a timm trunk plus a registered multi-subject readout, and its factory.
+"""The encoder: a trunk plus a registered multi-subject readout, and its factory.
 
 >>> enc = create_encoder("tiny", space=space, pca=pca)          # doctest: +SKIP
 >>> out = enc.predict(images_uint8, subject="subj01")          # doctest: +SKIP
@@ -24,8 +24,8 @@ from torch import nn
 from ..core.space import GroupSpace
 from ..util.errors import ConfigError
 from ..util.typecheck import from_mapping
-from .readouts import create_readout, validate_readout_config
-from .trunk import Trunk
+from .readouts import ReadoutContext, create_readout, validate_readout_config
+from .trunk import TRUNK_FAMILIES, Trunk
 
 __all__ = [
     "ENCODER_CONFIGS",
@@ -46,7 +46,10 @@ class EncoderConfig:
     Attributes
     ----------
     trunk : str
-        timm model name (with optional pretrained tag).
+        Model name in the trunk family (a timm name, with optional pretrained tag).
+    trunk_family : str
+        Where the trunk comes from: a registered family
+        (:data:`~brainencoder.models.trunk.TRUNK_FAMILIES`; ``"timm"``).
     layers : list of int, str or list of str
         Trunk feature layers (indices or fnmatch globs on module names).
     pretrained : bool
@@ -59,14 +62,15 @@ class EncoderConfig:
         Feed a ViT's class (and register) tokens to the readout with the
         patch tokens, as the original entry does.
     trunk_kwargs : dict
-        Extra keyword arguments for ``timm.create_model``; one the family does
-        not accept is an error.
+        Extra keyword arguments for the family's builder (``timm.create_model``);
+        one the model does not accept is an error.
     readout : dict
         ``{"name": <registered readout>, **options}``
         (see :mod:`brainencoder.models.readouts`).
     """
 
     trunk: str = "eva02_base_patch14_224.mim_in22k"
+    trunk_family: str = "timm"
     layers: list[int] | list[str] | str = field(default_factory=lambda: [0, 2, 4, 6, 8, 10])
     pretrained: bool = True
     trunk_weights: str | None = None
@@ -79,6 +83,7 @@ class EncoderConfig:
         """Check values; ConfigError naming the key."""
         if self.img_size is not None and self.img_size < 8:
             raise ConfigError(f"'model.img_size' must be >= 8; got {self.img_size}")
+        TRUNK_FAMILIES.get(self.trunk_family)
         validate_readout_config(self.readout)
 
 
@@ -108,20 +113,17 @@ class Encoder(nn.Module):
     ----------
     config : EncoderConfig
     space : GroupSpace
-    pca : GroupPCA, optional
-        Fitted group PCA for readouts that embed through it; without it their
-        embedding is a placeholder (to be loaded from a file, or for shape tests).
-    regions : RegionLabels, optional
-        The region of every group vertex, for readouts built on regions
-        (``roi_query``); a model file brings its own.
+    context : ReadoutContext, optional
+        What the readout is built from (the fields its class ``needs``): the
+        group PCA of readouts that embed through it (else a placeholder, for
+        model files and shape tests), the region of every vertex (``roi_query``).
     """
 
     def __init__(
         self,
         config: EncoderConfig,
         space: GroupSpace,
-        pca: Any | None = None,
-        regions: Any | None = None,
+        context: ReadoutContext | None = None,
     ) -> None:
         super().__init__()
         config.validate()
@@ -134,6 +136,7 @@ class Encoder(nn.Module):
             weights=config.trunk_weights,
             img_size=config.img_size,
             prefix_tokens=config.prefix_tokens,
+            family=config.trunk_family,
             **config.trunk_kwargs,
         )
         self.feature_shapes = self.trunk.feature_shapes()
@@ -144,8 +147,7 @@ class Encoder(nn.Module):
             self.feature_shapes,
             space.subjects,
             space.n_vertices,
-            pca=pca,
-            regions=regions,
+            context=context,
             **options,
         )
         config.readout = self.readout.config()  # resolved options (latent_dim "auto")
@@ -373,14 +375,19 @@ def create_encoder(
     if name not in ENCODER_CONFIGS:
         raise ConfigError(f"unknown encoder {name!r}; available: {sorted(ENCODER_CONFIGS)}")
     config = merge_encoder_config(copy.deepcopy(ENCODER_CONFIGS[name]), overrides)
-    return build_encoder(config, space, pca, regions)
+    return build_encoder(config, space, ReadoutContext(pca=pca, regions=regions))
 
 
 def build_encoder(
     config: EncoderConfig,
     space: GroupSpace,
-    pca: Any | None = None,
-    regions: Any | None = None,
+    context: ReadoutContext | None = None,
 ) -> Encoder:
-    """Build an encoder from a config (see :func:`create_encoder`)."""
-    return Encoder(config, space, pca, regions)
+    """Build an encoder from a config and the readout's context (see :class:`Encoder`).
+
+    Returns
+    -------
+    Encoder
+        Predicting (B, space.n_vertices) from images (B, 3, S, S).
+    """
+    return Encoder(config, space, context)

@@ -16,6 +16,7 @@ import dataclasses
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -25,6 +26,8 @@ from ..util.fileio import atomic_path
 from ..util.typecheck import from_mapping
 from ..util.version import __version__
 from .encoder import Encoder, EncoderConfig
+from .readouts import READOUTS
+from .trunk import TRUNK_FAMILIES
 
 __all__ = [
     "encoder_metadata",
@@ -184,6 +187,30 @@ def load_state(model: Encoder, state: dict[str, torch.Tensor], source: str | Pat
     model.load_state_dict(state)
 
 
+def _check_registered(path: str | Path, config: Any) -> None:
+    """Refuse a model whose readout or trunk family is not registered, naming ``--plugin``.
+
+    The module that registers it is never looked up from the file (a model
+    file may come from anyone): the user names it.
+    """
+    if not isinstance(config, dict):
+        return
+    readout = config.get("readout")
+    missing = []
+    if isinstance(readout, dict) and isinstance(readout.get("name"), str):
+        if readout["name"] not in READOUTS:
+            missing.append(f"readout {readout['name']!r} (registered: {READOUTS.names()})")
+    family = config.get("trunk_family", "timm")
+    if isinstance(family, str) and family not in TRUNK_FAMILIES:
+        missing.append(f"trunk family {family!r} (registered: {TRUNK_FAMILIES.names()})")
+    if missing:
+        raise CheckpointError(
+            f"{path}: the model's {' and '.join(missing)} "
+            f"{'are' if len(missing) > 1 else 'is'} not registered here; if a plugin module "
+            "of yours registers it, pass --plugin MODULE"
+        )
+
+
 def load_encoder(path: str | Path, map_location: str | torch.device = "cpu") -> Encoder:
     """Rebuild an encoder (eval mode) from a :func:`save_encoder` file; no download, no pickle.
 
@@ -191,7 +218,9 @@ def load_encoder(path: str | Path, map_location: str | torch.device = "cpu") -> 
     """
     tensors, meta = read_model_file(path)
     try:
-        config = from_mapping(EncoderConfig, json.loads(meta["config"]), prefix="model.")
+        raw = json.loads(meta["config"])
+        _check_registered(path, raw)
+        config = from_mapping(EncoderConfig, raw, prefix="model.")
         subjects = json.loads(meta["subjects"])
     except (KeyError, ValueError) as exc:
         raise CheckpointError(f"{path}: damaged model header ({exc})") from None

@@ -7,16 +7,33 @@ chosen as himalaya's ``RidgeCV`` does (contiguous K folds, score = mean over
 folds of the negative mean squared error, ties to the first alpha), so the two
 agree; a test checks it. With many more samples than features this is several
 times faster than himalaya on a CPU (``benchmarks/ridge_speed.py``).
+
+Solvers are registered in :data:`RIDGE_SOLVERS` under the names the ridge
+baseline's ``solver`` takes: ``torch`` (:func:`ridge_cv`), ``himalaya``,
+``sklearn`` and ``ols``; a plugin registers its own with
+``@RIDGE_SOLVERS.register("name")`` on a function ``(X, Y, alphas, n_folds) -> RidgeFit``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
 
-__all__ = ["RidgeFit", "ols", "ridge_cv"]
+from ..util.registry import Registry
+
+__all__ = [
+    "RIDGE_SOLVERS",
+    "RidgeFit",
+    "RidgeSolver",
+    "himalaya_ridge_cv",
+    "ols",
+    "ols_solver",
+    "ridge_cv",
+    "sklearn_ridge_cv",
+]
 
 
 @dataclass
@@ -41,6 +58,18 @@ class RidgeFit:
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Predictions, shape (n_samples, n_targets)."""
         return np.asarray(X, dtype=np.float32) @ self.coef + self.intercept
+
+
+class RidgeSolver(Protocol):
+    """``solver(X (n_samples, n_features), Y (n_samples, n_targets), alphas, n_folds)``."""
+
+    def __call__(
+        self, X: np.ndarray, Y: np.ndarray, alphas: np.ndarray, n_folds: int
+    ) -> RidgeFit: ...
+
+
+#: ridge solvers by name (the ridge baseline's ``solver``)
+RIDGE_SOLVERS: Registry[RidgeSolver] = Registry("ridge solver")
 
 
 def _svd(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -132,4 +161,62 @@ def ols(X: np.ndarray, Y: np.ndarray) -> RidgeFit:
         (my - mx @ coef).astype(np.float32),
         np.zeros(y.shape[1]),
         np.zeros(y.shape[1]),
+    )
+
+
+RIDGE_SOLVERS.register("torch", ridge_cv)
+
+
+@RIDGE_SOLVERS.register("ols")
+def ols_solver(X: np.ndarray, Y: np.ndarray, alphas: np.ndarray, n_folds: int = 5) -> RidgeFit:
+    """:func:`ols` as a ridge solver (``alphas`` and ``n_folds`` are not used)."""
+    return ols(X, Y)
+
+
+@RIDGE_SOLVERS.register("himalaya")
+def himalaya_ridge_cv(
+    X: np.ndarray, Y: np.ndarray, alphas: np.ndarray, n_folds: int = 5
+) -> RidgeFit:
+    """himalaya's ``RidgeCV`` (K contiguous folds, an alpha per target).
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+    Y : array-like of shape (n_samples, n_targets)
+    alphas : array-like of shape (n_alphas,)
+    n_folds : int, default=5
+
+    Returns
+    -------
+    RidgeFit
+    """
+    from himalaya.ridge import RidgeCV
+
+    model = RidgeCV(alphas=alphas, cv=n_folds, fit_intercept=True).fit(X, Y)
+    return RidgeFit(
+        np.asarray(model.coef_, np.float32),
+        np.asarray(model.intercept_, np.float32),
+        np.asarray(model.best_alphas_),
+        np.asarray(model.cv_scores_),
+    )
+
+
+@RIDGE_SOLVERS.register("sklearn")
+def sklearn_ridge_cv(
+    X: np.ndarray, Y: np.ndarray, alphas: np.ndarray, n_folds: int = 5
+) -> RidgeFit:
+    """scikit-learn's ``RidgeCV`` with an alpha per target, by efficient leave-one-out CV.
+
+    scikit-learn allows no K-fold with ``alpha_per_target``, so ``n_folds`` is
+    not used; ``cv_scores`` are zeros. Shapes as :func:`himalaya_ridge_cv`.
+    """
+    from sklearn.linear_model import RidgeCV
+
+    model = RidgeCV(alphas=alphas, alpha_per_target=True).fit(X, Y)
+    alpha = np.broadcast_to(np.asarray(model.alpha_, dtype=np.float64), (Y.shape[1],))
+    return RidgeFit(
+        model.coef_.T.astype(np.float32),
+        np.asarray(model.intercept_, np.float32),
+        np.array(alpha),
+        np.zeros(Y.shape[1]),
     )

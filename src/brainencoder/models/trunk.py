@@ -1,10 +1,16 @@
-"""A timm backbone that returns feature maps of selected layers.
+"""A backbone that returns feature maps of selected layers.
 
-The trunk wraps any timm model that implements ``forward_intermediates``
-(vision transformers with or without prefix tokens, ResNets, ConvNeXts, ...).
-Layers are chosen by index into the model's ``feature_info`` or by fnmatch
-globs on its module names (``"blocks.[02468]"``); layers after the last chosen
-one, and the classifier head, are pruned so they cost nothing.
+The trunk wraps any model that implements timm's feature interface
+(``forward_intermediates``, ``feature_info``, ``prune_intermediate_layers``):
+every timm vision transformer (with or without prefix tokens), ResNet,
+ConvNeXt, ... Layers are chosen by index into the model's ``feature_info`` or
+by fnmatch globs on its module names (``"blocks.[02468]"``); layers after the
+last chosen one, and the classifier head, are pruned so they cost nothing.
+
+Where models come from is a *trunk family* registered in
+:data:`TRUNK_FAMILIES` (``model.trunk_family``; ``"timm"``, the default, is
+:func:`timm_trunk`). Another library's models join as a family whose builder
+wraps them in that interface.
 """
 
 from __future__ import annotations
@@ -14,14 +20,23 @@ import logging
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
 from ..util.errors import BrainEncoderError, ConfigError
+from ..util.registry import Registry
 
-__all__ = ["Trunk", "apply_freeze", "create_timm_model", "resolve_layers"]
+__all__ = [
+    "TRUNK_FAMILIES",
+    "Trunk",
+    "TrunkBuilder",
+    "apply_freeze",
+    "create_timm_model",
+    "resolve_layers",
+    "timm_trunk",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +115,71 @@ def create_timm_model(
                 "trunk_weights=PATH (CLI: trunk_weights=PATH override), or set "
                 "pretrained=false to use random weights"
             ) from None
+
+
+class TrunkBuilder(Protocol):
+    """Builds a family's model: ``(model_name, pretrained, weights, img_size, **kwargs)``.
+
+    Returns the model (with timm's ``forward_intermediates``, ``feature_info``
+    and ``prune_intermediate_layers``) and its data config (a dict with at
+    least ``input_size`` (3, H, W), ``mean`` and ``std``).
+    """
+
+    def __call__(
+        self,
+        model_name: str,
+        pretrained: bool = False,
+        weights: str | Path | None = None,
+        img_size: int | None = None,
+        **kwargs: Any,
+    ) -> tuple[nn.Module, dict[str, Any]]: ...
+
+
+#: trunk families, by the name ``model.trunk_family`` gives
+TRUNK_FAMILIES: Registry[TrunkBuilder] = Registry("trunk family")
+
+
+@TRUNK_FAMILIES.register("timm")
+def timm_trunk(
+    model_name: str,
+    pretrained: bool = False,
+    weights: str | Path | None = None,
+    img_size: int | None = None,
+    **kwargs: Any,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """A timm model with ``forward_intermediates`` and its resolved data config.
+
+    Parameters
+    ----------
+    model_name : str
+        timm model name (with optional pretrained tag).
+    pretrained : bool, default=False
+    weights : path, optional
+        Local weights file (see :func:`create_timm_model`).
+    img_size : int, optional
+        Input side length, for models that accept it (convnets do not need it).
+    **kwargs
+        Passed to :func:`timm.create_model`.
+
+    Returns
+    -------
+    model : nn.Module
+    data_config : dict
+        timm's ``resolve_model_data_config`` (input_size, mean, std, ...).
+    """
+    import timm
+
+    if img_size is not None:
+        kwargs["img_size"] = img_size
+    model = create_timm_model(
+        model_name, pretrained=pretrained, weights=weights, optional=("img_size",), **kwargs
+    )
+    if not hasattr(model, "forward_intermediates"):
+        raise ConfigError(
+            f"timm model {model_name!r} has no forward_intermediates; choose "
+            "a ViT, ResNet, ConvNeXt or other model that supports it"
+        )
+    return model, timm.data.resolve_model_data_config(model)
 
 
 def resolve_layers(module_names: Sequence[str], layers: LayerSpec) -> list[int]:
@@ -184,12 +264,12 @@ def apply_freeze(
 
 
 class Trunk(nn.Module):
-    """timm backbone returning (B, C, H, W) feature maps of chosen layers.
+    """Backbone returning (B, C, H, W) feature maps of chosen layers.
 
     Parameters
     ----------
     model_name : str
-        timm model name.
+        Model name in its family (a timm model name).
     layers : sequence of int, str or sequence of str
         See :func:`resolve_layers`.
     pretrained : bool, default=False
@@ -203,8 +283,11 @@ class Trunk(nn.Module):
         return every token: maps of shape (B, C, n_prefix + H*W), prefix
         tokens first, then the patches in row-major order (the layout of the
         blocks' own outputs). Trunks without prefix tokens return (B, C, H, W).
+    family : str, default="timm"
+        A registered trunk family (:data:`TRUNK_FAMILIES`).
     **model_kwargs
-        Extra keyword arguments for :func:`timm.create_model`.
+        Extra keyword arguments for the family's builder (for timm:
+        :func:`timm.create_model`).
 
     Attributes
     ----------
@@ -212,7 +295,7 @@ class Trunk(nn.Module):
         Chosen feature layers.
     layer_names : list of str
     data_config : dict
-        timm's resolved data config (input_size, mean, std, interpolation, ...).
+        The resolved data config (input_size, mean, std, interpolation, ...).
     """
 
     def __init__(
@@ -223,26 +306,18 @@ class Trunk(nn.Module):
         weights: str | Path | None = None,
         img_size: int | None = None,
         prefix_tokens: bool = False,
+        family: str = "timm",
         **model_kwargs: Any,
     ) -> None:
-        import timm
-
         super().__init__()
-        kwargs = dict(model_kwargs)
-        if img_size is not None:
-            kwargs["img_size"] = img_size
-        model = create_timm_model(
-            model_name, pretrained=pretrained, weights=weights, optional=("img_size",), **kwargs
+        build = TRUNK_FAMILIES.get(family)
+        model, data_config = build(
+            model_name, pretrained=pretrained, weights=weights, img_size=img_size, **model_kwargs
         )
-        if not hasattr(model, "forward_intermediates"):
-            raise ConfigError(
-                f"timm model {model_name!r} has no forward_intermediates; choose "
-                "a ViT, ResNet, ConvNeXt or other model that supports it"
-            )
         module_names = [f["module"] for f in model.feature_info]
         self.indices = resolve_layers(module_names, layers)
         self.layer_names = [module_names[i] for i in self.indices]
-        self.data_config = timm.data.resolve_model_data_config(model)
+        self.data_config = dict(data_config)
         if img_size is not None:
             self.data_config["input_size"] = (3, img_size, img_size)
         model.prune_intermediate_layers(self.indices, prune_head=True)

@@ -19,6 +19,7 @@ from ..models.encoder import ENCODER_CONFIGS, EncoderConfig, merge_encoder_confi
 from ..models.lora import LoRAConfig
 from ..util.errors import ConfigError, DataError
 from ..util.fileio import read_yaml_mapping
+from ..util.plugins import load_plugins
 from ..util.typecheck import from_mapping
 from .losses import create_loss, validate_loss
 
@@ -34,6 +35,12 @@ class TrainConfig:
 
     Attributes
     ----------
+    plugins : list of str
+        Modules to import before anything else is checked (``[my_readouts]``):
+        the readouts, losses and trunk families they register can then be
+        named here. Each is looked up as ``import`` does, the current
+        directory first (as ``python -m``); only modules named by the user
+        are imported, never modules named in a model file or run folder.
     encoder : str
         Named encoder configuration (``"tiny"``, ``"eva02_base"``).
     model : dict
@@ -116,6 +123,7 @@ class TrainConfig:
         Steps between JSONL training records.
     """
 
+    plugins: list[str] = field(default_factory=list)
     encoder: str = "tiny"
     model: dict[str, Any] = field(default_factory=dict)
     init_from: str | None = None
@@ -155,7 +163,8 @@ class TrainConfig:
     log_every: int = 10
 
     def validate(self) -> None:
-        """Check values before any work; raises ConfigError naming the key."""
+        """Import the plugins, then check values before any work; ConfigError naming the key."""
+        load_plugins(self.plugins)  # first: the names below may be the plugins' own
         if self.encoder not in ENCODER_CONFIGS:
             raise ConfigError(
                 f"'encoder' must be one of {sorted(ENCODER_CONFIGS)}; got {self.encoder!r}"

@@ -11,10 +11,14 @@ global batch's loss and gradient. ``pearson`` (one correlation per vertex over
 the batch) does not decompose over samples: it is refused with gradient
 accumulation or more than one process, where it would silently be a different
 loss (see :attr:`Loss.decomposes`).
+
+A loss of one's own is a :class:`Loss` subclass registered with
+:func:`register_loss` in a plugin module (``plugins: [my_losses]``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -22,11 +26,21 @@ from typing import Any, ClassVar
 import torch
 
 from ..util.errors import ConfigError
+from ..util.registry import Registry
 from ..util.typecheck import from_mapping
 
-__all__ = ["Loss", "create_loss", "list_losses", "masked_mse", "register_loss", "validate_loss"]
+__all__ = [
+    "LOSSES",
+    "Loss",
+    "create_loss",
+    "list_losses",
+    "masked_mse",
+    "register_loss",
+    "validate_loss",
+]
 
-_REGISTRY: dict[str, type[Loss]] = {}
+#: every registered loss class, by name
+LOSSES: Registry[type[Loss]] = Registry("loss")
 
 
 class Loss:
@@ -72,11 +86,26 @@ class Loss:
 
 
 def register_loss(name: str, options_class: type) -> Any:
-    """Class decorator registering a loss under ``name`` with its options dataclass."""
+    """Class decorator registering a loss under ``name`` with its options dataclass.
+
+    Parameters
+    ----------
+    name : str
+        The name configs use (``loss.name``).
+    options_class : dataclass type
+        The loss's options (``loss.<option>``); ``validate()``, if defined, checks them.
+
+    Raises
+    ------
+    ConfigError
+        If ``name`` is taken.
+    """
+    if not dataclasses.is_dataclass(options_class):
+        raise TypeError("options_class must be a dataclass")
 
     def wrap(cls: type[Loss]) -> type[Loss]:
+        LOSSES.register(name, cls)
         cls.name, cls.options_class = name, options_class
-        _REGISTRY[name] = cls
         return cls
 
     return wrap
@@ -84,24 +113,31 @@ def register_loss(name: str, options_class: type) -> Any:
 
 def list_losses() -> list[str]:
     """Names of the registered losses."""
-    return sorted(_REGISTRY)
+    return LOSSES.names()
 
 
 def validate_loss(config: Mapping[str, Any]) -> Any:
     """Check ``{"name": ..., **options}``; returns the options instance."""
-    if not isinstance(config, Mapping) or config.get("name") not in _REGISTRY:
-        name = config.get("name") if isinstance(config, Mapping) else config
-        raise ConfigError(f"'loss.name' must be one of {list_losses()}; got {name!r}")
-    cls = _REGISTRY[config["name"]]
+    if not isinstance(config, Mapping) or "name" not in config:
+        raise ConfigError(
+            f"'loss' must be a mapping with a 'name' (one of {list_losses()}); got {config!r}"
+        )
+    cls = LOSSES.get(config["name"])
     return from_mapping(
         cls.options_class, {k: v for k, v in config.items() if k != "name"}, "loss."
     )
 
 
 def create_loss(config: Mapping[str, Any]) -> Loss:
-    """Build the loss described by ``{"name": ..., **options}``."""
+    """Build the loss described by ``{"name": ..., **options}``.
+
+    Returns
+    -------
+    Loss
+        ``loss(pred, target, mask)`` of (B, n_vertices) tensors -> a scalar.
+    """
     options = validate_loss(config)
-    return _REGISTRY[config["name"]](options)
+    return LOSSES.get(config["name"])(options)
 
 
 def _masked_sum(

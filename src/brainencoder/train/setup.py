@@ -74,6 +74,9 @@ def prepare_run_dir(
 
 
 def _build_model(config: TrainConfig, store: Store) -> Encoder:
+    """The initial model, or a new one built with what its readout ``needs`` from ``store``."""
+    from ..models.readouts import ReadoutContext, readout_class
+
     if config.init_from:
         src = Path(config.init_from)
         path = model_file(src)
@@ -88,11 +91,10 @@ def _build_model(config: TrainConfig, store: Store) -> Encoder:
         logger.info("initialized from %s", path)
         return model
     encoder_config = config.encoder_config()
-    pca = None
     readout = encoder_config.readout
-    from ..models.readouts import readout_class
-
-    if readout_class(readout["name"]).uses_pca:
+    needs = readout_class(readout["name"]).needs
+    pca = regions = None
+    if "pca" in needs:
         if config.pca_file:
             pca = GroupPCA.load(config.pca_file)
             if pca.mean.shape[0] != store.space.n_vertices:
@@ -102,13 +104,13 @@ def _build_model(config: TrainConfig, store: Store) -> Encoder:
                 )
         else:
             pca = fit_group_pca(store, readout.get("latent_dim", 2048), seed=config.pca_seed)
-    regions = None
-    if readout_class(readout["name"]).uses_regions:
-        regions = _store_regions(store, readout.get("roi_groups"))
-    return build_encoder(encoder_config, store.space, pca, regions)
+    if "regions" in needs:
+        regions = _store_regions(store, readout.get("roi_groups"), readout["name"])
+    context = ReadoutContext(pca=pca, regions=regions)
+    return build_encoder(encoder_config, store.space, context)
 
 
-def _store_regions(store: Store, groups: list[str] | None):
+def _store_regions(store: Store, groups: list[str] | None, readout: str = "roi_query"):
     """The region of every group vertex, from the ROI label files of the store's data."""
     from ..core.regions import DEFAULT_ROI_GROUPS, group_regions
     from ..data.layout import read_layout
@@ -118,7 +120,7 @@ def _store_regions(store: Store, groups: list[str] | None):
         layout = read_layout(root, store.names)
     except DataError as exc:
         raise DataError(
-            f"the roi_query readout needs the ROI label files of the data the store "
+            f"the {readout} readout needs the ROI label files of the data the store "
             f"{store.path} was prepared from ({exc})"
         ) from None
     regions = group_regions(layout, store.space, groups or DEFAULT_ROI_GROUPS)

@@ -10,14 +10,17 @@ name with a dataclass of their options, as timm registers models::
 
     @register_readout("mine", MyOptions)
     class MyReadout(Readout):
+        needs = frozenset({"pca"})              # ReadoutContext fields it is built from
         def __init__(self, feature_shapes, subjects, n_vertices, options, pca=None): ...
         def make_subject_module(self): ...      # the parameters one subject owns
         def forward(self, features, subject): ...
 
 and built with ``create_readout("mine", feature_shapes, subjects, n_vertices,
-hidden_dim=128)``. Per-subject parameters live in ``self.per_subject``, a
-``ModuleDict`` keyed by subject name, so adding, freezing or dropping one
-subject touches one key; everything else is shared.
+context=ReadoutContext(pca=pca), hidden_dim=128)``. Per-subject parameters live
+in ``self.per_subject``, a ``ModuleDict`` keyed by subject name, so adding,
+freezing or dropping one subject touches one key; everything else is shared.
+A readout defined outside the package registers the same way from a plugin
+module (:func:`brainencoder.util.plugins.load_plugins`).
 """
 
 from __future__ import annotations
@@ -31,9 +34,12 @@ import torch
 from torch import nn
 
 from ...util.errors import ConfigError
+from ...util.registry import Registry
 from ...util.typecheck import from_mapping
+from .context import ReadoutContext, check_needs
 
 __all__ = [
+    "READOUTS",
     "Readout",
     "create_readout",
     "list_readouts",
@@ -43,7 +49,8 @@ __all__ = [
 ]
 
 _SUBJECT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
-_REGISTRY: dict[str, type[Readout]] = {}
+#: every registered readout class, by name
+READOUTS: Registry[type[Readout]] = Registry("readout")
 
 
 def check_subject_name(name: str) -> str:
@@ -70,12 +77,16 @@ class Readout(nn.Module):
         Vertices of the group space.
     options : dataclass
         The readout's options (its registered options class).
+
+    Subclasses built from data-derived objects name them in :attr:`needs`
+    (fields of :class:`~brainencoder.models.readouts.context.ReadoutContext`)
+    and take each as a keyword argument of their constructor.
     """
 
     name: ClassVar[str] = ""
     options_class: ClassVar[type] = object
-    uses_pca: ClassVar[bool] = False
-    uses_regions: ClassVar[bool] = False
+    #: the ReadoutContext fields passed to the constructor as keyword arguments
+    needs: ClassVar[frozenset[str]] = frozenset()
     #: per-vertex tensors and their vertex axis (grown by :meth:`extend_vertices`)
     vertex_axes: ClassVar[dict[str, int]] = {}
     #: whether adapting a subject trains its added vertices by gradient (else
@@ -172,6 +183,8 @@ class Readout(nn.Module):
         for module in [self, *self.per_subject.values()]:
             for name, axis in getattr(module, "vertex_axes", {}).items():
                 old = getattr(module, name)
+                if old.shape[axis] != self.n_vertices:
+                    continue  # an optional stage that is off (no vertices)
                 fill = module.new_vertex_value(name, old) if module is self else None
                 if fill is None:
                     fill = old.float().mean(axis, keepdim=True).to(old.dtype)
@@ -283,16 +296,28 @@ class Readout(nn.Module):
 
 
 def register_readout(name: str, options_class: type) -> Any:
-    """Class decorator registering a readout under ``name`` with its options dataclass."""
+    """Class decorator registering a readout under ``name`` with its options dataclass.
+
+    Parameters
+    ----------
+    name : str
+        The name configs use (``model.readout.name``).
+    options_class : dataclass type
+        The readout's options; ``validate()`` on it, if defined, checks values.
+
+    Raises
+    ------
+    ConfigError
+        If ``name`` is taken, or the class's ``needs`` names no context field.
+    """
+    if not dataclasses.is_dataclass(options_class):
+        raise TypeError("options_class must be a dataclass")
 
     def wrap(cls: type[Readout]) -> type[Readout]:
-        if name in _REGISTRY:
-            raise ValueError(f"readout {name!r} is already registered")
-        if not dataclasses.is_dataclass(options_class):
-            raise TypeError("options_class must be a dataclass")
+        check_needs(name, cls.needs)
+        READOUTS.register(name, cls)
         cls.name = name
         cls.options_class = options_class
-        _REGISTRY[name] = cls
         return cls
 
     return wrap
@@ -300,14 +325,12 @@ def register_readout(name: str, options_class: type) -> Any:
 
 def list_readouts() -> list[str]:
     """Names of the registered readouts."""
-    return sorted(_REGISTRY)
+    return READOUTS.names()
 
 
 def readout_class(name: str) -> type[Readout]:
     """The class registered as ``name``; ConfigError listing the valid names otherwise."""
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown readout {name!r}; available: {list_readouts()}")
-    return _REGISTRY[name]
+    return READOUTS.get(name)
 
 
 def validate_readout_config(config: Mapping[str, Any], prefix: str = "model.readout.") -> Any:
@@ -327,8 +350,7 @@ def create_readout(
     feature_shapes: Sequence[Sequence[int]],
     subjects: Sequence[str],
     n_vertices: int,
-    pca: Any | None = None,
-    regions: Any | None = None,
+    context: ReadoutContext | None = None,
     **options: Any,
 ) -> Readout:
     """Build a registered readout.
@@ -341,20 +363,20 @@ def create_readout(
         (C, H, W) or (C, T) per trunk layer.
     subjects : sequence of str
     n_vertices : int
-    pca : GroupPCA, optional
-        Fitted group PCA, for readouts that embed through it (``uses_pca``).
-    regions : RegionLabels, optional
-        The region of every vertex, for readouts built on regions
-        (``uses_regions``; see :func:`brainencoder.core.regions.group_regions`).
+    context : ReadoutContext, optional
+        Data-derived inputs (group PCA, vertex regions); the readout gets the
+        fields it names in ``needs`` as keyword arguments (None where the
+        context lacks them). Default: an empty context.
     **options
         The readout's options; unknown names and ill-typed values are errors
         listing the valid ones.
+
+    Returns
+    -------
+    Readout
+        Predicting (B, n_vertices) from features of shapes (B, *feature_shapes[l]).
     """
     opts = validate_readout_config({"name": name, **options})
     cls = readout_class(name)
-    context: dict[str, Any] = {}
-    if cls.uses_pca:
-        context["pca"] = pca
-    if cls.uses_regions:
-        context["regions"] = regions
-    return cls(feature_shapes, subjects, n_vertices, opts, **context)
+    context = ReadoutContext() if context is None else context
+    return cls(feature_shapes, subjects, n_vertices, opts, **context.arguments(cls.needs))

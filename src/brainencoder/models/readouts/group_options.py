@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -13,6 +13,9 @@ from torch import nn
 from ...util.errors import ConfigError
 from .base import Readout
 from .layers import LayerProjection, average_projections, pca_embedding
+
+if TYPE_CHECKING:
+    from ..pca import GroupPCA
 
 __all__ = ["PCAReadout", "PCAReadoutOptions"]
 
@@ -73,7 +76,7 @@ class PCAReadout(Readout):
     :meth:`make_shared`, and define :meth:`make_subject_module` and :meth:`latent`.
     """
 
-    uses_pca = True
+    needs = frozenset({"pca"})
     trains_added_vertices = False  # a new subject's own vertices: ridge from its latent
     dropout_on: ClassVar[str] = "input"
     projection_init: ClassVar[str] = "uniform"
@@ -85,7 +88,7 @@ class PCAReadout(Readout):
         subjects: Sequence[str],
         n_vertices: int,
         options: PCAReadoutOptions,
-        pca: Any | None = None,
+        pca: GroupPCA | None = None,
     ) -> None:
         super().__init__(feature_shapes, subjects, n_vertices, options)
         o = options

@@ -91,7 +91,7 @@ class RoiQueryReadout(Readout):
     readout; a readout rebuilt from a model file takes its labels from the file.
     """
 
-    uses_regions = True
+    needs = frozenset({"regions"})
     vertex_axes: ClassVar[dict[str, int]] = {"region": 0, "weight": 0, "bias": 0}
 
     def __init__(
@@ -114,7 +114,9 @@ class RoiQueryReadout(Readout):
         elif o.region_names:
             labels = torch.zeros(n_vertices, dtype=torch.long)  # filled from a model file
         else:
-            raise ConfigError("the roi_query readout needs the data's ROI labels (regions=)")
+            raise ConfigError(
+                "the roi_query readout needs the data's ROI labels (ReadoutContext.regions)"
+            )
         self.register_buffer("region", labels)
         self.register_load_state_dict_post_hook(_check_regions)
         n_queries = len(o.region_names) + 1

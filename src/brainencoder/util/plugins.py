@@ -1,0 +1,107 @@
+"""Plugins: modules the user names, imported so that they register components.
+
+A plugin is an ordinary Python module that registers readouts, losses, ridge
+solvers or trunk families with the public decorators
+(:func:`~brainencoder.models.readouts.register_readout`, ...). It is named in
+the training config (``plugins: [my_readouts]``) or on the command line
+(``--plugin my_readouts``), and imported before the config is checked, so
+``model.readout.name: mine`` can name what it registers.
+
+Only modules the user names are imported: never one named inside a model file
+or a run folder, which may come from anyone. A model file whose readout is not
+registered says which ``--plugin`` to pass instead.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+from .errors import ConfigError
+
+__all__ = ["check_plugin_names", "load_plugins"]
+
+_MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def check_plugin_names(names: Sequence[str], key: str = "plugins") -> list[str]:
+    """Check that ``names`` is a list of module names (``pkg.module``), not paths.
+
+    Parameters
+    ----------
+    names : list of str
+    key : str, default="plugins"
+        The config key, as messages name it.
+
+    Returns
+    -------
+    list of str
+
+    Raises
+    ------
+    ConfigError
+        For anything but a list of dotted module names.
+    """
+    if isinstance(names, str) or not isinstance(names, list | tuple):
+        raise ConfigError(f"'{key}' must be a list of module names; got {names!r}")
+    for i, name in enumerate(names):
+        if isinstance(name, str) and name.endswith(".py"):
+            raise ConfigError(
+                f"'{key}[{i}]' names a file; name the module instead: "
+                f"{name.removesuffix('.py').rsplit('/', 1)[-1]!r}"
+            )
+        if not isinstance(name, str) or not _MODULE.match(name):
+            raise ConfigError(
+                f"'{key}[{i}]' must be an importable module name such as my_readouts "
+                f"or mypackage.readouts (not a file path); got {name!r}"
+            )
+    return list(names)
+
+
+def _add_working_directory() -> None:
+    """Put the working directory first on ``sys.path``, as ``python -m`` does."""
+    cwd = os.getcwd()
+    if "" not in sys.path and not any(os.path.abspath(p) == cwd for p in sys.path if p):
+        sys.path.insert(0, cwd)
+
+
+def load_plugins(names: Sequence[str]) -> list[ModuleType]:
+    """Import the named modules (each once), so that they register their components.
+
+    The current working directory is searched first, as ``python -m`` does, so
+    ``my_readouts.py`` next to the user's data needs no installation. Without
+    names nothing happens, ``sys.path`` included.
+
+    Parameters
+    ----------
+    names : sequence of str
+        Module names (``my_readouts``, ``mypackage.readouts``), as the user
+        gave them: a config's ``plugins`` or ``--plugin`` options.
+
+    Returns
+    -------
+    list of module
+        The imported modules, in the order named.
+
+    Raises
+    ------
+    ConfigError
+        ``plugin 'name' could not be imported (<error>)``, on one line, for a
+        name that is not a module name or a module whose import fails.
+    """
+    names = check_plugin_names(names)
+    if not names:
+        return []
+    _add_working_directory()
+    modules = []
+    for name in names:
+        try:
+            modules.append(importlib.import_module(name))
+        except Exception as exc:
+            detail = " ".join(f"{type(exc).__name__}: {exc}".split())
+            raise ConfigError(f"plugin {name!r} could not be imported ({detail})") from exc
+    return modules
