@@ -233,3 +233,31 @@ def test_new_readouts_train_resume_evaluate_predict_submit(
     assert main(["submit", run, "--data", str(synth_root), "--out", str(zip_path)]) == 0
     assert main(["score", str(zip_path), "--truth", truth]) == 0
     assert "challenge score" in capsys.readouterr().out
+
+
+@pytest.mark.numerics
+@pytest.mark.parametrize("surround", [False, True])
+def test_point_gaussian_pooling_is_the_normalized_2d_gaussian(surround):
+    """The separable pooling equals the softmax over every position of -d^2 / (2 w^2).
+
+    Computed in float64, the two forms agree to rounding (1e-12 relative).
+    """
+    readout = _point(n_vertices=5, init_width=0.7, surround=surround).double()
+    with torch.no_grad():
+        readout.positions.uniform_(-0.05, 0.05)
+        readout.surround_weight.uniform_(0.1, 0.5)
+    fmap = torch.randn(3, 2, 4, 6, dtype=torch.float64)
+    scale = torch.rand(5, dtype=torch.float64)
+    got = readout.sample(fmap, 0, scale)
+    pos, width = readout.position(0), readout.width(0)[:, None]
+    ys = (torch.arange(4, dtype=torch.float64) + 0.5) / 4 * 2 - 1
+    xs = (torch.arange(6, dtype=torch.float64) + 0.5) / 6 * 2 - 1
+    d2 = (pos[:, 0:1] - xs.repeat(4)[None]) ** 2 + (
+        pos[:, 1:2] - ys.repeat_interleave(6)[None]
+    ) ** 2
+    pool = torch.softmax(-d2 / (2 * width**2), dim=1)
+    if surround:
+        wide = torch.softmax(-d2 / (2 * (3 * width) ** 2), dim=1)
+        pool = pool - readout.surround_weight[0][:, None] * wide
+    expected = fmap.flatten(2) @ (pool * scale[:, None]).t()
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)

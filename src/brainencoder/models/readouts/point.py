@@ -71,6 +71,23 @@ class PointOptions:
         Dropout on the sampled per-vertex features.
     norm : bool
         BatchNorm after each 1x1 projection.
+    max_grid : int
+        Average-pool each projected map to at most ``max_grid`` x ``max_grid``
+        positions before the vertices read it (0: the trunk's own size). The
+        reading costs B x D x positions x V per layer, so a 28 x 28 map pooled
+        to 14 x 14 costs a quarter.
+    surround : bool
+        Difference-of-Gaussians receptive fields: each vertex also subtracts
+        a wider Gaussian (``surround_scale`` times its width) with a learned
+        per-layer weight (starts at 0: the centre-only field).
+    surround_scale : float
+    output : {"linear", "softplus"}
+        The per-vertex output stage: linear, or ``d + a * softplus(d)`` of the
+        linear drive ``d`` with a learned ``a`` per vertex (starts at 0: the
+        linear readout), a monotone rectifying nonlinearity as in pRF models.
+    shared_rank : int
+        Add a low-rank path shared by all vertices: the globally pooled
+        projected maps -> ``shared_rank`` factors -> every vertex (0: off).
     """
 
     channels: int = 64
@@ -81,8 +98,17 @@ class PointOptions:
     position_speed: float = 20.0
     dropout: float = 0.1
     norm: bool = True
+    max_grid: int = 0
+    surround: bool = False
+    surround_scale: float = 3.0
+    output: Literal["linear", "softplus"] = "linear"
+    shared_rank: int = 0
 
     def validate(self) -> None:
+        if self.max_grid < 0 or self.shared_rank < 0:
+            raise ConfigError("'max_grid' and 'shared_rank' must be >= 0 (0: off)")
+        if not self.surround_scale > 1:
+            raise ConfigError(f"'surround_scale' must be > 1; got {self.surround_scale}")
         if self.channels < 1:
             raise ConfigError(f"'channels' must be positive; got {self.channels}")
         if not self.init_width > 0:
@@ -117,6 +143,9 @@ class PointReadout(Readout):
         "selector": 0,
         "weight": 0,
         "bias": 0,
+        "surround_weight": 1,
+        "output_gain": 0,
+        "shared_out": 0,
     }
 
     def __init__(
@@ -149,6 +178,13 @@ class PointReadout(Readout):
         self.selector = nn.Parameter(torch.zeros(n_vertices, n_layers))
         self.weight = nn.Parameter(torch.zeros(n_vertices, o.channels))  # starts at the mean
         self.bias = nn.Parameter(torch.zeros(n_vertices))
+        # optional stages; each starts as the identity of the plain readout
+        self.surround_weight = nn.Parameter(torch.zeros(n_layers, n_vertices if o.surround else 0))
+        self.output_gain = nn.Parameter(torch.zeros(n_vertices if o.output == "softplus" else 0))
+        self.shared_in = nn.Linear(o.channels * n_layers, o.shared_rank) if o.shared_rank else None
+        self.shared_out = nn.Parameter(
+            torch.zeros(n_vertices if o.shared_rank else 0, o.shared_rank)
+        )
         self.dropout = nn.Dropout(o.dropout)
         self._add_initial_subjects()
 
@@ -156,8 +192,8 @@ class PointReadout(Readout):
         return SubjectAffine(self.n_vertices)
 
     def no_weight_decay(self) -> set[str]:
-        """Positions, widths and selector logits are not pulled towards zero."""
-        return {"positions", "log_width", "selector", "bias"}
+        """Positions, widths, selector logits and the output stage are not pulled towards zero."""
+        return {"positions", "log_width", "selector", "bias", "surround_weight", "output_gain"}
 
     def initialize(self, mean_response: torch.Tensor) -> None:
         """Start the prediction near the training mean."""
@@ -198,21 +234,49 @@ class PointReadout(Readout):
         h, w = fmap.shape[-2:]
         ys = (torch.arange(h, device=fmap.device, dtype=fmap.dtype) + 0.5) / h * 2 - 1
         xs = (torch.arange(w, device=fmap.device, dtype=fmap.dtype) + 0.5) / w * 2 - 1
-        d2 = (pos[:, 0:1] - xs.repeat(h)[None]) ** 2 + (
-            pos[:, 1:2] - ys.repeat_interleave(w)[None]
-        ) ** 2  # (V, H*W), positions in row-major order
         width = self.width(layer).to(fmap.dtype)[:, None]
-        pool = torch.softmax(-d2 / (2 * width**2), dim=1)  # a normalized Gaussian per vertex
-        # the scale folded into the pooling weights: no (B, D, V) multiply
-        return fmap.flatten(2) @ (pool * scale[:, None]).t()
+        pool = _gaussian_pool(pos, xs, ys, width, scale)  # (V, H*W), row-major
+        if self.options.surround:  # minus a wider Gaussian: a centre-surround field
+            weight = self.surround_weight[layer].to(fmap.dtype) * scale
+            pool = pool - _gaussian_pool(pos, xs, ys, width * self.options.surround_scale, weight)
+        return fmap.flatten(2) @ pool.t()
 
     def forward(self, features: Sequence[torch.Tensor], subject: torch.Tensor) -> torch.Tensor:
         self.check_features(features)
         select = self.layer_weights()
         mixed = None
+        pooled = []
         for layer, (x, reduce) in enumerate(zip(features, self.reduce)):
-            part = self.sample(reduce(x), layer, select[:, layer].to(x.dtype))
+            fmap = reduce(x)
+            grid = self.options.max_grid
+            if grid and max(fmap.shape[-2:]) > grid:  # coarser map: cheaper reading
+                factor = -(-max(fmap.shape[-2:]) // grid)
+                fmap = F.avg_pool2d(fmap, factor, ceil_mode=True)
+            if self.shared_in is not None:
+                pooled.append(fmap.mean((2, 3)))
+            part = self.sample(fmap, layer, select[:, layer].to(x.dtype))
             mixed = part if mixed is None else mixed + part
         mixed = self.dropout(mixed)  # (B, D, V)
         out = torch.einsum("bdv,vd->bv", mixed, self.weight.to(mixed.dtype)) + self.bias
+        if self.shared_in is not None:  # image-global factors shared by every vertex
+            factors = self.shared_in(torch.cat(pooled, 1))
+            out = out + factors @ self.shared_out.to(factors.dtype).t()
+        if self.options.output == "softplus":
+            out = out + self.output_gain.to(out.dtype) * F.softplus(out)
         return affine_per_subject(out, subject, self.subject_modules())
+
+
+def _gaussian_pool(
+    pos: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, width: torch.Tensor, scale: torch.Tensor
+) -> torch.Tensor:
+    """Normalized Gaussian pooling weights of every vertex, times ``scale``: (V, H*W).
+
+    A 2-D Gaussian is the product of two 1-D ones, and so is its normalization,
+    so the (V, H*W) matrix is one outer product of (V, H) and (V, W) softmaxes
+    (rather than distances, exponentials and a softmax over every position).
+    The scale is folded into the weights: no (B, D, V) multiply afterwards.
+    """
+    inv = 0.5 / width**2  # (V, 1)
+    gx = torch.softmax(-((pos[:, 0:1] - xs[None]) ** 2) * inv, dim=1) * scale[:, None]
+    gy = torch.softmax(-((pos[:, 1:2] - ys[None]) ** 2) * inv, dim=1)
+    return (gy[:, :, None] * gx[:, None, :]).flatten(1)
