@@ -67,6 +67,48 @@ class Prediction:
         """
         return {h: self.space.to_fsaverage(self.subject, h, self[h]) for h in HEMIS}
 
+    def plot(
+        self,
+        image: int | str = "mean",
+        title: str | None = None,
+        output_file: str | Path | None = None,
+        **options: Any,
+    ):
+        """Draw one image's predicted map (or the mean over images) on the cortex.
+
+        Parameters
+        ----------
+        image : int or "mean", default="mean"
+            Which image's prediction to draw.
+        title : str, optional
+        output_file : path, optional
+            Also save the figure there (PNG).
+        **options
+            ``vmin``, ``vmax``, ``cmap`` of
+            :func:`~brainencoder.evaluation.plotting.plot_surface_map`.
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+            Inflated (posterior view) and flat maps of both hemispheres on
+            fsaverage5; shown inline in a notebook.
+        """
+        from ..evaluation.plotting import fsaverage_to_fsaverage5, plot_surface_map
+
+        pick = (lambda a: a.mean(0)) if image == "mean" else (lambda a: a[int(image)])
+        maps = {
+            h: fsaverage_to_fsaverage5(self.space.to_fsaverage(self.subject, h, pick(self[h])), h)
+            for h in HEMIS
+        }
+        label = "mean over images" if image == "mean" else f"image {image}"
+        return plot_surface_map(
+            maps,
+            title or f"{self.subject}: predicted response ({label})",
+            "predicted response (z)",
+            output_file=output_file,
+            **options,
+        )
+
     def roi(self, name: str, data: str | Path | None = None) -> np.ndarray:
         """The predictions at the vertices of ROI ``name`` (both hemispheres).
 

@@ -62,7 +62,7 @@ def train(
     out: str | Path | None = None,
     resume: bool = False,
     overwrite: bool = False,
-    overrides: Mapping[str, Any] | None = None,
+    overrides: Mapping[str, Any] | Sequence[str] | None = None,
     **kwargs: Any,
 ) -> Run:
     """Train an encoder (``brainencoder train``); returns the finished run.
@@ -76,8 +76,9 @@ def train(
     out : path
         The run folder.
     resume, overwrite : bool, default=False
-    overrides : mapping, optional
-        Dotted keys, as on the command line: ``{"model.readout.name": "point"}``.
+    overrides : mapping or sequence of str, optional
+        Dotted keys: ``{"model.readout.name": "point"}``, or the command line's
+        ``["model.readout.name=point", "lr=1e-3"]``.
     **kwargs
         Top-level keys: ``epochs=5, lr=1e-3, model={"readout": {"name": "point"}}``.
 
@@ -97,7 +98,9 @@ def train(
     if store is None or out is None:
         raise ConfigError("train needs store= (a prepared store) and out= (the run folder)")
     path = resolve_config(str(config)) if config is not None else None
-    cfg = load_config(path, _override_strings({**(overrides or {}), **kwargs}))
+    items = list(overrides) if overrides is not None and not isinstance(overrides, Mapping) else []
+    mapping = dict(overrides) if isinstance(overrides, Mapping) else {}
+    cfg = load_config(path, [*items, *_override_strings({**mapping, **kwargs})])
     train_loop(cfg, store, out, resume=resume, overwrite=overwrite, progress=False)
     return Run(out)
 
