@@ -83,7 +83,8 @@ def test_local_weights_load_through_timm(tmp_path, suffix):
 
 def test_pretrained_offline_gives_instructions(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(BrainEncoderError, match="pass the file with trunk_weights=PATH"):
+    # the key a user types: model.trunk_weights, not trunk_weights (no such key)
+    with pytest.raises(BrainEncoderError, match="pass the file: model.trunk_weights=PATH to train"):
         Trunk("test_vit.r160_in1k", [0], pretrained=True)
 
 

@@ -5,9 +5,10 @@ images, columns: group vertices). A subject's missing vertices are treated as
 missing, not as zeros: the mean of each vertex is taken over the subjects
 that have it, and after centring the missing entries are 0, i.e. mean
 imputation, which is neutral for the covariance. The fit is a randomized SVD
-(Halko, Martinsson & Tropp 2011) that streams the rows from the store's
-memory maps, so only (n_rows x (k + p)) and (n_vertices x (k + p)) matrices are
-held in memory, never the full data. When the centred matrix is small (below
+(Halko, Martinsson & Tropp 2011) that streams blocks of rows from the store
+(read with ``preadv``, not through its memory maps, so the pages read stay out
+of the process): only (n_rows x (k + p)) and (n_vertices x (k + p)) matrices
+are held in memory, never the full data. When the centred matrix is small (below
 ``max_dense_bytes``) an exact SVD is used instead.
 """
 
@@ -26,7 +27,7 @@ from ..data.store import Store
 from ..util.errors import ConfigError, DataError
 from ..util.fileio import atomic_path
 
-__all__ = ["GroupPCA", "fit_group_pca", "resolve_n_components"]
+__all__ = ["GroupPCA", "fit_group_pca", "resolve_n_components", "training_mean"]
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +129,21 @@ def _row_blocks(store: Store, split: str, mean: np.ndarray, chunk: int) -> Itera
         yield out
 
 
+def training_mean(store: Store, split: str = "train", chunk_rows: int = 2048) -> np.ndarray:
+    """Every group vertex's mean response over the ``split`` rows of the subjects that have it.
+
+    The mean the group PCA centres with (and a new readout starts at), float32
+    of shape (n_vertices,); a vertex no subject has is 0.
+    """
+    n_vertices = store.space.n_vertices
+    counts = np.zeros(n_vertices, dtype=np.float64)
+    sums = np.zeros(n_vertices, dtype=np.float64)
+    for cols, block in _subject_blocks(store, split, chunk_rows):
+        sums[cols] += block.sum(0, dtype=np.float64)
+        counts[cols] += block.shape[0]
+    return (sums / np.maximum(counts, 1)).astype(np.float32)
+
+
 def fit_group_pca(
     store: Store,
     n_components: int | str = 2048,
@@ -163,13 +179,8 @@ def fit_group_pca(
     GroupPCA
     """
     n_vertices = store.space.n_vertices
-    counts = np.zeros(n_vertices, dtype=np.float64)
-    sums = np.zeros(n_vertices, dtype=np.float64)
-    for cols, block in _subject_blocks(store, split, chunk_rows):
-        sums[cols] += block.sum(0, dtype=np.float64)
-        counts[cols] += block.shape[0]
     n_samples = int(sum(len(store.split_rows(n, split)) for n in store.names))
-    mean = (sums / np.maximum(counts, 1)).astype(np.float32)
+    mean = training_mean(store, split, chunk_rows)
     k = resolve_n_components(n_components, n_samples, n_vertices)
     width = min(k + n_oversamples, n_samples, n_vertices)
     gen = torch.Generator().manual_seed(int(seed))

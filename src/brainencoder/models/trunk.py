@@ -111,9 +111,9 @@ def create_timm_model(
             raise BrainEncoderError(
                 f"cannot get pretrained weights for {name!r} ({text[:200]}). This machine may "
                 "be offline: download the weights elsewhere (e.g. the model's "
-                "model.safetensors on huggingface.co/timm) and pass the file with "
-                "trunk_weights=PATH (CLI: trunk_weights=PATH override), or set "
-                "pretrained=false to use random weights"
+                "model.safetensors on huggingface.co/timm) and pass the file: "
+                "model.trunk_weights=PATH to train (--trunk-weights PATH to baseline and "
+                "import-original), or set model.pretrained=false to use random weights"
             ) from None
 
 

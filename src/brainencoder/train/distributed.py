@@ -1,4 +1,4 @@
-"""Process-group set-up for torchrun, and a BatchNorm synchronized on any backend."""
+"""Process-group set-up for torchrun, and BatchNorm synchronized on any backend."""
 
 from __future__ import annotations
 
@@ -8,8 +8,15 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
-__all__ = ["DistInfo", "SyncedBatchNorm1d", "barrier", "init_distributed", "sync_batchnorms"]
+__all__ = [
+    "DistInfo",
+    "SyncedBatchNorm",
+    "barrier",
+    "init_distributed",
+    "sync_batchnorms",
+]
 
 
 @dataclass
@@ -49,14 +56,21 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-class SyncedBatchNorm1d(nn.BatchNorm1d):
-    """BatchNorm1d whose batch statistics are all-reduced across processes.
+class SyncedBatchNorm(_BatchNorm):
+    """A BatchNorm (1d, 2d or 3d) whose batch statistics are all-reduced across processes.
 
-    Unlike :class:`torch.nn.SyncBatchNorm` (CUDA only), it works with gloo on
-    CPU as well; gradients flow through the all-reduce.
+    Unlike :class:`torch.nn.SyncBatchNorm` (CUDA and a few other accelerators
+    only), it works with gloo on CPU as well; gradients flow through the
+    all-reduce. Statistics are taken per channel (dimension 1) over every
+    other dimension, as the BatchNorm it replaces does.
     """
 
+    def _check_input_dim(self, x: torch.Tensor) -> None:
+        if x.dim() < 2:
+            raise ValueError(f"expected at least 2-D input (got {x.dim()}-D input)")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input_dim(x)
         if not (
             self.training
             and dist.is_available()
@@ -67,29 +81,52 @@ class SyncedBatchNorm1d(nn.BatchNorm1d):
         from torch.distributed.nn.functional import all_reduce
 
         k = x.shape[1]
+        dims = [0, *range(2, x.dim())]
+        shape = [1, k] + [1] * (x.dim() - 2)  # broadcast a (k,) vector over x
         xf = x.float()
-        stats = torch.cat([xf.sum(0), (xf * xf).sum(0), xf.new_tensor([x.shape[0]])])
+        count = x.numel() // k
+        stats = torch.cat([xf.sum(dims), (xf * xf).sum(dims), xf.new_tensor([count])])
         stats = all_reduce(stats)
         n = stats[-1]
         mean = stats[:k] / n
         var = (stats[k : 2 * k] / n - mean * mean).clamp_min(0)
         if self.track_running_stats:
             with torch.no_grad():
-                m = self.momentum if self.momentum is not None else 0.1
+                self.num_batches_tracked.add_(1)
+                m = self.momentum  # None: a cumulative average, as torch's BatchNorm
+                if m is None:
+                    m = 1.0 / float(self.num_batches_tracked)
                 self.running_mean.mul_(1 - m).add_(m * mean)
                 self.running_var.mul_(1 - m).add_(m * var * n / (n - 1).clamp_min(1))
-                self.num_batches_tracked.add_(1)
-        out = (xf - mean) / torch.sqrt(var + self.eps)
+        out = (xf - mean.view(shape)) / torch.sqrt(var.view(shape) + self.eps)
         if self.affine:
-            out = out * self.weight + self.bias
+            out = out * self.weight.view(shape) + self.bias.view(shape)
         return out.to(x.dtype)
 
 
-def sync_batchnorms(module: nn.Module) -> nn.Module:
-    """Replace every BatchNorm1d in ``module`` by :class:`SyncedBatchNorm1d` (in place)."""
+def sync_batchnorms(module: nn.Module, native: bool = False) -> nn.Module:
+    """Synchronize the statistics of every BatchNorm in ``module`` across processes.
+
+    Parameters
+    ----------
+    module : nn.Module
+        Changed in place (its BatchNorm children are replaced); also returned.
+    native : bool, default=False
+        Use :class:`torch.nn.SyncBatchNorm` (CUDA and other accelerators with
+        NCCL-like backends); otherwise :class:`SyncedBatchNorm`, which works on
+        any backend, gloo on CPU included.
+
+    Every :class:`~torch.nn.modules.batchnorm._BatchNorm` is converted
+    (``BatchNorm1d`` of the PCA readouts, ``BatchNorm2d`` of ``point``, ...),
+    with its parameters, running statistics and settings.
+    """
+    if native:
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
     for name, child in module.named_children():
-        if type(child) is nn.BatchNorm1d:
-            synced = SyncedBatchNorm1d(
+        if isinstance(child, _BatchNorm) and not isinstance(
+            child, (SyncedBatchNorm, nn.SyncBatchNorm)
+        ):
+            synced = SyncedBatchNorm(
                 child.num_features,
                 child.eps,
                 child.momentum,
@@ -97,7 +134,10 @@ def sync_batchnorms(module: nn.Module) -> nn.Module:
                 child.track_running_stats,
             )
             synced.load_state_dict(child.state_dict())
-            synced.to(next(child.buffers()).device)
+            synced.train(child.training)
+            ref = next(iter(child.buffers()), None)
+            if ref is not None:
+                synced.to(ref.device)
             setattr(module, name, synced)
         else:
             sync_batchnorms(child)

@@ -17,7 +17,7 @@ from ..inference.cache import FeatureCache, build_feature_cache
 from ..models.encoder import Encoder, build_encoder
 from ..models.lora import apply_lora, lora_layers
 from ..models.modelfile import load_encoder, load_state, model_state, read_model_file
-from ..models.pca import GroupPCA, fit_group_pca
+from ..models.pca import GroupPCA, fit_group_pca, training_mean
 from ..models.trunk import apply_freeze
 from ..runs.checkpoint import load_checkpoint
 from ..runs.load import model_file
@@ -107,7 +107,12 @@ def _build_model(config: TrainConfig, store: Store) -> Encoder:
     if "regions" in needs:
         regions = _store_regions(store, readout.get("roi_groups"), readout["name"])
     context = ReadoutContext(pca=pca, regions=regions)
-    return build_encoder(encoder_config, store.space, context)
+    model = build_encoder(encoder_config, store.space, context)
+    initialize = getattr(model.readout, "initialize", None)
+    if callable(initialize):  # the readout's optional hook: start at the training mean
+        mean = pca.mean if pca is not None else training_mean(store)
+        initialize(torch.as_tensor(mean, dtype=torch.float32))
+    return model
 
 
 def _store_regions(store: Store, groups: list[str] | None, readout: str = "roi_query"):
@@ -162,7 +167,7 @@ def prepare_model(
         frozen = apply_freeze(model.trunk.model, config.freeze)  # timm parameter names
         logger.info("froze %d trunk parameter tensors", len(frozen))
     if info.enabled:
-        sync_batchnorms(model.readout)
+        sync_batchnorms(model.readout, native=device.type == "cuda")
         if device.type == "cuda" and config.train_trunk:
             model.trunk = nn.SyncBatchNorm.convert_sync_batchnorm(model.trunk)
     model.to(device)
