@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from brainencoder.cli.main import main
 from brainencoder.train.config import load_config
@@ -76,3 +77,111 @@ def test_compare_an_ensemble_of_runs(store, synth_root, tmp_path, capsys):
     np.testing.assert_allclose(mean["lh"], (each[0]["lh"] + each[1]["lh"]) / 2, rtol=1e-6)
     assert main([*argv[:2], "--ensemble", str(runs[0]), "--out", str(tmp_path / "c3")]) == 1
     assert "an ensemble needs at least two runs" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- inputs and --out
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(store, tmp_path_factory):
+    """A tiny run and a copy of it (two runs to compare, trained once)."""
+    import shutil
+
+    from conftest import TINY_TRAIN
+
+    root = tmp_path_factory.mktemp("tiny")
+    train(load_config(None, [*TINY_TRAIN, f"cache_dir={root / 'cache'}"]), store.path, root / "a")
+    shutil.copytree(root / "a", root / "b")
+    return root / "a", root / "b"
+
+
+def _compare(*argv):
+    return main(["compare", *map(str, argv), "--n-boot", "5"])
+
+
+def test_compare_refuses_runs_of_another_store_as_evaluate_does(store, tiny_runs, tmp_path, capsys):
+    import shutil
+
+    import yaml
+
+    a, b = tiny_runs
+    other = shutil.copytree(b, tmp_path / "other")  # as if trained on a store at 99 px
+    config = yaml.safe_load((other / "config.yaml").read_text())
+    config["run"]["store_identity"]["image_size"] = "99"
+    (other / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    assert main(["evaluate", str(other), "--store", str(store.path)]) == 1
+    expected = capsys.readouterr().err
+    assert f"is not the store {other} was trained on (other image size)" in expected
+    for argv in ([a, other], [a, "--ensemble", f"{b},{other}"], [other, a]):
+        assert _compare(*argv, "--store", store.path, "--out", tmp_path / "cmp") == 1
+        assert capsys.readouterr().err == expected  # one line, evaluate's
+    assert _compare(a, other, "--out", tmp_path / "cmp") == 1  # the first run's store
+    assert capsys.readouterr().err == expected
+    assert not (tmp_path / "cmp").exists()
+
+
+def test_compare_out_follows_the_ownership_rules(
+    store, synth_root, tiny_runs, tmp_path, monkeypatch, capsys
+):
+    import shutil
+
+    import brainencoder.evaluation.compare as module
+    from brainencoder.util.errors import DataError
+    from brainencoder.util.ownership import MARKER, owned_kind
+
+    a, b = tiny_runs
+    truth = shutil.copytree(synth_root / "truth", tmp_path / "truth")
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "index.html").write_text("my page")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    refused = {
+        store.path / "cmp": "lies inside the input",
+        synth_root / "cmp": "lies inside the input",  # the store's data
+        truth / "cmp": "lies inside the input",  # the noise ceilings
+        a: "holds, contains or lies inside the input",  # it holds a run
+        a.parent: "holds, contains or lies inside the input",
+        work: "is or contains the current folder",
+        user: "it holds files brainencoder did not write, not a brainencoder compare",
+    }
+    for out, message in refused.items():
+        assert _compare(a, b, "--noise-ceiling", truth, "--out", out) == 1, out
+        err = capsys.readouterr().err
+        assert err.startswith("error: refusing to ") and message in err, (out, err)
+        assert err.count("\n") == 1
+    assert (user / "index.html").read_text() == "my page"
+    assert not (store.path / "cmp").exists() and not (truth / "cmp").exists()
+
+    out = tmp_path / "cmp"
+    assert _compare(a, b, "--out", out) == 0
+    assert owned_kind(out) == "compare" and (out / MARKER).is_file()
+    table = pd.read_csv(out / "comparison.csv")
+    assert _compare(a, b, "--out", out) == 0  # its own output is replaced
+    pd.testing.assert_frame_equal(pd.read_csv(out / "comparison.csv"), table)
+    inside = a / "compare"  # inside a run folder, where the run's report links it
+    assert _compare(a, b, "--out", inside) == 0 and owned_kind(inside) == "compare"
+
+    # a failure while writing leaves the previous output as it was, and nothing aside
+    def broken(*args, **kwargs):
+        raise DataError("the map failed")
+
+    monkeypatch.setattr(module, "_difference_map", broken)
+    page = (out / "index.html").read_bytes()
+    assert _compare(a, b, "--split", "val", "--out", out) == 1
+    assert "the map failed" in capsys.readouterr().err
+    assert (out / "index.html").read_bytes() == page
+    assert not list(tmp_path.glob(".*.tmp"))
+    monkeypatch.undo()
+
+    # held-back test responses that are a pickle: one line, nothing written
+    monkeypatch.chdir(work)
+    evil = np.empty((2, 2), dtype=object)
+    np.save(truth / "subj01" / "lh_test_fmri.npy", evil, allow_pickle=True)
+    fresh = tmp_path / "fresh"
+    assert _compare(a, b, "--split", "test", "--noise-ceiling", truth, "--out", fresh) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {truth / 'subj01' / 'lh_test_fmri.npy'}: cannot read held-back")
+    assert "pickled objects are never loaded" in err and err.count("\n") == 1
+    assert not fresh.exists() and not list(tmp_path.glob(".*.tmp"))

@@ -1,6 +1,7 @@
 import json
 import shutil
 import zipfile
+from pathlib import Path
 
 import matplotlib
 import numpy as np
@@ -337,26 +338,82 @@ def test_baselines_run_like_encoder_runs(ridge_run, store, synth_root, tmp_path)
         fit_ridge_baseline(store, tmp_path / "pix", FeatureSpec(kind="pixels"))
 
 
-def test_plots_are_written(run, store, synth_root, capsys):
-    assert (
-        main(
-            [
-                "evaluate",
-                str(run),
-                "--split",
-                "testval",
-                "--noise-ceiling",
-                str(synth_root / "truth"),
-            ]
-        )
-        == 0
-    )
+def test_plots_show_the_runs_metrics(run, store, synth_root, capsys, monkeypatch):
+    from PIL import Image
+
+    from brainencoder.evaluation import plotting
+    from brainencoder.runs.run import Run
+
+    drawn = {}  # file name -> (arguments, figure) of every figure plot draws
+
+    def spy(plot):
+        def recorded(*args, **kwargs):
+            fig = plot(*args, **kwargs)
+            drawn[Path(kwargs["output_file"]).name] = (args, fig)
+            return fig
+
+        return recorded
+
+    for name in ("plot_surface_map", "plot_roi_bars", "plot_learning_curves"):
+        monkeypatch.setattr(plotting, name, spy(getattr(plotting, name)))
+    truth = str(synth_root / "truth")
+    assert main(["evaluate", str(run), "--split", "testval", "--noise-ceiling", truth]) == 0
     assert "challenge score" in capsys.readouterr().out
     assert main(["plot", str(run), "--split", "testval"]) == 0
-    figs = sorted(p.name for p in (run / "figures").iterdir())
-    assert "subj01_pearson_testval.png" in figs and "subj03_score_testval.png" in figs
-    assert "roi_score_testval.png" in figs and "learning_curves.png" in figs
-    assert all((run / "figures" / f).stat().st_size > 10_000 for f in figs)
+    written = {p.name for p in (run / "figures").iterdir()}
+    assert written == set(drawn)  # every figure written is one checked below
+    assert {"subj01_pearson_testval.png", "subj03_score_testval.png"} <= written
+    assert {"roi_score_testval.png", "learning_curves.png"} <= written
+    for name, (_, fig) in drawn.items():  # the PNG is the figure, and not blank
+        with Image.open(run / "figures" / name) as image:
+            expected = tuple(round(v) for v in fig.get_size_inches() * fig.dpi)
+            assert image.size == expected, name
+            pixels = np.asarray(image.convert("RGB"))
+        assert pixels.std() > 10 and len(np.unique(pixels.reshape(-1, 3), axis=0)) > 50, name
+
+    # cortical maps: every vertex of the subject, at its fsaverage index, with its value
+    space = load_model(run).space
+    with np.load(run / "eval" / "testval" / "per_vertex.npz") as f:
+        per_vertex = dict(f)
+    for subject, metric in (("subj01", "pearson"), ("subj03", "score")):
+        (maps, title, label), fig = drawn[f"{subject}_{metric}_testval.png"]
+        for h in ("lh", "rh"):
+            values = per_vertex[f"{subject}.{h}.{metric}"]
+            local = space.columns[subject][h] - space.hemi_slice(h).start
+            np.testing.assert_array_equal(maps[h][space.vertices[h][local]], values)
+            assert np.isfinite(maps[h]).sum() == values.size  # nothing else is coloured
+        assert label == {"pearson": "Pearson r", "score": "noise-normalized score (%)"}[metric]
+        assert title == f"{subject}: {label} on testval images"
+        assert fig._suptitle.get_text() == title
+
+    # ROI bars: each subject's bar over each ROI is its median score in metrics.csv
+    table = pd.read_csv(run / "eval" / "testval" / "metrics.csv")
+    (_, fig) = drawn["roi_score_testval.png"]
+    ax = fig.axes[0]
+    rois = [t.get_text() for t in ax.get_xticklabels()]
+    assert {"V1v", "FFA-1"} <= set(rois) and len(ax.containers) == len(store.names)
+    for bars in ax.containers:
+        subject = bars.get_label()
+        rows = table[
+            (table.subject == subject)
+            & (table.metric == "score")
+            & (table.statistic == "median")
+            & (table.hemisphere == "both")
+            & (table.roi_group != "all")
+        ]
+        expected = [rows[rows.roi == roi].value.mean() for roi in rois]
+        np.testing.assert_allclose([b.get_height() for b in bars], expected, equal_nan=True)
+
+    # learning curves: the training losses and validation scores of metrics.jsonl
+    records = Run(run).read_metrics()
+    (_, fig) = drawn["learning_curves.png"]
+    loss_ax, val_ax = fig.axes[:2]
+    losses = [r["train/loss"] for r in records if "train/loss" in r and "step" in r]
+    np.testing.assert_array_equal(loss_ax.lines[0].get_ydata(), losses)
+    epochs = [r for r in records if "val/r2_median" in r and "epoch" in r]
+    assert len(epochs) == 3  # FAST trains 3 epochs
+    np.testing.assert_array_equal(val_ax.lines[0].get_ydata(), [r["val/r2_median"] for r in epochs])
+    np.testing.assert_array_equal(val_ax.lines[0].get_xdata(), [1, 2, 3])
 
 
 def test_fsaverage5_resampling_keeps_every_value(rng):
@@ -491,3 +548,203 @@ def test_score_command_equals_the_devkit_on_hand_made_truth(tmp_path, capsys, ca
     out = capsys.readouterr().out
     assert f"mean over every vertex): {expected_all:.2f}%" in out
     assert f"noise ceiling > 0 only: {expected_positive:.2f}%" in out
+
+
+# ----------------------------------------------------------------------------- untrusted zips
+
+
+def _npy(arr, allow_pickle=False) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=allow_pickle)
+    return buf.getvalue()
+
+
+def _header(shape) -> bytes:
+    """The .npy header of a float32 array of ``shape``, without its data."""
+    import io
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buf, {"descr": "<f4", "fortran_order": False, "shape": shape}
+    )
+    return buf.getvalue()
+
+
+def _zip(path, members, compression=zipfile.ZIP_DEFLATED):
+    with zipfile.ZipFile(path, "w", compression=compression) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
+def _patch_central(path, member, offset, fmt, value):
+    """Rewrite one field of ``member``'s central-directory entry (as a damaged zip would hold)."""
+    import struct
+
+    data = bytearray(path.read_bytes())
+    name = member.encode()
+    pos = data.find(b"PK\x01\x02")
+    while data[pos + 46 : pos + 46 + len(name)] != name:
+        pos = data.find(b"PK\x01\x02", pos + 4)
+    struct.pack_into(fmt, data, pos + offset, value)
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture
+def two_subject_truth(tmp_path):
+    """Truth of subj01 (4 images x 3 + 2 vertices) and subj02 (4 x 2 + 2), and good predictions."""
+    rng = np.random.default_rng(0)
+    sizes = {"subj01": {"lh": 3, "rh": 2}, "subj02": {"lh": 2, "rh": 2}}
+    preds = {}
+    for name, hemis in sizes.items():
+        (tmp_path / "truth" / name).mkdir(parents=True)
+        preds[name] = {}
+        for h, n in hemis.items():
+            target = rng.normal(size=(4, n))
+            np.save(tmp_path / "truth" / name / f"{h}_test_fmri.npy", target)
+            np.save(tmp_path / "truth" / name / f"{h}_noise_ceiling.npy", np.full(n, 0.5))
+            preds[name][h] = (target + rng.normal(size=(4, n))).astype(np.float32)
+    return tmp_path / "truth", preds
+
+
+def _members(preds):
+    return {f"{n}/{h}_pred_test.npy": _npy(a) for n, p in preds.items() for h, a in p.items()}
+
+
+def test_score_refuses_incomplete_and_non_float_zips(two_subject_truth, tmp_path, capsys):
+    truth, preds = two_subject_truth
+    good = _members(preds)
+    assert 0 < score_submission(_zip(tmp_path / "good.zip", good), truth)["all"] <= 100
+    lh = "subj01/lh_pred_test.npy"
+    complex_lh = preds["subj01"]["lh"].astype(np.complex64)
+    nan_lh = preds["subj01"]["lh"].copy()
+    nan_lh[1, 2] = np.nan
+    objects = np.empty((4, 3), dtype=object)
+    cases = {
+        "no_subj02": (
+            {k: v for k, v in good.items() if "subj02" not in k},
+            r"missing \['subj02'\]",
+        ),
+        "no_rh": (
+            {k: v for k, v in good.items() if k != "subj01/rh_pred_test.npy"},
+            "subj01/rh_pred_test.npy: missing",
+        ),
+        "complex": ({**good, lh: _npy(complex_lh)}, f"{lh}: dtype complex64, expected float32"),
+        "nan": ({**good, lh: _npy(nan_lh)}, f"{lh}: holds NaN or inf values"),
+        "text": ({**good, lh: _npy(np.full((4, 3), "a"))}, f"{lh}: dtype <U1, expected float32"),
+        "pickle": (
+            {**good, lh: _npy(objects, allow_pickle=True)},
+            f"{lh}: holds pickled Python objects",
+        ),
+        "shape": (
+            {**good, lh: _npy(preds["subj01"]["lh"][:3])},
+            r"shape \(3, 3\), expected \(4, 3\)",
+        ),
+        "stranger": ({**good, "subj09/lh_pred_test.npy": good[lh]}, "subject 'subj09' is not in"),
+    }
+    for name, (members, message) in cases.items():
+        path = _zip(tmp_path / f"{name}.zip", members)
+        with pytest.raises(DataError, match=message) as info:
+            score_submission(path, truth)
+        assert str(info.value).startswith(f"{path}: ") and "\n" not in str(info.value)
+    # the CLI: one line on stderr and status 1, never a score of a zip that lacks subjects
+    assert main(["score", str(tmp_path / "no_subj02.zip"), "--truth", str(truth)]) == 1
+    captured = capsys.readouterr()
+    assert "%" not in captured.out and "Traceback" not in captured.err
+    assert captured.err.startswith(f"error: {tmp_path / 'no_subj02.zip'}: submission subjects")
+    assert captured.err.count("\n") == 1
+    # without truth or dataset (read_submission alone): both hemispheres still required
+    with pytest.raises(DataError, match="subj01/rh_pred_test.npy: missing"):
+        read_submission(tmp_path / "no_rh.zip")
+    with pytest.raises(DataError, match="holds pickled Python objects"):
+        read_submission(tmp_path / "pickle.zip")
+
+
+def test_damaged_zip_members_are_one_line_errors(two_subject_truth, tmp_path, capsys):
+    truth, preds = two_subject_truth
+    good = _members(preds)
+    lh = "subj01/lh_pred_test.npy"
+    crc = _zip(tmp_path / "crc.zip", good, zipfile.ZIP_STORED)
+    with zipfile.ZipFile(crc) as zf:
+        member = zf.getinfo(lh)
+    raw = bytearray(crc.read_bytes())
+    end = member.header_offset + 30 + len(lh) + len(member.extra) + member.compress_size
+    raw[end - 1] ^= 0xFF  # the last byte of the member's data
+    crc.write_bytes(bytes(raw))
+    encrypted = _zip(tmp_path / "encrypted.zip", good)
+    _patch_central(encrypted, lh, 8, "<H", 0x1)  # flag bit 0: encrypted
+    unknown = _zip(tmp_path / "unknown.zip", good)
+    _patch_central(unknown, lh, 10, "<H", 99)  # compression method 99
+    cases = {
+        crc: "damaged member \\(Bad CRC-32",
+        encrypted: "encrypted; write the zip without a password",
+        unknown: "compression method 99 is not supported",
+    }
+    for path, message in cases.items():
+        with pytest.raises(DataError, match=f"{lh}: {message}") as info:
+            score_submission(path, truth)
+        assert str(info.value).startswith(f"{path}: ") and "\n" not in str(info.value)
+        with pytest.raises(DataError, match=message):
+            read_submission(path)
+    assert main(["score", str(crc), "--truth", str(truth)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {crc}: {lh}: damaged member") and err.count("\n") == 1
+
+
+def test_zip_members_are_read_only_up_to_their_expected_size(
+    two_subject_truth, tmp_path, monkeypatch
+):
+    import tracemalloc
+
+    from brainencoder.evaluation import submission
+
+    truth, preds = two_subject_truth
+    good = _members(preds)
+    lh = "subj01/lh_pred_test.npy"
+    zeros = bytes(64 << 20)  # 64 MiB that deflate to 64 KiB
+    bomb = _zip(tmp_path / "bomb.zip", {**good, lh: zeros})
+    assert bomb.stat().st_size < 1 << 20
+    # honest sizes: refused from the declared size, before anything is read
+    with pytest.raises(
+        DataError, match=f"{lh}: 67108864 bytes uncompressed, but a .npy of a float32 array"
+    ):
+        score_submission(bomb, truth)
+    # lying sizes: the right header and data, then 64 MiB more, declared as the right size
+    liar = _zip(tmp_path / "liar.zip", {**good, lh: good[lh] + zeros})
+    _patch_central(liar, lh, 24, "<I", len(good[lh]))
+    # a header that promises more than the truth's shape (its data never come): refused first
+    big = _zip(tmp_path / "big.zip", {**good, lh: _header((4000, 3))})
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match=f"{lh}: damaged member"):
+            score_submission(liar, truth)
+        with pytest.raises(DataError, match=r"shape \(4000, 3\), expected \(4, 3\)"):
+            score_submission(big, truth)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, peak  # not the 64 MiB the member holds
+    # with nothing to compare with, members are read up to MAX_MEMBER_BYTES
+    monkeypatch.setattr(submission, "MAX_MEMBER_BYTES", 1 << 20)
+    with pytest.raises(DataError, match=f"{lh}: 67108864 bytes uncompressed, but at most"):
+        read_submission(bomb)
+    # a header alone that promises more than that: refused before any data is read
+    promise = _zip(tmp_path / "promise.zip", {**good, lh: _header((100_000, 3))})
+    with pytest.raises(DataError, match=r"shape \(100000, 3\), more than the 1048576 bytes"):
+        read_submission(promise)
+
+
+def test_pickled_or_text_test_responses_are_refused(tmp_path):
+    from brainencoder.evaluation.evaluate import read_test_responses
+
+    (tmp_path / "subj01").mkdir()
+    evil = np.empty((4, 3), dtype=object)
+    np.save(tmp_path / "subj01" / "lh_test_fmri.npy", evil, allow_pickle=True)
+    np.save(tmp_path / "subj01" / "rh_test_fmri.npy", np.zeros((4, 2)))
+    with pytest.raises(DataError, match="lh_test_fmri.npy: cannot read held-back test responses"):
+        read_test_responses(tmp_path, "subj01", 4, {"lh": 3, "rh": 2})
+    np.save(tmp_path / "subj01" / "lh_test_fmri.npy", np.full((4, 3), "x"))
+    with pytest.raises(DataError, match="of dtype <U1; expected real numbers"):
+        read_test_responses(tmp_path, "subj01", 4, {"lh": 3, "rh": 2})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -142,3 +143,120 @@ def test_image_source_keys_change_with_what_they_read(tmp_path):
         ImageArray(tmp_path / "a.npy", rows=slice(1, 3)) as part,
     ):
         assert whole.key() != part.key() and part.names == ["1", "2"] and len(part) == 2
+
+
+# ----------------------------------------------------------------------------- inputs and --out
+
+
+@pytest.fixture(scope="module")
+def tiny_run(store, tmp_path_factory):
+    from conftest import TINY_TRAIN
+
+    root = tmp_path_factory.mktemp("tiny")
+    train(load_config(None, [*TINY_TRAIN, f"cache_dir={root / 'cache'}"]), store.path, root / "run")
+    return root / "run"
+
+
+def _explore_cli(run, images, out, *extra):
+    argv = ["explore", str(run), str(images), "--subject", "subj01", "--roi", "V1v"]
+    return main([*argv, "--top", "3", "--out", str(out), *extra])
+
+
+def test_explore_refuses_data_of_another_vertex_space(tiny_run, synth_root, tmp_path, capsys):
+    import shutil
+
+    data = shutil.copytree(synth_root, tmp_path / "other")  # same vertex counts, other vertices
+    mask_file = data / "subj01" / "roi_masks" / "lh.all-vertices_fsaverage_space.npy"
+    mask = np.load(mask_file)
+    first, free = np.flatnonzero(mask)[0], np.flatnonzero(~mask[:10242])[0]
+    mask[first], mask[free] = False, True
+    np.save(mask_file, mask)
+    images = synth_root / "subj01" / "test_split" / "test_images"
+    message = "subj01's vertices in this dataset are not those of the model's subj01"
+    with pytest.raises(DataError, match=f"lh.all-vertices_fsaverage_space.npy: {message}"):
+        explore(tiny_run, images, "subj01", ["V1v"], tmp_path / "x", data=data)
+    assert _explore_cli(tiny_run, images, tmp_path / "y", "--data", str(data)) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {mask_file}: {message}") and err.count("\n") == 1
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    # the run's own data (the default) and the same data passed explicitly are fine
+    out = explore(tiny_run, images, "subj01", ["V1v"], tmp_path / "z", top=3, data=synth_root)
+    assert len(pd.read_csv(out["ranking"])) == len(list(images.iterdir()))
+
+
+def test_explore_out_follows_the_ownership_rules(
+    tiny_run, store, synth_root, tmp_path, monkeypatch, capsys
+):
+    from brainencoder.util.ownership import MARKER, owned_kind
+
+    images = tmp_path / "images"  # a copy: nothing may be written among the stimuli
+    images.mkdir()
+    for p in sorted((synth_root / "subj01" / "test_split" / "test_images").iterdir())[:6]:
+        (images / p.name).write_bytes(p.read_bytes())
+    before = sorted(p.name for p in images.iterdir())
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "index.html").write_text("my page")
+    monkeypatch.chdir(tmp_path)
+    refused = {
+        images: "lies inside the input",
+        images / "explore": "lies inside the input",
+        synth_root: "lies inside the input",
+        store.path / "explore": "lies inside the input",
+        tiny_run: "holds, contains or lies inside the input",  # it holds the run
+        tmp_path: "is or contains the current folder",
+        Path("."): "is or contains the current folder",
+        user: "it holds files brainencoder did not write, not a brainencoder explore",
+    }
+    for out, message in refused.items():
+        assert _explore_cli(tiny_run, images, out) == 1, out
+        err = capsys.readouterr().err
+        assert err.startswith("error: refusing to ") and message in err, (out, err)
+    assert sorted(p.name for p in images.iterdir()) == before
+    assert (user / "index.html").read_text() == "my page"
+    assert not list(tiny_run.glob("*.png"))
+
+    # inside the run folder (as the demo and the report place it), marked as its own
+    out = tiny_run / "explore-v1"
+    assert _explore_cli(tiny_run, images, out) == 0
+    assert owned_kind(out) == "explore" and (out / MARKER).is_file()
+    first = pd.read_csv(out / "ranking.csv")
+    assert sorted(first.image) == before  # the images, never a page of explore's own
+    assert _explore_cli(tiny_run, images, out) == 0  # its own output is replaced
+    pd.testing.assert_frame_equal(pd.read_csv(out / "ranking.csv"), first)
+
+    # a failure while writing leaves the previous output as it was, and nothing aside
+    import brainencoder.experiments.explore as module
+
+    def broken(*args, **kwargs):
+        raise DataError("the map failed")
+
+    monkeypatch.setattr(module, "_cortex_map", broken)
+    page = (out / "index.html").read_bytes()
+    with pytest.raises(DataError, match="the map failed"):
+        explore(tiny_run, images, "subj01", ["FFA-1"], out, top=2)
+    assert (out / "index.html").read_bytes() == page
+    assert json.loads((out / "query.json").read_text())["rois"] == ["V1v"]
+    assert sorted(p.name for p in tiny_run.iterdir() if p.name.endswith(".tmp")) == []
+
+
+def test_explore_and_compare_outputs_of_earlier_versions_are_recognised(tmp_path):
+    from brainencoder.util.ownership import check_replaceable, owned_kind
+
+    old = tmp_path / "explore"
+    old.mkdir()
+    for name in ("ranking.csv", "montage.png", "index.html"):
+        (old / name).write_text("x")
+    (old / "query.json").write_text(
+        json.dumps({"run": "r", "images": "i", "subject": "all", "rois": ["PPA"], "top": 8})
+    )
+    assert owned_kind(old) == "explore"
+    check_replaceable(old, "explore")
+    compared = tmp_path / "compare"
+    compared.mkdir()
+    (compared / "comparison.csv").write_text("run,subject,roi,metric,value,diff,ci_low,ci_high\n")
+    (compared / "index.html").write_text("x")
+    assert owned_kind(compared) == "compare"
+    for folder in (old, compared):
+        (folder / "notes.txt").write_text("mine")  # anything else: not recognised
+        assert owned_kind(folder) is None

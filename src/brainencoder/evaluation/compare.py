@@ -22,6 +22,7 @@ from ..data.store import Store
 from ..runs.ensemble import EnsembleModel
 from ..util.errors import DataError
 from ..util.fileio import atomic_path, write_bytes_atomic
+from ..util.ownership import build_owned, check_replaceable
 
 __all__ = ["compare_runs"]
 
@@ -65,11 +66,17 @@ def compare_runs(
         An entry that is a sequence of several runs is their ensemble (the
         mean prediction), named ``ensemble(a+b)``.
     out : path
-        Output folder.
+        Output folder (``comparison.csv``, the figures, ``index.html``). It may
+        not be, hold or lie inside an input (the store, its data, the noise
+        ceilings) nor hold a run or the current folder; an existing folder is
+        replaced only if it is empty or an earlier ``compare`` output (never
+        files it did not write). It is written aside and moved into place when
+        complete.
     split : {"testval", "val", "test"}, default="testval"
         "test" needs held-back responses in ``noise_ceiling``.
     store : path, optional
-        Default: the first run's store.
+        Default: the first run's store. Every run folder (ensemble members
+        too) must have been trained on it, as ``evaluate`` requires.
     noise_ceiling : path, optional
         ``subjXX/{lh,rh}_noise_ceiling.npy`` (and test responses for "test").
     n_boot : int, default=200
@@ -79,9 +86,17 @@ def compare_runs(
     Returns
     -------
     dict of str to Path
+
+    Raises
+    ------
+    CheckpointError
+        A run was trained on another store.
+    UnsafeOverwriteError
+        ``out`` may not be written (nothing is touched).
     """
     import pandas as pd
 
+    from ..runs.load import read_files
     from ..runs.run import Run
 
     if len(runs) < 2:
@@ -91,11 +106,19 @@ def compare_runs(
         if not isinstance(r, (str, Path)) and len(parts) < 2:
             raise DataError(f"an ensemble needs at least two runs; got {[str(p) for p in parts]}")
     store = Store(store if store is not None else Run(members[0][0]).store_path())
+    for path in (p for parts in members for p in parts):
+        if path.is_dir():  # as evaluate: a run's numbers on another store would be wrong
+            Run(path).check_store(store)
     names, models = _load_runs(members)
     for label, model in zip(names, models):
         model.space.check_subjects_match(store.space, f"{label} vs {store.path}")
+    source = store.manifest["source"]["root"]
+    inputs = [store.path, source, noise_ceiling]
+    inputs += [f for parts in members for p in parts for f in read_files(p)]
+    out = Path(out)
+    check_replaceable(out, "compare", inputs)  # before any work
     try:
-        layout = read_layout(store.manifest["source"]["root"], store.names)
+        layout = read_layout(source, store.names)
     except DataError:
         layout = None
     rng = np.random.default_rng(seed)
@@ -119,19 +142,20 @@ def compare_runs(
         summaries.append((target.shape[1], values, subject_boots))
     rows += _pooled_rows(summaries)
     table = pd.DataFrame(rows)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "comparison.csv", suffix=".csv") as tmp:
-        table.to_csv(tmp, index=False)
-    bars = _roi_bars(table, names, out / "roi_differences.png")
-    cortex = _difference_map(store, models[0].space, per_vertex, names, out / "difference_map.png")
-    page = _page(table, names, [" + ".join(map(str, m)) for m in members], split, bars, cortex)
-    write_bytes_atomic(out / "index.html", page)
+    with build_owned(out, "compare", inputs) as work:  # moved into place when complete
+        with atomic_path(work / "comparison.csv", suffix=".csv") as tmp:
+            table.to_csv(tmp, index=False)
+        bars = _roi_bars(table, names, work / "roi_differences.png")
+        cortex = _difference_map(
+            store, models[0].space, per_vertex, names, work / "difference_map.png"
+        )
+        page = _page(table, names, [" + ".join(map(str, m)) for m in members], split, bars, cortex)
+        write_bytes_atomic(work / "index.html", page)
     return {
         "page": out / "index.html",
         "table": out / "comparison.csv",
-        "bars": bars,
-        "map": cortex,
+        "bars": out / "roi_differences.png",
+        "map": out / "difference_map.png",
     }
 
 

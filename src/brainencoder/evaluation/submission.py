@@ -4,11 +4,19 @@ A submission is a zip with ``subjXX/lh_pred_test.npy`` and
 ``subjXX/rh_pred_test.npy`` at its root for every subject: float32 arrays of
 shape (n_test_images, n_vertices_hemi) in the subject's challenge space, rows
 in sorted test-image order. It is validated before it is written, and written
-atomically; reading one never unpickles and refuses members outside the root.
+atomically.
+
+A zip to read is untrusted input: members outside the root are refused, nothing
+is unpickled, encrypted or damaged members (bad CRC, unknown compression) are
+one-line errors, and each member is read as a stream whose header (dtype,
+shape) is checked before its data, with a cap on the bytes read: what the
+expected shape needs when the dataset or the truth is known, else
+:data:`MAX_MEMBER_BYTES` (and :data:`MAX_SUBMISSION_BYTES` for the whole zip).
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 import zipfile
@@ -20,16 +28,29 @@ import numpy as np
 from ..data.layout import HEMIS, DatasetLayout
 from ..util.errors import DataError, UnsafeFileError
 from ..util.fileio import atomic_path
+from ..util.npystream import HEADER_BYTES, npy_file_shape, read_zip_member
 
 __all__ = [
+    "MAX_MEMBER_BYTES",
+    "MAX_SUBMISSION_BYTES",
     "check_test_images",
     "read_submission",
     "score_submission",
     "subject_test_scores",
+    "truth_shapes",
     "write_submission",
 ]
 
-_MEMBER = re.compile(r"^(subj\d+)/(lh|rh)_pred_test\.npy$")
+_MEMBER = re.compile(r"(subj\d+)/(lh|rh)_pred_test\.npy")
+_SUBJECT = re.compile(r"subj\d+")
+MAX_MEMBER_BYTES = 1 << 30  # read from one member when no expected shape is known
+MAX_SUBMISSION_BYTES = 4 << 30  # read from the whole zip when no expected shape is known
+
+Shapes = Mapping[str, Mapping[str, tuple[int, ...]]]
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
 
 
 def _expected_shapes(layout: DatasetLayout) -> dict[str, dict[str, tuple[int, int]]]:
@@ -41,29 +62,52 @@ def _expected_shapes(layout: DatasetLayout) -> dict[str, dict[str, tuple[int, in
 
 def _check_predictions(
     preds: Mapping[str, Mapping[str, np.ndarray]],
-    expected: Mapping[str, Mapping[str, tuple[int, int]]],
+    expected: Shapes | None,
+    source: str | Path | None = None,
+    against: str = "the dataset",
 ) -> None:
-    missing = sorted(set(expected) - set(preds))
-    extra = sorted(set(preds) - set(expected))
-    if missing or extra:
+    """Raise unless ``preds`` are finite float32 arrays of every expected subject and hemisphere.
+
+    Without ``expected`` (nothing to compare with), every subject present needs
+    both hemispheres, 2-D arrays with as many rows in each.
+    """
+    prefix = f"{source}: " if source is not None else ""
+    if expected is not None:
+        missing = sorted(set(expected) - set(preds))
+        extra = sorted(set(preds) - set(expected))
+        if missing or extra:
+            raise DataError(
+                f"{prefix}submission subjects do not match {against}: missing {missing}, "
+                f"unexpected {extra}"
+            )
+    if not preds:
         raise DataError(
-            f"submission subjects do not match the dataset: missing {missing}, unexpected {extra}"
+            f"{prefix}no predictions; a submission holds subjXX/{{lh,rh}}_pred_test.npy "
+            "for every subject"
         )
-    for name, shapes in expected.items():
+    for name in expected if expected is not None else sorted(preds):
         for h in HEMIS:
             arr = preds[name].get(h)
-            where = f"{name}/{h}_pred_test.npy"
+            where = f"{prefix}{name}/{h}_pred_test.npy"
             if arr is None:
-                raise DataError(f"{where}: missing")
+                raise DataError(f"{where}: missing (every subject needs both hemispheres)")
             if arr.dtype != np.float32:
                 raise DataError(f"{where}: dtype {arr.dtype}, expected float32")
-            if arr.shape != shapes[h]:
+            if expected is not None and arr.shape != tuple(expected[name][h]):
                 raise DataError(
-                    f"{where}: shape {arr.shape}, expected {shapes[h]} "
+                    f"{where}: shape {arr.shape}, expected {tuple(expected[name][h])} "
                     "(test images x challenge-space vertices)"
                 )
+            if arr.ndim != 2:
+                raise DataError(f"{where}: shape {arr.shape}, expected (test images, vertices)")
             if not np.isfinite(arr).all():
                 raise DataError(f"{where}: holds NaN or inf values")
+        rows = {h: preds[name][h].shape[0] for h in HEMIS}
+        if rows["lh"] != rows["rh"]:
+            raise DataError(
+                f"{prefix}{name}: {rows['lh']} lh but {rows['rh']} rh prediction rows; "
+                "both hold one row per test image"
+            )
 
 
 def check_test_images(layout: DatasetLayout) -> None:
@@ -106,38 +150,145 @@ def write_submission(
 def read_submission(
     path: str | Path, layout: DatasetLayout | None = None
 ) -> dict[str, dict[str, np.ndarray]]:
-    """Read and validate a submission zip (no pickles; no member may leave the root).
+    """Read and validate a submission zip (untrusted input; see the module's notes).
 
     Parameters
     ----------
     path : path
     layout : DatasetLayout, optional
-        If given, shapes are checked against it.
+        If given, every subject of it must be there, with arrays of its shapes
+        (and each member is read only up to the size of its shape). Without
+        it, every subject present needs both hemispheres, and members are read
+        up to :data:`MAX_MEMBER_BYTES`.
+
+    Returns
+    -------
+    dict of str to dict of str to ndarray
+        ``preds[subject][hemi]``, finite float32 (n_test, n_vertices_hemi).
+
+    Raises
+    ------
+    DataError
+        One line naming the zip and the member: unreadable zip, damaged,
+        encrypted or oversized member, not a float32 .npy array (pickled
+        objects are never loaded), wrong shape, NaN / inf, missing subject or
+        hemisphere.
+    UnsafeFileError
+        A member that is not ``subjXX/{lh,rh}_pred_test.npy``.
     """
+    if layout is None:
+        return _read_zip(path, None, "the dataset")
+    return _read_zip(path, _expected_shapes(layout), f"the dataset {layout.root}")
+
+
+def _read_zip(
+    path: str | Path, expected: Shapes | None, against: str
+) -> dict[str, dict[str, np.ndarray]]:
+    """The arrays of a submission zip, checked against ``expected`` (if known) while read."""
     preds: dict[str, dict[str, np.ndarray]] = {}
     try:
         zf = zipfile.ZipFile(path)
-    except (OSError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{path}: not a readable zip file ({exc})") from None
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError) as exc:
+        raise DataError(f"{path}: not a readable zip file ({_one_line(exc)})") from None
+    total = 0
     with zf:
         for info in zf.infolist():
             if info.is_dir():
                 continue
-            match = _MEMBER.match(info.filename)
+            match = _MEMBER.fullmatch(info.filename)
             if match is None:
                 raise UnsafeFileError(
                     f"{path}: unexpected member {info.filename!r}; a "
                     "submission holds only subjXX/{lh,rh}_pred_test.npy"
                 )
-            with zf.open(info) as fh:
-                try:
-                    arr = np.load(io.BytesIO(fh.read()), allow_pickle=False)
-                except ValueError as exc:
-                    raise DataError(f"{path}:{info.filename}: not a numeric .npy ({exc})") from None
-            preds.setdefault(match.group(1), {})[match.group(2)] = arr
-    if layout is not None:
-        _check_predictions(preds, _expected_shapes(layout))
+            subject, hemi = match.groups()
+            where = f"{path}: {info.filename}"
+            if expected is not None and subject not in expected:
+                raise DataError(
+                    f"{where}: subject {subject!r} is not in {against} "
+                    f"(subjects: {', '.join(expected)})"
+                )
+            if hemi in preds.get(subject, {}):
+                raise DataError(f"{where}: appears twice in the zip; keep one")
+            if expected is None:
+                shape, limit = None, min(MAX_MEMBER_BYTES, MAX_SUBMISSION_BYTES - total)
+            else:
+                shape = tuple(expected[subject][hemi])
+                limit = HEADER_BYTES + 4 * int(np.prod(shape))
+            why = (
+                f"a .npy of a float32 array of shape {shape} takes at most {limit} bytes"
+                if shape is not None
+                else f"at most {limit} bytes are read from it"
+            )
+            check = functools.partial(_check_header, where, shape=shape)
+            arr = np.ascontiguousarray(
+                read_zip_member(zf, info, where, limit, why, check), np.float32
+            )
+            total += arr.nbytes
+            preds.setdefault(subject, {})[hemi] = arr
+    _check_predictions(preds, expected, path, against)
     return preds
+
+
+def _check_header(where: str, found: tuple, dtype: np.dtype, _: int, shape: tuple | None) -> None:
+    """Before any data is read: a float32 2-D array of the expected shape."""
+    if dtype.hasobject:
+        raise DataError(
+            f"{where}: holds pickled Python objects (dtype {dtype}); they are never loaded. "
+            "Save float32 arrays"
+        )
+    if dtype.kind != "f" or dtype.itemsize != 4:
+        raise DataError(f"{where}: dtype {dtype}, expected float32")
+    if shape is not None and found != shape:
+        raise DataError(
+            f"{where}: shape {found}, expected {shape} (test images x challenge-space vertices)"
+        )
+    if len(found) != 2:
+        raise DataError(f"{where}: shape {found}, expected (test images, vertices)")
+
+
+def truth_shapes(truth_dir: str | Path) -> dict[str, dict[str, tuple[int, ...]]]:
+    """The subjects of a truth folder and the shape of each hemisphere's test responses.
+
+    Parameters
+    ----------
+    truth_dir : path
+        ``subjXX/{lh,rh}_test_fmri.npy`` (only the headers are read).
+
+    Raises
+    ------
+    DataError
+        No such folder, no subject in it, or a response file missing or unreadable.
+    """
+    truth_dir = Path(truth_dir)
+    if not truth_dir.is_dir():
+        raise DataError(
+            f"{truth_dir}: truth folder not found; --truth is the folder of "
+            "subjXX/{lh,rh}_test_fmri.npy and {lh,rh}_noise_ceiling.npy"
+        )
+    subjects = sorted(
+        p.name
+        for p in truth_dir.iterdir()
+        if _SUBJECT.fullmatch(p.name)
+        and p.is_dir()
+        and any((p / f"{h}_test_fmri.npy").exists() for h in HEMIS)
+    )
+    if not subjects:
+        raise DataError(
+            f"{truth_dir}: no subjXX/{{lh,rh}}_test_fmri.npy; --truth is the folder of "
+            "held-back test responses (as a synthetic dataset's truth/)"
+        )
+    shapes = {}
+    for name in subjects:
+        shapes[name] = {}
+        for h in HEMIS:
+            path = truth_dir / name / f"{h}_test_fmri.npy"
+            shapes[name][h] = npy_file_shape(path, "held-back test responses")
+            if len(shapes[name][h]) != 2:
+                raise DataError(
+                    f"{path}: shape {shapes[name][h]}, expected (test images, vertices)"
+                )
+    return shapes
 
 
 def subject_test_scores(
@@ -160,18 +311,13 @@ def subject_test_scores(
         the noise ceiling is 0.
     """
     from ..core.metrics import noise_normalized_score, pearson_r
-    from .evaluate import load_noise_ceiling
+    from .evaluate import load_noise_ceiling, read_numeric_npy
 
     truth_dir = Path(truth_dir)
     scores, kept = [], []
     for h in HEMIS:
         target_path = truth_dir / subject / f"{h}_test_fmri.npy"
-        try:
-            target = np.load(target_path, allow_pickle=False)
-        except FileNotFoundError:
-            raise DataError(f"{target_path}: truth file not found") from None
-        except ValueError as exc:
-            raise DataError(f"{target_path}: cannot read ({exc})") from None
+        target = read_numeric_npy(target_path, "held-back test responses")
         if target.shape != pred[h].shape:
             raise DataError(
                 f"{target_path}: shape {target.shape}, but the predictions of "
@@ -195,6 +341,10 @@ def score_submission(
     the official devkit's (:func:`~brainencoder.core.metrics.noise_normalized_score`,
     rule "devkit"): mean over every vertex of every subject.
 
+    The zip must hold every subject of ``layout`` (the dataset), or without it
+    every subject of ``truth_dir``, with finite float32 arrays of their shapes
+    (see :func:`read_submission`).
+
     Returns
     -------
     dict
@@ -202,7 +352,10 @@ def score_submission(
         ``"median"``, and ``"all_nc_positive"``: the mean over vertices with
         NC > 0 only, a clearly different figure on data with NC = 0 vertices.
     """
-    preds = read_submission(path, layout)
+    if layout is not None:
+        preds = read_submission(path, layout)
+    else:
+        preds = _read_zip(path, truth_shapes(truth_dir), f"the truth in {truth_dir}")
     per_subject, every, positive = {}, [], []
     for name in sorted(preds):
         devkit, kept = subject_test_scores(preds[name], truth_dir, name)

@@ -28,8 +28,9 @@ from ..data.sources import ImageSource, open_images
 from ..util.errors import DataError
 from ..util.fileio import atomic_path, check_free_space, write_bytes_atomic
 from ..util.html import render_page
+from ..util.ownership import build_owned, check_replaceable
 
-__all__ = ["explore", "roi_columns"]
+__all__ = ["check_data_space", "explore", "roi_columns"]
 
 logger = logging.getLogger(__name__)
 
@@ -227,10 +228,16 @@ def explore(
     rois : sequence of 1 or 2 str
         ROI names as in the challenge's mapping files (``FFA-1``, ``PPA``...).
     out : path
-        Output folder (ranking.csv, montage.png, histogram.png, map.png, index.html).
+        Output folder (ranking.csv, montage.png, histogram.png, map.png, index.html,
+        query.json). It may not be, hold or lie inside an input (the images, the
+        data, the store) nor hold the run or the current folder; an existing
+        folder is replaced only if it is empty or an earlier ``explore`` output
+        (never files it did not write). It is written aside and moved into
+        place when complete.
     top : int, default=8
     data : path, optional
-        Challenge data root with the ROI label files (default: the run's store's source).
+        Challenge data root with the ROI label files (default: the run's store's
+        source); each subject's vertices there must be the model's.
     dataset : str, optional
         HDF5 dataset of ``images`` (default: its only image dataset).
     rows : slice, optional
@@ -240,12 +247,9 @@ def explore(
     -------
     dict of str to Path
     """
-    import matplotlib.pyplot as plt
     import pandas as pd
 
-    from ..evaluation.figures import to_fsaverage
-    from ..evaluation.plotting import fsaverage_to_fsaverage5, plot_surface_map
-    from ..runs.load import load_model, model_file
+    from ..runs.load import load_model, model_file, read_files
     from ..runs.run import Run
 
     run, out = Path(run), Path(out)
@@ -255,13 +259,18 @@ def explore(
         raise DataError(f"--top must be >= 1; got {top}")
     model_path = model_file(run)
     model = load_model(model_path)
+    store_path = None
     if data is None:
         from ..data.store import Store
 
-        data = Store(Run(run).store_path()).manifest["source"]["root"]
+        store_path = Run(run).store_path()
+        data = Store(store_path).manifest["source"]["root"]
+    inputs = [images, data, store_path, *read_files(run)]
+    check_replaceable(out, "explore", inputs)  # before any work
     subjects = list(model.space.subjects) if subject == "all" else [subject]
     model.space.subject_index(subjects[0])
     layout = read_layout(data, [s for s in subjects])
+    check_data_space(model.space, layout, subjects)
     label = rois[0] if len(rois) == 1 else f"{rois[0]} - {rois[1]}"
     with open_images(images, dataset, rows) as source:
         per_subject, diffs = [], {}
@@ -275,7 +284,6 @@ def explore(
         order = np.argsort(-score, kind="stable")
         k = min(top, len(source))
         diffs = {n: v[np.sort(order[:k])].mean(0) - mean for n, (v, mean) in diffs.items()}
-        out.mkdir(parents=True, exist_ok=True)
         names = source.names
         ranking = pd.DataFrame(
             {
@@ -284,20 +292,83 @@ def explore(
                 "value": score[order],
             }
         )
-        with atomic_path(out / "ranking.csv", suffix=".csv") as tmp:
-            ranking.to_csv(tmp, index=False)
-        montage = _montage(source, score, order, k, out / "montage.png", label)
-        n_images = len(source)
-    histogram = _histogram(score, score[order[k - 1]], out / "histogram.png", label)
+        query = {
+            "run": str(run),
+            "images": str(images),
+            "dataset": dataset,
+            "rows": None if rows is None else [rows.start, rows.stop],
+            "subject": subject,
+            "rois": list(rois),
+            "top": k,
+        }
+        with build_owned(out, "explore", inputs) as work:  # moved into place when complete
+            with atomic_path(work / "ranking.csv", suffix=".csv") as tmp:
+                ranking.to_csv(tmp, index=False)
+            _montage(source, score, order, k, work / "montage.png", label)
+            _histogram(score, score[order[k - 1]], work / "histogram.png", label)
+            _cortex_map(model.space, subjects, diffs, work / "map.png", subject, k, label)
+            page = render_page(
+                _PAGE,
+                label=label,
+                run=str(run),
+                subject=subject,
+                n_images=len(source),
+                images=str(images),
+                top=k,
+                montage="montage.png",
+                histogram="histogram.png",
+                map="map.png",
+                rows=ranking.head(max(2 * k, 20)).to_dict("records"),
+            )
+            write_bytes_atomic(work / "index.html", page)
+            write_bytes_atomic(work / "query.json", json.dumps(query, indent=2).encode())
+    return {
+        "page": out / "index.html",
+        "ranking": out / "ranking.csv",
+        "montage": out / "montage.png",
+        "histogram": out / "histogram.png",
+        "map": out / "map.png",
+    }
+
+
+def check_data_space(space: Any, layout: Any, subjects: Sequence[str]) -> None:
+    """Raise unless each subject's vertices in ``layout`` are the model's for that subject.
+
+    The ROI label files of another dataset with the same vertex count would
+    otherwise pick the wrong columns of the model's predictions.
+
+    Raises
+    ------
+    DataError
+        Naming the mask file that differs.
+    """
+    for name in subjects:
+        mine = space.fsaverage_masks(name)
+        for hemi in HEMIS:
+            theirs = layout[name].masks[hemi]
+            if mine[hemi].shape != theirs.shape or not np.array_equal(mine[hemi], theirs):
+                path = layout[name].roi_dir / f"{hemi}.all-vertices_fsaverage_space.npy"
+                raise DataError(
+                    f"{path}: {name}'s vertices in this dataset are not those of the model's "
+                    f"{name}, so its ROI labels would rank the wrong vertices; pass --data "
+                    "with the dataset the model was trained on"
+                )
+
+
+def _cortex_map(space, subjects, diffs, path: Path, subject: str, k: int, label: str) -> None:
+    """The mean prediction to the top ``k`` images minus all images, on cortex."""
+    import matplotlib.pyplot as plt
+
+    from ..evaluation.figures import to_fsaverage
+    from ..evaluation.plotting import fsaverage_to_fsaverage5, plot_surface_map
+
     maps = {}
     for hemi in HEMIS:
         layers = []
         for name in subjects:
-            n_lh = model.space.n_subject_vertices(name, "lh")
+            n_lh = space.n_subject_vertices(name, "lh")
             part = diffs[name][:n_lh] if hemi == "lh" else diffs[name][n_lh:]
-            layers.append(
-                fsaverage_to_fsaverage5(to_fsaverage(model.space, name, hemi, part), hemi)
-            )
+            layers.append(fsaverage_to_fsaverage5(to_fsaverage(space, name, hemi, part), hemi))
         with warnings.catch_warnings():  # vertices no subject has stay NaN (background)
             warnings.simplefilter("ignore", RuntimeWarning)
             maps[hemi] = np.nanmean(np.stack(layers), 0)
@@ -309,43 +380,6 @@ def explore(
         vmin=-lim,
         vmax=lim,
         cmap="RdBu_r",
-        output_file=out / "map.png",
+        output_file=path,
     )
     plt.close(fig)
-    top_rows = ranking.head(max(2 * k, 20)).to_dict("records")
-    page = render_page(
-        _PAGE,
-        label=label,
-        run=str(run),
-        subject=subject,
-        n_images=n_images,
-        images=str(images),
-        top=k,
-        montage="montage.png",
-        histogram="histogram.png",
-        map="map.png",
-        rows=top_rows,
-    )
-    write_bytes_atomic(out / "index.html", page)
-    write_bytes_atomic(
-        out / "query.json",
-        json.dumps(
-            {
-                "run": str(run),
-                "images": str(images),
-                "dataset": dataset,
-                "rows": None if rows is None else [rows.start, rows.stop],
-                "subject": subject,
-                "rois": list(rois),
-                "top": k,
-            },
-            indent=2,
-        ).encode(),
-    )
-    return {
-        "page": out / "index.html",
-        "ranking": out / "ranking.csv",
-        "montage": montage,
-        "histogram": histogram,
-        "map": out / "map.png",
-    }

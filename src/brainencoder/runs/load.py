@@ -9,13 +9,26 @@ from typing import Any
 from ..util.errors import CheckpointError
 from .run import PathLike, Run, load_model_file
 
-__all__ = ["load_model", "model_file"]
+__all__ = ["load_model", "model_file", "read_files"]
 
 
 def model_file(run_or_file: PathLike) -> Path:
     """The model file of a run folder, or the file itself."""
     path = Path(run_or_file)
     return Run(path).model_file() if path.is_dir() else path
+
+
+def read_files(run_or_file: PathLike) -> list[Path]:
+    """The files a command reads of a run folder or model file: its header and model.
+
+    These are the run's entries among a command's inputs in
+    :func:`~brainencoder.util.ownership.check_output_location`: an output folder
+    may not be, hold or lie inside them (so it never holds the run), while a
+    page written inside a run folder (``RUN/explore-faces``, linked by the
+    run's report) is allowed.
+    """
+    path = Path(run_or_file)
+    return [path / "config.yaml", model_file(path)] if path.is_dir() else [path]
 
 
 def load_model(run_or_file: PathLike) -> Any:

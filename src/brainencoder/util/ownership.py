@@ -11,16 +11,18 @@ with nothing touched.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from .errors import BrainEncoderError
 
 __all__ = [
     "MARKER",
+    "build_owned",
     "check_output_file",
     "check_output_location",
     "check_replaceable",
@@ -30,7 +32,21 @@ __all__ = [
 ]
 
 MARKER = ".brainencoder"
-KINDS = ("store", "run", "ridge-run")
+KINDS = ("store", "run", "ridge-run", "explore", "compare")
+
+# the files of output folders written before markers existed (only these: a folder
+# holding anything else is not recognised), and the file that identifies them
+_LEGACY_PAGES = {
+    "explore": (
+        {"ranking.csv", "montage.png", "histogram.png", "map.png", "index.html", "query.json"},
+        "query.json",
+    ),
+    "compare": (
+        {"comparison.csv", "roi_differences.png", "difference_map.png", "index.html"},
+        "comparison.csv",
+    ),
+}
+_COMPARE_HEADER = "run,subject,roi,metric,value,diff,ci_low,ci_high"
 
 
 class UnsafeOverwriteError(BrainEncoderError):
@@ -45,6 +61,35 @@ def mark_owned(folder: str | os.PathLike, kind: str) -> None:
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}; got {kind!r}")
     write_json_atomic(Path(folder) / MARKER, {"kind": kind, "brainencoder_version": __version__})
+
+
+def _legacy_page_kind(folder: Path) -> str | None:
+    """``explore`` or ``compare``: an output folder of theirs written before markers existed."""
+    try:
+        names = {p.name for p in folder.iterdir()}
+    except OSError:
+        return None
+    for kind, (files, key) in _LEGACY_PAGES.items():
+        path = folder / key
+        if not names <= files or not path.is_file() or path.is_symlink():
+            continue
+        try:
+            with open(path, encoding="utf-8") as fh:
+                head = fh.read(4096)
+        except (OSError, UnicodeDecodeError):
+            return None
+        if kind == "compare" and head.splitlines()[:1] == [_COMPARE_HEADER]:
+            return kind
+        if kind == "explore":
+            try:
+                query = json.loads(head)
+            except ValueError:
+                return None
+            if isinstance(query, dict) and {"run", "images", "subject", "rois", "top"} <= set(
+                query
+            ):
+                return kind
+    return None
 
 
 def _legacy_kind(folder: Path) -> str | None:
@@ -65,7 +110,7 @@ def _legacy_kind(folder: Path) -> str | None:
             return None
         if head.startswith("run:\n") and "brainencoder_version:" in head:
             return "ridge-run" if "\nsolver:" in config.read_text() else "run"
-    return None
+    return _legacy_page_kind(folder)
 
 
 def owned_kind(folder: str | os.PathLike) -> str | None:
@@ -144,7 +189,7 @@ def check_replaceable(
     ----------
     folder : path
         The output folder.
-    kind : {"store", "run", "ridge-run"}
+    kind : {"store", "run", "ridge-run", "explore", "compare"}
     inputs : iterable of path or None
         See :func:`check_output_location`.
 
@@ -179,3 +224,41 @@ def replace_owned(
     folder = Path(folder)
     if folder.exists():
         shutil.rmtree(folder)
+
+
+@contextlib.contextmanager
+def build_owned(
+    folder: str | os.PathLike, kind: str, inputs: Iterable[str | os.PathLike | None] = ()
+) -> Iterator[Path]:
+    """A folder of ``kind`` written aside (``.NAME.tmp``) and moved to ``folder`` when complete.
+
+    ``folder`` is checked with :func:`check_replaceable` first (nothing is
+    touched if it may not be replaced); a failure or an interrupt inside the
+    block removes the folder written aside and leaves ``folder`` as it was.
+    On success, ``folder`` (empty, or a previous folder of ``kind``) is
+    replaced by the new one.
+
+    Yields
+    ------
+    Path
+        The folder to write into (marked as ``kind``).
+
+    Raises
+    ------
+    UnsafeOverwriteError
+        As :func:`check_replaceable`, for ``folder`` or a leftover ``.NAME.tmp``.
+    """
+    final = Path(folder)
+    inputs = list(inputs)
+    check_replaceable(final, kind, inputs)
+    work = final.parent / f".{final.name}.tmp"
+    replace_owned(work, kind, inputs)  # left by a killed command
+    work.mkdir(parents=True)
+    mark_owned(work, kind)
+    try:
+        yield work
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    replace_owned(final, kind, inputs)
+    os.replace(work, final)
