@@ -224,8 +224,10 @@ def test_unknown_names_list_the_registered_ones():
         load_config(None, ["model.readout.name=nope"])
     with pytest.raises(ConfigError, match=r"unknown loss 'l9'; available: \[.*'mse'"):
         load_config(None, ["loss.name=l9"])
-    with pytest.raises(ConfigError, match=r"unknown trunk family 'hf'; available: \['timm'\]"):
-        create_encoder("tiny", None, trunk_family="hf")
+    with pytest.raises(
+        ConfigError, match=r"unknown trunk family 'jax'; available: \['hf', 'timm'\]"
+    ):
+        create_encoder("tiny", None, trunk_family="jax")
 
 
 CLASH_PLUGIN = """

@@ -25,7 +25,7 @@ from ..core.space import GroupSpace
 from ..util.errors import ConfigError
 from ..util.typecheck import from_mapping
 from .readouts import ReadoutContext, create_readout, validate_readout_config
-from .trunk import TRUNK_FAMILIES, Trunk
+from .trunk import TRUNK_FAMILIES, Trunk, split_trunk_name
 
 __all__ = [
     "ENCODER_CONFIGS",
@@ -46,10 +46,11 @@ class EncoderConfig:
     Attributes
     ----------
     trunk : str
-        Model name in the trunk family (a timm name, with optional pretrained tag).
+        Model name in the trunk family (a timm name, with optional pretrained
+        tag), or ``FAMILY:NAME`` (``hf:facebook/dinov2-base``, ``hf:/a/folder``).
     trunk_family : str
         Where the trunk comes from: a registered family
-        (:data:`~brainencoder.models.trunk.TRUNK_FAMILIES`; ``"timm"``).
+        (:data:`~brainencoder.models.trunk.TRUNK_FAMILIES`; ``"timm"``, ``"hf"``).
     layers : list of int, str or list of str
         Trunk feature layers (indices or fnmatch globs on module names).
     pretrained : bool
@@ -63,7 +64,8 @@ class EncoderConfig:
         patch tokens, as the original entry does.
     trunk_kwargs : dict
         Extra keyword arguments for the family's builder (``timm.create_model``);
-        one the model does not accept is an error.
+        one the model does not accept is an error. A built encoder adds what
+        rebuilds its trunk without files (an ``hf`` trunk's config, mean, std).
     readout : dict
         ``{"name": <registered readout>, **options}``
         (see :mod:`brainencoder.models.readouts`).
@@ -78,6 +80,9 @@ class EncoderConfig:
     prefix_tokens: bool = False
     trunk_kwargs: dict[str, Any] = field(default_factory=dict)
     readout: dict[str, Any] = field(default_factory=lambda: {"name": "grouplin"})
+
+    def __post_init__(self) -> None:  # "hf:NAME" -> trunk_family "hf", trunk "NAME"
+        self.trunk_family, self.trunk = split_trunk_name(self.trunk, self.trunk_family)
 
     def validate(self) -> None:
         """Check values; ConfigError naming the key."""
@@ -139,6 +144,7 @@ class Encoder(nn.Module):
             family=config.trunk_family,
             **config.trunk_kwargs,
         )
+        config.trunk_kwargs = dict(self.trunk.model_kwargs)  # the model file rebuilds it
         self.feature_shapes = self.trunk.feature_shapes()
         options = dict(config.readout)
         name = options.pop("name")

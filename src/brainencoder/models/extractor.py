@@ -7,6 +7,7 @@ PCA-reduced); :class:`FeatureExtractor` computes them from uint8 images.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 
 from ..data.transforms import resize
 from ..util.errors import ConfigError
+from .trunk import Trunk, split_trunk_name
 
 __all__ = ["FeatureExtractor", "FeatureSpec"]
 
@@ -27,8 +29,9 @@ class FeatureSpec:
     Attributes
     ----------
     kind : {"trunk", "pixels"}
-    trunk, layers, pretrained, trunk_weights, img_size :
-        As in :class:`~brainencoder.models.encoder.EncoderConfig` (kind "trunk").
+    trunk, trunk_family, layers, pretrained, trunk_weights, img_size, trunk_kwargs :
+        As in :class:`~brainencoder.models.encoder.EncoderConfig` (kind "trunk";
+        ``trunk="hf:facebook/dinov2-base"`` is a Hugging Face trunk).
     pooling : {"mean", "grid"}
         Average each map over space, or over a ``grid`` x ``grid`` partition.
     grid : int
@@ -51,6 +54,11 @@ class FeatureSpec:
     pixel_size: int = 32
     pca_components: int | None = None
     seed: int = 0
+    trunk_family: str = "timm"
+    trunk_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:  # "hf:NAME" -> trunk_family "hf", trunk "NAME"
+        self.trunk_family, self.trunk = split_trunk_name(self.trunk, self.trunk_family)
 
     def validate(self) -> None:
         if self.kind not in ("trunk", "pixels"):
@@ -69,8 +77,6 @@ class FeatureExtractor:
         self.spec = spec
         self.trunk = None
         if spec.kind == "trunk":
-            from .trunk import Trunk
-
             torch.manual_seed(spec.seed)
             pretrained = spec.pretrained and trunk_state is None
             self.trunk = Trunk(
@@ -79,7 +85,11 @@ class FeatureExtractor:
                 pretrained=pretrained,
                 weights=spec.trunk_weights if pretrained else None,
                 img_size=spec.img_size,
+                family=spec.trunk_family,
+                **spec.trunk_kwargs,
             ).eval()
+            # what rebuilds the trunk without files goes into a saved ridge model
+            self.spec = dataclasses.replace(spec, trunk_kwargs=dict(self.trunk.model_kwargs))
             if trunk_state is not None:
                 self.trunk.load_state_dict(trunk_state)
             dc = self.trunk.data_config

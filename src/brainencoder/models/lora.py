@@ -35,7 +35,9 @@ class LoRAConfig:
     targets : list of str
         fnmatch patterns on the trunk's module names (timm names, e.g.
         ``"blocks.*.attn.qkv"``, ``"*attn.proj"``); each must match at least one
-        ``nn.Linear`` or ``nn.Conv2d``.
+        ``nn.Linear`` or ``nn.Conv2d``. The default covers timm's attention
+        layouts; a trunk that declares ``lora_targets`` (a Hugging Face trunk:
+        its query, key and value projections) is targeted there instead.
     dropout : float
         Dropout on the update's input.
     weight_decay : bool
@@ -130,7 +132,8 @@ def apply_lora(module: nn.Module, config: LoRAConfig) -> list[str]:
     Parameters
     ----------
     module : nn.Module
-        A trunk (timm model).
+        A trunk model (``Trunk.model``: a timm model, or a Hugging Face trunk
+        whose ``lora_targets`` replace the default targets).
     config : LoRAConfig
 
     Returns
@@ -152,8 +155,9 @@ def apply_lora(module: nn.Module, config: LoRAConfig) -> list[str]:
     sample = ", ".join(list(candidates)[:6])
     # the default patterns cover several timm attention layouts: only one need match
     strict = list(config.targets) != LoRAConfig().targets
+    targets = config.targets if strict else getattr(module, "lora_targets", None) or config.targets
     chosen: list[str] = []
-    for pattern in config.targets:
+    for pattern in targets:
         hits = [n for n in candidates if fnmatch.fnmatchcase(n, pattern)]
         if not hits and strict:
             raise ConfigError(
@@ -163,7 +167,7 @@ def apply_lora(module: nn.Module, config: LoRAConfig) -> list[str]:
         chosen += [n for n in hits if n not in chosen]
     if not chosen:
         raise ConfigError(
-            f"lora targets {config.targets} match no Linear or Conv2d layer of the trunk "
+            f"lora targets {targets} match no Linear or Conv2d layer of the trunk "
             f"(names look like: {sample}, ...)"
         )
     for name in chosen:

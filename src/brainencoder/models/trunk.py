@@ -8,9 +8,10 @@ by fnmatch globs on its module names (``"blocks.[02468]"``); layers after the
 last chosen one, and the classifier head, are pruned so they cost nothing.
 
 Where models come from is a *trunk family* registered in
-:data:`TRUNK_FAMILIES` (``model.trunk_family``; ``"timm"``, the default, is
-:func:`timm_trunk`). Another library's models join as a family whose builder
-wraps them in that interface.
+:data:`TRUNK_FAMILIES` (``model.trunk_family``, or a name prefix:
+``hf:facebook/dinov2-base``): ``"timm"`` (the default, :func:`timm_trunk`),
+``"hf"`` (``transformers`` vision models, :mod:`.hf_trunk`). Another
+library's models join as a family whose builder wraps them in that interface.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from torch import nn
 
 from ..util.errors import BrainEncoderError, ConfigError
 from ..util.registry import Registry
+from .hf_trunk import hf_trunk
 
 __all__ = [
     "TRUNK_FAMILIES",
@@ -35,6 +37,7 @@ __all__ = [
     "apply_freeze",
     "create_timm_model",
     "resolve_layers",
+    "split_trunk_name",
     "timm_trunk",
 ]
 
@@ -137,6 +140,20 @@ class TrunkBuilder(Protocol):
 
 #: trunk families, by the name ``model.trunk_family`` gives
 TRUNK_FAMILIES: Registry[TrunkBuilder] = Registry("trunk family")
+TRUNK_FAMILIES.register("hf", hf_trunk)
+_PREFIX = re.compile(r"^([A-Za-z][A-Za-z0-9_.-]*):(.+)$")
+
+
+def split_trunk_name(name: str, family: str = "timm") -> tuple[str, str]:
+    """``("hf:NAME", f)`` -> ``("hf", "NAME")``; without a ``FAMILY:`` prefix ``(f, name)``."""
+    match = _PREFIX.match(name)
+    if match is None:
+        return family, name
+    if family not in ("timm", match.group(1)):
+        raise ConfigError(
+            f"model.trunk {name!r} names family {match.group(1)!r}, model.trunk_family {family!r}"
+        )
+    return match.group(1), match.group(2)
 
 
 @TRUNK_FAMILIES.register("timm")
@@ -269,7 +286,8 @@ class Trunk(nn.Module):
     Parameters
     ----------
     model_name : str
-        Model name in its family (a timm model name).
+        Model name in its family (a timm model name), or ``FAMILY:NAME``
+        (``"hf:facebook/dinov2-base"``, ``"hf:/path/to/folder"``).
     layers : sequence of int, str or sequence of str
         See :func:`resolve_layers`.
     pretrained : bool, default=False
@@ -296,6 +314,11 @@ class Trunk(nn.Module):
     layer_names : list of str
     data_config : dict
         The resolved data config (input_size, mean, std, interpolation, ...).
+    family : str
+    model_kwargs : dict
+        Keyword arguments rebuilding this architecture without files (an ``hf`` config).
+    lora_targets : list of str or None
+        Default LoRA targets (None: timm's attention layouts).
     """
 
     def __init__(
@@ -310,6 +333,7 @@ class Trunk(nn.Module):
         **model_kwargs: Any,
     ) -> None:
         super().__init__()
+        family, model_name = split_trunk_name(model_name, family)
         build = TRUNK_FAMILIES.get(family)
         model, data_config = build(
             model_name, pretrained=pretrained, weights=weights, img_size=img_size, **model_kwargs
@@ -322,6 +346,9 @@ class Trunk(nn.Module):
             self.data_config["input_size"] = (3, img_size, img_size)
         model.prune_intermediate_layers(self.indices, prune_head=True)
         self.model = model
+        self.family = family
+        self.model_kwargs = {**model_kwargs, **getattr(model, "resolved_kwargs", {})}
+        self.lora_targets = getattr(model, "lora_targets", None)
         self.n_prefix = int(getattr(model, "num_prefix_tokens", 0) or 0) if prefix_tokens else 0
 
     @property
