@@ -157,3 +157,19 @@ def test_two_processes_extract_byte_identical_caches(store, tmp_path):
         for name in files:
             assert (cache.path / name).read_bytes() == (other / name).read_bytes(), name
         assert (other / "manifest.json").exists() and not (other / "chunks").exists()
+
+
+def test_a_vit_with_and_without_prefix_tokens_gets_its_own_cache(store, tmp_path):
+    """Class tokens change the feature shapes: the two must never share a cache."""
+    rows = np.arange(4)
+    caches = []
+    for prefix in (False, True):
+        torch.manual_seed(0)
+        model = create_encoder(
+            "tiny", store.space, trunk="test_vit", layers=[0], img_size=32, prefix_tokens=prefix
+        )
+        cache = build_feature_cache(model, store, rows, 1, root=tmp_path)
+        feats = cache.get(np.zeros(2, np.int64), np.arange(2))
+        assert tuple(feats[0].shape[1:]) == tuple(model.feature_shapes[0])
+        caches.append(cache.path)
+    assert caches[0] != caches[1]

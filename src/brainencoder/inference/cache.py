@@ -246,6 +246,8 @@ def build_feature_cache(
     }
     if dtype != "float16":  # float16 caches keep the key they always had
         key_src["dtype"] = dtype
+    if model.config.prefix_tokens:  # other feature shapes (caches without them keep their key)
+        key_src["prefix_tokens"] = True
     if model.config.trunk_family != "timm":  # its architecture and mean/std are config
         key_src["trunk_config"] = json.dumps(model.config.trunk_kwargs, sort_keys=True)
     key = hashlib.sha256(repr(sorted(key_src.items())).encode()).hexdigest()[:16]
