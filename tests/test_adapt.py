@@ -234,3 +234,23 @@ def test_adapted_run_scores_every_subject_on_its_own_store(group, tmp_path):
     )
     with pytest.raises(CheckpointError, match=r"is not the store .* \(other splits\)"):
         evaluate_run(tmp_path / "ad", "val", store=other, out_dir=tmp_path / "e5")
+
+
+def test_a_failed_adapt_leaves_no_folder_and_the_rerun_works(group, tmp_path, capsys):
+    """A failure inside the run being built (after a store was prepared in it), or a seed
+    refused up front: one-line errors, nothing left behind, and the corrected command
+    then writes the same --out (no stray folder or ownership marker blocks it)."""
+    data, _store, run = group
+    out = tmp_path / "runs" / "ad"
+    base = ["adapt", str(run), "--data", str(data), "--subject", "subj04", "--out", str(out)]
+    for bad, match in [
+        (["--n-images", "5000"], "--n-images 5000 is more than the"),
+        (["--seed", "18446744073709551616"], r"'seed' must be in [0, 4294967295]"),
+    ]:
+        assert main([*base, *bad, "epochs=2"]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and match in err, err
+        assert not out.parent.exists() or not list(out.parent.iterdir())
+    assert main([*base, "--n-images", "30", "epochs=2"]) == 0
+    assert (out / "best.safetensors").is_file() and (out / "summary.json").is_file()
+    assert [p.name for p in out.parent.iterdir()] == ["ad"]

@@ -53,6 +53,27 @@ def test_gaps_duplicates_and_odd_files_are_problems_by_file(synth_root, tmp_path
         assert f"{name}: not a regular file" in text
 
 
+def test_validate_prints_file_names_that_are_not_utf8(synth_root, tmp_path, capsys):
+    """Names read as lone surrogates print with \\xNN escapes, not UnicodeEncodeError."""
+    from brainencoder.cli.main import main
+
+    data = _copy(synth_root, tmp_path)
+    folder = os.fsencode(_train_images(data))
+    first = sorted(os.listdir(folder))[0]
+    try:
+        os.rename(os.path.join(folder, first), os.path.join(folder, b"caf\xe9.png"))
+    except OSError:
+        pytest.skip("this file system refuses names that are not UTF-8")
+    report = validate_dataset(data, check_images=False)
+    text = "\n".join(str(p) for p in report.problems)
+    assert "caf\\xe9.png: name does not follow" in text
+    text.encode("utf-8")  # strict: what validate prints is always encodable
+    assert main(["validate", str(data), "--skip-images"]) == 1  # printed through capsys (strict)
+    out = capsys.readouterr().out
+    assert "training_images/caf\\xe9.png: name does not follow" in out
+    assert "problem(s)" in out
+
+
 def test_yaml_configs_are_bounded_mappings(tmp_path):
     from brainencoder.train.config import load_config
     from brainencoder.util.errors import ConfigError
@@ -87,7 +108,7 @@ def test_fmri_checked_as_stored(synth_root, tmp_path):
     fmri[7, 3] = 1e6  # finite in float32 and float64, inf in float16
     np.save(path, fmri)
     with pytest.raises(
-        DataError, match=r"rh_training_fmri.npy: row 7 holds values beyond .*float16"
+        DataError, match=r"rh_training_fmri.npy: row 7 holds float64 values beyond .*float16"
     ):
         prepare_store(data, tmp_path / "s16", image_size=32, fmri_dtype="float16", progress=False)
     assert not (tmp_path / "s16" / "manifest.json").exists()
@@ -241,13 +262,20 @@ def test_non_positive_numbers_are_refused_by_name(capsys):
 
 
 def test_trunk_kwargs_decided_once_without_log_noise(caplog, store):
+    """resnet18 takes no img_size: the trunk decides once (one DEBUG record) to leave it
+    out, and says nothing at INFO or above."""
     import logging
 
     from brainencoder.models.encoder import create_encoder
 
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.DEBUG, logger="brainencoder"):
         create_encoder("tiny", store.space, img_size=32, readout={"latent_dim": 8})
-    assert not [r for r in caplog.records if "does not accept" in r.getMessage()]
+    decided = [r for r in caplog.records if "does not accept 'img_size'" in r.getMessage()]
+    assert len(decided) == 1, [r.getMessage() for r in decided]
+    assert decided[0].levelno == logging.DEBUG and decided[0].name == "brainencoder.models.trunk"
+    assert not [
+        r for r in caplog.records if r.levelno >= logging.INFO and "accept" in r.getMessage()
+    ]
 
 
 def test_two_spellings_of_a_store_share_one_feature_cache(store, tmp_path):

@@ -44,6 +44,27 @@ def test_convnet_trunk_img_size_optional_other_kwargs_refused():
         Trunk("resnet18", [1], attn_drop_rate=0.1)
 
 
+def test_trunk_checkpoint_path_is_refused_for_trunk_weights(store, tmp_path):
+    """timm's checkpoint_path would load strictly into the unpruned model and stay in the
+    model file's config (re-read at every load): refused, naming model.trunk_weights,
+    which loads the same file; a model file of an earlier version that holds it loads."""
+    import timm
+
+    weights = tmp_path / "resnet18.pth"
+    torch.save(timm.create_model("resnet18").state_dict(), weights)
+    with pytest.raises(ConfigError, match=f"pass the file as model.trunk_weights={weights}"):
+        Trunk("resnet18", [1], checkpoint_path=str(weights))
+    with pytest.raises(ConfigError, match="'trunk_kwargs.checkpoint_path' is not supported"):
+        create_encoder("tiny", store.space, **TINY, trunk_kwargs={"checkpoint_path": "x.pth"})
+    model = create_encoder("tiny", store.space, **TINY, trunk_weights=str(weights))
+    expected = torch.load(weights, weights_only=True)["conv1.weight"]
+    assert torch.equal(model.trunk.model.conv1.weight, expected)
+    model.config.trunk_kwargs = {"checkpoint_path": str(tmp_path / "gone.pth")}
+    save_encoder(model, tmp_path / "m.safetensors")
+    again = load_encoder(tmp_path / "m.safetensors")
+    assert torch.equal(again.trunk.model.conv1.weight, expected)
+
+
 def test_layer_spec_errors():
     names = ["blocks.0", "blocks.1"]
     with pytest.raises(ConfigError, match="layer pattern 'blocks.9' matches no trunk layer"):
@@ -207,6 +228,8 @@ def test_pca_component_limits(store, tmp_path):
         fit_group_pca(store, 5000)
     assert resolve_n_components("auto", 10, 300) == 10
     assert resolve_n_components("auto", 10_000, 50_000) == 2048
+    with pytest.raises(ConfigError, match=r"'seed' must be in \[0, 4294967295\]"):
+        fit_group_pca(store, 4, seed=2**64)
     pca = fit_group_pca(store, 4)
     pca.save(tmp_path / "p.safetensors")
     np.testing.assert_array_equal(GroupPCA.load(tmp_path / "p.safetensors").mean, pca.mean)
@@ -231,7 +254,27 @@ def test_reference_configuration_builds_at_full_scale():
     with torch.no_grad():
         out = enc(torch.rand(2, 3, 224, 224), torch.tensor([0, 7]))
     assert out.shape == (2, 39548)
-    assert build_encoder  # factory re-export stays importable
+
+
+def test_build_encoder_builds_the_given_config_with_its_context(store):
+    """build_encoder: exactly the config it is given, the readout fed by the context."""
+    import copy
+
+    from brainencoder.models.encoder import ENCODER_CONFIGS, Encoder, merge_encoder_config
+    from brainencoder.models.readouts import ReadoutContext
+
+    pca = fit_group_pca(store, 8)
+    config = merge_encoder_config(copy.deepcopy(ENCODER_CONFIGS["tiny"]), TINY)
+    model = build_encoder(config, store.space, ReadoutContext(pca=pca))
+    assert isinstance(model, Encoder) and model.config is config and model.space is store.space
+    assert model.trunk.layer_names == ["layer1", "layer2", "layer3"] and model.input_size == 32
+    assert model.readout.embedding.components.shape == (8, store.space.n_vertices)
+    np.testing.assert_allclose(model.readout.embedding.mean.numpy(), pca.mean, rtol=0, atol=0)
+    bare = build_encoder(config, store.space)  # no PCA: a random basis with zero mean
+    assert not bare.readout.embedding.mean.any()
+    with torch.no_grad():
+        out = model.eval()(torch.rand(3, 3, 32, 32), torch.tensor([0, 2, 1]))
+    assert out.shape == (3, store.space.n_vertices) and torch.isfinite(out).all()
 
 
 def test_ridge_baseline_trunk_equals_tiny_encoder_trunk(store):

@@ -180,3 +180,45 @@ def test_phase1_checkpoint_takes_pretrained_trunk(original, store, tmp_path):
     torch.testing.assert_close(
         model.trunk.model.blocks[0].attn.qkv.weight, trunk.blocks[0].attn.qkv.weight
     )
+
+
+def test_import_original_refuses_malformed_shapes_in_one_line(original, store, tmp_path, capsys):
+    """Shapes the original never writes: a CheckpointError naming the file, never a traceback."""
+    trunk, state, ckpt, pca = original
+    n = store.space.n_vertices
+    cases = {
+        "proj_1d": ({"shared_proj.weight": torch.zeros(L * K)}, r"shared_proj.weight has shape"),
+        "embed_1d": ({"embed.weight": torch.zeros(n)}, r"embed.weight has shape \(300,\)"),
+        "latent_0": (
+            {
+                "shared_proj.weight": torch.zeros(0, K),
+                "subj_proj.fc.weight": torch.zeros(0, K),
+                "subj_proj.fc.bias": torch.zeros(0),
+                "embed.weight": torch.zeros(n, 0),
+            },
+            r"shared_proj.weight has shape \(0, 12\); expected 2 non-empty",
+        ),
+        "fc_1d": ({"subj_proj.fc.weight": torch.zeros(8 * L)}, "subj_proj.fc.weight has shape"),
+        "non_string_key": ({3: torch.zeros(2)}, r"non-string key\(s\) \[3\]"),
+    }
+    for name, (change, match) in cases.items():
+        path = tmp_path / f"{name}.pt"
+        torch.save({"encoder": {**state, **change}, "trunk": trunk.state_dict()}, path)
+        with pytest.raises(CheckpointError, match=match):
+            import_original(path, store.space, trunk=TRUNK, layers=LAYERS)
+    torch.save({"encoder": state, "trunk": {5: torch.zeros(1)}}, tmp_path / "trunk_key.pt")
+    with pytest.raises(CheckpointError, match=r"'trunk' state has non-string key"):
+        import_original(tmp_path / "trunk_key.pt", store.space, trunk=TRUNK, layers=LAYERS)
+    weight = torch.load(pca, weights_only=True)["weight"]
+    for bias in (state["embed.bias"][:-3], state["embed.bias"][:, None]):
+        torch.save({"weight": weight, "bias": bias}, tmp_path / "pca_bias.pt")
+        with pytest.raises(CheckpointError, match=r"pca_bias.pt: bias \(.*\) does not fit"):
+            import_original(
+                ckpt, store.space, pca=tmp_path / "pca_bias.pt", trunk=TRUNK, layers=LAYERS
+            )
+    argv = ["import-original", str(tmp_path / "embed_1d.pt"), "--data", str(store.path)]
+    argv += ["--out", str(tmp_path / "m.safetensors"), "--trunk", TRUNK, "--layers", "1", "3"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "embed_1d.pt" in err
+    assert not (tmp_path / "m.safetensors").exists()

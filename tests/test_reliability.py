@@ -339,3 +339,59 @@ def test_saving_a_step_again_keeps_the_checkpoint_latest_names(store, tmp_path, 
     monkeypatch.undo()
     second = run.save_checkpoint(model, optimizer, scaler, dict(state))
     assert second != first and run.latest_checkpoint() == second and not first.exists()
+
+
+def test_full_disk_while_saving_a_model_or_pca_is_one_line(store, tmp_path, monkeypatch, capsys):
+    """safetensors reports ENOSPC as a SafetensorError ("... (os error 28)"): train and pca
+    say "PATH: the disk is full" in one line, as predict and submit do, and leave no file."""
+    import safetensors.numpy
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    from brainencoder.cli.main import main
+
+    def full(*args, **kwargs):
+        raise SafetensorError(
+            "Error while serializing: I/O error: No space left on device (os error 28)"
+        )
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    monkeypatch.setattr(safetensors.numpy, "save_file", full)
+    run = tmp_path / "run"
+    argv = ["train", "none", *TINY_TRAIN, f"cache_dir={tmp_path / 'cache'}"]
+    assert main([*argv, "--store", str(store.path), "--out", str(run)]) == 1
+    err = capsys.readouterr().err
+    assert re.search(
+        rf"^error: {re.escape(str(run))}/\S+\.safetensors: the disk is full; ", err, re.M
+    )
+    assert "Traceback" not in err and "SafetensorError" not in err
+    assert not list(run.rglob("*.safetensors")) and not list(run.rglob(".*.tmp*"))
+    out = tmp_path / "pca.safetensors"
+    assert main(["pca", str(store.path), "--out", str(out), "--components", "4"]) == 1
+    err = capsys.readouterr().err
+    assert err == f"error: {out}: the disk is full; free some space and run the command again " + (
+        "(files are written atomically, so nothing half-written was left)\n"
+    )
+    assert list(tmp_path.glob("*pca*")) == []
+
+
+def test_outputs_follow_the_umask(store, tmp_path):
+    """Model files and the other atomic outputs get 0o666 less the umask, not mkstemp's
+    0o600 (safetensors writes a temporary file of its own and renames it); the umask is
+    read at each write."""
+    import os
+    import stat
+
+    from brainencoder.models.pca import fit_group_pca
+
+    old = os.umask(0o022)
+    try:
+        run = tmp_path / "run"
+        train(load_config(None, [*TINY_TRAIN, f"cache_dir={tmp_path / 'c'}"]), store.path, run)
+        for name in ("best.safetensors", "config.yaml", "summary.json"):
+            assert stat.S_IMODE((run / name).stat().st_mode) == 0o644, name
+        os.umask(0o027)
+        fit_group_pca(store, 4).save(tmp_path / "pca.safetensors")
+        assert stat.S_IMODE((tmp_path / "pca.safetensors").stat().st_mode) == 0o640
+    finally:
+        os.umask(old)

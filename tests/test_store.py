@@ -1,9 +1,11 @@
 import json
+import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -110,32 +112,116 @@ def test_prepare_reports_corrupt_image(synth_root, tmp_path):
     assert not (tmp_path / "s" / "manifest.json").exists()
 
 
+def _children(pid):
+    """Pids of the processes whose parent is ``pid`` (from /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _running(pid):
+    """Whether ``pid`` is a live process (not gone, not a zombie)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def test_prepare_stops_on_a_bad_image_in_one_line_and_leaves_nothing(synth_root, tmp_path):
+    """An undecodable image ends its workers without a traceback of theirs (they do not
+    inherit prepare's SIGTERM handler), and the store begun by this prepare is removed."""
+    root = _copy_data(synth_root, tmp_path)
+    png = sorted((root / "subj01/test_split/test_images").iterdir())[1]
+    png.write_bytes(b"not a png")
+    out = tmp_path / "s"
+    cmd = [sys.executable, "-m", "brainencoder", "prepare", str(root), str(out)]
+    proc = subprocess.run(
+        [*cmd, "--workers", "2", "--image-size", "32"], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 1, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and f"{png.name}: cannot decode image" in errors[0]
+    assert "Traceback" not in proc.stderr and "KeyboardInterrupt" not in proc.stderr
+    assert not out.exists()
+
+
+def test_prepare_checks_the_fmri_before_any_image_and_leaves_nothing(synth_root, tmp_path, caplog):
+    """fMRI values the store cannot hold stop prepare before it decodes an image; the store
+    it began goes (a folder that was there stays, empty); the message names the option
+    that helps, and none where none does."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="brainencoder")
+    root = _copy_data(synth_root, tmp_path)
+    path = root / "subj02/training_split/training_fmri/lh_training_fmri.npy"
+    data = np.load(path).astype(np.float64)
+    data[3, 2] = 1e39  # beyond float32
+    np.save(path, data)
+    beyond32 = "row 3 holds float64 values beyond the range of float32 .*no --fmri-dtype holds"
+    with pytest.raises(DataError, match=beyond32) as exc:
+        prepare_store(root, tmp_path / "s", image_size=16, progress=False)
+    assert "--fmri-dtype float32" not in str(exc.value)
+    assert not (tmp_path / "s").exists()
+    data[3, 2] = 1e6  # beyond float16, not float32
+    np.save(path, data)
+    (tmp_path / "mine").mkdir()
+    beyond16 = "beyond the range of float16 .*prepare with --fmri-dtype float32"
+    with pytest.raises(DataError, match=beyond16):
+        prepare_store(root, tmp_path / "mine", image_size=16, fmri_dtype="float16")
+    assert (tmp_path / "mine").is_dir() and not list((tmp_path / "mine").iterdir())
+    assert not [r for r in caplog.records if "decoding" in r.getMessage()]
+    s = prepare_store(root, tmp_path / "mine", image_size=16, progress=False)  # float32 holds it
+    assert s.fmri("subj02")[3, 2] == np.float32(1e6)
+    assert [r for r in caplog.records if "decoding" in r.getMessage()]  # the log is seen
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
 def test_prepare_survives_sigkill(synth_root, store, tmp_path):
-    """SIGKILL prepare mid-run (after seeded random numbers of finished chunks), then finish."""
+    """SIGKILL prepare mid-run (after seeded random numbers of finished chunks), then finish;
+    its decoding worker ends with it (no orphan keeps writing into the store)."""
     out = tmp_path / "killed"
-    code = (
-        "from brainencoder.data.prepare import prepare_store; "
-        f"prepare_store({str(synth_root)!r}, {str(out)!r}, image_size=32, workers=1)"
+    code = (  # decoding slowed down (2 ms an image) so that the kill finds the worker at work
+        "import time; import brainencoder.data.prepare as p; real = p.load_image; "
+        "p.load_image = lambda *a: (time.sleep(0.002), real(*a))[1]; "
+        f"p.prepare_store({str(synth_root)!r}, {str(out)!r}, image_size=32, workers=1)"
     )
     rng = np.random.default_rng(0)
-    kills = 0
+    kills, seen = 0, set()
     for _ in range(3):
         proc = subprocess.Popen(
             [sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         wanted = int(rng.integers(1, 3))
         deadline = time.time() + 60
+        workers = set()
         while proc.poll() is None and time.time() < deadline:
+            workers |= set(_children(proc.pid))
             chunks = out / "chunks"
             if chunks.exists() and len(list(chunks.glob("*.done"))) >= wanted:
                 time.sleep(rng.uniform(0, 0.05))
+                workers |= set(_children(proc.pid))
                 proc.send_signal(signal.SIGKILL)
                 kills += 1
                 break
             time.sleep(0.005)
         proc.wait()
+        seen |= workers
         assert not (out / "manifest.json").exists() or proc.returncode == 0
-    assert kills >= 1
+        end = time.time() + 10
+        while any(map(_running, workers)) and time.time() < end:
+            time.sleep(0.05)
+        orphans = [pid for pid in workers if _running(pid)]
+        for pid in orphans:
+            os.kill(pid, signal.SIGKILL)
+        assert not orphans, f"decoding worker(s) {orphans} outlived the killed prepare"
+    assert kills >= 1 and seen, "no kill found a decoding worker"
     final = prepare_store(synth_root, out, image_size=32, workers=1, progress=False)
     np.testing.assert_array_equal(final.images, store.images)
     for name in store.names:

@@ -72,7 +72,7 @@ def test_config_layers_and_errors(tmp_path):
         ("lr=.nan", "'lr' must be a finite number"),
         ("weight_decay=-1", "'weight_decay' must be >= 0"),
         ("grad_clip=0", "'grad_clip' must be > 0 or null"),
-        ("seed=-3", "'seed' must be >= 0"),
+        ("seed=-3", r"'seed' must be in \[0, 4294967295\]"),
         ("early_stop_patience=0", "'early_stop_patience' must be >= 1"),
         ("betas=[0.9, 1.5]", "'betas' must be two numbers in"),
         ("loss.name=l3", r"unknown loss 'l3'; available: \[.*'pearson', 'smooth_l1'"),
@@ -96,6 +96,28 @@ def test_config_layers_and_errors(tmp_path):
         load_config(tmp_path / "nope.yaml")
     for name in ("phase1", "phase2", "demo", "demo_phase2"):
         load_config(Path(__file__).parents[1] / "configs" / f"{name}.yaml")
+
+
+def test_seeds_and_micro_batches_are_refused_before_any_work(store, tmp_path, capsys):
+    """A seed beyond what the random generators take, or a micro-batch of one sample
+    (BatchNorm cannot train on it): one-line errors naming the key, no run folder."""
+    from brainencoder.cli.main import main
+
+    for bad in ("seed=18446744073709551616", "pca_seed=4294967296"):
+        with pytest.raises(ConfigError, match=r"_?seed' must be .*\[0, 4294967295\]"):
+            load_config(None, [bad])
+    assert load_config(None, ["seed=4294967295"]).seed == 2**32 - 1
+    with pytest.raises(ConfigError, match="1 sample per micro-batch; BatchNorm needs at least 2"):
+        load_config(None, ["batch_size=2", "grad_accum=2"])
+    with pytest.raises(ConfigError, match="raise batch_size to at least 8 or lower grad_accum"):
+        load_config(None, ["batch_size=4", "grad_accum=4"])
+    assert load_config(None, ["batch_size=4", "grad_accum=2"]).grad_accum == 2
+    for bad in (["batch_size=2", "grad_accum=2"], ["seed=18446744073709551616"]):
+        argv = ["train", "none", *bad, "--store", str(store.path), "--out", str(tmp_path / "r")]
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1, err
+        assert not (tmp_path / "r").exists()
 
 
 def test_lr_schedule_is_warmup_then_cosine_to_floor():
@@ -329,10 +351,35 @@ def test_each_loss_trains_the_encoder(store, tmp_path, loss):
 
 
 def test_bf16_autocast_on_cpu_and_fp16_refused(store, tmp_path):
+    """amp=bf16 on CPU: the training forward passes really run in bfloat16."""
+    seen = set()
+
+    def record(module, args, output):  # every module of every forward pass
+        if module.training and isinstance(output, torch.Tensor) and output.is_floating_point():
+            seen.add(output.dtype)
+
     cache = f"cache_dir={tmp_path / 'cache'}"
-    summary = train(
-        _config("epochs=1", "amp=bf16", "cache_features=true", cache), store.path, tmp_path / "bf16"
-    )
+    hook = torch.nn.modules.module.register_module_forward_hook(record)
+    try:
+        summary = train(
+            _config("epochs=1", "amp=bf16", "cache_features=true", cache),
+            store.path,
+            tmp_path / "bf16",
+        )
+    finally:
+        hook.remove()
     assert summary["finished"] and np.isfinite(summary["val/r2_median"])
+    assert torch.bfloat16 in seen, f"no training activation was bfloat16: {seen}"
+    seen.clear()
+    hook = torch.nn.modules.module.register_module_forward_hook(record)
+    try:
+        train(
+            _config("epochs=1", "amp=none", "cache_features=true", cache),
+            store.path,
+            tmp_path / "f32",
+        )
+    finally:
+        hook.remove()
+    assert seen == {torch.float32}  # the hook sees the training passes, and amp=none is float32
     with pytest.raises(ConfigError, match="amp 'fp16' needs a CUDA device"):
         train(_config("epochs=1", "amp=fp16", "device=cpu"), store.path, tmp_path / "fp16")

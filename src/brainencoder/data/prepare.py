@@ -10,20 +10,21 @@ store's files are described in :mod:`brainencoder.data.store`; a killed
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
 import shutil
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from ..core.space import GroupSpace
-from ..util.errors import DataError, StoreError
+from ..util.errors import BrainEncoderError, DataError, StoreError
 from ..util.fileio import atomic_path, check_free_space, read_json, write_json_atomic
 from ..util.ownership import check_output_location, mark_owned, replace_owned
+from ..util.processes import stop_workers_on_signal, worker_pool
+from ..util.typecheck import check_seed
 from ..util.version import __version__
 from .images import load_image
 from .layout import HEMIS, DatasetLayout, read_layout
@@ -79,30 +80,16 @@ def _decode_chunk(
     return len(paths)
 
 
-@contextlib.contextmanager
-def _stop_workers_on_signal(pool: ProcessPoolExecutor):
-    """SIGTERM or Ctrl-C ends the decoding workers too, not only this process.
-
-    Finished chunks keep their markers, so running ``prepare`` again resumes.
-    """
-    import signal
-
-    def handle(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"{signal.Signals(signum).name}: prepare stopped; rerun to resume")
-
-    old = None
-    with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
-        old = signal.signal(signal.SIGTERM, handle)
-    try:
-        yield
-    except BaseException:
-        for process in list((getattr(pool, "_processes", None) or {}).values()):
-            process.terminate()
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    finally:
-        if old is not None:
-            signal.signal(signal.SIGTERM, old)
+def _overflow_hint(values: np.ndarray, dtype: type) -> str:
+    """What to do about fMRI ``values`` too large for the store's ``dtype``."""
+    with np.errstate(over="ignore"):
+        fit32 = bool(np.isfinite(values.astype(np.float32)).all())
+    if np.dtype(dtype) != np.float32 and fit32:
+        return "prepare with --fmri-dtype float32 (the default), which holds them"
+    return (
+        "no --fmri-dtype holds them (float32 is the widest): check the file's scale, fMRI "
+        "responses are z-scored values of a few units"
+    )
 
 
 def _copy_fmri(layout: DatasetLayout, name: str, path: Path, dtype: type, nan_policy: str) -> None:
@@ -127,12 +114,12 @@ def _copy_fmri(layout: DatasetLayout, name: str, path: Path, dtype: type, nan_po
             if bad.any():
                 row = start + int(np.flatnonzero(bad.any(axis=1))[0])
                 hemi = HEMIS[0] if bad[:, : arrays[0].shape[1]].any() else HEMIS[1]
-                overflow = bool((bad & np.isfinite(source)).any())
-                if overflow:
+                overflow = bad & np.isfinite(source)
+                if overflow.any():
                     raise DataError(
-                        f"{subj.fmri_path(hemi)}: row {row} holds values beyond the range of "
-                        f"{np.dtype(dtype).name} (they would be stored as inf); prepare with "
-                        "--fmri-dtype float32, or check the file's scale"
+                        f"{subj.fmri_path(hemi)}: row {row} holds {source.dtype} values beyond "
+                        f"the range of {np.dtype(dtype).name} (they would be stored as inf); "
+                        f"{_overflow_hint(source[overflow], dtype)}"
                     )
                 if nan_policy == "error":
                     raise DataError(
@@ -196,8 +183,6 @@ def prepare_store(
     Store
         The opened, complete store.
     """
-    from tqdm.auto import tqdm
-
     if fmri_dtype not in _FMRI_DTYPES:
         raise StoreError(f"'fmri_dtype' must be one of {set(_FMRI_DTYPES)}; got {fmri_dtype!r}")
     if nan_policy not in _NAN_POLICIES:
@@ -206,6 +191,7 @@ def prepare_store(
         raise StoreError(f"'split_mode' must be one of {set(SPLIT_MODES)}; got {split_mode!r}")
     if not 16 <= image_size <= 1024:
         raise StoreError(f"'image_size' must be in [16, 1024]; got {image_size}")
+    split_seed = check_seed("split_seed", split_seed)
     store = Path(store)
     check_output_location(store, [data_root])
     layout = read_layout(data_root, subjects)
@@ -236,6 +222,7 @@ def prepare_store(
     }
 
     manifest_path, plan_path = store / "manifest.json", store / "plan.json"
+    existed, resume = store.exists(), False
     if store.exists() and any(store.iterdir()):
         if plan_path.exists():
             old = read_json(plan_path, "store plan")
@@ -252,6 +239,50 @@ def prepare_store(
         elif manifest_path.exists():
             logger.info("store %s is already complete", store)
             return Store(store)
+        else:
+            resume = True  # an unfinished store of the same data and options
+    try:
+        _write_store(data_root, layout, store, plan, sources, nsd_ids, workers, progress)
+    except BrainEncoderError:
+        # refused input (an image or fMRI file): the store begun here goes; one begun by
+        # an earlier run of the same plan (a resume) stays as it was found
+        if not resume:
+            _remove_store(store, existed)
+        raise
+    return Store(store)
+
+
+def _remove_store(store: Path, keep_folder: bool) -> None:
+    """Remove the store this call wrote; the folder itself only if this call created it."""
+    if keep_folder:
+        for entry in list(store.iterdir()) if store.is_dir() else []:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(store, ignore_errors=True)
+
+
+def _write_store(
+    data_root: str | Path,
+    layout: DatasetLayout,
+    store: Path,
+    plan: dict,
+    sources: dict[int, Path],
+    nsd_ids: np.ndarray,
+    workers: int | None,
+    progress: bool | None,
+) -> None:
+    """Write (or resume writing) ``store``: fMRI first (it is checked), then the images."""
+    from tqdm.auto import tqdm
+
+    options = plan["options"]
+    fmri_dtype, nan_policy = options["fmri_dtype"], options["nan_policy"]
+    split_mode, split_seed = options["split_mode"], options["split_seed"]
+    split_fractions = tuple(options["split_fractions"])
+    image_size = options["image_size"]
+    plan_path = store / "plan.json"
     store.mkdir(parents=True, exist_ok=True)
     mark_owned(store, "store")
     shape = (int(nsd_ids.size), image_size, image_size, 3)
@@ -266,6 +297,12 @@ def prepare_store(
     if not plan_path.exists():
         check_free_space(store, int(np.prod(shape)) + fmri_bytes, f"the prepared store {store}")
         write_json_atomic(plan_path, plan)
+    # the fMRI first: values it refuses (NaN, beyond the dtype's range) stop before any image
+    (store / "fmri").mkdir(exist_ok=True)
+    for name in layout.names:
+        path = store / "fmri" / f"{name}.npy"
+        if not path.exists():
+            _copy_fmri(layout, name, path, _FMRI_DTYPES[fmri_dtype], nan_policy)
     if not images_file.exists() or images_file.stat().st_size != int(np.prod(shape)):
         with atomic_path(images_file) as tmp, open(tmp, "wb") as fh:
             fh.truncate(int(np.prod(shape)))
@@ -281,10 +318,7 @@ def prepare_store(
         desc="prepare images",
         disable=None if progress is None else not progress,
     )
-    with (
-        ProcessPoolExecutor(max_workers=workers or os.cpu_count()) as pool,
-        _stop_workers_on_signal(pool),
-    ):
+    with worker_pool(workers) as pool, stop_workers_on_signal(pool, "prepare"):
         futures = [
             pool.submit(
                 _decode_chunk,
@@ -308,16 +342,12 @@ def prepare_store(
                 job.result()
             os.fsync(fh.fileno())
     bar.close()
-    (store / "fmri").mkdir(exist_ok=True)
     subjects_info = {}
     if split_mode == "image":
         all_splits = make_image_splits(
             {n: s.nsd_train for n, s in layout.subjects.items()}, split_fractions, split_seed
         )
     for name, subj in layout.subjects.items():
-        path = store / "fmri" / f"{name}.npy"
-        if not path.exists():
-            _copy_fmri(layout, name, path, _FMRI_DTYPES[fmri_dtype], nan_policy)
         if split_mode == "image":
             splits = all_splits[name]
         else:
@@ -341,12 +371,11 @@ def prepare_store(
         "format": "brainencoder-store",
         "format_version": FORMAT_VERSION,
         "package_version": __version__,
-        "source": {"root": str(Path(data_root).absolute()), "fingerprint": fingerprint},
+        "source": {"root": str(Path(data_root).absolute()), "fingerprint": plan["fingerprint"]},
         "options": options,
         "images": {"file": "images.u8", "shape": list(shape), "nsd_ids": nsd_ids.tolist()},
         "subjects": subjects_info,
         "space": "space.npz",
     }
-    write_json_atomic(manifest_path, manifest)
+    write_json_atomic(store / "manifest.json", manifest)
     shutil.rmtree(chunk_dir, ignore_errors=True)
-    return Store(store)

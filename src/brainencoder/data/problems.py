@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..util.errors import printable
+
 __all__ = ["Problem"]
 
 
@@ -28,4 +30,5 @@ class Problem:
 
     def __str__(self) -> str:
         kind = "ERROR" if self.blocking else "WARNING"
-        return f"{kind} {self.path}: {self.message}"
+        # a file name that is not UTF-8 is shown with \xNN escapes (printing it raw fails)
+        return printable(f"{kind} {self.path}: {self.message}")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..util.errors import DataError
+from ..util.errors import DataError, printable
 from .layout import (
     HEMIS,
     SUBJECT_PATTERN,
@@ -58,7 +58,7 @@ class ValidationReport:
                 f"{name:<9} {len(subj.train_images):>6} {len(subj.test_images):>5} "
                 f"{subj.n_vertices('lh'):>7} {subj.n_vertices('rh'):>7}  {roi_text}"
             )
-        return "\n".join(lines)
+        return printable("\n".join(lines))  # ROI names come from files too
 
 
 def _check_fmri_values(path: Path, data: np.ndarray) -> Problem | None:

@@ -227,6 +227,7 @@ def load_encoder(path: str | Path, map_location: str | torch.device = "cpu") -> 
     except ConfigError as exc:
         raise CheckpointError(f"{path}: unusable model config ({exc})") from None
     config.pretrained, config.trunk_weights = False, None  # the weights are in the file
+    config.trunk_kwargs.pop("checkpoint_path", None)  # likewise (files of older versions)
     space = GroupSpace.from_arrays(
         subjects, {k[6:]: v.numpy() for k, v in tensors.items() if k.startswith("space.")}
     )

@@ -96,17 +96,34 @@ def original_subject_index(name: str) -> int:
     return int(m[1]) - 1
 
 
-def _tensor(state: dict[str, Any], key: str, source: Path) -> torch.Tensor:
+def _tensor(state: dict[str, Any], key: str, source: Path, ndim: int | None = None) -> torch.Tensor:
+    """``state[key]``, a tensor (of ``ndim`` dimensions, none of them empty, when given)."""
     value = state.get(key)
     if not isinstance(value, torch.Tensor):
         raise CheckpointError(f"{source}: key {key!r} is missing or not a tensor")
+    if ndim is not None and (value.ndim != ndim or 0 in value.shape):
+        raise CheckpointError(
+            f"{source}: {key} has shape {tuple(value.shape)}; expected {ndim} non-empty "
+            f"dimension(s): not a GroupLinearEncoder state of the original"
+        )
     return value
+
+
+def _check_keys(state: dict[Any, Any], what: str, source: Path) -> None:
+    """Every key of a state dict is a string (torch.load accepts any key)."""
+    odd = [k for k in state if not isinstance(k, str)]
+    if odd:
+        raise CheckpointError(
+            f"{source}: the {what} has non-string key(s) {odd[:5]!r}; a state dict's keys are "
+            "parameter names: not a checkpoint of the original"
+        )
 
 
 def _readout_state(
     encoder: dict[str, Any], subjects: list[str], source: Path
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Map the original encoder state to ours; returns (state, readout options)."""
+    _check_keys(encoder, "'encoder' state", source)
     layers = sorted(
         {int(m[1]) for k in encoder if (m := re.match(r"feat_projs\.(\d+)\.proj\.weight1$", k))}
     )
@@ -114,20 +131,24 @@ def _readout_state(
         raise CheckpointError(
             f"{source}: no GroupLinearEncoder state (feat_projs.N.proj.weight1 keys) in 'encoder'"
         )
-    shared = _tensor(encoder, "shared_proj.weight", source)
+    shared = _tensor(encoder, "shared_proj.weight", source, ndim=2)
     latent, hidden = shared.shape
-    fc_w = _tensor(encoder, "subj_proj.fc.weight", source)
-    fc_b = _tensor(encoder, "subj_proj.fc.bias", source)
+    fc_w = _tensor(encoder, "subj_proj.fc.weight", source, ndim=2)
+    fc_b = _tensor(encoder, "subj_proj.fc.bias", source, ndim=1)
     if fc_w.shape[1] != hidden or fc_w.shape[0] % latent or fc_b.shape != fc_w.shape[:1]:
         raise CheckpointError(
             f"{source}: subj_proj.fc {tuple(fc_w.shape)} does not fit shared_proj "
             f"{tuple(shared.shape)}"
         )
     n_groups = fc_w.shape[0] // latent
-    embed_w = _tensor(encoder, "embed.weight", source)
-    embed_b = _tensor(encoder, "embed.bias", source)
+    embed_w = _tensor(encoder, "embed.weight", source, ndim=2)
+    embed_b = _tensor(encoder, "embed.bias", source, ndim=1)
     if embed_w.shape[1] != latent or embed_b.shape != embed_w.shape[:1]:
-        raise CheckpointError(f"{source}: embed.weight {tuple(embed_w.shape)} does not fit")
+        raise CheckpointError(
+            f"{source}: embed.weight {tuple(embed_w.shape)} and embed.bias "
+            f"{tuple(embed_b.shape)} do not fit shared_proj {tuple(shared.shape)} "
+            "(expected (vertices, latent) and (vertices,))"
+        )
     known = re.compile(
         r"feat_projs\.\d+\.(proj\.weight[12]|norm\.(weight|bias|running_mean|running_var|"
         r"num_batches_tracked))|shared_proj\.weight|subj_proj\.fc\.(weight|bias)|embed\.(weight|bias)"
@@ -141,8 +162,8 @@ def _readout_state(
     state: dict[str, torch.Tensor] = {}
     for i in layers:
         src, dst = f"feat_projs.{i}.", f"projections.{i}."
-        state[dst + "proj.spatial"] = _tensor(encoder, src + "proj.weight1", source)
-        state[dst + "proj.channel"] = _tensor(encoder, src + "proj.weight2", source)
+        state[dst + "proj.spatial"] = _tensor(encoder, src + "proj.weight1", source, ndim=2)
+        state[dst + "proj.channel"] = _tensor(encoder, src + "proj.weight2", source, ndim=2)
         if f"{src}proj.bias" in encoder:
             raise CheckpointError(f"{source}: {src}proj.bias: a projection bias is not GroupLin's")
         if norm:
@@ -175,6 +196,11 @@ def _check_pca(pca_path: Path, state: dict[str, torch.Tensor]) -> None:
         raise CheckpointError(
             f"{pca_path}: weight {tuple(weight.shape)} does not fit the checkpoint's embedding "
             f"({n_vertices} vertices x {latent} components)"
+        )
+    if bias.shape != (n_vertices,):
+        raise CheckpointError(
+            f"{pca_path}: bias {tuple(bias.shape)} does not fit the checkpoint's embedding "
+            f"(expected ({n_vertices},), one value per vertex)"
         )
     same = torch.allclose(weight[:, :latent].t().float(), comps, atol=1e-6) and torch.allclose(
         bias.float(), state["readout.embedding.mean"], atol=1e-6
@@ -241,6 +267,14 @@ def import_original(
     trunk_state = ckpt.get("trunk")
     if trunk_state is not None and not isinstance(trunk_state, dict):
         raise CheckpointError(f"{checkpoint}: 'trunk' must be a state dict or None")
+    if trunk_state is not None:
+        _check_keys(trunk_state, "'trunk' state", checkpoint)
+        odd = [k for k, v in trunk_state.items() if not isinstance(v, torch.Tensor)]
+        if odd:
+            raise CheckpointError(
+                f"{checkpoint}: the 'trunk' state holds non-tensor value(s) (e.g. {odd[0]!r}); "
+                "not a timm model's state dict"
+            )
     config = EncoderConfig(
         trunk=trunk,
         layers=list(layers or ORIGINAL_LAYERS),

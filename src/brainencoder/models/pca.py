@@ -26,6 +26,7 @@ import torch
 from ..data.store import Store
 from ..util.errors import ConfigError, DataError
 from ..util.fileio import atomic_path
+from ..util.typecheck import check_seed
 
 __all__ = ["GroupPCA", "fit_group_pca", "resolve_n_components", "training_mean"]
 
@@ -178,6 +179,7 @@ def fit_group_pca(
     -------
     GroupPCA
     """
+    seed = check_seed("seed", seed)
     n_vertices = store.space.n_vertices
     n_samples = int(sum(len(store.split_rows(n, split)) for n in store.names))
     mean = training_mean(store, split, chunk_rows)

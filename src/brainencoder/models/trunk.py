@@ -79,6 +79,16 @@ def create_timm_model(
     import timm
 
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    if "checkpoint_path" in kwargs:
+        # timm loads it strictly into the full model after building it (a ViT
+        # checkpoint at another img_size, or one with another head, fails deep in
+        # torch), and the path would stay in every model file's config, so that
+        # loading the model elsewhere would read it again
+        raise ConfigError(
+            f"'trunk_kwargs.checkpoint_path' is not supported; pass the file as "
+            f"model.trunk_weights={kwargs['checkpoint_path']} instead (a .safetensors or "
+            "torch state dict of the timm model, loaded as its pretrained weights)"
+        )
     if weights is not None:
         weights = Path(weights)
         if not weights.is_file():

@@ -20,7 +20,7 @@ from ..models.lora import LoRAConfig
 from ..util.errors import ConfigError, DataError
 from ..util.fileio import read_yaml_mapping
 from ..util.plugins import load_plugins
-from ..util.typecheck import from_mapping
+from ..util.typecheck import check_seed, from_mapping
 from .losses import create_loss, validate_loss
 
 __all__ = ["TrainConfig", "load_config", "parse_overrides"]
@@ -180,7 +180,9 @@ class TrainConfig:
         for key in positive:
             if getattr(self, key) < 1:
                 raise ConfigError(f"'{key}' must be >= 1; got {getattr(self, key)}")
-        for key in ("seed", "pca_seed", "num_workers", "checkpoint_every", "decode_workers"):
+        for key in ("seed", "pca_seed"):
+            check_seed(key, getattr(self, key))
+        for key in ("num_workers", "checkpoint_every", "decode_workers"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"'{key}' must be >= 0; got {getattr(self, key)}")
         if self.early_stop_patience is not None and self.early_stop_patience < 1:
@@ -189,6 +191,13 @@ class TrainConfig:
             raise ConfigError(
                 f"'batch_size' ({self.batch_size}) must be divisible by "
                 f"'grad_accum' ({self.grad_accum})"
+            )
+        if self.batch_size // self.grad_accum < 2:
+            raise ConfigError(
+                f"'batch_size' ({self.batch_size}) over 'grad_accum' ({self.grad_accum}) "
+                f"micro-batches is {self.batch_size // self.grad_accum} sample per micro-batch; "
+                "BatchNorm needs at least 2: raise batch_size to at least "
+                f"{2 * self.grad_accum} or lower grad_accum"
             )
         if self.lr <= 0 or self.lr > 1:
             raise ConfigError(f"'lr' must be in (0, 1]; got {self.lr}")

@@ -8,14 +8,15 @@ a half-written file.
 from __future__ import annotations
 
 import contextlib
-import functools
 import glob
 import io
 import json
 import os
 import pickle
+import re
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,12 +38,49 @@ __all__ = [
 ]
 
 
-@functools.cache
 def _umask() -> int:
-    """The process umask (read once: os.umask can only be read by setting it)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
+    """The process umask, read without changing it where the system allows.
+
+    Linux shows it in ``/proc/self/status``; elsewhere it can only be read by
+    setting it (``os.umask``) and putting it back, which is done under a lock
+    (another thread creating a file in between would see 0o077's mode at worst).
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o077)
+        os.umask(mask)
     return mask
+
+
+_UMASK_LOCK = threading.Lock()
+
+_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+def _write_error(exc: BaseException, path: Path, tmp: Path) -> OSError | None:
+    """``exc`` as an OSError naming ``path`` (not the temporary file), or None.
+
+    A failed write raises OSError naming the temporary file, or, from the
+    safetensors writer, a ``SafetensorError`` that only holds the OS error in
+    its text (``I/O error: No space left on device (os error 28)``). Both
+    become ``OSError(errno, strerror, path)``, which the command line prints
+    as one line ("PATH: the disk is full; ...").
+    """
+    if isinstance(exc, OSError) and exc.errno is not None:
+        if exc.filename not in (None, str(tmp), tmp):
+            return None  # about another file: leave it as it is
+        code = exc.errno
+    elif type(exc).__name__ == "SafetensorError" and (m := _OS_ERROR.search(str(exc))):
+        code = int(m[1])
+    else:
+        return None
+    return OSError(code, os.strerror(code), str(path))
 
 
 @contextlib.contextmanager
@@ -51,21 +89,31 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
 
     On an exception the temporary file is removed and ``path`` is untouched.
     Temporary files of an earlier writer of ``path`` that was killed are
-    removed first (one writer per target is assumed).
+    removed first (one writer per target is assumed). The file gets the mode
+    a plain ``open`` would give it (0o666 less the umask), not mkstemp's
+    0o600. An OS error of the write (a full disk) is raised as an OSError
+    naming ``path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp{glob.escape(suffix)}"):
         stale.unlink(missing_ok=True)  # left by a writer that was killed
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; outputs follow the user's umask
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # set after writing: a writer may replace the file (safetensors writes a temporary
+        # file of its own, 0600, and renames it onto tmp_path)
+        os.chmod(tmp_path, 0o666 & ~_umask())
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, path)
+    except Exception as exc:
+        error = _write_error(exc, path, tmp_path)
+        if error is None:
+            raise
+        raise error from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import types
 import typing
 from collections.abc import Mapping
@@ -19,7 +20,7 @@ from typing import Any, TypeVar
 
 from .errors import ConfigError
 
-__all__ = ["check_type", "from_mapping"]
+__all__ = ["MAX_SEED", "check_seed", "check_type", "from_mapping"]
 
 T = TypeVar("T")
 
@@ -89,6 +90,28 @@ def check_type(key: str, value: Any, annotation: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"'{key}' must be a finite number; got {value!r}")
     return value
+
+
+#: the largest seed: numpy's legacy ``np.random.seed`` (which ``train`` also sets, for user
+#: code) takes 32 bits; torch and numpy's SeedSequence take more
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(key: str, value: Any) -> int:
+    """``value`` as a seed: an int in [0, 2**32 - 1]; ConfigError naming ``key`` otherwise.
+
+    The one check of every seed (``train``'s ``seed`` and ``pca_seed``,
+    ``adapt --seed``, ``pca --seed``), so a seed that a random generator
+    would refuse deep inside a run is refused before any work.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ConfigError(f"'{key}' must be an integer in [0, {MAX_SEED}]; got {value!r}")
+    if not 0 <= int(value) <= MAX_SEED:
+        raise ConfigError(
+            f"'{key}' must be in [0, {MAX_SEED}] (2**32 - 1, the range every random generator "
+            f"used here accepts); got {value}: choose a smaller seed"
+        )
+    return int(value)
 
 
 def from_mapping(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
