@@ -201,7 +201,25 @@ def list_readouts() -> list[str]:
 
 
 def list_trunks(pattern: str = "*", pretrained: bool = False) -> list[str]:
-    """timm model names matching ``pattern`` (``model.trunk=...``)."""
+    """Trunk names for ``model.trunk=...`` matching ``pattern``.
+
+    timm's model names (``pretrained``: only those with pretrained weights), then
+    the Hugging Face models in the local cache as ``hf:NAME`` (a folder written
+    by ``save_pretrained`` is named ``hf:/path/to/folder``).
+
+    Returns
+    -------
+    list of str
+    """
+    import fnmatch
+
     import timm
 
-    return timm.list_models(pattern, pretrained=pretrained)
+    names = timm.list_models(pattern, pretrained=pretrained)
+    try:
+        from huggingface_hub import scan_cache_dir
+
+        cached = sorted(r.repo_id for r in scan_cache_dir().repos if r.repo_type == "model")
+    except Exception:  # no cache folder, or huggingface_hub missing: nothing cached
+        cached = []
+    return names + [f"hf:{n}" for n in cached if fnmatch.fnmatch(n, pattern)]

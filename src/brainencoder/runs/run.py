@@ -305,7 +305,9 @@ class Run:
         """The subjects to score, each with its own store (see :func:`.stores.subject_stores`)."""
         try:
             header = self.header
-        except CheckpointError:
+        except CheckpointError as exc:
+            if store is None:  # nothing else says where the data are
+                raise CheckpointError(f"{exc}; pass --store STORE") from None
             header = {}
         return stores.subject_stores(self.path, header, subjects, store)
 

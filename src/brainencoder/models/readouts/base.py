@@ -229,7 +229,11 @@ class Readout(nn.Module):
         if added.numel():
             for name, axis in self.vertex_axes.items():
                 value = getattr(self, name)
-                if isinstance(value, nn.Parameter) and value.is_floating_point():
+                if (
+                    isinstance(value, nn.Parameter)
+                    and value.is_floating_point()
+                    and value.shape[axis] == self.n_vertices  # not an optional stage left off
+                ):
                     params.append((value, axis))
         return params
 
