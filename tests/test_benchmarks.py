@@ -1,4 +1,4 @@
-"""Benchmark scripts that must stay runnable: the GPU check in its reduced (CPU) mode."""
+"""Benchmark scripts that must stay runnable, in their reduced (CPU) modes."""
 
 from __future__ import annotations
 
@@ -36,3 +36,11 @@ def test_gpu_check_full_mode_needs_cuda(capsys):
     with pytest.raises(SystemExit):
         _load("gpu_check").main([])
     assert "no CUDA device; run with --reduced" in capsys.readouterr().err
+
+
+def test_data_wait_runs_in_reduced_mode(capsys):
+    rows = _load("data_wait").main(["--reduced"])
+    assert [r["workers"] for r in rows] == [0, 2]
+    assert all(r["steps"] > 0 and 0 <= r["wait_s"] <= r["train_s"] for r in rows)
+    out = capsys.readouterr().out
+    assert "| num_workers | training s | waiting for data s |" in out and "data-wait share" in out

@@ -98,8 +98,9 @@ def test_pearson_refused_where_it_would_change(store, tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="does not decompose over samples, so gradient"):
         load_config(None, ["loss.name=pearson", "grad_accum=2", "batch_size=8"])
     import brainencoder.train.loop as loop
+    import brainencoder.train.setup as setup
 
-    monkeypatch.setattr(loop, "init_distributed", lambda kind: DistInfo(0, 2, 0))
+    monkeypatch.setattr(setup, "init_distributed", lambda kind: DistInfo(0, 2, 0))
     with pytest.raises(ConfigError, match="would differ across 2 processes"):
         loop.train(load_config(None, ["loss.name=pearson"]), store.path, tmp_path / "r")
     assert not (tmp_path / "r").exists()

@@ -176,15 +176,7 @@ def test_resume_is_bitwise_identical(store, tmp_path):
     train(cfg, store.path, tmp_path / "part", resume=True)
     a, b = _weights(tmp_path / "full"), _weights(tmp_path / "part")
     assert all(torch.equal(a[k], b[k]) for k in a)
-    strip = [
-        {k: v for k, v in r.items() if k not in ("samples_per_s", "epoch_seconds")}
-        for r in map(json.loads, (tmp_path / "full" / "metrics.jsonl").read_text().splitlines())
-    ]
-    again = [
-        {k: v for k, v in r.items() if k not in ("samples_per_s", "epoch_seconds")}
-        for r in map(json.loads, (tmp_path / "part" / "metrics.jsonl").read_text().splitlines())
-    ]
-    assert strip == again
+    assert _records(tmp_path / "full") == _records(tmp_path / "part")
     other = _config("cache_features=true", f"cache_dir={tmp_path / 'cache'}", "epochs=5")
     train(other, store.path, tmp_path / "p2", stop_after_steps=2)
     with pytest.raises(CheckpointError, match="made with another config"):
@@ -232,6 +224,64 @@ def test_phase2_from_phase1_and_freeze_errors(store, tmp_path):
     )
     with pytest.raises(ConfigError, match='freeze pattern "fc_norm\'\\*" matches no parameter'):
         train(bad, store.path, tmp_path / "p3")
+
+
+def _records(run):
+    """metrics.jsonl without its timings (which differ between any two runs)."""
+    timings = ("samples_per_s", "epoch_seconds", "data_wait_seconds")
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(x).items() if k not in timings} for x in lines]
+
+
+# phase 2 (trunk trained from cropped images) of the smallest model, with dropout
+PHASE2 = ["train_trunk=true", "freeze=[conv1*, layer1*]", "crop_scale=[0.5, 1]"]
+
+
+@pytest.mark.numerics
+@pytest.mark.parametrize("phase", ["phase2", "cached"])
+def test_prefetch_workers_give_the_serial_weights(store, tmp_path, phase):
+    """Batches read and cropped ahead in 2 threads: the same steps as num_workers=0."""
+    if phase == "phase2":  # 2 micro-batches a step: crops seeded per micro-batch
+        args = [*PHASE2, "grad_accum=2"]
+    else:
+        args = ["cache_features=true", "cache_views=2", f"cache_dir={tmp_path / 'cache'}"]
+    for workers in (0, 2):
+        train(_config(*args, f"num_workers={workers}"), store.path, tmp_path / f"w{workers}")
+    a, b = _weights(tmp_path / "w0"), _weights(tmp_path / "w2")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert _records(tmp_path / "w0") == _records(tmp_path / "w2")  # every step's loss
+    records = _records(tmp_path / "w2")
+    assert len(records) == 2 + sum("train/loss" in r for r in records)
+
+
+@pytest.mark.parametrize(("sig", "workers"), [(signal.SIGTERM, 2), (signal.SIGINT, 0)])
+def test_signal_saves_a_checkpoint_and_resume_matches(store, tmp_path, monkeypatch, sig, workers):
+    """SIGTERM / SIGINT mid-epoch: a checkpoint after the current step, then an exact resume."""
+    from brainencoder.runs.run import Run
+    from brainencoder.train.step import TrainStep
+
+    cfg = _config(*PHASE2, "epochs=1", f"num_workers={workers}")
+    train(cfg, store.path, tmp_path / "full")
+    run_step = TrainStep.run
+
+    def run_then_signal(self, batch):
+        loss = run_step(self, batch)
+        if batch.step == 2:  # the third of 6 steps
+            signal.raise_signal(sig)
+        return loss
+
+    monkeypatch.setattr(TrainStep, "run", run_then_signal)
+    before = signal.getsignal(sig)
+    with pytest.raises(KeyboardInterrupt, match="saved a checkpoint in .*continue with --resume"):
+        train(cfg, store.path, tmp_path / "part")
+    assert signal.getsignal(sig) is before  # the loop's handler is gone again
+    monkeypatch.undo()
+    state = json.loads((Run(tmp_path / "part").latest_checkpoint() / "state.json").read_text())
+    assert (state["epoch"], state["batch_in_epoch"], state["step"]) == (0, 3, 3)
+    train(cfg, store.path, tmp_path / "part", resume=True)
+    a, b = _weights(tmp_path / "full"), _weights(tmp_path / "part")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert _records(tmp_path / "full") == _records(tmp_path / "part")
 
 
 @pytest.mark.slow

@@ -115,6 +115,9 @@ class TrainConfig:
     seed : int
     pca_seed : int
     num_workers : int
+        Threads reading and cropping the next training batches while the
+        current step runs (0: in the loop, between steps); the result does not
+        depend on it.
     device : str
         "auto", "cpu", "cuda", "cuda:1", ...
     wandb : bool

@@ -1,10 +1,14 @@
 """The training loop: phase 1 (frozen trunk, optionally from a feature cache) and
 phase 2 (fine-tuning), on one CPU, one GPU, or many processes under torchrun.
 
-Reading order: :func:`train` sets up the run (directory, model, data, optimizer,
-resume), then runs epochs of :func:`_train_epoch` and validation; everything a
-resumed run needs is in the checkpoint, and the learning rate, the data order,
-the crops and the cached views are pure functions of (seed, epoch, step).
+Reading order: :func:`train` gets everything from
+:func:`~brainencoder.train.setup.setup_training`, then runs epochs of steps and
+a validation at each epoch's end. With ``num_workers`` > 0, threads read and
+crop the next batches (:meth:`TrainStep.prepare
+<brainencoder.train.step.TrainStep.prepare>`) while the current step runs.
+Everything a resumed run needs is in the checkpoint, and the learning rate, the
+data order, the crops and the cached views are pure functions of (seed, epoch,
+step), so neither a resume nor the worker count changes the result.
 """
 
 from __future__ import annotations
@@ -14,33 +18,21 @@ import logging
 import math
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 
-from ..data.loader import EpochBatchSampler, StoreBatches, build_index
-from ..data.store import Store
-from ..inference.cache import FeatureCache
+from ..data.loader import EpochBatchSampler
 from ..inference.store import split_stats, summarize_stats
-from ..models.encoder import Encoder
-from ..runs.run import Run
 from ..util.errors import ConfigError
+from ..util.prefetch import prefetch
 from .config import TrainConfig
-from .distributed import DistInfo, barrier, init_distributed
-from .losses import create_loss
-from .setup import (
-    open_cache,
-    open_wandb,
-    prepare_model,
-    prepare_run_dir,
-    resolve_device,
-    resume_state,
-    write_config,
-)
-from .step import TrainStep, amp_settings, lr_at, make_optimizer
+from .distributed import barrier
+from .setup import setup_training
+from .state import TrainSetup, TrainState
+from .step import lr_at
 
 __all__ = ["lr_at", "train"]
 
@@ -105,192 +97,117 @@ def train(
     """
     from tqdm.auto import tqdm
 
-    config.validate()
-    loss = create_loss(config.loss)
-    device = resolve_device(config.device, DistInfo())
-    info = init_distributed(device.type)
-    device = resolve_device(config.device, info)
-    if info.enabled and not loss.decomposes:
-        raise ConfigError(
-            f"loss {config.loss['name']!r} does not decompose over samples, so it would differ "
-            f"across {info.world_size} processes: train it in one process or use mse / smooth_l1"
-        )
-    amp_dtype, use_scaler = amp_settings(config, device)  # fails early for impossible settings
-    inputs = [store_path, config.init_from, config.pca_file, config.cache_dir]
-    run = prepare_run_dir(run_dir, resume, overwrite, info, inputs)
-    store = Store(store_path)
-    np.random.seed(config.seed)  # noqa: NPY002 (for user code that uses it)
-    ckpt = run.latest_checkpoint() if resume else None
-    model, n_trainable = prepare_model(config, store, info, device, ckpt)
-
-    train_index = build_index(store, "train", fraction=config.train_fraction, seed=config.seed)
-    batches = StoreBatches(store, train_index)
-    cache = open_cache(config, model, store, train_index, info, device, progress)
-    trained: nn.Module = model.readout if cache is not None else model
-    ddp: nn.Module = trained
-    if info.enabled:
-        ddp = nn.parallel.DistributedDataParallel(
-            trained, device_ids=[device.index] if device.type == "cuda" else None
-        )
-
-    sampler = EpochBatchSampler(
-        len(train_index), config.batch_size, config.seed, info.rank, info.world_size
-    )
-    steps_per_epoch = len(sampler)
+    s = setup_training(config, store_path, run_dir, resume, overwrite, progress)
+    state, info = s.state, s.info
+    steps_per_epoch = len(s.sampler)
     total_steps = steps_per_epoch * config.epochs
-    optimizer = make_optimizer(trained, config, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
-    train_step = TrainStep(
-        ddp, model, batches, cache, loss, optimizer, scaler, config, device, info, amp_dtype
-    )
-
-    state: dict[str, Any] = {
-        "epoch": 0,
-        "batch_in_epoch": 0,
-        "step": 0,
-        "best": None,
-        "best_epoch": None,
-        "epochs_since_best": 0,
-    }
-    if ckpt is not None:
-        state = resume_state(ckpt, run, model, optimizer, scaler, config, info)
-    elif info.is_main:
-        write_config(run, config, store, info)
-
-    wandb_run = open_wandb(config, run) if info.is_main else None
-
-    def checkpoint() -> None:
-        if info.is_main:
-            state["config"] = config.to_dict()
-            run.save_checkpoint(model, optimizer, scaler, state)
-        barrier(info)
-
-    def log(record: dict[str, Any]) -> None:
-        if info.is_main:
-            run.append_metrics(record)
-            if wandb_run is not None:
-                wandb_run.log(record, step=record["step"])
+    hide_bar = (not info.is_main) or (None if progress is None else not progress)
 
     start_time = time.perf_counter()
     stopped_early = False
-    with _Interrupt() as interrupt:
-        while state["epoch"] < config.epochs:
-            epoch = state["epoch"]
-            sampler.set_epoch(epoch, state["batch_in_epoch"])
-            epoch_start = time.perf_counter()
-            bar = tqdm(
-                total=steps_per_epoch,
-                initial=state["batch_in_epoch"],
-                desc=f"epoch {epoch + 1}/{config.epochs}",
-                unit="step",
-                disable=(not info.is_main) or (None if progress is None else not progress),
-            )
-            for positions in sampler:
-                t0 = time.perf_counter()
-                lr = lr_at(
-                    state["step"], total_steps, config.lr, config.warmup_frac, config.min_lr_frac
-                )
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                loss_value = train_step(positions, epoch, state["step"])
-                state["step"] += 1
-                state["batch_in_epoch"] += 1
-                rate = len(positions) * info.world_size / (time.perf_counter() - t0)
-                bar.update()
-                bar.set_postfix(loss=f"{loss_value:.4f}", samples_s=f"{rate:.0f}")
-                if state["step"] % config.log_every == 0:
-                    log(
-                        {
-                            "step": state["step"],
-                            "epoch": epoch,
-                            "lr": lr,
-                            "train/loss": loss_value,
-                            "samples_per_s": rate,
-                        }
+    jobs = _schedule(s.sampler, state, config.epochs)
+    ready = prefetch(lambda job: s.step.prepare(*job), jobs, config.num_workers)
+    with _Interrupt() as interrupt, contextlib.closing(ready):
+        while state.epoch < config.epochs:
+            epoch, epoch_start, data_wait = state.epoch, time.perf_counter(), 0.0
+            desc = f"epoch {epoch + 1}/{config.epochs}"
+            with tqdm(
+                total=steps_per_epoch, initial=state.batch_in_epoch, desc=desc, disable=hide_bar
+            ) as bar:
+                while state.batch_in_epoch < steps_per_epoch:
+                    t0 = time.perf_counter()
+                    batch = next(ready)  # read and cropped ahead by num_workers threads
+                    data_wait += time.perf_counter() - t0
+                    lr = lr_at(
+                        state.step, total_steps, config.lr, config.warmup_frac, config.min_lr_frac
                     )
-                stop_now = stop_after_steps is not None and state["step"] >= stop_after_steps
-                if (
-                    interrupt.requested
-                    or stop_now
-                    or (config.checkpoint_every and state["step"] % config.checkpoint_every == 0)
-                ):
-                    checkpoint()
-                if interrupt.requested:
-                    bar.close()
-                    raise KeyboardInterrupt(
-                        f"saved a checkpoint in {run.checkpoints}; continue with --resume"
-                    )
-                if stop_now:
-                    bar.close()
-                    return {"stopped_at_step": state["step"]}
-            bar.close()
+                    for group in s.optimizer.param_groups:
+                        group["lr"] = lr
+                    loss = s.step.run(batch)
+                    state.step += 1
+                    state.batch_in_epoch += 1
+                    rate = batch.size * info.world_size / (time.perf_counter() - t0)
+                    bar.update()
+                    bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{rate:.0f}")
+                    if state.step % config.log_every == 0:
+                        record = {"step": state.step, "epoch": epoch, "lr": lr}
+                        _log(s, {**record, "train/loss": loss, "samples_per_s": rate})
+                    stop_now = stop_after_steps is not None and state.step >= stop_after_steps
+                    every = config.checkpoint_every
+                    if interrupt.requested or stop_now or (every and state.step % every == 0):
+                        _checkpoint(s, config)
+                    if interrupt.requested:
+                        raise KeyboardInterrupt(
+                            f"saved a checkpoint in {s.run.checkpoints}; continue with --resume"
+                        )
+                    if stop_now:
+                        return {"stopped_at_step": state.step}
             train_seconds = time.perf_counter() - epoch_start
-            metrics, value = _validate(model, store, cache, config, state, epoch, run, info)
-            log(
-                {
-                    "step": state["step"],
-                    "epoch": epoch,
-                    **metrics,
-                    "best": state["best"],
-                    "epoch_seconds": train_seconds,
-                }
-            )
-            if info.is_main:
-                logger.info(
-                    "epoch %d: %s = %.4f (best %.4f at epoch %d)",
-                    epoch + 1,
-                    config.val_metric,
-                    value,
-                    state["best"],
-                    state["best_epoch"] + 1,
-                )
-            checkpoint()
-            if (
-                config.early_stop_patience is not None
-                and state["epochs_since_best"] >= config.early_stop_patience
-            ):
-                logger.info(
-                    "early stopping: no improvement for %d epochs", state["epochs_since_best"]
-                )
+            metrics, value = _validate(s, config, epoch)
+            if state.best is None or value > state.best:
+                state.best, state.best_epoch, state.epochs_since_best = value, epoch, 0
+                _save_best(s, config, metrics)
+            else:
+                state.epochs_since_best += 1
+            state.epoch, state.batch_in_epoch = epoch + 1, 0  # the epoch ends here
+            timing = {"epoch_seconds": train_seconds, "data_wait_seconds": data_wait}
+            _log(s, {"step": state.step, "epoch": epoch, **metrics, "best": state.best, **timing})
+            _checkpoint(s, config)
+            patience = config.early_stop_patience
+            if patience is not None and state.epochs_since_best >= patience:
+                logger.info("early stopping: no improvement for %d epochs", patience)
                 stopped_early = True
                 break
 
     summary = {
         "finished": True,
-        "epochs_run": state["epoch"],
-        "steps": state["step"],
-        "best_epoch": state["best_epoch"],
-        config.val_metric: state["best"],
+        "epochs_run": state.epoch,
+        "steps": state.step,
+        "best_epoch": state.best_epoch,
+        config.val_metric: state.best,
         "stopped_early": stopped_early,
         "world_size": info.world_size,
-        "device": str(device),
+        "device": str(s.device),
         "seconds": time.perf_counter() - start_time,
-        "trainable_parameters": n_trainable,
+        "trainable_parameters": s.n_trainable,
     }
     if info.is_main:
-        run.write_summary(summary)
-        if wandb_run is not None:
-            wandb_run.finish()
+        s.run.write_summary(summary)
+        if s.wandb is not None:
+            s.wandb.finish()
     barrier(info)
     return summary
 
 
-def _validate(
-    model: Encoder,
-    store: Store,
-    cache: FeatureCache | None,
-    config: TrainConfig,
-    state: dict[str, Any],
-    epoch: int,
-    run: Run,
-    info: DistInfo,
-) -> tuple[dict[str, float], float]:
-    """Validation metrics of the epoch; updates ``state`` and saves a new best model."""
-    metrics = summarize_stats(split_stats(model, store, "val", cache), "val")
+def _schedule(
+    sampler: EpochBatchSampler, start: TrainState, epochs: int
+) -> Iterator[tuple[np.ndarray, int, int]]:
+    """(positions, epoch, step) of every step left, from ``start`` to the last epoch's end.
+
+    The loop's data prefetching reads this ahead, across epoch ends (the first
+    batches of an epoch are prepared while the previous one validates).
+    """
+    first_epoch, first_batch, step = start.epoch, start.batch_in_epoch, start.step
+    for epoch in range(first_epoch, epochs):
+        sampler.set_epoch(epoch, first_batch if epoch == first_epoch else 0)
+        for positions in sampler:
+            yield positions, epoch, step
+            step += 1
+
+
+def _validate(s: TrainSetup, config: TrainConfig, epoch: int) -> tuple[dict[str, float], float]:
+    """Validation metrics after ``epoch`` and the value of ``config.val_metric`` among them.
+
+    Raises
+    ------
+    ConfigError
+        When the store does not give that metric, or it is not finite.
+    """
+    metrics = summarize_stats(split_stats(s.model, s.store, "val", s.cache), "val")
     if config.val_metric not in metrics:
         raise ConfigError(
             f"'val_metric' {config.val_metric!r} is not computed for this store "
-            f"(subjects {store.names})"
+            f"(subjects {s.store.names})"
         )
     value = metrics[config.val_metric]
     if not math.isfinite(value):
@@ -298,16 +215,32 @@ def _validate(
             f"validation {config.val_metric} is {value} after epoch {epoch + 1}: the model's "
             "predictions are not finite; nothing was saved as best (lower lr, set grad_clip)"
         )
-    state["epoch"] += 1
-    state["batch_in_epoch"] = 0
-    if state["best"] is None or value > state["best"]:
-        state.update(best=value, best_epoch=epoch, epochs_since_best=0)
-        if info.is_main:
-            run.save_model(model, {"store_image_size": str(store.image_size)})
-            run.write_json(
-                "best.json",
-                {"epoch": epoch, "step": state["step"], config.val_metric: value, **metrics},
-            )
-    else:
-        state["epochs_since_best"] += 1
+    if s.info.is_main:
+        best = value if s.state.best is None else max(value, s.state.best)
+        logger.info("epoch %d: %s = %.4f (best %.4f)", epoch + 1, config.val_metric, value, best)
     return metrics, value
+
+
+def _save_best(s: TrainSetup, config: TrainConfig, metrics: dict[str, float]) -> None:
+    """Save the model as the run's best and its scores in ``best.json`` (rank 0)."""
+    state = s.state
+    if s.info.is_main:
+        s.run.save_model(s.model, {"store_image_size": str(s.store.image_size)})
+        best = {"epoch": state.best_epoch, "step": state.step, config.val_metric: state.best}
+        s.run.write_json("best.json", {**best, **metrics})
+
+
+def _log(s: TrainSetup, record: dict[str, Any]) -> None:
+    """Append ``record`` to ``metrics.jsonl`` (and W&B) on rank 0."""
+    if s.info.is_main:
+        s.run.append_metrics(record)
+        if s.wandb is not None:
+            s.wandb.log(record, step=record["step"])
+
+
+def _checkpoint(s: TrainSetup, config: TrainConfig) -> None:
+    """Save a resumable checkpoint of the run as it stands (rank 0; all ranks wait)."""
+    if s.info.is_main:
+        state = {**s.state.to_dict(), "config": config.to_dict()}
+        s.run.save_checkpoint(s.model, s.optimizer, s.scaler, state)
+    barrier(s.info)

@@ -1,4 +1,10 @@
-"""Setting up a training run: device, run folder, model, feature cache, resume."""
+"""Setting up a training run: device, run folder, model, data, feature cache, resume.
+
+:func:`setup_training` does it all and returns a
+:class:`~brainencoder.train.state.TrainSetup`, the small bundle the loop works
+with; its :class:`~brainencoder.train.state.TrainState` (the loop's position)
+comes fresh or from the latest checkpoint.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.loader import build_index
+from ..data.loader import EpochBatchSampler, SampleIndex, StoreBatches, build_index
 from ..data.store import Store
 from ..inference.cache import FeatureCache, build_feature_cache
 from ..models.encoder import Encoder, build_encoder
@@ -24,7 +30,10 @@ from ..runs.load import model_file
 from ..runs.run import Run
 from ..util.errors import CheckpointError, ConfigError, DataError
 from .config import TrainConfig
-from .distributed import DistInfo, barrier, sync_batchnorms
+from .distributed import DistInfo, barrier, init_distributed, sync_batchnorms
+from .losses import create_loss
+from .state import TrainSetup, TrainState
+from .step import TrainStep, amp_settings, make_optimizer
 
 __all__ = [
     "open_cache",
@@ -32,10 +41,93 @@ __all__ = [
     "prepare_run_dir",
     "resolve_device",
     "resume_state",
+    "setup_training",
     "write_config",
 ]
 
 logger = logging.getLogger(__name__)
+
+
+def setup_training(
+    config: TrainConfig,
+    store_path: str | Path,
+    run_dir: str | Path,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool | None = None,
+) -> TrainSetup:
+    """Validate the config, claim the run folder, build (or restore) everything a run needs.
+
+    See :func:`~brainencoder.train.loop.train` for the parameters. On a fresh
+    run rank 0 writes the run's header; when resuming, the model, optimizer,
+    scaler, RNG states and :class:`TrainState` come from the latest checkpoint.
+    """
+    config.validate()
+    loss = create_loss(config.loss)
+    info = init_distributed(resolve_device(config.device, DistInfo()).type)
+    device = resolve_device(config.device, info)
+    if info.enabled and not loss.decomposes:
+        raise ConfigError(
+            f"loss {config.loss['name']!r} does not decompose over samples, so it would differ "
+            f"across {info.world_size} processes: train it in one process or use mse / smooth_l1"
+        )
+    amp_dtype, use_scaler = amp_settings(config, device)  # fails early for impossible settings
+    inputs = [store_path, config.init_from, config.pca_file, config.cache_dir]
+    run = prepare_run_dir(run_dir, resume, overwrite, info, inputs)
+    store = Store(store_path)
+    np.random.seed(config.seed)  # noqa: NPY002 (for user code that uses it)
+    ckpt = run.latest_checkpoint() if resume else None
+    model, n_trainable = prepare_model(config, store, info, device, ckpt)
+
+    train_index = build_index(store, "train", fraction=config.train_fraction, seed=config.seed)
+    batches = StoreBatches(store, train_index)
+    cache = open_cache(config, model, store, train_index, info, device, progress)
+    trained: nn.Module = model.readout if cache is not None else model
+    module = trained
+    if info.enabled:
+        module = nn.parallel.DistributedDataParallel(
+            trained, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    sampler = EpochBatchSampler(
+        len(train_index), config.batch_size, config.seed, info.rank, info.world_size
+    )
+    optimizer = make_optimizer(trained, config, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+    step = TrainStep(
+        module=module,
+        model=model,
+        batches=batches,
+        cache=cache,
+        loss=loss,
+        optimizer=optimizer,
+        scaler=scaler,
+        config=config,
+        device=device,
+        info=info,
+        amp_dtype=amp_dtype,
+    )
+    state = TrainState()
+    if ckpt is not None:
+        state = resume_state(ckpt, run, model, optimizer, scaler, config, info)
+    elif info.is_main:
+        write_config(run, config, store, info)
+    wandb_run = open_wandb(config, run) if info.is_main else None
+    return TrainSetup(
+        run=run,
+        store=store,
+        model=model,
+        batches=batches,
+        cache=cache,
+        sampler=sampler,
+        optimizer=optimizer,
+        scaler=scaler,
+        step=step,
+        state=state,
+        info=info,
+        device=device,
+        n_trainable=n_trainable,
+        wandb=wandb_run,
+    )
 
 
 def resolve_device(spec: str, info: DistInfo) -> torch.device:
@@ -181,7 +273,7 @@ def open_cache(
     config: TrainConfig,
     model: Encoder,
     store: Store,
-    train_index: Any,
+    train_index: SampleIndex,
     info: DistInfo,
     device: torch.device,
     progress: bool | None,
@@ -226,12 +318,13 @@ def resume_state(
     scaler: torch.amp.GradScaler,
     config: TrainConfig,
     info: DistInfo,
-) -> dict[str, Any]:
+) -> TrainState:
     """Restore checkpoint ``ckpt`` of ``run``; returns the training state."""
     tensors, _ = read_model_file(ckpt / "model.safetensors")
     load_state(model, model_state(tensors), ckpt)
     state = load_checkpoint(ckpt, optimizer, scaler)
-    if state.get("config") != config.to_dict():
+    saved, free = state.get("config"), {"num_workers": 0}  # threads do not change the result
+    if not isinstance(saved, dict) or {**saved, **free} != {**config.to_dict(), **free}:
         raise CheckpointError(
             f"{ckpt}: the checkpoint was made with another config; resume "
             "with the same config and overrides"
@@ -239,7 +332,7 @@ def resume_state(
     if info.is_main:
         run.truncate_metrics(state["step"])
     logger.info("resuming at epoch %d, step %d", state["epoch"], state["step"])
-    return state
+    return TrainState.from_dict(state)
 
 
 def write_config(run: Run, config: TrainConfig, store: Store, info: DistInfo) -> None:

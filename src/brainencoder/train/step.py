@@ -1,9 +1,11 @@
 """One optimizer step, and the optimizer and schedule it uses.
 
 :class:`TrainStep` holds everything a step needs (model, data, cache, loss,
-optimizer, precision, process group); calling it with this rank's positions of
-the global batch runs the forward and backward passes of every micro-batch,
-then the optimizer. ``benchmarks/train.py`` times this same object.
+optimizer, precision, process group). :meth:`TrainStep.prepare` reads and
+augments this rank's share of a global batch (CPU work that the loop runs ahead
+in threads when ``num_workers`` > 0); :meth:`TrainStep.run` runs the forward and
+backward passes of every micro-batch, then the optimizer. Calling the object
+does both. ``benchmarks/train.py`` times this same object.
 """
 
 from __future__ import annotations
@@ -27,7 +29,15 @@ from .config import TrainConfig
 from .distributed import DistInfo
 from .losses import Loss
 
-__all__ = ["NonFiniteLossError", "TrainStep", "amp_settings", "lr_at", "make_optimizer"]
+__all__ = [
+    "Batch",
+    "MicroBatch",
+    "NonFiniteLossError",
+    "TrainStep",
+    "amp_settings",
+    "lr_at",
+    "make_optimizer",
+]
 
 
 class NonFiniteLossError(ConfigError):
@@ -108,8 +118,59 @@ def make_optimizer(
 
 
 @dataclass
+class MicroBatch:
+    """One micro-batch, read and augmented, on the CPU.
+
+    Attributes
+    ----------
+    inputs : Tensor of shape (b, 3, S, S) or list of Tensor of shape (b, C, *positions)
+        Cropped float images in [0, 1] (``S`` the model's input size), or the
+        cached trunk features of one view per sample (one tensor per layer).
+    subject : Tensor of int64, shape (b,)
+        The model's subject index of each sample.
+    target : Tensor of float32, shape (b, n_group)
+        Group-space targets, zero where masked.
+    mask : Tensor of bool, shape (b, n_group)
+        True where the sample's subject has the vertex.
+    """
+
+    inputs: torch.Tensor | list[torch.Tensor]
+    subject: torch.Tensor
+    target: torch.Tensor
+    mask: torch.Tensor
+
+
+@dataclass
+class Batch:
+    """This rank's share of one global batch, ready for :meth:`TrainStep.run`.
+
+    Attributes
+    ----------
+    epoch, step : int
+        Where the batch belongs (for messages).
+    size : int
+        Samples of this rank.
+    n_vertices : float
+        Sum over this rank's samples of their subjects' vertex counts (the
+        loss's normalizer before the sum over ranks).
+    parts : list of MicroBatch
+    """
+
+    epoch: int
+    step: int
+    size: int
+    n_vertices: float
+    parts: list[MicroBatch]
+
+
+@dataclass
 class TrainStep:
     """One optimizer step over this rank's share of a global batch.
+
+    :meth:`prepare` reads and augments a batch (CPU only, a pure function of
+    its arguments and the seeds: safe to run ahead in worker threads);
+    :meth:`run` does the forward and backward passes and the optimizer step;
+    calling the object does both.
 
     Attributes
     ----------
@@ -142,31 +203,54 @@ class TrainStep:
     info: DistInfo
     amp_dtype: torch.dtype | None = None
 
-    def inputs(self, chunk: np.ndarray, epoch: int, step: int, part: int) -> Any:
-        """Cached features or augmented images of micro-batch ``chunk`` (pure in its seeds)."""
+    def inputs(
+        self, chunk: np.ndarray, epoch: int, step: int, part: int
+    ) -> torch.Tensor | list[torch.Tensor]:
+        """Cached features or augmented images of micro-batch ``chunk``, on the CPU.
+
+        A pure function of (seed, epoch) for the cached views and of (seed,
+        step, part, rank) for the crops. Returns (b, 3, S, S) images or one
+        (b, C, *positions) tensor per cached layer.
+        """
         cfg = self.config
         if self.cache is not None:
             views = np.random.default_rng([cfg.seed, epoch, 7]).integers(
                 self.cache.n_views, size=len(self.batches.index)
             )[chunk]
-            feats = self.cache.get(views, self.cache.lookup(self.batches.index.image[chunk]))
-            return [f.to(self.device, non_blocking=True) for f in feats]
+            return self.cache.get(views, self.cache.lookup(self.batches.index.image[chunk]))
         seed = np.random.SeedSequence([cfg.seed, step, part, self.info.rank]).generate_state(1)
         gen = torch.Generator().manual_seed(int(seed[0]))
-        images = random_resized_crop(
+        return random_resized_crop(
             self.batches.images(chunk), self.model.input_size, tuple(cfg.crop_scale), gen
         )
-        return images.to(self.device)
 
-    def __call__(self, positions: np.ndarray, epoch: int, step: int) -> float:
-        """Run the step; returns the global batch's loss.
+    def prepare(self, positions: np.ndarray, epoch: int, step: int) -> Batch:
+        """Read and augment the micro-batches of a step (no model, no global state).
 
         Parameters
         ----------
-        positions : ndarray of int64
+        positions : ndarray of int64, shape (b,)
             This rank's positions (into the batches' index) of the global batch.
         epoch, step : int
             For the seeds of views and crops.
+        """
+        cfg = self.config
+        micro = max(1, cfg.batch_size // cfg.grad_accum // self.info.world_size)
+        parts = []
+        for i in range(0, len(positions), micro):
+            chunk = positions[i : i + micro]
+            target, mask = self.batches.targets(chunk)
+            inputs = self.inputs(chunk, epoch, step, i // micro)
+            parts.append(MicroBatch(inputs, self.batches.subjects(chunk), target, mask))
+        n_vertices = float(self.batches.n_vertices[self.batches.index.subject[positions]].sum())
+        return Batch(epoch, step, len(positions), n_vertices, parts)
+
+    def __call__(self, positions: np.ndarray, epoch: int, step: int) -> float:
+        """Prepare and run the step; returns the global batch's loss (see :meth:`run`)."""
+        return self.run(self.prepare(positions, epoch, step))
+
+    def run(self, batch: Batch) -> float:
+        """Forward, backward and optimizer step on a prepared batch; returns its global loss.
 
         Raises
         ------
@@ -174,21 +258,18 @@ class TrainStep:
             When the loss is NaN or inf (nothing is updated).
         """
         cfg, info = self.config, self.info
-        micro = max(1, cfg.batch_size // cfg.grad_accum // info.world_size)
-        chunks = [positions[i : i + micro] for i in range(0, len(positions), micro)]
         # normalize by the vertex count of the whole global batch, so that micro-batches and
         # DDP ranks (whose gradients DDP averages) add up to the global loss exactly
-        count = torch.tensor(
-            float(self.batches.n_vertices[self.batches.index.subject[positions]].sum())
-        )
+        count = torch.tensor(batch.n_vertices)
         if info.enabled:
             torch.distributed.all_reduce(count)
         denominator = count.item() / info.world_size
         total = 0.0
-        for i, chunk in enumerate(chunks):
-            target, mask = self.batches.targets(chunk)
-            subject = self.batches.subjects(chunk).to(self.device)
-            sync = i == len(chunks) - 1 or not info.enabled
+        n_parts = len(batch.parts)
+        for i, part in enumerate(batch.parts):
+            subject = part.subject.to(self.device)
+            target, mask = part.target.to(self.device), part.mask.to(self.device)
+            sync = i == n_parts - 1 or not info.enabled
             ctx = contextlib.nullcontext() if sync else self.module.no_sync()
             autocast = torch.autocast(
                 self.device.type,
@@ -196,13 +277,11 @@ class TrainStep:
                 enabled=self.amp_dtype is not None,
             )
             with ctx, autocast:
-                pred = self.module(self.inputs(chunk, epoch, step, i), subject)
-                loss = self.loss(
-                    pred, target.to(self.device), mask.to(self.device), denominator, subject
-                )
+                pred = self.module(self._on_device(part.inputs), subject)
+                loss = self.loss(pred, target, mask, denominator, subject)
                 penalty = getattr(self.model, "readout", self.model).regularizer()
                 if penalty.requires_grad:  # once per step in total, on every rank alike
-                    loss = loss + penalty / len(chunks)
+                    loss = loss + penalty / n_parts
             self.scaler.scale(loss).backward()
             total += float(loss.detach()) / info.world_size
         if info.enabled:  # the logged loss is the global batch's
@@ -212,8 +291,9 @@ class TrainStep:
         if not math.isfinite(total):
             self.optimizer.zero_grad(set_to_none=True)
             raise NonFiniteLossError(
-                f"the training loss became {total} at step {step + 1} (epoch {epoch + 1}); "
-                "nothing was saved from this step: lower lr, set grad_clip, or check the data"
+                f"the training loss became {total} at step {batch.step + 1} "
+                f"(epoch {batch.epoch + 1}); nothing was saved from this step: lower lr, "
+                "set grad_clip, or check the data"
             )
         if cfg.grad_clip:
             self.scaler.unscale_(self.optimizer)
@@ -223,3 +303,10 @@ class TrainStep:
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         return total
+
+    def _on_device(
+        self, inputs: torch.Tensor | list[torch.Tensor]
+    ) -> torch.Tensor | list[torch.Tensor]:
+        if isinstance(inputs, torch.Tensor):
+            return inputs.to(self.device, non_blocking=True)
+        return [x.to(self.device, non_blocking=True) for x in inputs]
