@@ -27,8 +27,8 @@ from brainencoder.baselines.ridge import FeatureSpec, fit_ridge_baseline
 from brainencoder.data.prepare import prepare_store
 from brainencoder.data.synthetic import SyntheticConfig, make_synthetic
 from brainencoder.evaluation.evaluate import evaluate_run
-from brainencoder.train.config import load_config
-from brainencoder.train.loop import train
+from brainencoder.training.config import load_config
+from brainencoder.training.loop import train
 
 _GROUPLIN = "model.readout={name: grouplin, hidden_dim: 256, latent_dim: 256, dropout: 0.8}"
 _ORIGINAL_OPT = ["betas=[0.9, 0.99]", "decay_all_params=true", "grad_clip=null"]

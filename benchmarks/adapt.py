@@ -37,8 +37,8 @@ from brainencoder.data.synthetic import SyntheticConfig, make_synthetic
 from brainencoder.evaluation.evaluate import evaluate_run
 from brainencoder.evaluation.submission import subject_test_scores
 from brainencoder.experiments.adapt import AdaptConfig, adapt, choose_rows
-from brainencoder.train.config import load_config
-from brainencoder.train.loop import train
+from brainencoder.training.config import load_config
+from brainencoder.training.loop import train
 from readouts import READOUTS
 
 HELD = "subj04"

@@ -24,8 +24,8 @@ from brainencoder.data.synthetic import SyntheticConfig, make_synthetic
 from brainencoder.inference.cache import CACHE_DTYPES
 from brainencoder.inference.quantize import bytes_per_view
 from brainencoder.runs.load import load_model
-from brainencoder.train.config import load_config
-from brainencoder.train.loop import train
+from brainencoder.training.config import load_config
+from brainencoder.training.loop import train
 from readouts import test_score
 
 

@@ -27,8 +27,8 @@ import torch
 from brainencoder.data.prepare import prepare_store
 from brainencoder.data.synthetic import SyntheticConfig, make_synthetic
 from brainencoder.runs.run import Run
-from brainencoder.train.config import load_config
-from brainencoder.train.loop import train
+from brainencoder.training.config import load_config
+from brainencoder.training.loop import train
 
 
 def data_wait(store: Path, run: Path, overrides: list[str], workers: int) -> dict:

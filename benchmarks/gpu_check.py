@@ -37,7 +37,7 @@ from brainencoder.core.space import GroupSpace
 from brainencoder.models.encoder import create_encoder
 from brainencoder.models.lora import LoRAConfig, apply_lora
 from brainencoder.models.trunk import apply_freeze
-from brainencoder.train.step import param_groups
+from brainencoder.training.step import param_groups
 
 PHASE2_FREEZE = ["cls_token", "pos_embed", "patch_embed*", "blocks*norm*", "blocks*mlp*"]
 LORA_TARGETS = ["*attn.q_proj", "*attn.k_proj", "*attn.v_proj", "*attn.qkv"]

@@ -18,7 +18,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from brainencoder.models.readouts import create_readout, list_readouts
-from brainencoder.train.losses import masked_mse
+from brainencoder.training.losses import masked_mse
 
 
 def _best(fn, repeats: int) -> float:

@@ -142,8 +142,8 @@ def main() -> None:
             f".save({str(work / 'pca.safetensors')!r})"
         ),
         "1 epoch head training (cached features)": (
-            f"from brainencoder.train.config import load_config; "
-            f"from brainencoder.train.loop import train; "
+            f"from brainencoder.training.config import load_config; "
+            f"from brainencoder.training.loop import train; "
             f"train(load_config(None, ['encoder=tiny', 'model.img_size=64', "
             f"'model.latent_dim=2048', 'model.hidden_dim=1024', 'cache_features=true', "
             f"'epochs=1', 'batch_size=256', 'train_fraction=0.25', "

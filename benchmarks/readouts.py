@@ -39,8 +39,8 @@ from brainencoder.evaluation.submission import subject_test_scores
 from brainencoder.runs.ensemble import EnsembleModel
 from brainencoder.runs.load import load_model
 from brainencoder.runs.soup import soup_runs
-from brainencoder.train.config import load_config
-from brainencoder.train.loop import train
+from brainencoder.training.config import load_config
+from brainencoder.training.loop import train
 
 # learning rates (and roi_query's queries per region) chosen on a smaller dataset
 # (2 subjects x 250 images, seed 0) among 2e-3, 5e-3, 1e-2 (see the README)

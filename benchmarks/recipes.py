@@ -34,9 +34,9 @@ from brainencoder.data.prepare import prepare_store
 from brainencoder.data.synthetic import SyntheticConfig, make_synthetic
 from brainencoder.models.readouts import create_readout
 from brainencoder.runs.load import load_model
-from brainencoder.train.config import load_config
-from brainencoder.train.loop import train
-from brainencoder.train.losses import masked_mse
+from brainencoder.training.config import load_config
+from brainencoder.training.loop import train
+from brainencoder.training.losses import masked_mse
 from readouts import test_score
 
 POINT = "name: point, channels: 32"
@@ -47,6 +47,20 @@ RECIPES = {
     "point, softplus output": [f"model.readout={{{POINT}, output: softplus}}", "lr=1e-2"],
     "point, centre-surround": [f"model.readout={{{POINT}, surround: true}}", "lr=1e-2"],
     "point, shared rank 8": [f"model.readout={{{POINT}, shared_rank: 8}}", "lr=1e-2"],
+    "point, softplus + shared rank 8": [
+        f"model.readout={{{POINT}, output: softplus, shared_rank: 8}}",
+        "lr=1e-2",
+    ],
+    "point + stem layer, 14x14": [
+        f"model.readout={{{POINT}, max_grid: 14}}",
+        "model.layers=[act1, layer1, layer2, layer3]",
+        "lr=1e-2",
+    ],
+    "point + stem, softplus, shared 8": [
+        f"model.readout={{{POINT}, max_grid: 14, output: softplus, shared_rank: 8}}",
+        "model.layers=[act1, layer1, layer2, layer3]",
+        "lr=1e-2",
+    ],
     "point, all four": [
         f"model.readout={{{POINT}, max_grid: 14, output: softplus, surround: true, "
         "shared_rank: 8}",
@@ -54,6 +68,7 @@ RECIPES = {
     ],
 }
 SHAPES = [(64, 28, 28), (128, 14, 14), (256, 7, 7)]
+STEM = (64, 56, 56)  # the ResNet stem (act1) at 112 px, for recipes that read it
 
 
 def _readout_options(overrides: list[str]) -> dict:
@@ -66,9 +81,10 @@ def step_seconds(overrides: list[str], n_vertices: int, batch: int, repeats: int
     """One readout training step at the demo's shape (best of ``repeats``)."""
     options = _readout_options(overrides)
     name = options.pop("name")
+    shapes = [STEM, *SHAPES] if any("act1" in o for o in overrides) else SHAPES
     torch.manual_seed(0)
-    readout = create_readout(name, SHAPES, ["subj01", "subj02", "subj03"], n_vertices, **options)
-    feats = [torch.randn(batch, *s) for s in SHAPES]
+    readout = create_readout(name, shapes, ["subj01", "subj02", "subj03"], n_vertices, **options)
+    feats = [torch.randn(batch, *s) for s in shapes]
     subject = torch.arange(batch) % 3
     target = torch.randn(batch, n_vertices)
     mask = torch.ones(batch, n_vertices, dtype=torch.bool)
@@ -95,12 +111,18 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="recipes to run (default: all)")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--reduced", action="store_true", help="a seconds-long smoke run")
+    parser.add_argument("--steps-only", action="store_true", help="only the step times")
     args = parser.parse_args()
     recipes = {k: v for k, v in RECIPES.items() if not args.only or k in args.only}
     n_subjects, n_train, n_test, size = 4, 150, 60, 128
     if args.reduced:
         args.seeds, args.epochs, n_subjects, n_train, n_test, size = [0], 1, 2, 40, 8, 48
     steps = {k: step_seconds(v, 2400 if not args.reduced else 200, 64) for k, v in recipes.items()}
+    if args.steps_only:
+        base = steps.get("grouplin_seq (the demo's)", float("nan"))
+        for name, value in steps.items():
+            print(f"{name:<34} {value:8.3f} s {value / base:6.2f}x the demo's readout")
+        return
     scores: dict[str, list[float]] = {k: [] for k in recipes}
     seconds: dict[str, list[float]] = {k: [] for k in recipes}
     t_start = time.perf_counter()

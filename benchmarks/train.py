@@ -29,11 +29,11 @@ from brainencoder.data.prepare import prepare_store
 from brainencoder.data.synthetic import SyntheticConfig, make_synthetic
 from brainencoder.inference.cache import InMemoryFeatures
 from brainencoder.models.encoder import create_encoder
-from brainencoder.train.config import load_config
-from brainencoder.train.distributed import DistInfo
-from brainencoder.train.loop import train
-from brainencoder.train.losses import create_loss
-from brainencoder.train.step import TrainStep, make_optimizer
+from brainencoder.training.config import load_config
+from brainencoder.training.distributed import DistInfo
+from brainencoder.training.loop import train
+from brainencoder.training.losses import create_loss
+from brainencoder.training.step import TrainStep, make_optimizer
 
 
 def _epoch_seconds(run: Path) -> list[float]:

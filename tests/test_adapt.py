@@ -11,8 +11,8 @@ from brainencoder.data.prepare import prepare_store
 from brainencoder.data.synthetic import SyntheticConfig, make_synthetic
 from brainencoder.experiments.adapt import AdaptConfig, adapt
 from brainencoder.runs.load import load_model
-from brainencoder.train.config import load_config
-from brainencoder.train.loop import train
+from brainencoder.training.config import load_config
+from brainencoder.training.loop import train
 from brainencoder.util.errors import BrainEncoderError, ConfigError, DataError
 from conftest import FAST_TRAIN
 
@@ -197,6 +197,10 @@ def test_every_readout_adapts_and_leaves_the_others_bit_identical(group, readout
     grown = 0
     for name, axis in after.readout.vertex_axes.items():
         old, now = getattr(before.readout, name), getattr(after.readout, name)
+        if old.shape[axis] == 0:  # an optional stage that is off
+            assert now.shape == old.shape, name
+            grown += 1
+            continue
         assert now.shape[axis] == after.space.n_vertices, name
         old_rows = torch.index_select(old, axis, torch.from_numpy(columns))
         assert torch.equal(old_rows, torch.index_select(now, axis, torch.from_numpy(moved))), name

@@ -15,7 +15,7 @@ WINGS = [
     "models",
     "inference",
     "runs",
-    "train",
+    "training",
     "baselines",
     "evaluation",
     "experiments",

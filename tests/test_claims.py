@@ -28,8 +28,8 @@ import torch
 from brainencoder.cli.main import main
 from brainencoder.models.encoder import create_encoder
 from brainencoder.models.modelfile import load_encoder, save_encoder
-from brainencoder.train.config import load_config
-from brainencoder.train.loop import train
+from brainencoder.training.config import load_config
+from brainencoder.training.loop import train
 from brainencoder.util.errors import BrainEncoderError, DataError
 from conftest import TINY_TRAIN
 
@@ -395,7 +395,7 @@ def test_run_config_records_version_git_revision_and_model_kind(tiny_run):
 def test_lora_weight_decay_true_decays_the_factors(store, decay):
     """One AdamW step with zero gradients: only weight decay moves a parameter."""
     from brainencoder.models.lora import apply_lora, lora_layers
-    from brainencoder.train.step import make_optimizer
+    from brainencoder.training.step import make_optimizer
 
     config = load_config(
         None,
@@ -443,8 +443,8 @@ def test_lora_weight_decay_true_decays_the_factors(store, decay):
 def test_a_new_readout_starts_at_the_training_mean(store, readout):
     """``initialize(mean_response)`` is called with every vertex's mean training response
     (over the subjects that have the vertex) when a readout is built from scratch."""
-    from brainencoder.train.distributed import DistInfo
-    from brainencoder.train.setup import prepare_model
+    from brainencoder.training.distributed import DistInfo
+    from brainencoder.training.setup import prepare_model
 
     sums = np.zeros(store.space.n_vertices)
     counts = np.zeros(store.space.n_vertices)

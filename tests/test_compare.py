@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from brainencoder.cli.main import main
-from brainencoder.train.config import load_config
-from brainencoder.train.loop import train
+from brainencoder.training.config import load_config
+from brainencoder.training.loop import train
 from conftest import FAST_TRAIN
 
 FAST = FAST_TRAIN

@@ -14,9 +14,9 @@ import pytest
 import torch
 from torch import nn
 
-from brainencoder.train.config import load_config
-from brainencoder.train.distributed import DistInfo, SyncedBatchNorm, sync_batchnorms
-from brainencoder.train.setup import prepare_model
+from brainencoder.training.config import load_config
+from brainencoder.training.distributed import DistInfo, SyncedBatchNorm, sync_batchnorms
+from brainencoder.training.setup import prepare_model
 from conftest import TINY_TRAIN, TORCHRUN_2
 
 # a small `point` readout on the tiny encoder (its BatchNorm is a BatchNorm2d)
@@ -66,9 +66,9 @@ _BN_SCRIPT = """
 import sys
 import torch
 from brainencoder.data.store import Store
-from brainencoder.train.config import load_config
-from brainencoder.train.distributed import init_distributed
-from brainencoder.train.setup import prepare_model
+from brainencoder.training.config import load_config
+from brainencoder.training.distributed import init_distributed
+from brainencoder.training.setup import prepare_model
 
 store, out, overrides = Store(sys.argv[1]), sys.argv[2], sys.argv[3:]
 info = init_distributed("cpu")
@@ -118,8 +118,8 @@ node = Path(sys.argv[1]) / f"node{os.environ['RANK']}"
 node.mkdir(parents=True, exist_ok=True)
 os.chdir(node)
 os.environ["LOCAL_RANK"], os.environ["LOCAL_WORLD_SIZE"] = "0", "1"
-from brainencoder.train.config import load_config
-from brainencoder.train.loop import train
+from brainencoder.training.config import load_config
+from brainencoder.training.loop import train
 
 job = json.loads(sys.argv[2])
 train(load_config(None, job["overrides"]), job["store"], job["out"], resume=job["resume"],

@@ -18,8 +18,8 @@ from brainencoder.evaluation.submission import read_submission, score_submission
 from brainencoder.inference.images import ensemble_predict, list_images, predict_images
 from brainencoder.models.solvers import ols, ridge_cv
 from brainencoder.runs.load import load_model
-from brainencoder.train.config import load_config
-from brainencoder.train.loop import train
+from brainencoder.training.config import load_config
+from brainencoder.training.loop import train
 from brainencoder.util.errors import CheckpointError, DataError, UnsafeFileError
 
 matplotlib.use("Agg")

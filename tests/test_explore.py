@@ -13,8 +13,8 @@ from brainencoder.cli.main import main
 from brainencoder.data.prepare import prepare_store
 from brainencoder.data.synthetic import SyntheticConfig, make_synthetic
 from brainencoder.experiments.explore import explore
-from brainencoder.train.config import load_config
-from brainencoder.train.loop import train
+from brainencoder.training.config import load_config
+from brainencoder.training.loop import train
 from brainencoder.util.errors import DataError
 
 SLOW = pytest.mark.slow  # the category_run fixture trains the demo encoder (~2 minutes)

@@ -20,8 +20,8 @@ from brainencoder.models.lora import LoRAConfig, apply_lora, merged_state_dict
 from brainencoder.models.modelfile import load_encoder, read_model_file
 from brainencoder.models.trunk import Trunk
 from brainencoder.runs.load import load_model
-from brainencoder.train.config import load_config
-from brainencoder.train.loop import train
+from brainencoder.training.config import load_config
+from brainencoder.training.loop import train
 from brainencoder.util.errors import ConfigError
 from conftest import TINY_TRAIN
 

@@ -75,7 +75,7 @@ def test_validate_prints_file_names_that_are_not_utf8(synth_root, tmp_path, caps
 
 
 def test_yaml_configs_are_bounded_mappings(tmp_path):
-    from brainencoder.train.config import load_config
+    from brainencoder.training.config import load_config
     from brainencoder.util.errors import ConfigError
 
     bomb = "a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(
@@ -211,8 +211,8 @@ def test_model_file_predicts_each_image_alone(store, tmp_path):
 def test_evaluate_refuses_another_store_and_names_a_moved_one(store, synth_root, tmp_path):
     from brainencoder.data.prepare import prepare_store
     from brainencoder.evaluation.evaluate import evaluate_run
-    from brainencoder.train.config import load_config
-    from brainencoder.train.loop import train
+    from brainencoder.training.config import load_config
+    from brainencoder.training.loop import train
     from brainencoder.util.errors import CheckpointError
 
     own = prepare_store(synth_root, tmp_path / "own", image_size=32, progress=False)

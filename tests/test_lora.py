@@ -10,9 +10,9 @@ from torch import nn
 from brainencoder.models.encoder import create_encoder
 from brainencoder.models.lora import LoRAConfig, LoRALayer, apply_lora, merged_state_dict
 from brainencoder.models.modelfile import load_encoder, read_model_file
-from brainencoder.train.config import load_config
-from brainencoder.train.loop import train
-from brainencoder.train.step import param_groups
+from brainencoder.training.config import load_config
+from brainencoder.training.loop import train
+from brainencoder.training.step import param_groups
 from brainencoder.util.errors import ConfigError
 from conftest import FAST_TRAIN
 

@@ -11,10 +11,10 @@ import torch
 from brainencoder.data.loader import ArrayBatches
 from brainencoder.inference.cache import InMemoryFeatures
 from brainencoder.models.readouts import create_readout
-from brainencoder.train.config import load_config
-from brainencoder.train.distributed import DistInfo
-from brainencoder.train.losses import create_loss, masked_mse
-from brainencoder.train.step import TrainStep, make_optimizer
+from brainencoder.training.config import load_config
+from brainencoder.training.distributed import DistInfo
+from brainencoder.training.losses import create_loss, masked_mse
+from brainencoder.training.step import TrainStep, make_optimizer
 from brainencoder.util.errors import ConfigError
 
 
@@ -97,8 +97,8 @@ def test_accumulation_gives_the_global_batch_step(rng, loss):
 def test_pearson_refused_where_it_would_change(store, tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="does not decompose over samples, so gradient"):
         load_config(None, ["loss.name=pearson", "grad_accum=2", "batch_size=8"])
-    import brainencoder.train.loop as loop
-    import brainencoder.train.setup as setup
+    import brainencoder.training.loop as loop
+    import brainencoder.training.setup as setup
 
     monkeypatch.setattr(setup, "init_distributed", lambda kind: DistInfo(0, 2, 0))
     with pytest.raises(ConfigError, match="would differ across 2 processes"):
@@ -107,7 +107,7 @@ def test_pearson_refused_where_it_would_change(store, tmp_path, monkeypatch):
 
 
 def test_non_finite_loss_stops_before_any_update(rng):
-    from brainencoder.train.step import NonFiniteLossError
+    from brainencoder.training.step import NonFiniteLossError
 
     shapes = [(5, 3, 3)]
     readout = create_readout("grouplin", shapes, ["subj01"], 4, hidden_dim=4, latent_dim=3)

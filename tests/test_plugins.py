@@ -28,8 +28,8 @@ from brainencoder.models.readouts import (
 )
 from brainencoder.models.readouts.grouplin import GroupLinOptions, GroupLinReadout
 from brainencoder.models.solvers import RIDGE_SOLVERS
-from brainencoder.train.config import load_config
-from brainencoder.train.losses import LOSSES
+from brainencoder.training.config import load_config
+from brainencoder.training.losses import LOSSES
 from brainencoder.util.errors import CheckpointError, ConfigError
 from brainencoder.util.plugins import load_plugins
 from brainencoder.util.registry import Registry
@@ -78,7 +78,7 @@ from dataclasses import dataclass
 
 import torch
 
-from brainencoder.train.losses import Loss, register_loss
+from brainencoder.training.losses import Loss, register_loss
 
 CALLS = []
 
@@ -233,7 +233,7 @@ def test_unknown_names_list_the_registered_ones():
 CLASH_PLUGIN = """
 from dataclasses import dataclass
 
-from brainencoder.train.losses import Loss, register_loss
+from brainencoder.training.losses import Loss, register_loss
 
 
 @dataclass

@@ -1,15 +1,17 @@
-"""The README against the code: every option, config key and quoted message it names exists.
+"""The README and the documentation against the code: every option, config key and
+quoted message they name exists.
 
-The text is parsed, not copied: command lines of its code blocks are run
+The text is parsed, not copied: command lines of their shell code blocks are run
 through the command's own argparse parser (``build_parser``) and their
 ``key=value`` settings through the config loader of that command; backticked
 spans that name an option (``--workers N``) or a config key
 (``cache_scope: node``, ``model.trunk_weights=PATH``, ``model.readout.dropout``)
 are looked up among the parsers' options and the fields of ``TrainConfig``,
 ``EncoderConfig``, the registered readouts' and losses' options, ``LoRAConfig``
-and ``AdaptConfig``. Markdown files under ``docs/`` are read the same way.
-The readout example of the README is run as written and trained, and the
-quoted messages of some troubleshooting rows are compared with the ones
+and ``AdaptConfig``. The README and every Markdown file under ``docs/`` are
+read the same way (Python code blocks are not command lines). The readout
+example of the concepts page is run as written and trained, and the quoted
+messages of some rows of the troubleshooting page are compared with the ones
 printed.
 """
 
@@ -33,13 +35,17 @@ from brainencoder.experiments.adapt import AdaptConfig, load_adapt_config
 from brainencoder.models.encoder import EncoderConfig
 from brainencoder.models.lora import LoRAConfig
 from brainencoder.models.readouts import list_readouts, readout_class
-from brainencoder.train.config import TrainConfig, load_config
-from brainencoder.train.losses import LOSSES, list_losses
+from brainencoder.training.config import TrainConfig, load_config
+from brainencoder.training.losses import LOSSES, list_losses
 
 ROOT = Path(__file__).parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("**/*.md"))]
+# where the README's long sections went
+CONCEPTS = ROOT / "docs" / "concepts.md"
+TROUBLESHOOTING = ROOT / "docs" / "troubleshooting.md"
 
-_FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.S | re.M)
+_FENCE = re.compile(r"^```([^\n]*)\n(.*?)^```", re.S | re.M)
+_NOT_SHELL = {"python", "text"}
 _OPTION = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
 _KEY = r"[a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)*"
 _KEY_VALUE = re.compile(rf"(?<![\w.\-/'\"])({_KEY})=(?!=)")
@@ -54,9 +60,12 @@ _DOTTED_SPAN = re.compile(r"^(?:model|loss|lora)\.[a-z_][a-z0-9_.]*$")
 
 
 def _read(path: Path) -> tuple[list[str], list[str]]:
-    """(code blocks, backticked spans outside them) of a Markdown file."""
+    """(shell code blocks, backticked spans outside any block) of a Markdown file.
+
+    Blocks marked ``python`` (API examples) or ``text`` (diagrams) hold no command lines.
+    """
     text = path.read_text()
-    blocks = _FENCE.findall(text)
+    blocks = [body for lang, body in _FENCE.findall(text) if lang.strip() not in _NOT_SHELL]
     prose = _FENCE.sub("", text)
     spans = [s.strip() for s in re.findall(r"`([^`\n]+)`", prose)]
     return blocks, spans
@@ -200,11 +209,19 @@ def texts():
     return {path.relative_to(ROOT): _read(path) for path in DOCS}
 
 
-def test_the_readme_is_read(texts):
-    blocks, spans = texts[Path("README.md")]
-    commands = [argv for block in blocks for argv, _ in _command_lines(block)]
-    assert len(commands) > 20 and len(spans) > 300
-    assert any(argv[0] == "train" for argv in commands)
+def test_the_readme_and_the_docs_are_read(texts):
+    def commands(path):
+        return [argv for block in texts[path][0] for argv, _ in _command_lines(block)]
+
+    readme = commands(Path("README.md"))
+    assert len(readme) >= 5 and any(argv[0] == "train" for argv in readme)
+    every = [argv for path in texts for argv in commands(path)]
+    assert len(every) > 20 and sum(len(spans) for _, spans in texts.values()) > 300
+    assert len(texts) >= 8  # README.md and the pages under docs/
+    assert [lang for lang, _ in _FENCE.findall("```python\nx\n```\n```text\ny\n```\n")] == [
+        "python",
+        "text",
+    ]
     assert _unbracket("[--seed") == "--seed" and _unbracket("[--uniform]") == "--uniform"
     assert _unbracket("a=[1,2]") == "a=[1,2]" and _unbracket("0]") == "0"
     assert _KEY_VALUE.findall("lr=3e-4 model.readout.dropout=0.5 a==b") == [
@@ -291,14 +308,13 @@ def test_the_key_check_catches_what_it_should():
 
 
 def _readout_example() -> str:
-    blocks, _ = _read(ROOT / "README.md")
-    (example,) = [b for b in blocks if "@register_readout(" in b]
+    (example,) = [b for _, b in _FENCE.findall(CONCEPTS.read_text()) if "@register_readout(" in b]
     return example
 
 
 def test_the_readme_readout_example_trains(store, tmp_path, monkeypatch, capsys):
-    """The class in the README, written to a module of the user's own and named as a
-    plugin, trains with the override the README gives and serves predictions."""
+    """The class of the concepts page, written to a module of the user's own and named
+    as a plugin, trains with the override the page gives and serves predictions."""
     import json
 
     from brainencoder.models.modelfile import load_encoder
@@ -315,9 +331,9 @@ def test_the_readme_readout_example_trains(store, tmp_path, monkeypatch, capsys)
     """
     (tmp_path / "readme_readout.py").write_text(textwrap.dedent(header) + _readout_example())
     monkeypatch.syspath_prepend(str(tmp_path))
-    readme = (ROOT / "README.md").read_text()
-    override = re.search(r"`(model\.readout=\{[^`]*\})` trains it", readme)
-    assert override, "the README no longer says which override trains the example"
+    page = CONCEPTS.read_text()
+    override = re.search(r"`(model\.readout=\{[^`]*\})` trains it", page)
+    assert override, "docs/concepts.md no longer says which override trains the example"
     settings = [
         "plugins=[readme_readout]",
         override[1],
@@ -348,7 +364,7 @@ def test_the_readme_readout_example_trains(store, tmp_path, monkeypatch, capsys)
 
 def _row(first_cell: str) -> str:
     """The 'what you see' cell of a troubleshooting row, by its first cell."""
-    for line in (ROOT / "README.md").read_text().splitlines():
+    for line in TROUBLESHOOTING.read_text().splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) == 2 and cells[0] == first_cell:
             return cells[1]

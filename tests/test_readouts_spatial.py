@@ -12,9 +12,9 @@ from brainencoder.core.regions import RegionLabels, group_regions
 from brainencoder.data.layout import read_layout
 from brainencoder.models.modelfile import load_encoder
 from brainencoder.models.readouts import ReadoutContext, create_readout
-from brainencoder.train.config import load_config
-from brainencoder.train.loop import train
-from brainencoder.train.step import param_groups
+from brainencoder.training.config import load_config
+from brainencoder.training.loop import train
+from brainencoder.training.step import param_groups
 from brainencoder.util.errors import ConfigError
 from conftest import FAST_TRAIN
 

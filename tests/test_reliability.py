@@ -11,8 +11,8 @@ from brainencoder.data.prepare import prepare_store
 from brainencoder.data.store import Store
 from brainencoder.inference.cache import FeatureCache, build_feature_cache
 from brainencoder.models.encoder import create_encoder
-from brainencoder.train.config import load_config
-from brainencoder.train.loop import train
+from brainencoder.training.config import load_config
+from brainencoder.training.loop import train
 from brainencoder.util.errors import BrainEncoderError, ConfigError
 from conftest import TINY_TRAIN
 

@@ -10,8 +10,8 @@ import torch
 from brainencoder.cli.main import main
 from brainencoder.models.modelfile import load_encoder, save_encoder
 from brainencoder.runs.soup import average_states, soup_runs
-from brainencoder.train.config import load_config
-from brainencoder.train.loop import train
+from brainencoder.training.config import load_config
+from brainencoder.training.loop import train
 from brainencoder.util.errors import ConfigError
 from conftest import FAST_TRAIN
 

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from brainencoder.models.modelfile import load_encoder
-from brainencoder.train.config import load_config, parse_overrides
-from brainencoder.train.loop import lr_at, train
+from brainencoder.runs.run import Run
+from brainencoder.training.config import load_config, parse_overrides
+from brainencoder.training.loop import lr_at, train
 from brainencoder.util.errors import CheckpointError, ConfigError
 from conftest import TORCHRUN_2
 
@@ -258,7 +259,7 @@ def test_prefetch_workers_give_the_serial_weights(store, tmp_path, phase):
 def test_signal_saves_a_checkpoint_and_resume_matches(store, tmp_path, monkeypatch, sig, workers):
     """SIGTERM / SIGINT mid-epoch: a checkpoint after the current step, then an exact resume."""
     from brainencoder.runs.run import Run
-    from brainencoder.train.step import TrainStep
+    from brainencoder.training.step import TrainStep
 
     cfg = _config(*PHASE2, "epochs=1", f"num_workers={workers}")
     train(cfg, store.path, tmp_path / "full")
@@ -433,3 +434,20 @@ def test_bf16_autocast_on_cpu_and_fp16_refused(store, tmp_path):
     assert seen == {torch.float32}  # the hook sees the training passes, and amp=none is float32
     with pytest.raises(ConfigError, match="amp 'fp16' needs a CUDA device"):
         train(_config("epochs=1", "amp=fp16", "device=cpu"), store.path, tmp_path / "fp16")
+
+
+def test_a_checkpoint_from_before_a_new_config_key_resumes(store, tmp_path):
+    """Keys added to the config since a checkpoint was saved count as their defaults."""
+    cfg = _config(f"cache_dir={tmp_path / 'cache'}")
+    assert train(cfg, store.path, tmp_path / "run", stop_after_steps=1) == {"stopped_at_step": 1}
+    run = Run(tmp_path / "run")
+    state_file = run.latest_checkpoint() / "state.json"
+    state = json.loads(state_file.read_text())
+    del state["config"]["plugins"]  # as written before 'plugins' existed
+    state_file.write_text(json.dumps(state))
+    assert train(cfg, store.path, tmp_path / "run", resume=True)["finished"]
+    train(cfg, store.path, tmp_path / "run2", stop_after_steps=1)
+    state["config"]["lr"] = 0.5  # a real difference is still refused
+    (Run(tmp_path / "run2").latest_checkpoint() / "state.json").write_text(json.dumps(state))
+    with pytest.raises(CheckpointError, match="made with another config"):
+        train(cfg, store.path, tmp_path / "run2", resume=True)

@@ -91,8 +91,8 @@ def train(
     --------
     >>> run = be.train("demo", store="stores/demo", out="runs/p1", epochs=5)  # doctest: +SKIP
     """
-    from ..train.config import load_config, resolve_config
-    from ..train.loop import train as train_loop
+    from ..training.config import load_config, resolve_config
+    from ..training.loop import train as train_loop
     from ..util.errors import ConfigError
 
     if store is None or out is None:

@@ -93,8 +93,8 @@ def run_demo(
     from ..inference.images import ensemble_predict
     from ..runs.load import load_model
     from ..runs.run import Run
-    from ..train.config import load_config
-    from ..train.loop import train
+    from ..training.config import load_config
+    from ..training.loop import train
 
     out = Path(out)
     data = out / "data"

@@ -43,8 +43,8 @@ def run(args: argparse.Namespace) -> int:
     """Train; print the run's summary as JSON."""
     import json
 
-    from ..train.config import load_config
-    from ..train.loop import train
+    from ..training.config import load_config
+    from ..training.loop import train
 
     load_plugins(args.plugins)
     config = load_config(_resolve_config(args.config), args.overrides)

@@ -5,7 +5,7 @@ projections and the readout's shared parts. Adapting adds the new subject to
 the encoder (:meth:`Encoder.add_subject`) and trains **only what the readout
 says the subject owns** (:meth:`Readout.adapt_parameters`: its own parameters,
 starting from the average of the existing subjects'), with the training
-engine of ``train`` (:class:`~brainencoder.train.step.TrainStep`) on cached
+engine of ``train`` (:class:`~brainencoder.training.step.TrainStep`) on cached
 trunk features of ``N`` of its images. Everything else is frozen and in eval
 mode, so the other subjects' predictions are bit-identical afterwards.
 
@@ -43,10 +43,10 @@ from ..models.encoder import Encoder
 from ..runs.load import load_model
 from ..runs.run import Run
 from ..runs.stores import recorded_stores, store_record
-from ..train.config import TrainConfig, parse_overrides
-from ..train.distributed import DistInfo
-from ..train.losses import create_loss
-from ..train.step import TrainStep
+from ..training.config import TrainConfig, parse_overrides
+from ..training.distributed import DistInfo
+from ..training.losses import create_loss
+from ..training.step import TrainStep
 from ..util.errors import ConfigError, DataError
 from ..util.typecheck import check_seed, from_mapping
 

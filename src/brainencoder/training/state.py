@@ -1,6 +1,6 @@
 """What the training loop holds: its position in the run (:class:`TrainState`, which a
 checkpoint's ``state.json`` stores) and what it works with (:class:`TrainSetup`,
-built by :func:`~brainencoder.train.setup.setup_training`)."""
+built by :func:`~brainencoder.training.setup.setup_training`)."""
 
 from __future__ import annotations
 

@@ -2,10 +2,10 @@
 phase 2 (fine-tuning), on one CPU, one GPU, or many processes under torchrun.
 
 Reading order: :func:`train` gets everything from
-:func:`~brainencoder.train.setup.setup_training`, then runs epochs of steps and
+:func:`~brainencoder.training.setup.setup_training`, then runs epochs of steps and
 a validation at each epoch's end. With ``num_workers`` > 0, threads read and
 crop the next batches (:meth:`TrainStep.prepare
-<brainencoder.train.step.TrainStep.prepare>`) while the current step runs.
+<brainencoder.training.step.TrainStep.prepare>`) while the current step runs.
 Everything a resumed run needs is in the checkpoint, and the learning rate, the
 data order, the crops and the cached views are pure functions of (seed, epoch,
 step), so neither a resume nor the worker count changes the result.

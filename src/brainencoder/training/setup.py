@@ -1,8 +1,8 @@
 """Setting up a training run: device, run folder, model, data, feature cache, resume.
 
 :func:`setup_training` does it all and returns a
-:class:`~brainencoder.train.state.TrainSetup`, the small bundle the loop works
-with; its :class:`~brainencoder.train.state.TrainState` (the loop's position)
+:class:`~brainencoder.training.state.TrainSetup`, the small bundle the loop works
+with; its :class:`~brainencoder.training.state.TrainState` (the loop's position)
 comes fresh or from the latest checkpoint.
 """
 
@@ -58,7 +58,7 @@ def setup_training(
 ) -> TrainSetup:
     """Validate the config, claim the run folder, build (or restore) everything a run needs.
 
-    See :func:`~brainencoder.train.loop.train` for the parameters. On a fresh
+    See :func:`~brainencoder.training.loop.train` for the parameters. On a fresh
     run rank 0 writes the run's header; when resuming, the model, optimizer,
     scaler, RNG states and :class:`TrainState` come from the latest checkpoint.
     """
@@ -324,7 +324,14 @@ def resume_state(
     load_state(model, model_state(tensors), ckpt)
     state = load_checkpoint(ckpt, optimizer, scaler)
     saved, free = state.get("config"), {"num_workers": 0}  # threads do not change the result
-    if not isinstance(saved, dict) or {**saved, **free} != {**config.to_dict(), **free}:
+    current = config.to_dict()
+    if isinstance(saved, dict):  # keys added since the checkpoint was saved, at their defaults
+        defaults = TrainConfig().to_dict()
+        saved = {
+            **{k: v for k, v in current.items() if k not in saved and v == defaults[k]},
+            **saved,
+        }
+    if not isinstance(saved, dict) or {**saved, **free} != {**current, **free}:
         raise CheckpointError(
             f"{ckpt}: the checkpoint was made with another config; resume "
             "with the same config and overrides"

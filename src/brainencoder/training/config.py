@@ -83,7 +83,7 @@ class TrainConfig:
         Max global gradient norm; None: no clipping (the original entry).
     loss : dict
         ``{"name": "mse" | "smooth_l1" | "pearson", **options}``
-        (see :mod:`brainencoder.train.losses`).
+        (see :mod:`brainencoder.training.losses`).
     amp : {"auto", "none", "bf16", "fp16"}
         Mixed precision: "auto" is bf16 on CUDA devices that support it (else
         fp16 with a gradient scaler) and none on CPU.
@@ -315,3 +315,28 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if isinstance(data.get("loss"), dict):  # "loss.beta=0.1" keeps the default name
         data["loss"] = {**TrainConfig().loss, **data["loss"]}
     return from_mapping(TrainConfig, data)
+
+
+def resolve_config(name: str | Path) -> Path | None:
+    """A YAML path, or the name of a config packaged with brainencoder (``phase1``, ``demo``...).
+
+    ``""`` and ``"none"`` mean the defaults (None). Packaged names resolve from
+    the installed package, whatever the current folder.
+
+    Raises
+    ------
+    ConfigError
+        For a name that is neither a file nor a packaged config, listing those.
+    """
+    name = str(name)
+    if name in ("", "none"):
+        return None
+    path = Path(name)
+    if path.exists():
+        return path
+    folder = Path(__file__).parents[1] / "configs"
+    packaged = folder / f"{name.removesuffix('.yaml')}.yaml"
+    if packaged.exists():
+        return packaged
+    available = sorted(p.stem for p in folder.glob("*.yaml"))
+    raise ConfigError(f"config {name!r} is neither a file nor a packaged config ({available})")
