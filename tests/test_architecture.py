@@ -116,3 +116,40 @@ def test_the_checks_see_a_violation(tmp_path):
         (1, "brainencoder.evaluation.compare", ["_x"]),
         (2, "brainencoder.util", ["errors"]),
     ]
+
+
+RUN_FILES = {
+    "config.yaml",
+    "summary.json",
+    "best.json",
+    "metrics.jsonl",
+    "best.safetensors",
+    "ridge.safetensors",
+    "soup.json",
+}
+
+
+def test_only_the_run_class_writes_run_folders():
+    """Outside runs/, a run folder's files are named only as arguments of Run's methods.
+
+    (util/ownership recognises folders written before markers existed by their
+    config.yaml: it reads, and util may not import runs.)
+    """
+    writers = []
+    for module, path in MODULES.items():
+        if _wing(module) == "runs" or module == "brainencoder.util.ownership":
+            continue
+        tree = ast.parse(path.read_text())
+        allowed = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                if node.func.attr in ("write_json", "read_json"):
+                    allowed |= {id(a) for a in node.args}
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Constant)
+                and node.value in RUN_FILES
+                and id(node) not in allowed
+            ):
+                writers.append(f"{path.relative_to(PACKAGE)}:{node.lineno} names {node.value}")
+    assert not writers, "run-folder files handled outside runs/:\n" + "\n".join(writers)

@@ -120,7 +120,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     import pandas as pd
 
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").exists():
+    if not Run(run_dir).config_file.exists():
         raise DataError(f"{run_dir}: not a run directory (no config.yaml)")
     out = Path(out) if out is not None else run_dir / "report.html"
     parts = [
@@ -181,7 +181,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
             f'srcdoc="{html.escape(page, quote=True)}"></iframe>'
         )
     parts.append(
-        "<h2>Config</h2><pre>" + html.escape((run_dir / "config.yaml").read_text()) + "</pre>"
+        "<h2>Config</h2><pre>" + html.escape(Run(run_dir).config_file.read_text()) + "</pre>"
     )
     doc = (
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>brainencoder report: "

@@ -222,6 +222,11 @@ class Run:
             raise CheckpointError(str(exc)) from None
 
     @property
+    def config_file(self) -> Path:
+        """``config.yaml``: the header and the settings (see :attr:`config`)."""
+        return self.path / "config.yaml"
+
+    @property
     def header(self) -> dict[str, Any]:
         """The ``run:`` block of ``config.yaml``."""
         header = self.config.get("run", {})
