@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ import yaml
 from ..util.errors import CheckpointError, DataError
 from ..util.fileio import read_json, read_yaml_mapping, write_bytes_atomic, write_json_atomic
 from ..util.ownership import (
+    build_owned,
     check_output_location,
     check_replaceable,
     mark_owned,
@@ -132,21 +132,10 @@ class Run:
         Run
             The folder being built; its ``path`` is the temporary folder.
         """
-        final = Path(path)
-        owner = _owner(kind)
         inputs = list(inputs)
-        cls.check_target(final, inputs, overwrite, kind)
-        work = final.parent / f".{final.name}.tmp"
-        replace_owned(work, owner, inputs)  # left by a killed command
-        work.mkdir(parents=True)
-        mark_owned(work, owner)
-        try:
+        cls.check_target(path, inputs, overwrite, kind)
+        with build_owned(path, _owner(kind), inputs) as work:
             yield cls(work)
-        except BaseException:
-            shutil.rmtree(work, ignore_errors=True)
-            raise
-        replace_owned(final, owner, inputs)
-        os.replace(work, final)
 
     @staticmethod
     def check_target(
