@@ -78,6 +78,8 @@ class Readout(nn.Module):
     options : dataclass
         The readout's options (its registered options class).
 
+    Notes
+    -----
     Subclasses built from data-derived objects name them in :attr:`needs`
     (fields of :class:`~brainencoder.models.readouts.context.ReadoutContext`)
     and take each as a keyword argument of their constructor.

@@ -12,7 +12,7 @@ The shared layer starts at zero and every subject map at the identity, so the
 readout starts exactly at the training mean and subjects diverge only as the
 data ask. Compared with ``grouplin`` it has an L x L map per subject instead
 of K x L (more parameters when L > K) and converges in fewer epochs on small
-data; see the README's accuracy table for when each is the better choice.
+data; see the accuracy table of docs/performance.md for when each is the better choice.
 """
 
 from __future__ import annotations
