@@ -10,6 +10,8 @@ A run folder::
     RUN/metrics.jsonl            one JSON record per logged step and per epoch
     RUN/checkpoints/             resumable checkpoints (training; see runs.checkpoint)
     RUN/summary.json             written last: the run finished
+    RUN/tensorboard/, RUN/wandb/ the experiment trackers' logs (training with
+                                 ``tensorboard: true`` / ``wandb: true``)
 
 Training, ``adapt``, ridge baselines, soups and ``import-original`` create
 their folders through :class:`Run`; ``evaluate``, ``predict``, ``submit``,
@@ -351,6 +353,11 @@ class Run:
     def read_metrics(self) -> list[dict[str, Any]]:
         """The records of ``metrics.jsonl``; cut or damaged lines are skipped with a warning."""
         return metrics_log.read(self.path / "metrics.jsonl")
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        """TensorBoard's event files (``tensorboard: true``; W&B keeps ``wandb/`` itself)."""
+        return self.path / "tensorboard"
 
     # ------------------------------------------------------------------ checkpoints
     @property

@@ -120,8 +120,14 @@ class TrainConfig:
         depend on it.
     device : str
         "auto", "cpu", "cuda", "cuda:1", ...
+    tensorboard : bool
+        Also log every ``metrics.jsonl`` record to TensorBoard, offline, in
+        ``RUN/tensorboard/`` (``pip install 'brainencoder[tensorboard]'``).
     wandb : bool
-        Also log to Weights & Biases (needs ``wandb`` installed).
+        Also log every ``metrics.jsonl`` record to Weights & Biases, project
+        ``brainencoder``, kept in ``RUN/wandb/``; ``WANDB_MODE=offline`` keeps
+        it local (``pip install 'brainencoder[wandb]'``). See
+        :mod:`brainencoder.training.tracking`.
     log_every : int
         Steps between JSONL training records.
     """
@@ -162,6 +168,7 @@ class TrainConfig:
     pca_seed: int = 0
     num_workers: int = 0
     device: str = "auto"
+    tensorboard: bool = False
     wandb: bool = False
     log_every: int = 10
 

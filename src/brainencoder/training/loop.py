@@ -107,7 +107,8 @@ def train(
     stopped_early = False
     jobs = _schedule(s.sampler, state, config.epochs)
     ready = prefetch(lambda job: s.step.prepare(*job), jobs, config.num_workers)
-    with _Interrupt() as interrupt, contextlib.closing(ready):
+    tracking = contextlib.nullcontext() if s.tracker is None else s.tracker  # closed on leaving
+    with _Interrupt() as interrupt, contextlib.closing(ready), tracking:
         while state.epoch < config.epochs:
             epoch, epoch_start, data_wait = state.epoch, time.perf_counter(), 0.0
             desc = f"epoch {epoch + 1}/{config.epochs}"
@@ -173,8 +174,6 @@ def train(
     }
     if info.is_main:
         s.run.write_summary(summary)
-        if s.wandb is not None:
-            s.wandb.finish()
     barrier(info)
     return summary
 
@@ -231,11 +230,11 @@ def _save_best(s: TrainSetup, config: TrainConfig, metrics: dict[str, float]) ->
 
 
 def _log(s: TrainSetup, record: dict[str, Any]) -> None:
-    """Append ``record`` to ``metrics.jsonl`` (and W&B) on rank 0."""
+    """Append ``record`` to ``metrics.jsonl`` (and the trackers: TensorBoard, W&B) on rank 0."""
     if s.info.is_main:
         s.run.append_metrics(record)
-        if s.wandb is not None:
-            s.wandb.log(record, step=record["step"])
+        if s.tracker is not None:
+            s.tracker.log(record)
 
 
 def _checkpoint(s: TrainSetup, config: TrainConfig) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -34,6 +33,7 @@ from .distributed import DistInfo, barrier, init_distributed, sync_batchnorms
 from .losses import create_loss
 from .state import TrainSetup, TrainState
 from .step import TrainStep, amp_settings, make_optimizer
+from .tracking import Tracker, require_trackers
 
 __all__ = [
     "open_cache",
@@ -63,6 +63,7 @@ def setup_training(
     scaler, RNG states and :class:`TrainState` come from the latest checkpoint.
     """
     config.validate()
+    require_trackers(config)  # every rank: a missing package stops them all, before any work
     loss = create_loss(config.loss)
     info = init_distributed(resolve_device(config.device, DistInfo()).type)
     device = resolve_device(config.device, info)
@@ -111,7 +112,9 @@ def setup_training(
         state = resume_state(ckpt, run, model, optimizer, scaler, config, info)
     elif info.is_main:
         write_config(run, config, store, info)
-    wandb_run = open_wandb(config, run) if info.is_main else None
+    tracker = None
+    if info.is_main:
+        tracker = Tracker.open(config, run, resumed_at=state.step if ckpt is not None else None)
     return TrainSetup(
         run=run,
         store=store,
@@ -126,7 +129,7 @@ def setup_training(
         info=info,
         device=device,
         n_trainable=n_trainable,
-        wandb=wandb_run,
+        tracker=tracker,
     )
 
 
@@ -323,7 +326,8 @@ def resume_state(
     tensors, _ = read_model_file(ckpt / "model.safetensors")
     load_state(model, model_state(tensors), ckpt)
     state = load_checkpoint(ckpt, optimizer, scaler)
-    saved, free = state.get("config"), {"num_workers": 0}  # threads do not change the result
+    # neither threads nor trackers change the result
+    saved, free = state.get("config"), {"num_workers": 0, "tensorboard": False, "wandb": False}
     current = config.to_dict()
     if isinstance(saved, dict):  # keys added since the checkpoint was saved, at their defaults
         defaults = TrainConfig().to_dict()
@@ -345,16 +349,3 @@ def resume_state(
 def write_config(run: Run, config: TrainConfig, store: Store, info: DistInfo) -> None:
     """The run's header (model kind, version, git revision, store) and its resolved config."""
     run.write_header("encoder", store, config.to_dict(), world_size=info.world_size)
-
-
-def open_wandb(config: TrainConfig, run: Run) -> Any:
-    """A Weights & Biases run when ``wandb: true`` (needs the package)."""
-    if not config.wandb:
-        return None
-    try:
-        import wandb
-    except ImportError:
-        raise ConfigError("wandb: true needs the wandb package; pip install wandb") from None
-    return wandb.init(
-        project="brainencoder", dir=str(run.path), config=config.to_dict(), name=run.path.name
-    )

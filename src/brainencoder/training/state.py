@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from ..runs.run import Run
     from .distributed import DistInfo
     from .step import TrainStep
+    from .tracking import Tracker
 
 __all__ = ["TrainSetup", "TrainState"]
 
@@ -81,8 +82,9 @@ class TrainSetup:
         Fresh, or restored from the latest checkpoint when resuming.
     info, device : DistInfo, torch.device
     n_trainable : int
-    wandb : object or None
-        The Weights & Biases run (rank 0, ``wandb: true``).
+    tracker : Tracker or None
+        TensorBoard and/or Weights & Biases, fed every ``metrics.jsonl`` record
+        (rank 0, when ``tensorboard`` or ``wandb`` is true).
     """
 
     run: Run
@@ -98,4 +100,4 @@ class TrainSetup:
     info: DistInfo
     device: torch.device
     n_trainable: int
-    wandb: Any = None
+    tracker: Tracker | None = None
