@@ -6,7 +6,8 @@ One synthetic dataset with planted truth. For each fraction of each subject's
 training split, fits on the same random-init ResNet-18 features (layers 1-3 at
 112 px, the ``tiny`` encoder's trunk):
 
-* grouplin_seq: the tiny encoder's phase 1 from the feature cache (configs/demo.yaml);
+* grouplin_seq: the tiny encoder's phase 1 from the feature cache (configs/demo.yaml with
+  the demo's former grouplin_seq readout);
 * grouplin: the same with the original entry's readout (same hidden/latent sizes
   and dropout), with the demo's optimizer and with the original's (AdamW betas
   (0.9, 0.99), decay on every parameter, no clipping);
@@ -29,11 +30,12 @@ from brainencoder.data.synthetic import SyntheticConfig, make_synthetic
 from brainencoder.evaluation.evaluate import evaluate_run
 from brainencoder.training.config import load_config
 from brainencoder.training.loop import train
+from readouts import GROUPLIN_SEQ
 
 _GROUPLIN = "model.readout={name: grouplin, hidden_dim: 256, latent_dim: 256, dropout: 0.8}"
 _ORIGINAL_OPT = ["betas=[0.9, 0.99]", "decay_all_params=true", "grad_clip=null"]
 HEADS = {
-    "grouplin_seq": [],
+    "grouplin_seq": GROUPLIN_SEQ,
     "grouplin": [_GROUPLIN],
     "grouplin+orig_opt": [_GROUPLIN, *_ORIGINAL_OPT],
 }

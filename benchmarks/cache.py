@@ -26,7 +26,7 @@ from brainencoder.inference.quantize import bytes_per_view
 from brainencoder.runs.load import load_model
 from brainencoder.training.config import load_config
 from brainencoder.training.loop import train
-from readouts import test_score
+from readouts import GROUPLIN_SEQ, test_score
 
 
 def main() -> None:
@@ -46,7 +46,12 @@ def main() -> None:
             for dtype in CACHE_DTYPES:
                 cache = tmp / f"cache-{dtype}-{seed}"
                 run = tmp / f"run-{dtype}-{seed}"
-                overrides = [f"seed={seed}", f"cache_dtype={dtype}", f"cache_dir={cache}"]
+                overrides = [
+                    *GROUPLIN_SEQ,
+                    f"seed={seed}",
+                    f"cache_dtype={dtype}",
+                    f"cache_dir={cache}",
+                ]
                 train(load_config("configs/demo.yaml", overrides), store.path, run, progress=False)
                 (folder,) = cache.iterdir()
                 manifest = json.loads((folder / "manifest.json").read_text())

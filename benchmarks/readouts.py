@@ -44,12 +44,17 @@ from brainencoder.training.loop import train
 
 # learning rates (and roi_query's queries per region) chosen on a smaller dataset
 # (2 subjects x 250 images, seed 0) among 2e-3, 5e-3, 1e-2 (see the README)
+# the demo's phase 1 before its readout became point (configs/demo.yaml with these)
+GROUPLIN_SEQ = [
+    "model.readout={name: grouplin_seq, hidden_dim: 256, latent_dim: 256, dropout: 0.8}",
+    "lr=2e-3",
+]
 READOUTS = {
     "grouplin": [
         "model.readout={name: grouplin, hidden_dim: 256, latent_dim: 256, dropout: 0.8}",
         "lr=1e-2",
     ],
-    "grouplin_seq": [],  # configs/demo.yaml: lr 2e-3
+    "grouplin_seq": GROUPLIN_SEQ,  # the demo's readout until it moved to point
     "point": ["model.readout={name: point, channels: 32}", "lr=1e-2"],
     "roi_query": ["model.readout={name: roi_query, dim: 64, queries_per_region: 8}", "lr=5e-3"],
 }

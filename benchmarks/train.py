@@ -34,6 +34,7 @@ from brainencoder.training.distributed import DistInfo
 from brainencoder.training.loop import train
 from brainencoder.training.losses import create_loss
 from brainencoder.training.step import TrainStep, make_optimizer
+from readouts import GROUPLIN_SEQ
 
 
 def _epoch_seconds(run: Path) -> list[float]:
@@ -49,14 +50,14 @@ def cache_ratio(n_train: int, epochs: int) -> None:
         common = [f"epochs={epochs}", "batch_size=64", f"cache_dir={tmp / 'cache'}"]
         t0 = time.perf_counter()
         train(
-            load_config("configs/demo.yaml", [*common, "cache_features=true"]),
+            load_config("configs/demo.yaml", [*common, *GROUPLIN_SEQ, "cache_features=true"]),
             store.path,
             tmp / "cached",
             progress=False,
         )
         cached_total = time.perf_counter() - t0
         train(
-            load_config("configs/demo.yaml", [*common, "cache_features=false"]),
+            load_config("configs/demo.yaml", [*common, *GROUPLIN_SEQ, "cache_features=false"]),
             store.path,
             tmp / "images",
             progress=False,

@@ -44,3 +44,13 @@ def test_data_wait_runs_in_reduced_mode(capsys):
     assert all(r["steps"] > 0 and 0 <= r["wait_s"] <= r["train_s"] for r in rows)
     out = capsys.readouterr().out
     assert "| num_workers | training s | waiting for data s |" in out and "data-wait share" in out
+
+
+def test_recipes_runs_in_reduced_mode(capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)  # the recipes read configs/demo.yaml
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    only = ["grouplin_seq (the demo's)", "point, softplus + shared rank 8"]
+    result = _load("recipes").main(["--reduced", "--only", *only])
+    assert set(result["scores"]) == set(only)
+    assert all(len(v) == 1 and 0 < result["steps"][k] for k, v in result["scores"].items())
+    assert "step / demo" in capsys.readouterr().out

@@ -71,7 +71,7 @@ def test_demo_end_to_end_small(tmp_path, capsys):
             "epochs=2",
             "batch_size=32",
             "model.img_size=32",
-            "model.readout.latent_dim=auto",
+            "model.readout.channels=8",
         ],
     )
     text = capsys.readouterr().out

@@ -291,10 +291,19 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``update`` merged into ``base`` key by key; naming another readout or loss replaces it.
+
+    ``model.readout.dropout=0.5`` changes one option of the file's readout, but
+    ``model.readout={name: grouplin_seq, ...}`` over a file's ``point`` starts from
+    the new readout's own defaults (the file's options belong to the other one).
+    """
     merged = dict(base)
     for key, value in update.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+        old = merged.get(key)
+        other = isinstance(old, dict) and isinstance(value, dict) and "name" in value
+        other = other and value.get("name") != old.get("name")
+        if isinstance(value, dict) and isinstance(old, dict) and not other:
+            merged[key] = _merge(old, value)
         else:
             merged[key] = value
     return merged
