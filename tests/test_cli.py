@@ -68,7 +68,7 @@ def test_demo_end_to_end_small(tmp_path, capsys):
         tmp_path / "demo",
         synthetic=cfg,
         overrides=[
-            "epochs=2",
+            "epochs=5",  # point moves its read positions over the first epochs
             "batch_size=32",
             "model.img_size=32",
             "model.readout.channels=8",
