@@ -44,6 +44,7 @@ RECIPES = {
     "grouplin_seq (the demo's)": GROUPLIN_SEQ,
     "point": [f"model.readout={{{POINT}}}", "lr=1e-2"],
     "point, maps pooled to 14x14": [f"model.readout={{{POINT}, max_grid: 14}}", "lr=1e-2"],
+    "point, maps pooled to 7x7": [f"model.readout={{{POINT}, max_grid: 7}}", "lr=1e-2"],
     "point, softplus output": [f"model.readout={{{POINT}, output: softplus}}", "lr=1e-2"],
     "point, centre-surround": [f"model.readout={{{POINT}, surround: true}}", "lr=1e-2"],
     "point, shared rank 8": [f"model.readout={{{POINT}, shared_rank: 8}}", "lr=1e-2"],
