@@ -197,18 +197,28 @@ def test_group_regions_take_the_most_specific_roi(synth_root, store):
     assert set(only_streams.names) < set(regions.names)
 
 
+POINT_STAGES = [  # every optional stage of point at once (each starts as the plain readout)
+    "model.readout.max_grid=2",
+    "model.readout.surround=true",
+    "model.readout.output=softplus",
+    "model.readout.shared_rank=3",
+]
+
+
 @pytest.mark.parametrize(
-    "readout",
-    ["point", "roi_query"],
+    ("readout", "options"),
+    [("point", []), ("point", POINT_STAGES), ("roi_query", [])],
+    ids=["point", "point-all-stages", "roi_query"],
 )
 def test_new_readouts_train_resume_evaluate_predict_submit(
-    readout, store, synth_root, tmp_path, capsys
+    readout, options, store, synth_root, tmp_path, capsys
 ):
     args = [
         *[a for a in FAST_TRAIN if "hidden_dim" not in a and "latent_dim" not in a],
         "epochs=3",
         f"cache_dir={tmp_path / 'cache'}",
         f"model.readout.name={readout}",
+        *options,
     ]
     args += ["model.readout.channels=8"] if readout == "point" else ["model.readout.dim=16"]
     cfg = load_config(None, args)
@@ -220,6 +230,11 @@ def test_new_readouts_train_resume_evaluate_predict_submit(
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     model = load_encoder(tmp_path / "full" / "best.safetensors")
     assert model.config.readout["name"] == readout
+    if options:  # the stages are in the model file, and trained away from their start
+        assert model.config.readout["surround"] and model.config.readout["shared_rank"] == 3
+        assert (
+            model.readout.output_gain.abs().sum() > 0 and model.readout.shared_out.abs().sum() > 0
+        )
     run = str(tmp_path / "full")
     truth = str(synth_root / "truth")
     assert main(["evaluate", run, "--split", "test", "--noise-ceiling", truth]) == 0
