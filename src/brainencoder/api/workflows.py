@@ -44,6 +44,10 @@ def prepare(data: str | Path, store: str | Path, **options: Any):
     Returns
     -------
     Store
+
+    Examples
+    --------
+    >>> store = be.prepare("algonauts_2023_challenge_data", "stores/challenge")  # doctest: +SKIP
     """
     from ..data.prepare import prepare_store
 
@@ -120,6 +124,11 @@ def evaluate(run: str | Path, split: str = "testval", **options: Any):
     -------
     pandas.DataFrame
         Columns subject, hemisphere, roi_group, roi, metric, statistic, n_vertices, value.
+
+    Examples
+    --------
+    >>> table = be.evaluate("runs/p2", "testval")                # doctest: +SKIP
+    >>> table.query("subject == 'all' and metric == 'pearson'")  # doctest: +SKIP
     """
     from ..evaluation.evaluate import evaluate_run
 
@@ -145,6 +154,12 @@ def adapt(run: str | Path, data: str | Path, subject: str, out: str | Path, **op
     Returns
     -------
     Run
+
+    Examples
+    --------
+    >>> run = be.adapt("runs/p2", "data", "subj09", "runs/p9", n_images=300)  # doctest: +SKIP
+    >>> be.load(run.path).subjects[-1]                                       # doctest: +SKIP
+    'subj09'
     """
     from ..experiments.adapt import AdaptConfig
     from ..experiments.adapt import adapt as adapt_subject
@@ -165,14 +180,24 @@ def explore(
     out: str | Path,
     **options: Any,
 ) -> dict[str, Path]:
-    """Rank images by predicted ROI response (``brainencoder explore``); returns the files."""
+    """Rank images by predicted ROI response (``brainencoder explore``); returns the files.
+
+    Examples
+    --------
+    >>> be.explore("runs/p2", "images/", "subj01", ["FFA-1", "PPA"], "faces")  # doctest: +SKIP
+    """
     from ..experiments.explore import explore as explore_images
 
     return explore_images(run, images, subject, list(rois), out, **options)
 
 
 def compare(runs: Sequence[Any], out: str | Path, **options: Any) -> dict[str, Path]:
-    """Runs side by side with bootstrap intervals (``brainencoder compare``); returns the files."""
+    """Runs side by side with bootstrap intervals (``brainencoder compare``); returns the files.
+
+    Examples
+    --------
+    >>> be.compare(["runs/p1", "runs/p2", ["runs/p1", "runs/p1b"]], "comparison")  # doctest: +SKIP
+    """
     from ..evaluation.compare import compare_runs
 
     return compare_runs(list(runs), out, **options)
@@ -185,6 +210,10 @@ def score(submission: str | Path, truth: str | Path, data: str | Path | None = N
     -------
     dict
         Mean score per subject, ``"all"`` (the leaderboard's number), ``"median"``, ...
+
+    Examples
+    --------
+    >>> be.score("submission.zip", "synthetic/truth")["all"]      # doctest: +SKIP
     """
     from ..data.layout import read_layout
     from ..evaluation.submission import score_submission
@@ -194,7 +223,13 @@ def score(submission: str | Path, truth: str | Path, data: str | Path | None = N
 
 
 def list_readouts() -> list[str]:
-    """Names of the registered readouts (``model.readout.name=...``)."""
+    """Names of the registered readouts (``model.readout.name=...``).
+
+    Examples
+    --------
+    >>> be.list_readouts()                                        # doctest: +SKIP
+    ['grouplin', 'grouplin_seq', 'point', 'roi_query']
+    """
     from ..models.readouts import list_readouts as names
 
     return names()
@@ -210,6 +245,10 @@ def list_trunks(pattern: str = "*", pretrained: bool = False) -> list[str]:
     Returns
     -------
     list of str
+
+    Examples
+    --------
+    >>> be.list_trunks("eva02_base*")                             # doctest: +SKIP
     """
     import fnmatch
 
