@@ -152,17 +152,15 @@ def test_sigkill_submit_leaves_no_partial_zip(store, synth_root, tmp_path):
 
     _fast_run(store, tmp_path)
     out = tmp_path / "sub.zip"
-    cmd = [
-        sys.executable,
-        "-m",
-        "brainencoder",
-        "submit",
-        str(tmp_path / "run"),
-        "--data",
-        str(synth_root),
-        "--out",
-        str(out),
-    ]
+    # each zip member takes 0.1 s more to write, so the kill lands while the temporary
+    # zip exists whatever the machine's speed (a small zip is otherwise written in ms)
+    args = ["submit", str(tmp_path / "run"), "--data", str(synth_root), "--out", str(out)]
+    slow_zip = (
+        "import time, zipfile; write = zipfile.ZipFile.writestr; "
+        "zipfile.ZipFile.writestr = lambda *a, **k: (time.sleep(0.1), write(*a, **k))[1]; "
+        f"from brainencoder.cli.main import main; raise SystemExit(main({args!r}))"
+    )
+    cmd = [sys.executable, "-c", slow_zip]
     rng = np.random.default_rng(0)
     landed = 0
     for _ in range(6):  # kill while the zip is being written (its temporary file exists)
