@@ -30,6 +30,12 @@ TINY_TRAIN = [
     "cache_features=true",
 ]
 
+def train_cli(args, store, out):
+    """``-m brainencoder train`` arguments for a subprocess (no config file)."""
+    store_args = ["--store", str(store.path), "--out", str(out)]
+    return ["-m", "brainencoder", "train", "none", *args, *store_args]
+
+
 # two local processes under torchrun (gloo on CPU), as the DDP tests launch them
 TORCHRUN_2 = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 

@@ -31,7 +31,7 @@ from brainencoder.models.modelfile import load_encoder, save_encoder
 from brainencoder.training.config import load_config
 from brainencoder.training.loop import train
 from brainencoder.util.errors import BrainEncoderError, DataError
-from conftest import TINY_TRAIN
+from conftest import TINY_TRAIN, train_cli
 
 
 @pytest.fixture(scope="module")
@@ -43,21 +43,6 @@ def tiny_run(store, tmp_path_factory):
     return root / "run"
 
 
-def _train_command(store, out, *overrides):
-    return [
-        sys.executable,
-        "-m",
-        "brainencoder",
-        "train",
-        "none",
-        *overrides,
-        "--store",
-        str(store.path),
-        "--out",
-        str(out),
-    ]
-
-
 # --------------------------------------------------------------------------- SIGTERM
 
 
@@ -66,7 +51,7 @@ def test_sigterm_during_training_saves_a_checkpoint(store, tmp_path):
     run = tmp_path / "run"
     overrides = [*TINY_TRAIN, "epochs=200", "log_every=1", f"cache_dir={tmp_path / 'cache'}"]
     proc = subprocess.Popen(
-        _train_command(store, run, *overrides),
+        [sys.executable, *train_cli(overrides, store, run)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

@@ -15,7 +15,7 @@ from brainencoder.runs.run import Run
 from brainencoder.training.config import load_config, parse_overrides
 from brainencoder.training.loop import lr_at, train
 from brainencoder.util.errors import CheckpointError, ConfigError
-from conftest import TORCHRUN_2
+from conftest import TORCHRUN_2, train_cli
 
 FAST = [
     "model.img_size=32",
@@ -27,21 +27,6 @@ FAST = [
     "weight_decay=0.01",
     "log_every=1",
 ]
-
-
-def _train_cli(args, store, out):
-    """``-m brainencoder train`` arguments for a subprocess (no config file)."""
-    return [
-        "-m",
-        "brainencoder",
-        "train",
-        "none",
-        *args,
-        "--store",
-        str(store.path),
-        "--out",
-        str(out),
-    ]
 
 
 def _config(*extra):
@@ -300,7 +285,7 @@ def test_sigkill_mid_epoch_then_resume_matches(store, tmp_path):
     train(load_config(None, args), store.path, tmp_path / "full")
     run = tmp_path / "killed"
     pointer = run / "checkpoints" / "latest.json"
-    cmd = [sys.executable, *_train_cli(args, store, run)]
+    cmd = [sys.executable, *train_cli(args, store, run)]
     # Ctrl-C first: a checkpoint at the current step, exit status 130
     proc = subprocess.Popen(
         [*cmd, "--overwrite"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
@@ -348,7 +333,7 @@ def test_torchrun_two_gloo_processes_match_single_process(store, tmp_path):
     train(load_config(None, args), store.path, tmp_path / "single")
     cmd = [
         *TORCHRUN_2,
-        *_train_cli([*args, f"cache_dir={tmp_path / 'cache2'}"], store, tmp_path / "ddp"),
+        *train_cli([*args, f"cache_dir={tmp_path / 'cache2'}"], store, tmp_path / "ddp"),
     ]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -31,11 +31,8 @@ class Prediction:
     Examples
     --------
     >>> pred = model.predict(images, subject="subj01")          # doctest: +SKIP
-    >>> pred.lh.shape                                            # doctest: +SKIP
-    (20, 19004)
-    >>> fs = pred.to_fsaverage()["lh"]                           # doctest: +SKIP
-    >>> fs.shape                                                 # NaN off the subject's vertices
-    (20, 163842)
+    >>> pred.lh.shape  # (n_images, subj01's lh vertices)        # doctest: +SKIP
+    >>> fs = pred.to_fsaverage()["lh"]  # (n_images, n_fsaverage)  # doctest: +SKIP
     >>> pred.roi("FFA-1").mean(1)                                # doctest: +SKIP
     """
 
