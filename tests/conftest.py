@@ -30,6 +30,7 @@ TINY_TRAIN = [
     "cache_features=true",
 ]
 
+
 def train_cli(args, store, out):
     """``-m brainencoder train`` arguments for a subprocess (no config file)."""
     store_args = ["--store", str(store.path), "--out", str(out)]
