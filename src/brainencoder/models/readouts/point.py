@@ -21,7 +21,7 @@ per-vertex linear map gives the response::
 Each subject owns a per-vertex gain and offset on top (``y * g_s + o_s``).
 Parameters are O(V * (L * 4 + D)) (4.45 M at the challenge's 39,548
 vertices, 8 subjects, 6 layers, D = 64; grouplin has 25.2 M) and activations
-O(B * D * V * L).
+O(B * D * V): the layers are read side by side in one matrix product.
 The readout needs spatial maps (B, C, H, W): ViT trunks must use
 ``model.prefix_tokens: false``.
 """
@@ -219,6 +219,32 @@ class PointReadout(Readout):
         entropy = -(p * torch.log(p.clamp_min(1e-12))).sum(1).mean()
         return self.options.selector_entropy * entropy
 
+    def pooling(self, layer: int, h: int, w: int, scale: torch.Tensor) -> torch.Tensor:
+        """Every vertex's reading weights on layer ``layer``'s (h, w) map, times ``scale`` (V,).
+
+        Bilinear sampling is written as the same kind of matrix (tent functions
+        of the distance to each cell centre, zero outside the map, as
+        ``grid_sample`` with ``align_corners=False``), so every layer of either
+        kind is read by one matrix product.
+
+        Returns
+        -------
+        Tensor of shape (n_vertices, h * w), row-major over the map.
+        """
+        pos = self.position(layer).to(scale.dtype)  # (V, 2) as (x, y)
+        ys = (torch.arange(h, device=pos.device, dtype=pos.dtype) + 0.5) / h * 2 - 1
+        xs = (torch.arange(w, device=pos.device, dtype=pos.dtype) + 0.5) / w * 2 - 1
+        if self.options.sampling == "bilinear":
+            gx = torch.relu(1 - (pos[:, 0:1] - xs[None]).abs() * (w / 2)) * scale[:, None]
+            gy = torch.relu(1 - (pos[:, 1:2] - ys[None]).abs() * (h / 2))
+            return (gy[:, :, None] * gx[:, None, :]).flatten(1)
+        width = self.width(layer).to(pos.dtype)[:, None]
+        pool = _gaussian_pool(pos, xs, ys, width, scale)
+        if self.options.surround:  # minus a wider Gaussian: a centre-surround field
+            weight = self.surround_weight[layer].to(pos.dtype) * scale
+            pool = pool - _gaussian_pool(pos, xs, ys, width * self.options.surround_scale, weight)
+        return pool
+
     def sample(self, fmap: torch.Tensor, layer: int, scale: torch.Tensor) -> torch.Tensor:
         """Read a (B, D, H, W) map at every vertex's position, times ``scale`` (V,).
 
@@ -226,26 +252,12 @@ class PointReadout(Readout):
         -------
         Tensor of shape (B, D, n_vertices)
         """
-        pos = self.position(layer).to(fmap.dtype)  # (V, 2) as (x, y)
-        if self.options.sampling == "bilinear":
-            grid = pos[None, :, None, :].expand(fmap.shape[0], -1, -1, -1)
-            sampled = F.grid_sample(fmap, grid, mode="bilinear", align_corners=False)[..., 0]
-            return sampled * scale
-        h, w = fmap.shape[-2:]
-        ys = (torch.arange(h, device=fmap.device, dtype=fmap.dtype) + 0.5) / h * 2 - 1
-        xs = (torch.arange(w, device=fmap.device, dtype=fmap.dtype) + 0.5) / w * 2 - 1
-        width = self.width(layer).to(fmap.dtype)[:, None]
-        pool = _gaussian_pool(pos, xs, ys, width, scale)  # (V, H*W), row-major
-        if self.options.surround:  # minus a wider Gaussian: a centre-surround field
-            weight = self.surround_weight[layer].to(fmap.dtype) * scale
-            pool = pool - _gaussian_pool(pos, xs, ys, width * self.options.surround_scale, weight)
-        return fmap.flatten(2) @ pool.t()
+        return fmap.flatten(2) @ self.pooling(layer, *fmap.shape[-2:], scale.to(fmap.dtype)).t()
 
     def forward(self, features: Sequence[torch.Tensor], subject: torch.Tensor) -> torch.Tensor:
         self.check_features(features)
         select = self.layer_weights()
-        mixed = None
-        pooled = []
+        maps, pools, pooled = [], [], []
         for layer, (x, reduce) in enumerate(zip(features, self.reduce)):
             fmap = reduce(x)
             grid = self.options.max_grid
@@ -254,10 +266,12 @@ class PointReadout(Readout):
                 fmap = F.avg_pool2d(fmap, factor, ceil_mode=True)
             if self.shared_in is not None:
                 pooled.append(fmap.mean((2, 3)))
-            part = self.sample(fmap, layer, select[:, layer].to(x.dtype))
-            mixed = part if mixed is None else mixed + part
-        mixed = self.dropout(mixed)  # (B, D, V)
-        out = torch.einsum("bdv,vd->bv", mixed, self.weight.to(mixed.dtype)) + self.bias
+            maps.append(fmap.flatten(2))
+            pools.append(self.pooling(layer, *fmap.shape[-2:], select[:, layer].to(x.dtype)))
+        # every layer's positions side by side: one (B*D, positions) x (positions, V) product
+        mixed = self.dropout(torch.cat(maps, 2) @ torch.cat(pools, 1).t())  # (B, D, V)
+        # a broadcast product and sum: einsum's batched form loops over the vertices on CPU
+        out = (mixed * self.weight.t().to(mixed.dtype)).sum(1) + self.bias
         if self.shared_in is not None:  # image-global factors shared by every vertex
             factors = self.shared_in(torch.cat(pooled, 1))
             out = out + factors @ self.shared_out.to(factors.dtype).t()
