@@ -25,6 +25,7 @@ import argparse
 import json
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,7 @@ import torch
 from brainencoder.data.prepare import prepare_store
 from brainencoder.data.synthetic import SyntheticConfig, make_synthetic
 from brainencoder.models.readouts import create_readout
+from brainencoder.runs.ensemble import EnsembleModel
 from brainencoder.runs.load import load_model
 from brainencoder.training.config import load_config
 from brainencoder.training.loop import train
@@ -40,49 +42,85 @@ from brainencoder.training.losses import masked_mse
 from readouts import GROUPLIN_SEQ, test_score
 
 POINT = "name: point, channels: 32"
+SMALL = "name: point, channels: 16, max_grid: 14"  # the demo's readout
+LR = "lr=1e-2"
+OLD_WD = "weight_decay=0.5"  # configs/demo.yaml's until the 16-channel recipe
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Overrides of configs/demo.yaml; ``members`` > 1: an ensemble of that many seeds.
+
+    Ensemble members are trained with seeds ``seed + 1000 * j`` (each with its
+    own random trunk, as every seed has) and predict the mean of their
+    predictions (:class:`~brainencoder.runs.ensemble.EnsembleModel`).
+    """
+
+    overrides: tuple[str, ...]
+    members: int = 1
+
+
 RECIPES = {
-    "grouplin_seq (the demo's)": GROUPLIN_SEQ,
-    "point": [f"model.readout={{{POINT}}}", "lr=1e-2"],
-    "point, maps pooled to 14x14": [f"model.readout={{{POINT}, max_grid: 14}}", "lr=1e-2"],
-    "point, maps pooled to 7x7": [f"model.readout={{{POINT}, max_grid: 7}}", "lr=1e-2"],
-    "point, softplus output": [f"model.readout={{{POINT}, output: softplus}}", "lr=1e-2"],
-    "point, centre-surround": [f"model.readout={{{POINT}, surround: true}}", "lr=1e-2"],
-    "point, shared rank 8": [f"model.readout={{{POINT}, shared_rank: 8}}", "lr=1e-2"],
-    "point, softplus + shared rank 8": [
-        f"model.readout={{{POINT}, output: softplus, shared_rank: 8}}",
-        "lr=1e-2",
-    ],
-    "point + stem layer, 14x14": [
-        f"model.readout={{{POINT}, max_grid: 14}}",
-        "model.layers=[act1, layer1, layer2, layer3]",
-        "lr=1e-2",
-    ],
-    "point + stem, softplus, shared 8": [
-        f"model.readout={{{POINT}, max_grid: 14, output: softplus, shared_rank: 8}}",
-        "model.layers=[act1, layer1, layer2, layer3]",
-        "lr=1e-2",
-    ],
-    "point, all four": [
-        f"model.readout={{{POINT}, max_grid: 14, output: softplus, surround: true, "
-        "shared_rank: 8}",
-        "lr=1e-2",
-    ],
+    "grouplin_seq (the old demo's)": Recipe(tuple(GROUPLIN_SEQ)),
+    "point": Recipe((f"model.readout={{{POINT}}}", LR, OLD_WD)),
+    "point, maps pooled to 14x14": Recipe((f"model.readout={{{POINT}, max_grid: 14}}", LR, OLD_WD)),
+    "point, maps pooled to 7x7": Recipe((f"model.readout={{{POINT}, max_grid: 7}}", LR, OLD_WD)),
+    "point, softplus output": Recipe((f"model.readout={{{POINT}, output: softplus}}", LR, OLD_WD)),
+    "point, centre-surround": Recipe((f"model.readout={{{POINT}, surround: true}}", LR, OLD_WD)),
+    "point, shared rank 8": Recipe((f"model.readout={{{POINT}, shared_rank: 8}}", LR, OLD_WD)),
+    "point, softplus + shared rank 8": Recipe(
+        (f"model.readout={{{POINT}, output: softplus, shared_rank: 8}}", LR, OLD_WD)
+    ),
+    "point + stem layer, 14x14": Recipe(
+        (
+            f"model.readout={{{POINT}, max_grid: 14}}",
+            "model.layers=[act1, layer1, layer2, layer3]",
+            LR,
+            OLD_WD,
+        )
+    ),
+    "point, all four": Recipe(
+        (
+            f"model.readout={{{POINT}, max_grid: 14, output: softplus, surround: true, "
+            "shared_rank: 8}",
+            LR,
+            OLD_WD,
+        )
+    ),
+    "point, 16 ch, 14x14": Recipe((f"model.readout={{{SMALL}}}", LR, OLD_WD)),
+    "point, 16 ch, 14x14, wd 2 (the demo's)": Recipe(
+        (f"model.readout={{{SMALL}}}", LR, "weight_decay=2.0")
+    ),
+    "  the same, 40 epochs": Recipe(
+        (f"model.readout={{{SMALL}}}", LR, "weight_decay=2.0", "epochs=40")
+    ),
+    "  the same, lr 5e-3": Recipe((f"model.readout={{{SMALL}}}", "lr=5e-3", "weight_decay=2.0")),
+    "  the same, ensemble of 3 seeds": Recipe(
+        (f"model.readout={{{SMALL}}}", LR, "weight_decay=2.0"), members=3
+    ),
+    "  the same, ensemble of 5 seeds": Recipe(
+        (f"model.readout={{{SMALL}}}", LR, "weight_decay=2.0"), members=5
+    ),
 }
 SHAPES = [(64, 28, 28), (128, 14, 14), (256, 7, 7)]
 STEM = (64, 56, 56)  # the ResNet stem (act1) at 112 px, for recipes that read it
 
 
-def _readout_options(overrides: list[str]) -> dict:
+BASE = "grouplin_seq (the old demo's)"
+POINT_ROW = "point"
+
+
+def _readout_options(overrides: tuple[str, ...]) -> dict:
     """The readout of a recipe, as create_readout's name and options."""
-    cfg = load_config("configs/demo.yaml", overrides)
+    cfg = load_config("configs/demo.yaml", list(overrides))
     return dict(cfg.encoder_config().readout)
 
 
-def step_seconds(overrides: list[str], n_vertices: int, batch: int, repeats: int = 5) -> float:
-    """One readout training step at the demo's shape (best of ``repeats``)."""
-    options = _readout_options(overrides)
+def step_seconds(recipe: Recipe, n_vertices: int, batch: int, repeats: int = 5) -> float:
+    """One readout training step at the demo's shape (best of ``repeats``), times ``members``."""
+    options = _readout_options(recipe.overrides)
     name = options.pop("name")
-    shapes = [STEM, *SHAPES] if any("act1" in o for o in overrides) else SHAPES
+    shapes = [STEM, *SHAPES] if any("act1" in o for o in recipe.overrides) else SHAPES
     torch.manual_seed(0)
     readout = create_readout(name, shapes, ["subj01", "subj02", "subj03"], n_vertices, **options)
     feats = [torch.randn(batch, *s) for s in shapes]
@@ -103,7 +141,11 @@ def step_seconds(overrides: list[str], n_vertices: int, batch: int, repeats: int
         t0 = time.perf_counter()
         step()
         times.append(time.perf_counter() - t0)
-    return min(times)
+    return min(times) * recipe.members
+
+
+def _ratio(value: float, base: float | None) -> float:
+    return value / base if base else float("nan")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -120,9 +162,8 @@ def main(argv: list[str] | None = None) -> dict:
         args.seeds, args.epochs, n_subjects, n_train, n_test, size = [0], 1, 2, 40, 8, 48
     steps = {k: step_seconds(v, 2400 if not args.reduced else 400, 64) for k, v in recipes.items()}
     if args.steps_only:
-        base = steps.get("grouplin_seq (the demo's)", float("nan"))
         for name, value in steps.items():
-            print(f"{name:<34} {value:8.3f} s {value / base:6.2f}x the demo's readout")
+            print(f"{name:<40} {value:8.3f} s {_ratio(value, steps.get(BASE)):6.2f}x {BASE}")
         return {"steps": steps}
     scores: dict[str, list[float]] = {k: [] for k in recipes}
     seconds: dict[str, list[float]] = {k: [] for k in recipes}
@@ -136,35 +177,44 @@ def main(argv: list[str] | None = None) -> dict:
         truth = tmp / "data" / "truth"
         store = prepare_store(tmp / "data", tmp / "store", image_size=size, progress=False)
         for seed in args.seeds:
-            common = [f"seed={seed}", f"cache_dir={tmp / 'cache'}", f"epochs={args.epochs}"]
-            if args.reduced:
-                common += ["model.img_size=32", "batch_size=16"]
-            for name, overrides in recipes.items():
-                if args.reduced and "grouplin" in name:  # a PCA of the few smoke-run images
-                    overrides = [*overrides, "model.readout.latent_dim=16"]
-                run = tmp / f"seed{seed}" / name.replace(" ", "_")
-                summary = train(
-                    load_config("configs/demo.yaml", [*common, *overrides]),
-                    store.path,
-                    run,
-                    progress=False,
-                )
-                seconds[name].append(summary["seconds"])
-                scores[name].append(test_score(load_model(run), store, truth))
+            for name, recipe in recipes.items():
+                overrides = list(recipe.overrides)
+                if args.reduced:
+                    overrides += ["model.img_size=32", "batch_size=16"]
+                    if "grouplin" in name:  # a PCA of the few smoke-run images
+                        overrides.append("model.readout.latent_dim=16")
+                models, spent = [], 0.0
+                for member in range(recipe.members):
+                    run = tmp / f"seed{seed}" / f"{name.strip().replace(' ', '_')}-{member}"
+                    common = [
+                        f"seed={seed + 1000 * member}",
+                        f"cache_dir={tmp / 'cache'}",
+                        f"epochs={args.epochs}",
+                    ]
+                    config = load_config("configs/demo.yaml", [*common, *overrides])
+                    spent += train(config, store.path, run, progress=False)["seconds"]
+                    models.append(load_model(run))
+                model = models[0] if len(models) == 1 else EnsembleModel(models)
+                seconds[name].append(spent)
+                scores[name].append(test_score(model, store, truth))
                 print(
-                    f"  seed {seed} {name:<32} {scores[name][-1]:6.2f} "
-                    f"({summary['seconds']:.0f} s; {time.perf_counter() - t_start:.0f} s in all)",
+                    f"  seed {seed} {name:<40} {scores[name][-1]:6.2f} "
+                    f"({spent:.0f} s; {time.perf_counter() - t_start:.0f} s in all)",
                     flush=True,
                 )
-    base = steps.get("grouplin_seq (the demo's)")
+    train_base = np.mean(seconds[POINT_ROW]) if POINT_ROW in seconds else None
     print(f"\ntest score (%) over seeds {args.seeds}; times on {torch.get_num_threads()} threads")
-    print(f"{'recipe':<34} {'test score':>14} {'train s':>8} {'step s':>8} {'step / demo':>12}")
+    print(
+        f"| {'recipe':<40} | {'test score':>14} | {'train s':>8} | {'train / point':>13} "
+        f"| {'step s':>7} | {'step / grouplin_seq':>19} |"
+    )
     for name in recipes:
         s = np.asarray(scores[name])
-        ratio = steps[name] / base if base else float("nan")
+        train_s = float(np.mean(seconds[name]))
         print(
-            f"{name:<34} {s.mean():7.2f} +- {s.std():4.2f} {np.mean(seconds[name]):8.1f} "
-            f"{steps[name]:8.3f} {ratio:12.2f}"
+            f"| {name:<40} | {s.mean():7.2f} +- {s.std():4.2f} | {train_s:8.1f} "
+            f"| {_ratio(train_s, train_base):13.2f} | {steps[name]:7.3f} "
+            f"| {_ratio(steps[name], steps.get(BASE)):19.2f} |"
         )
     result = {"scores": scores, "seconds": seconds, "steps": steps}
     print(json.dumps(result))

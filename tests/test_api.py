@@ -37,6 +37,21 @@ def test_train_returns_the_run_and_load_predicts_from_any_image_form(run, store,
     assert from_array.both().shape == (4, store.space.subject_columns("subj01").size)
 
 
+def test_load_of_several_runs_predicts_their_mean(run, store, synth_root, tmp_path):
+    other = be.train(
+        None, store=store.path, out=tmp_path / "b", overrides=[*TINY_TRAIN, "seed=1"], epochs=1
+    )
+    folder = synth_root / "subj01" / "test_split" / "test_images"
+    single = [be.load(r).predict(folder, "subj01") for r in (run.path, other.path)]
+    both = be.load(run.path, other.path)
+    assert both.subjects == store.names and repr(both).startswith(f"Model({str(run.path)!r}")
+    pred = both.predict(folder, "subj01")
+    for h in ("lh", "rh"):  # float32 mean of two: rounding of the last bit at most
+        np.testing.assert_allclose(pred[h], (single[0][h] + single[1][h]) / 2, rtol=1e-6)
+    with pytest.raises(DataError, match="nowhere: no such run folder or model file"):
+        be.load(run.path, tmp_path / "nowhere")
+
+
 def test_maps_on_fsaverage_and_roi_selection(run, store, synth_root):
     model = be.load(run.path)
     pred = model.predict(synth_root / "subj02" / "test_split" / "test_images", "subj02")

@@ -49,8 +49,12 @@ def test_data_wait_runs_in_reduced_mode(capsys):
 def test_recipes_runs_in_reduced_mode(capsys, monkeypatch):
     monkeypatch.chdir(ROOT)  # the recipes read configs/demo.yaml
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    only = ["grouplin_seq (the demo's)", "point, softplus + shared rank 8"]
+    only = [
+        "grouplin_seq (the old demo's)",
+        "point, softplus + shared rank 8",
+        "  the same, ensemble of 3 seeds",
+    ]
     result = _load("recipes").main(["--reduced", "--only", *only])
     assert set(result["scores"]) == set(only)
     assert all(len(v) == 1 and 0 < result["steps"][k] for k, v in result["scores"].items())
-    assert "step / demo" in capsys.readouterr().out
+    assert "step / grouplin_seq" in capsys.readouterr().out

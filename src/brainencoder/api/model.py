@@ -27,7 +27,7 @@ class Model:
         The underlying model (:class:`~brainencoder.models.encoder.Encoder`,
         :class:`~brainencoder.models.ridge.RidgeModel`, ...).
     path : Path
-        The run folder or model file it was loaded from.
+        The run folder or model file it was loaded from (an ensemble's first).
     """
 
     def __init__(self, model: Any, path: Path) -> None:
@@ -105,14 +105,19 @@ class Model:
         )
 
 
-def load(path: str | Path) -> Model:
-    """Load a trained model: a run folder (any kind) or a model file.
+def load(path: str | Path, *more: str | Path) -> Model:
+    """Load a trained model: a run folder (any kind) or a model file; several: their ensemble.
 
     Parameters
     ----------
     path : path
         A run folder written by ``train``, ``adapt``, ``baseline``, ``soup``, or a
         ``.safetensors`` model file (``import-original`` writes one).
+    *more : path
+        Further runs or model files of the same subjects and vertex space: the
+        model is then their ensemble, predicting the mean of their predictions
+        (as ``submit RUN RUN ...`` and ``compare --ensemble`` do). Seeds of one
+        recipe, averaged, score higher than any one of them (docs/performance.md).
 
     Returns
     -------
@@ -124,8 +129,16 @@ def load(path: str | Path) -> Model:
     >>> model = be.load("demo-output/runs/phase2")               # doctest: +SKIP
     >>> model.subjects                                           # doctest: +SKIP
     ['subj01', 'subj02', 'subj03']
+    >>> both = be.load("runs/seed0", "runs/seed1")               # doctest: +SKIP
     """
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: no such run folder or model file")
-    return Model(load_model(path), path)
+    from ..runs.ensemble import EnsembleModel
+
+    paths = [Path(p) for p in (path, *more)]
+    for p in paths:
+        if not p.exists():
+            raise DataError(f"{p}: no such run folder or model file")
+    models = [load_model(p) for p in paths]
+    if len(models) == 1:
+        return Model(models[0], paths[0])
+    names = "+".join(p.name for p in paths)
+    return Model(EnsembleModel(models, name=f"ensemble({names})"), paths[0])
