@@ -98,11 +98,15 @@ def test_demo_end_to_end_small(tmp_path, capsys):
     assert (out["figures"] / "subj02_pearson_test.png").stat().st_size > 10_000
     report = out["report"].read_text()
     assert "<html" in report[:500].lower()
-    assert "planted category of the top 6" in text and "ensemble(phase1+phase1-seed2)" in text
+    assert (
+        "planted category of the top 6" in text
+        and "ensemble(phase1+phase1-seed2+phase1-seed3)" in text
+    )
     ranking = pd.read_csv(out["explore"].parent / "ranking.csv")
     assert len(ranking) == cfg.n_test
     compared = pd.read_csv(out["compare"].parent / "comparison.csv")
-    assert set(compared.run) == {"phase1", "phase2", "pixel-ridge", "ensemble(phase1+phase1-seed2)"}
+    ensemble = "ensemble(phase1+phase1-seed2+phase1-seed3)"
+    assert set(compared.run) == {"phase1", "phase2", "pixel-ridge", ensemble}
     for page in ("explore-faces/index.html", "compare/index.html"):  # the report links both
         assert f"href='{page}'" in report
 

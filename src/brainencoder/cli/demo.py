@@ -2,7 +2,7 @@
 
 synth -> validate -> prepare -> train phase 1 (feature cache) -> train phase 2
 -> pixel-ridge reference -> evaluate (testval, and test vs the planted truth)
--> figures -> submission zips (single model and a two-run ensemble), scored
+-> figures -> submission zips (single model and a three-run ensemble), scored
 against the truth -> adapt the phase-1 model to a held-out subject from 100
 images, next to a ridge on the same images -> explore: which test images drive
 the planted face patch more than the place patch -> compare phase 1, phase 2,
@@ -124,8 +124,9 @@ def run_demo(
     phase2_overrides = [o for o in overrides or [] if not o.startswith("model.")]
     runs = out / "runs"
     phase1, phase2, pixels = runs / "phase1", runs / "phase2", runs / "pixel-ridge"
-    second = runs / "phase1-seed2"  # an independent run (other random trunk) for the ensemble
-    for run, run_seed in ((phase1, seed), (second, seed + 1)):
+    # independent runs (each its own random trunk) for the ensemble, the demo's best model
+    members = [phase1, runs / "phase1-seed2", runs / "phase1-seed3"]
+    for run, run_seed in zip(members, range(seed, seed + len(members))):
         if not Run(run).finished:
             print(
                 f"[demo] 4/11 phase 1 (seed {run_seed}): tiny encoder, frozen random "
@@ -171,10 +172,9 @@ def run_demo(
     zips = {}
     singles = {}
     for label, run_dirs in (
-        ("phase1", [phase1]),
-        ("phase1-seed2", [second]),
+        *((run.name, [run]) for run in members),
         ("phase2", [phase2]),
-        ("ensemble", [phase1, second]),
+        ("ensemble", members),
     ):
         models = [load_model(r) for r in run_dirs]
         preds = {n: ensemble_predict(models, s.test_images, n) for n, s in layout.subjects.items()}
@@ -183,13 +183,13 @@ def run_demo(
         singles[label] = scores["all"]
         per_subject = ", ".join(f"{k} {v:.1f}" for k, v in scores.items() if k.startswith("subj"))
         print(f"  {zips[label]}: challenge score {scores['all']:.2f}% ({per_subject})")
-    best = max(singles["phase1"], singles["phase1-seed2"])
+    best = max(singles[run.name] for run in members)
     print(
-        f"  ensemble of the two phase-1 runs: {singles['ensemble']:.2f}% vs the better "
-        f"single run {best:.2f}% ({singles['ensemble'] - best:+.2f})"
+        f"  ensemble of the {len(members)} phase-1 runs: {singles['ensemble']:.2f}% vs the "
+        f"best single run {best:.2f}% ({singles['ensemble'] - best:+.2f})"
     )
     adapted = _adapt_step(out, data, truth, phase1, held_out, seed)
-    pages = _experiment_steps(data, truth, runs, store.path)
+    pages = _experiment_steps(data, truth, runs, store.path, members)
     from ..evaluation.report import write_report
 
     report = write_report(phase2)
@@ -206,7 +206,7 @@ def run_demo(
         "pixel_ridge": pixels,
         "figures": figures[0].parent,
         "submission": zips["phase2"],
-        "second_run": second,
+        "ensemble_runs": members,
         "ensemble_submission": zips["ensemble"],
         "report": report,
         **pages,
@@ -248,7 +248,9 @@ def _adapt_step(
     return {"adapt": target}
 
 
-def _experiment_steps(data: Path, truth: Path, runs: Path, store: Path) -> dict[str, Path]:
+def _experiment_steps(
+    data: Path, truth: Path, runs: Path, store: Path, members: list[Path]
+) -> dict[str, Path]:
     """explore (faces vs places, checkable against the planted categories) and compare."""
     import pandas as pd
 
@@ -269,7 +271,7 @@ def _experiment_steps(data: Path, truth: Path, runs: Path, store: Path) -> dict[
         print(f"  planted category of the bottom 6: {', '.join(ranked[-6:])}")
     print("[demo] 11/11 compare phase 1, phase 2, pixel ridge and the ensemble on the test split")
     compared = compare_runs(
-        [runs / "phase1", phase2, runs / "pixel-ridge", [runs / "phase1", runs / "phase1-seed2"]],
+        [runs / "phase1", phase2, runs / "pixel-ridge", list(members)],
         phase2 / "compare",
         split="test",
         store=store,

@@ -45,21 +45,25 @@ class SampleIndex:
 
 def build_index(
     store: Store,
-    split: str,
+    split: str | Sequence[str],
     subjects: Sequence[str] | None = None,
     fraction: float = 1.0,
     seed: int = 0,
 ) -> SampleIndex:
-    """Samples of ``split`` ('train', 'val', 'testval', 'all') of the given subjects.
+    """Samples of ``split`` ('train', 'val', 'testval', 'all', or several) of the given subjects.
 
-    ``fraction`` < 1 keeps a seeded random subset of each subject's rows.
+    ``fraction`` < 1 keeps a seeded random subset of each subject's rows of
+    each split.
     """
     from .splits import subsample
 
+    splits = [split] if isinstance(split, str) else list(split)
     parts = []
     for name in subjects or store.names:
         info = store.subject(name)
-        rows = subsample(store.split_rows(name, split), fraction, seed, name)
+        rows = np.concatenate(
+            [subsample(store.split_rows(name, s), fraction, seed, name) for s in splits]
+        )
         parts.append((np.full(rows.size, info.index), rows, info.train_rows[rows]))
     return SampleIndex(*(np.concatenate(p).astype(np.int64) for p in zip(*parts)))
 

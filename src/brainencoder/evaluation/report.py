@@ -108,7 +108,7 @@ def _facts(run: Run, summary: dict) -> dict[str, str]:
         facts["encoder preset"] = str(config["encoder"])
     if model:
         facts["model overrides"] = json.dumps(model)
-    for key in ("lr", "batch_size", "epochs", "loss", "train_trunk"):
+    for key in ("lr", "batch_size", "epochs", "loss", "train_trunk", "train_on"):
         if key in config:
             facts[key] = json.dumps(config[key])
     facts["brainencoder"] = str(header.get("brainencoder_version", "?"))

@@ -68,6 +68,11 @@ class TrainConfig:
     train_fraction : float
         Train on a seeded random fraction of each subject's train split
         (learning curves); validation always uses the whole val split.
+    train_on : list of str
+        The store splits to train on: ``[train]``, or ``[train, val]`` for a
+        final fit on every image but the testval ones once the recipe is
+        chosen (no validation then: the model is the last epoch's, and
+        ``evaluate`` refuses the splits a run trained on).
     epochs, batch_size, grad_accum : int
         ``batch_size`` is the global batch of one optimizer step, split over
         ``grad_accum`` micro-batches and over DDP processes.
@@ -142,6 +147,7 @@ class TrainConfig:
     lora: dict[str, Any] | None = None
     trunk_bn_eval: bool = True
     train_fraction: float = 1.0
+    train_on: list[str] = field(default_factory=lambda: ["train"])
     epochs: int = 40
     batch_size: int = 512
     grad_accum: int = 1
@@ -221,6 +227,13 @@ class TrainConfig:
             raise ConfigError("'warmup_frac' must be in [0, 1) and 'min_lr_frac' in [0, 1]")
         if not 0 < self.train_fraction <= 1:
             raise ConfigError(f"'train_fraction' must be in (0, 1]; got {self.train_fraction}")
+        if self.train_on not in (["train"], ["train", "val"]):
+            raise ConfigError(f"'train_on' must be [train] or [train, val]; got {self.train_on}")
+        if not self.validates and self.early_stop_patience is not None:
+            raise ConfigError(
+                "'early_stop_patience' needs the val split, which 'train_on' trains on; "
+                "drop one of them"
+            )
         if self.amp not in _AMP:
             raise ConfigError(f"'amp' must be one of {set(_AMP)}; got {self.amp!r}")
         scale = self.crop_scale
@@ -249,6 +262,11 @@ class TrainConfig:
                 f"loss {self.loss['name']!r} does not decompose over samples, so gradient "
                 "accumulation would change it: set grad_accum: 1 (or use mse / smooth_l1)"
             )
+
+    @property
+    def validates(self) -> bool:
+        """Whether the val split is held out (and picks the best epoch)."""
+        return "val" not in self.train_on
 
     def lora_config(self) -> LoRAConfig | None:
         """The ``lora`` mapping as a checked :class:`~brainencoder.models.lora.LoRAConfig`."""

@@ -144,7 +144,10 @@ def train(
                     if stop_now:
                         return {"stopped_at_step": state.step}
             train_seconds = time.perf_counter() - epoch_start
-            metrics, value = _validate(s, config, epoch)
+            if config.validates:
+                metrics, value = _validate(s, config, epoch)
+            else:  # trained on the val split too: the model is the last epoch's
+                metrics, value = {}, float(epoch)
             if state.best is None or value > state.best:
                 state.best, state.best_epoch, state.epochs_since_best = value, epoch, 0
                 _save_best(s, config, metrics)
@@ -152,7 +155,8 @@ def train(
                 state.epochs_since_best += 1
             state.epoch, state.batch_in_epoch = epoch + 1, 0  # the epoch ends here
             timing = {"epoch_seconds": train_seconds, "data_wait_seconds": data_wait}
-            _log(s, {"step": state.step, "epoch": epoch, **metrics, "best": state.best, **timing})
+            best = {"best": state.best} if config.validates else {}
+            _log(s, {"step": state.step, "epoch": epoch, **metrics, **best, **timing})
             _checkpoint(s, config)
             patience = config.early_stop_patience
             if patience is not None and state.epochs_since_best >= patience:
@@ -165,7 +169,8 @@ def train(
         "epochs_run": state.epoch,
         "steps": state.step,
         "best_epoch": state.best_epoch,
-        config.val_metric: state.best,
+        config.val_metric: state.best if config.validates else None,
+        "trained_on": config.train_on,
         "stopped_early": stopped_early,
         "world_size": info.world_size,
         "device": str(s.device),
@@ -225,7 +230,8 @@ def _save_best(s: TrainSetup, config: TrainConfig, metrics: dict[str, float]) ->
     state = s.state
     if s.info.is_main:
         s.run.save_model(s.model, {"store_image_size": str(s.store.image_size)})
-        best = {"epoch": state.best_epoch, "step": state.step, config.val_metric: state.best}
+        value = state.best if config.validates else None  # no val score when trained on val
+        best = {"epoch": state.best_epoch, "step": state.step, config.val_metric: value}
         s.run.write_json("best.json", {**best, **metrics})
 
 

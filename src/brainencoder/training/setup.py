@@ -80,7 +80,9 @@ def setup_training(
     ckpt = run.latest_checkpoint() if resume else None
     model, n_trainable = prepare_model(config, store, info, device, ckpt)
 
-    train_index = build_index(store, "train", fraction=config.train_fraction, seed=config.seed)
+    train_index = build_index(
+        store, config.train_on, fraction=config.train_fraction, seed=config.seed
+    )
     batches = StoreBatches(store, train_index)
     cache = open_cache(config, model, store, train_index, info, device, progress)
     trained: nn.Module = model.readout if cache is not None else model
