@@ -8,8 +8,12 @@ import numpy as np
 import pytest
 
 from brainencoder.data.loader import build_index
+from brainencoder.evaluation.compare import compare_runs
 from brainencoder.evaluation.evaluate import evaluate_run
+from brainencoder.runs.ensemble import val_weights
+from brainencoder.runs.load import load_model
 from brainencoder.runs.run import Run
+from brainencoder.runs.soup import soup_runs
 from brainencoder.training.config import load_config
 from brainencoder.training.loop import train
 from brainencoder.util.errors import ConfigError, DataError
@@ -40,7 +44,16 @@ def test_training_on_train_and_val_uses_both_and_keeps_the_last_epoch(store, tmp
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert not any(k.startswith("val/") for r in records for k in r)  # nothing to validate on
     assert Run(run).config["train_on"] == ["train", "val"]
-    with pytest.raises(DataError, match="trained on the val images .* evaluate it on testval"):
+    refused = "trained on the val images .* use a run trained on train only, or the testval"
+    with pytest.raises(DataError, match=refused):
         evaluate_run(run, "val")
     table = evaluate_run(run, "testval")  # still held out
     assert np.isfinite(table["value"]).all()
+    # every other command that scores, weights or selects on val refuses it too, before any work
+    with pytest.raises(DataError, match=refused):
+        compare_runs([run, run], tmp_path / "compare", split="val")
+    with pytest.raises(DataError, match=refused):
+        soup_runs([run, run], tmp_path / "soup")
+    with pytest.raises(DataError, match=refused):
+        val_weights([load_model(run)] * 2, [run, run])
+    assert not (tmp_path / "compare").exists() and not (tmp_path / "soup").exists()

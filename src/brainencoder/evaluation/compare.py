@@ -96,7 +96,7 @@ def compare_runs(
     """
     import pandas as pd
 
-    from ..runs.load import read_files
+    from ..runs.load import check_held_out, read_files
     from ..runs.run import Run
 
     if len(runs) < 2:
@@ -109,6 +109,7 @@ def compare_runs(
     for path in (p for parts in members for p in parts):
         if path.is_dir():  # as evaluate: a run's numbers on another store would be wrong
             Run(path).check_store(store)
+        check_held_out(path, split)
     names, models = _load_runs(members)
     for label, model in zip(names, models):
         model.space.check_subjects_match(store.space, f"{label} vs {store.path}")

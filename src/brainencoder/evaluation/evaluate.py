@@ -12,7 +12,7 @@ from ..core.metrics import StreamingStats, aggregate, noise_normalized_score
 from ..data.layout import HEMIS, read_layout
 from ..data.store import Store
 from ..inference.store import predict_store_rows
-from ..runs.load import load_model
+from ..runs.load import check_held_out, load_model
 from ..runs.run import Run
 from ..util.errors import DataError
 from ..util.fileio import atomic_path
@@ -112,18 +112,6 @@ def _layout(store: Store, seen: dict[Path, Any]) -> Any:
     return seen[store.path]
 
 
-def _check_held_out(run_dir: Path, split: str) -> None:
-    """Refuse scoring a run on a held-out split it trained on (``train_on: [train, val]``)."""
-    if split not in ("val", "testval") or not run_dir.is_dir():
-        return
-    trained = Run(run_dir).config.get("train_on", ["train"])
-    if isinstance(trained, list) and split in trained:
-        raise DataError(
-            f"{run_dir} trained on the {split} images (train_on: {trained}), so its {split} "
-            "score would not be held out; evaluate it on testval or test"
-        )
-
-
 def evaluate_run(
     run_dir: str | Path,
     split: str = "testval",
@@ -162,7 +150,7 @@ def evaluate_run(
         store = Store(store)
     if store is None and not run_dir.is_dir():
         raise DataError(f"{run_dir}: a model file records no store; pass --store STORE")
-    _check_held_out(run_dir, split)
+    check_held_out(run_dir, split)
     model = load_model(run_dir)
     if store is not None:
         model.space.check_subjects_match(store.space, str(store.path))  # a subset is fine

@@ -11,6 +11,7 @@ from ..core.metrics import StreamingStats
 from ..data.store import Store
 from ..inference.store import predict_store_rows
 from ..util.errors import DataError
+from .load import check_held_out
 from .run import Run
 
 __all__ = ["EnsembleModel", "val_weights"]
@@ -31,6 +32,8 @@ def val_weights(
     -------
     list (one per model) of dict of str to ndarray of shape (n_lh + n_rh,)
     """
+    for run in run_dirs:
+        check_held_out(run, "val")
     if not isinstance(store, Store):
         store = Store(store if store is not None else Run(run_dirs[0]).store_path())
     raw = []

@@ -98,7 +98,7 @@ def soup_runs(
     """
     from ..inference.store import split_stats, summarize_stats
     from ..models.encoder import Encoder
-    from .load import load_model
+    from .load import check_held_out, load_model
     from .run import Run
 
     runs = [Path(r) for r in runs]
@@ -110,6 +110,7 @@ def soup_runs(
     for run in runs:
         if run.is_dir():
             Run(run).check_store(store)
+        check_held_out(run, "val")  # the ingredients are scored on val
     models = [load_model(r) for r in runs]
     if not all(isinstance(m, Encoder) for m in models):
         raise ConfigError("soups average encoders; ridge runs have no weights to average")
