@@ -276,3 +276,21 @@ def test_point_gaussian_pooling_is_the_normalized_2d_gaussian(surround):
         pool = pool - readout.surround_weight[0][:, None] * wide
     expected = fmap.flatten(2) @ (pool * scale[:, None]).t()
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.numerics
+def test_point_bilinear_reading_is_grid_sample():
+    """The tent-function matrix reads as ``grid_sample`` (bilinear, zero padding) does.
+
+    Positions anywhere on the map, near its border included; in float64 the
+    two forms agree to rounding (1e-12).
+    """
+    readout = _point(sampling="bilinear", n_vertices=7).double()
+    with torch.no_grad():
+        readout.positions.uniform_(-0.15, 0.15)  # x speed 20: tanh covers (-1, 1)
+    fmap = torch.randn(3, 2, 5, 6, dtype=torch.float64)
+    scale = torch.rand(7, dtype=torch.float64)
+    got = readout.sample(fmap, 0, scale)
+    grid = readout.position(0)[None, :, None, :].expand(3, -1, -1, -1)
+    expected = F.grid_sample(fmap, grid, mode="bilinear", align_corners=False)[..., 0] * scale
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)

@@ -21,7 +21,8 @@ from conftest import TINY_TRAIN
 
 
 def test_train_on_is_checked_before_any_work():
-    with pytest.raises(ConfigError, match=r"'train_on' must be \[train\] or \[train, val\]"):
+    allowed = r"'train_on' must be \[train\], \[train, val\] or \[train, val, testval\]"
+    with pytest.raises(ConfigError, match=allowed):
         load_config(None, [*TINY_TRAIN, "train_on=[val]"])
     with pytest.raises(ConfigError, match="'early_stop_patience' needs the val split"):
         load_config(None, [*TINY_TRAIN, "train_on=[train, val]", "early_stop_patience=2"])
@@ -57,3 +58,13 @@ def test_training_on_train_and_val_uses_both_and_keeps_the_last_epoch(store, tmp
     with pytest.raises(DataError, match=refused):
         val_weights([load_model(run)] * 2, [run, run])
     assert not (tmp_path / "compare").exists() and not (tmp_path / "soup").exists()
+
+
+def test_training_on_every_image_leaves_only_the_test_set(store, tmp_path):
+    run = tmp_path / "run"
+    config = load_config(None, [*TINY_TRAIN, "train_on=[train, val, testval]"])
+    train(config, store.path, run)
+    with pytest.raises(DataError, match="trained on the testval images"):
+        evaluate_run(run, "testval")
+    with pytest.raises(DataError, match="trained on the val images"):
+        evaluate_run(run, "val")

@@ -1,7 +1,7 @@
 """The end-to-end demo on the embedded synthetic dataset (``brainencoder demo``).
 
 synth -> validate -> prepare -> train phase 1 (feature cache) -> train phase 2
--> pixel-ridge reference -> evaluate (testval, and test vs the planted truth)
+-> pixel-ridge reference -> evaluate (the test set, against the planted truth)
 -> figures -> submission zips (single model and a three-run ensemble), scored
 against the truth -> adapt the phase-1 model to a held-out subject from 100
 images, next to a ridge on the same images -> explore: which test images drive
@@ -154,18 +154,16 @@ def run_demo(
         spec = FeatureSpec(kind="pixels", pca_components=min(100, n_images // 2))
         fit_ridge_baseline(store, pixels, spec, overwrite=True)
 
-    print("[demo] 7/11 evaluating (noise ceilings and test responses from the planted truth)")
+    print("[demo] 7/11 evaluating on the test set (test responses and noise ceilings planted)")
     tables = {}
-    for run in (phase1, phase2, pixels):
-        for split in ("testval", "test"):
-            tables[run.name, split] = evaluate_run(run, split, store, noise_ceiling=truth)
+    for run in (phase1, phase2, pixels):  # the encoders trained on every training image
+        tables[run.name] = evaluate_run(run, "test", store, noise_ceiling=truth)
     figures = plot_run(phase2, "test")
-    print("\nnoise-normalized score (%), mean over vertices:")
-    print(f"{'subject':<9} {'split':<8} {'phase 1':>8} {'phase 2':>8} {'pixel ridge':>12}")
-    for split in ("testval", "test"):
-        for name in [*store.names, "all"]:
-            vals = [_score_row(tables[r, split], name) for r in ("phase1", "phase2", "pixel-ridge")]
-            print(f"{name:<9} {split:<8} {vals[0]:8.2f} {vals[1]:8.2f} {vals[2]:12.2f}")
+    print("\nnoise-normalized score (%) on the test set, mean over vertices:")
+    print(f"{'subject':<9} {'phase 1':>8} {'phase 2':>8} {'pixel ridge':>12}")
+    for name in [*store.names, "all"]:
+        vals = [_score_row(tables[r], name) for r in ("phase1", "phase2", "pixel-ridge")]
+        print(f"{name:<9} {vals[0]:8.2f} {vals[1]:8.2f} {vals[2]:12.2f}")
 
     print("\n[demo] 8/11 submissions (validated, scored against the synthetic truth)")
     layout = read_layout(data, group)

@@ -26,6 +26,7 @@ from .losses import create_loss, validate_loss
 __all__ = ["TrainConfig", "load_config", "parse_overrides"]
 
 _AMP = ("auto", "none", "bf16", "fp16")
+_TRAIN_ON = (["train"], ["train", "val"], ["train", "val", "testval"])  # what train_on may be
 _VAL_METRIC = re.compile(r"^val/((r2|pearson)_(median|mean)|subj\d+/(r2|pearson)_median)$")
 
 
@@ -69,10 +70,11 @@ class TrainConfig:
         Train on a seeded random fraction of each subject's train split
         (learning curves); validation always uses the whole val split.
     train_on : list of str
-        The store splits to train on: ``[train]``, or ``[train, val]`` for a
-        final fit on every image but the testval ones once the recipe is
-        chosen (no validation then: the model is the last epoch's, and
-        ``evaluate`` refuses the splits a run trained on).
+        The store splits to train on: ``[train]``; ``[train, val]`` for a final
+        fit once the recipe is chosen, or ``[train, val, testval]`` for one on
+        every image with responses (no validation then: the model is the last
+        epoch's, and the commands that score on a split refuse the ones a run
+        trained on).
     epochs, batch_size, grad_accum : int
         ``batch_size`` is the global batch of one optimizer step, split over
         ``grad_accum`` micro-batches and over DDP processes.
@@ -227,8 +229,11 @@ class TrainConfig:
             raise ConfigError("'warmup_frac' must be in [0, 1) and 'min_lr_frac' in [0, 1]")
         if not 0 < self.train_fraction <= 1:
             raise ConfigError(f"'train_fraction' must be in (0, 1]; got {self.train_fraction}")
-        if self.train_on not in (["train"], ["train", "val"]):
-            raise ConfigError(f"'train_on' must be [train] or [train, val]; got {self.train_on}")
+        if self.train_on not in _TRAIN_ON:
+            raise ConfigError(
+                "'train_on' must be [train], [train, val] or [train, val, testval]; "
+                f"got {self.train_on}"
+            )
         if not self.validates and self.early_stop_patience is not None:
             raise ConfigError(
                 "'early_stop_patience' needs the val split, which 'train_on' trains on; "
