@@ -59,7 +59,7 @@ READOUTS = {
         *PINNED,
     ],
     "grouplin_seq": GROUPLIN_SEQ,  # the demo's readout until it moved to point
-    "point": ["model.readout={name: point, channels: 32}", "lr=1e-2", *PINNED],
+    "point": ["model.readout={name: point, channels: 32, max_grid: 0}", "lr=1e-2", *PINNED],
     "roi_query": [
         "model.readout={name: roi_query, dim: 64, queries_per_region: 8}",
         "lr=5e-3",

@@ -13,8 +13,8 @@ their mean. Reported per recipe, all measured in this one run:
   test responses are noisy);
 * train s: the training loop's wall time (feature caching excluded: one cache
   per trunk serves every recipe), summed over an ensemble's members, mean over
-  seeds, and its ratios to `point`'s and to `point` as filed (its earlier
-  forward pass, benchmarks/point_as_filed.py);
+  seeds, and its ratios to `point` with 32 channels and 14 x 14 maps (p14) and
+  to `point` as filed (its earlier forward pass, benchmarks/point_as_filed.py);
 * step s: one training step (forward, backward, AdamW) of the readout alone at
   the demo's shape (batch 64; the tiny encoder's three maps at 112 px: 64 x 28 x
   28, 128 x 14 x 14, 256 x 7 x 7; the demo's 2,400 group vertices, 3 subjects),
@@ -46,7 +46,10 @@ from brainencoder.training.loop import train
 from brainencoder.training.losses import masked_mse
 from readouts import GROUPLIN_SEQ, test_score
 
-POINT = "name: point, channels: 32"
+# readouts are pinned whole: an override naming configs/demo.yaml's readout (point) merges
+# into its options, so a row that leaves max_grid out would inherit the demo's
+POINT = "name: point, channels: 32, max_grid: 0"  # the full maps
+P14 = "name: point, channels: 32, max_grid: 14"
 SMALL = "name: point, channels: 16, max_grid: 14"  # the demo's readout
 LR = "lr=1e-2"
 OLD_WD = "weight_decay=0.5"  # configs/demo.yaml's until the 16-channel recipe
@@ -67,36 +70,30 @@ class Recipe:
     members: int = 1
 
 
+def _p14(options: str = "", *more: str) -> Recipe:
+    """``point`` with 32 channels and maps pooled to 14 x 14, plus ``options``."""
+    return Recipe((f"model.readout={{{P14}{options}}}", *more, LR, OLD_WD))
+
+
 RECIPES = {
     "grouplin_seq (the old demo's)": Recipe(tuple(GROUPLIN_SEQ)),
-    "point": Recipe((f"model.readout={{{POINT}}}", LR, OLD_WD)),
-    "point as filed (earlier forward pass)": Recipe(
-        ("model.readout={name: point_as_filed, channels: 32}", LR, OLD_WD)
+    "point as filed (32 ch, full maps)": Recipe(
+        ("model.readout={name: point_as_filed, channels: 32, max_grid: 0}", LR, OLD_WD)
     ),
-    "point, maps pooled to 14x14": Recipe((f"model.readout={{{POINT}, max_grid: 14}}", LR, OLD_WD)),
-    "point, maps pooled to 7x7": Recipe((f"model.readout={{{POINT}, max_grid: 7}}", LR, OLD_WD)),
-    "point, softplus output": Recipe((f"model.readout={{{POINT}, output: softplus}}", LR, OLD_WD)),
-    "point, centre-surround": Recipe((f"model.readout={{{POINT}, surround: true}}", LR, OLD_WD)),
-    "point, shared rank 8": Recipe((f"model.readout={{{POINT}, shared_rank: 8}}", LR, OLD_WD)),
-    "point, softplus + shared rank 8": Recipe(
-        (f"model.readout={{{POINT}, output: softplus, shared_rank: 8}}", LR, OLD_WD)
+    "point, 32 ch, full maps": Recipe((f"model.readout={{{POINT}}}", LR, OLD_WD)),
+    "point as filed (32 ch, 14x14)": Recipe(
+        ("model.readout={name: point_as_filed, channels: 32, max_grid: 14}", LR, OLD_WD)
     ),
-    "point + stem layer, 14x14": Recipe(
-        (
-            f"model.readout={{{POINT}, max_grid: 14}}",
-            "model.layers=[act1, layer1, layer2, layer3]",
-            LR,
-            OLD_WD,
-        )
+    "point, 32 ch, 14x14": _p14(),
+    "point, 32 ch, 7x7": Recipe(
+        ("model.readout={name: point, channels: 32, max_grid: 7}", LR, OLD_WD)
     ),
-    "point, all four": Recipe(
-        (
-            f"model.readout={{{POINT}, max_grid: 14, output: softplus, surround: true, "
-            "shared_rank: 8}",
-            LR,
-            OLD_WD,
-        )
-    ),
+    "  14x14, softplus output": _p14(", output: softplus"),
+    "  14x14, centre-surround": _p14(", surround: true"),
+    "  14x14, shared rank 8": _p14(", shared_rank: 8"),
+    "  14x14, softplus + shared rank 8": _p14(", output: softplus, shared_rank: 8"),
+    "  14x14 + stem layer": _p14("", "model.layers=[act1, layer1, layer2, layer3]"),
+    "  14x14, all four": _p14(", output: softplus, surround: true, shared_rank: 8"),
     "point, 16 ch, 14x14": Recipe((f"model.readout={{{SMALL}}}", LR, OLD_WD)),
     "point, 16 ch, 14x14, wd 2": Recipe((f"model.readout={{{SMALL}}}", LR, "weight_decay=2.0")),
     "  the same, 40 epochs": Recipe(
@@ -126,8 +123,8 @@ STEM = (64, 56, 56)  # the ResNet stem (act1) at 112 px, for recipes that read i
 
 
 BASE = "grouplin_seq (the old demo's)"
-POINT_ROW = "point"
-FILED_ROW = "point as filed (earlier forward pass)"
+POINT_ROW = "point, 32 ch, 14x14"
+FILED_ROW = "point as filed (32 ch, full maps)"
 
 
 def _readout_options(overrides: tuple[str, ...]) -> dict:
@@ -227,7 +224,7 @@ def main(argv: list[str] | None = None) -> dict:
     bases = [np.mean(seconds[r]) if r in seconds else None for r in (POINT_ROW, FILED_ROW)]
     print(f"\ntest score (%) over seeds {args.seeds}; times on {torch.get_num_threads()} threads")
     print(
-        f"| {'recipe':<42} | {'test score':>14} | {'train s':>7} | {'/ point':>7} "
+        f"| {'recipe':<42} | {'test score':>14} | {'train s':>7} | {'/ p14':>7} "
         f"| {'/ as filed':>10} | {'step s':>6} | {'step / grouplin_seq':>19} |"
     )
     for name in recipes:

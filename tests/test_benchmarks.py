@@ -51,7 +51,7 @@ def test_recipes_runs_in_reduced_mode(capsys, monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     only = [
         "grouplin_seq (the old demo's)",
-        "point, softplus + shared rank 8",
+        "  14x14, softplus + shared rank 8",
         "  the same, ensemble of 3 seeds",
     ]
     result = _load("recipes").main(["--reduced", "--only", *only])

@@ -42,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
     outputs = run_demo(args.out, seed=args.seed)
     print("[demo] outputs:")
     for name, path in outputs.items():
-        print(f"  {name:<12} {path}")
+        shown = ", ".join(map(str, path)) if isinstance(path, list) else path
+        print(f"  {name:<13} {shown}")
     return 0
 
 

@@ -268,10 +268,15 @@ class PointReadout(Readout):
                 pooled.append(fmap.mean((2, 3)))
             maps.append(fmap.flatten(2))
             pools.append(self.pooling(layer, *fmap.shape[-2:], select[:, layer].to(x.dtype)))
-        # every layer's positions side by side: one (B*D, positions) x (positions, V) product
-        mixed = self.dropout(torch.cat(maps, 2) @ torch.cat(pools, 1).t())  # (B, D, V)
-        # a broadcast product and sum: einsum's batched form loops over the vertices on CPU
-        out = (mixed * self.weight.t().to(mixed.dtype)).sum(1) + self.bias
+        # every layer's positions side by side, read by one (V, positions) x (positions, B*D)
+        # product; vertices are its rows and each vertex's channels are summed innermost, so
+        # a vertex's prediction does not depend on how many vertices there are (adapt adds
+        # some and must leave the others bit-identical)
+        fmaps = torch.cat(maps, 2)  # (B, D, positions)
+        b, d = fmaps.shape[:2]
+        reads = torch.cat(pools, 1) @ fmaps.permute(2, 0, 1).reshape(-1, b * d)  # (V, B*D)
+        mixed = self.dropout(reads.view(-1, b, d).transpose(0, 1))  # (B, V, D)
+        out = (mixed * self.weight.to(mixed.dtype)).sum(-1) + self.bias
         if self.shared_in is not None:  # image-global factors shared by every vertex
             factors = self.shared_in(torch.cat(pooled, 1))
             out = out + factors @ self.shared_out.to(factors.dtype).t()
