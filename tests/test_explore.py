@@ -28,7 +28,7 @@ def category_run(tmp_path_factory):
     store = prepare_store(data, root / "store", image_size=128, progress=False)
     # the demo encoder with 32 channels: on this small dataset the demo's 16 put 2 of 6 faces
     # on top (32: 4 of 6; one seed), a measured cost of the cheaper readout in a small ROI;
-    # the demo's own data put 6 of 6 (docs/performance.md)
+    # the demo's own data put 5 of 6 (docs/performance.md)
     demo = load_config("configs/demo.yaml", ["model.readout.channels=32"])
     train(demo, store.path, root / "run")
     return data, root / "run"
