@@ -146,16 +146,17 @@ def train(
             train_seconds = time.perf_counter() - epoch_start
             if config.validates:
                 metrics, value = _validate(s, config, epoch)
-            else:  # trained on the val split too: the model is the last epoch's
-                metrics, value = {}, float(epoch)
-            if state.best is None or value > state.best:
+                improved = state.best is None or value > state.best
+            else:  # trained on the val split too: nothing to select on, the last epoch is kept
+                metrics, value, improved = {}, None, True
+            if improved:
                 state.best, state.best_epoch, state.epochs_since_best = value, epoch, 0
                 _save_best(s, config, metrics)
             else:
                 state.epochs_since_best += 1
             state.epoch, state.batch_in_epoch = epoch + 1, 0  # the epoch ends here
             timing = {"epoch_seconds": train_seconds, "data_wait_seconds": data_wait}
-            best = {"best": state.best} if config.validates else {}
+            best = {} if state.best is None else {"best": state.best}
             _log(s, {"step": state.step, "epoch": epoch, **metrics, **best, **timing})
             _checkpoint(s, config)
             patience = config.early_stop_patience
@@ -169,7 +170,7 @@ def train(
         "epochs_run": state.epoch,
         "steps": state.step,
         "best_epoch": state.best_epoch,
-        config.val_metric: state.best if config.validates else None,
+        config.val_metric: state.best,
         "trained_on": config.train_on,
         "stopped_early": stopped_early,
         "world_size": info.world_size,
@@ -230,8 +231,7 @@ def _save_best(s: TrainSetup, config: TrainConfig, metrics: dict[str, float]) ->
     state = s.state
     if s.info.is_main:
         s.run.save_model(s.model, {"store_image_size": str(s.store.image_size)})
-        value = state.best if config.validates else None  # no val score when trained on val
-        best = {"epoch": state.best_epoch, "step": state.step, config.val_metric: value}
+        best = {"epoch": state.best_epoch, "step": state.step, config.val_metric: state.best}
         s.run.write_json("best.json", {**best, **metrics})
 
 

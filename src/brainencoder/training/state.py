@@ -36,9 +36,9 @@ class TrainState:
     step : int
         Optimizer steps taken.
     best : float or None
-        Best validation score so far.
+        Best validation score so far (None for a run that trains on val).
     best_epoch : int or None
-        The epoch that scored it.
+        The epoch that scored it (the last one, for a run that trains on val).
     epochs_since_best : int
         Epochs validated since then (early stopping).
     """
