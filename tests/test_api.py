@@ -74,8 +74,10 @@ def test_errors_are_the_commands(run, tmp_path):
     model = be.load(run.path)
     with pytest.raises(DataError, match="unknown subject 'subj09'; the model has subj01"):
         model.predict(np.zeros((1, 8, 8, 3), np.uint8), "subj09")
-    with pytest.raises(DataError, match=r"must be uint8 RGB .* got float64"):
-        model.predict([np.zeros((8, 8, 3))], "subj01")
+    with pytest.raises(DataError, match=r"image 0: float image with values in \[255, 255\]"):
+        model.predict([np.full((8, 8, 3), 255.0)], "subj01")  # floats mean [0, 1]
+    with pytest.raises(DataError, match=r"must be uint8 RGB .* got int64"):
+        model.predict([np.zeros((8, 8, 3), np.int64)], "subj01")
     with pytest.raises(DataError, match=r"channels first\? use array.transpose"):
         model.predict(np.zeros((1, 3, 8, 8), np.uint8), "subj01")
     with pytest.raises(DataError, match="no such run folder or model file"):

@@ -132,11 +132,10 @@ def test_adapt_never_touches_the_subjects_test_val_rows(store, tiny_run, tmp_pat
     from brainencoder.data.store import Store
     from brainencoder.experiments.adapt import AdaptConfig, adapt, choose_rows
 
-    subject = "subj01"
+    subject = "subj01"  # neither its val nor its testval rows: evaluate scores them
     testval = set(store.split_rows(subject, "testval").tolist())
-    pool = set(store.split_rows(subject, "train").tolist()) | set(
-        store.split_rows(subject, "val").tolist()
-    )
+    testval |= set(store.split_rows(subject, "val").tolist())
+    pool = set(store.split_rows(subject, "train").tolist())
     assert testval and not testval & pool
     for seed in range(4):
         for n in (10, len(pool) // 2, None):

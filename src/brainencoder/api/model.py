@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ..data.images import images_to_uint8
 from ..data.sources import as_image_source
 from ..runs.load import load_model
 from ..runs.run import Run
@@ -66,12 +67,18 @@ class Model:
 
         Parameters
         ----------
-        images : PIL image(s), ndarray of uint8 (N, H, W, 3), path(s), folder or array file
+        images : PIL image(s), array or torch tensor (N, H, W, 3), path(s), folder or array file
             Any size and mode; each image is converted and resized exactly as
-            ``brainencoder predict`` does with files.
+            ``brainencoder predict`` does with files. Arrays and tensors (on
+            any device) hold one image (H, W, 3) or a batch (N, H, W, 3), or
+            come as a list of images, channels last: uint8 (0-255), or float
+            in [0, 1] (values within [-0.2, 1.2] are clipped to it, others
+            refused; :func:`~brainencoder.data.images.float_to_uint8`), so a
+            float image ``x`` predicts as ``uint8 round(255 * x)`` does.
         subject : str
             One of :attr:`subjects`.
         batch_size : int, default=32
+            Images per batch: a positive integer.
         workers : int or None, default=0
             Decoding threads (None: one per CPU).
 
@@ -80,19 +87,28 @@ class Model:
         Prediction
             ``.lh``, ``.rh`` of shape (N, n_vertices_hemi); ``.to_fsaverage()``, ``.roi(name)``.
 
+        Raises
+        ------
+        DataError
+            For an unknown subject, or images that cannot be read faithfully
+            (naming the image).
+        ConfigError
+            If ``batch_size`` is not a positive integer, before any image is read.
+
         Examples
         --------
         >>> import brainencoder as be                            # doctest: +SKIP
         >>> model = be.load("runs/phase2")                       # doctest: +SKIP
         >>> pred = model.predict("my_images/", subject="subj01") # doctest: +SKIP
         """
-        from ..inference.images import predict_images
+        from ..inference.images import check_batch_size, predict_images
 
         if subject not in self.subjects:
             raise DataError(
                 f"unknown subject {subject!r}; the model has {', '.join(self.subjects)}"
             )
-        source = as_image_source(images)
+        batch_size = check_batch_size(batch_size)
+        source = as_image_source(images_to_uint8(images))
         if len(source) == 0:
             raise DataError("no images to predict")
         out = predict_images(self.model, source, subject, batch_size, False, workers)
@@ -140,5 +156,6 @@ def load(path: str | Path, *more: str | Path) -> Model:
     models = [load_model(p) for p in paths]
     if len(models) == 1:
         return Model(models[0], paths[0])
-    names = "+".join(p.name for p in paths)
-    return Model(EnsembleModel(models, name=f"ensemble({names})"), paths[0])
+    labels = [p.name for p in paths]
+    ensemble = EnsembleModel(models, name=f"ensemble({'+'.join(labels)})", labels=labels)
+    return Model(ensemble, paths[0])

@@ -9,9 +9,16 @@ from typing import Any
 import numpy as np
 
 from ..core.space import HEMIS, GroupSpace
-from ..util.errors import DataError
+from ..util.errors import DataError, printable
 
-__all__ = ["Prediction"]
+__all__ = ["HemiError", "Prediction"]
+
+
+class HemiError(DataError, KeyError):
+    """``pred[key]`` with a key that is no hemisphere (a KeyError too, as for a mapping)."""
+
+    def __str__(self) -> str:  # one line, not KeyError's quoted repr
+        return printable(str(self.args[0]) if self.args else "")
 
 
 @dataclass
@@ -46,8 +53,9 @@ class Prediction:
         return int(self.lh.shape[0])
 
     def __getitem__(self, hemi: str) -> np.ndarray:
-        if hemi not in HEMIS:
-            raise KeyError(f"hemi must be one of {HEMIS}; got {hemi!r}")
+        if not isinstance(hemi, str) or hemi not in HEMIS:
+            rows = " (an image's row: pred.lh[i], pred.rh[i])" if not isinstance(hemi, str) else ""
+            raise HemiError(f"pred[{hemi!r}]: the keys are 'lh' and 'rh'{rows}")
         return self.lh if hemi == "lh" else self.rh
 
     def both(self) -> np.ndarray:
@@ -76,7 +84,7 @@ class Prediction:
         Parameters
         ----------
         image : int or "mean", default="mean"
-            Which image's prediction to draw.
+            Which image's prediction to draw: ``0 .. N - 1`` (negative: from the end).
         title : str, optional
         output_file : path, optional
             Also save the figure there (PNG).
@@ -89,10 +97,17 @@ class Prediction:
         matplotlib.figure.Figure
             Inflated (posterior view) and flat maps of both hemispheres on
             fsaverage5; shown inline in a notebook.
+
+        Raises
+        ------
+        DataError
+            For an image index out of range or neither an integer nor "mean".
         """
         from ..evaluation.plotting import fsaverage_to_fsaverage5, plot_surface_map
 
-        pick = (lambda a: a.mean(0)) if image == "mean" else (lambda a: a[int(image)])
+        if not (isinstance(image, str) and image == "mean"):
+            image = self._image_index(image)
+        pick = (lambda a: a.mean(0)) if image == "mean" else (lambda a: a[image])
         maps = {
             h: fsaverage_to_fsaverage5(self.space.to_fsaverage(self.subject, h, pick(self[h])), h)
             for h in HEMIS
@@ -105,6 +120,19 @@ class Prediction:
             output_file=output_file,
             **options,
         )
+
+    def _image_index(self, image: Any) -> int:
+        """``image`` as an index in ``0 .. N - 1`` (negative counts from the end)."""
+        n = len(self)
+        valid = f"0..{n - 1} for its {n} images" if n else "none: it holds no image"
+        if isinstance(image, (bool, np.bool_)) or not isinstance(image, (int, np.integer)):
+            raise DataError(f"image {image!r}: expected an image index ({valid}) or 'mean'")
+        if not -n <= int(image) < n:
+            raise DataError(
+                f"image {int(image)} is out of range for this prediction of {self.subject}: "
+                f"valid indices are {valid} (negative ones count from the end), or 'mean'"
+            )
+        return int(image) % n
 
     def roi(self, name: str, data: str | Path | None = None) -> np.ndarray:
         """The predictions at the vertices of ROI ``name`` (both hemispheres).
@@ -124,12 +152,18 @@ class Prediction:
         Raises
         ------
         DataError
-            For an unknown name (listing the valid ones), or when no ROI files are known.
+            For an unknown name (listing the valid ones), when no ROI files are
+            known, or when the subject's vertices in ``data`` are not the model's.
         """
         return self.both()[:, self.roi_mask(name, data)]
 
     def roi_mask(self, name: str, data: str | Path | None = None) -> np.ndarray:
-        """Boolean mask over the subject's columns (lh then rh) of ROI ``name``."""
+        """Boolean mask over the subject's columns (lh then rh) of ROI ``name``.
+
+        ``data``'s ``all-vertices`` masks of the subject must select the very
+        fsaverage vertices of the model's (equal counts are not enough): its ROI
+        labels would otherwise pick other vertices' columns.
+        """
         from ..data.layout import read_layout
         from ..experiments.explore import roi_columns
 
@@ -140,6 +174,15 @@ class Prediction:
                 "the challenge-layout folder holding the subject's roi_masks"
             )
         layout = read_layout(root, [self.subject])
+        subj = layout[self.subject]
+        for h in HEMIS:
+            diff = self.space.vertex_difference(self.subject, h, subj.masks[h])
+            if diff is not None:
+                raise DataError(
+                    f"{subj.roi_dir / f'{h}.all-vertices_fsaverage_space.npy'}: {self.subject} "
+                    f"{h}: these are not the model's vertices, so its ROI labels would pick other "
+                    f"columns: {diff}; pass data= the folder the model was trained on"
+                )
         return roi_columns(layout, self.subject, name)
 
     def as_dict(self) -> dict[str, Any]:

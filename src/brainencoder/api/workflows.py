@@ -117,8 +117,8 @@ def evaluate(run: str | Path, split: str = "testval", **options: Any):
     run : path
     split : {"val", "testval", "train", "all", "test"}, default="testval"
     **options
-        ``store``, ``noise_ceiling``, ``out_dir`` (see
-        :func:`brainencoder.evaluation.evaluate.evaluate_run`).
+        ``store``, ``noise_ceiling``, ``out_dir`` (needed for a model file),
+        ``trust_splits`` (see :func:`brainencoder.evaluation.evaluate.evaluate_run`).
 
     Returns
     -------

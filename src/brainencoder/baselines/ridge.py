@@ -23,10 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.splits import SPLIT_NAMES, subsample
 from ..data.store import Store
 from ..models.extractor import FeatureExtractor, FeatureSpec
 from ..models.ridge import RidgeModel
 from ..models.solvers import RIDGE_SOLVERS, ridge_cv
+from ..runs.provenance import training_record
 from ..runs.run import Run
 
 __all__ = [
@@ -117,8 +119,6 @@ def fit_ridge_baseline(
     alphas = np.logspace(-2, 6, 17) if alphas is None else np.asarray(alphas, dtype=np.float64)
     Run.check_target(out, [store.path], overwrite, kind="ridge")
     extractor = FeatureExtractor(spec)
-    from ..data.splits import subsample
-
     rows_by_subject = {
         n: subsample(store.split_rows(n, split), train_fraction, seed, n) for n in store.names
     }
@@ -155,6 +155,9 @@ def fit_ridge_baseline(
             "median_alpha": float(np.median(fits[name].alphas)),
         }
     model = RidgeModel(extractor, store.space, fits, store.image_size)
+    model.training_record = training_record(
+        store, store.names, SPLIT_NAMES if split == "all" else [split]
+    )
     settings = {
         "features": dataclasses.asdict(spec),
         "solver": solver,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .options import add_out, add_plugin, add_store, load_plugins
+from .options import add_out, add_plugin, add_store, add_trust_splits, load_plugins
 from .types import positive_int
 
 __all__ = ["add_parser", "run"]
@@ -30,6 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="also compare the mean prediction of these runs (repeatable)",
     )
     p.add_argument("--n-boot", type=positive_int, default=200, help="bootstrap resamples")
+    add_trust_splits(p)
     add_plugin(p)
     return p
 
@@ -47,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
         args.store,
         args.noise_ceiling,
         args.n_boot,
+        trust_splits=args.trust_splits,
     )
     for name, path in outputs.items():
         print(f"  {name:<6} {path}")

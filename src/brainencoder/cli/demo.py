@@ -229,7 +229,8 @@ def _adapt_step(
     from ..runs.run import Run
 
     subject = held_out[0]
-    n_images = min(100, int(0.9 * len(read_layout(data, [subject])[subject].train_images)))
+    # adapt draws from the train split (85% of the images), never from val or testval
+    n_images = min(100, int(0.8 * len(read_layout(data, [subject])[subject].train_images)))
     target = out / "runs" / f"adapt-{subject}"
     print(f"\n[demo] 9/11 adapt: add {subject} (held out of group training) from {n_images} images")
     if not Run(target).finished:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .options import add_plugin, add_store, load_plugins
+from .options import add_out, add_plugin, add_store, add_trust_splits, load_plugins
 
 __all__ = ["add_parser", "run"]
 
@@ -27,6 +27,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=None,
         help="folder with subjXX/{lh,rh}_noise_ceiling.npy (fractions)",
     )
+    add_out(p, "output folder (default RUN/eval/SPLIT; needed for a model file)", required=False)
+    add_trust_splits(p)
     add_plugin(p)
     return p
 
@@ -36,7 +38,14 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation.evaluate import evaluate_run, summary_table
 
     load_plugins(args.plugins)
-    table = evaluate_run(args.run_dir, args.split, args.store, args.noise_ceiling)
+    table = evaluate_run(
+        args.run_dir,
+        args.split,
+        args.store,
+        args.noise_ceiling,
+        out_dir=args.out,
+        trust_splits=args.trust_splits,
+    )
     print(summary_table(table))
     overall = table[(table.subject == "all") & (table.statistic == "mean")]
     score = overall[overall.metric == "score"]
@@ -46,5 +55,6 @@ def run(args: argparse.Namespace) -> int:
             f"challenge score (the devkit's: mean over every vertex): {score.value.iloc[0]:.2f}%"
             f"  [mean over vertices with noise ceiling > 0 only: {positive:.2f}%]"
         )
-    print(f"wrote {Path(args.run_dir) / 'eval' / args.split / 'metrics.csv'}")
+    out = args.out if args.out is not None else Path(args.run_dir) / "eval" / args.split
+    print(f"wrote {out / 'metrics.csv'}")
     return 0

@@ -22,6 +22,7 @@ __all__ = [
     "add_plugin",
     "add_seed",
     "add_store",
+    "add_trust_splits",
     "add_workers",
     "layer_specs",
     "load_plugins",
@@ -60,6 +61,16 @@ def add_seed(parser: argparse.ArgumentParser) -> None:
 def add_overrides(parser: argparse.ArgumentParser, help: str) -> None:
     """Positional ``key=value`` settings; ``main`` also collects those given after options."""
     parser.add_argument("overrides", nargs="*", help=help)
+
+
+def add_trust_splits(parser: argparse.ArgumentParser) -> None:
+    """``--trust-splits``: score models that record no training splits on val / testval."""
+    parser.add_argument(
+        "--trust-splits",
+        action="store_true",
+        help="score models that record no training splits (older or foreign model files) on "
+        "val or testval anyway; a model that records training on that split is still refused",
+    )
 
 
 def add_workers(parser: argparse.ArgumentParser) -> None:

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .options import add_out, add_overwrite, add_plugin, add_store, load_plugins
+from .options import (
+    add_out,
+    add_overwrite,
+    add_plugin,
+    add_store,
+    add_trust_splits,
+    load_plugins,
+)
 
 __all__ = ["add_parser", "run"]
 
@@ -20,6 +27,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     add_store(p, "default: the first run's store")
     add_overwrite(p)
+    add_trust_splits(p)
     add_plugin(p)
     return p
 
@@ -30,7 +38,12 @@ def run(args: argparse.Namespace) -> int:
 
     load_plugins(args.plugins)
     summary = soup_runs(
-        args.run_dirs, args.out, greedy=not args.uniform, store=args.store, overwrite=args.overwrite
+        args.run_dirs,
+        args.out,
+        greedy=not args.uniform,
+        store=args.store,
+        overwrite=args.overwrite,
+        trust_splits=args.trust_splits,
     )
     for item in summary["ingredients"]:
         mark = "kept" if item["run"] in summary["kept"] else "left out"

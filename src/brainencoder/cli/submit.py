@@ -6,7 +6,15 @@ import argparse
 from pathlib import Path
 
 from ..util.ownership import check_output_file
-from .options import add_data, add_out, add_plugin, add_store, add_workers, load_plugins
+from .options import (
+    add_data,
+    add_out,
+    add_plugin,
+    add_store,
+    add_trust_splits,
+    add_workers,
+    load_plugins,
+)
 
 __all__ = ["add_parser", "run"]
 
@@ -25,6 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="per-vertex ensemble weights from validation accuracy",
     )
     add_store(p, "store for --val-weights")
+    add_trust_splits(p)
     p.add_argument(
         "--truth",
         type=Path,
@@ -39,7 +48,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     """Predict every subject's test images, write the zip, score it if ``--truth``."""
     from ..data.layout import read_layout
-    from ..evaluation.submission import check_test_images, score_submission, write_submission
+    from ..evaluation.submission import (
+        check_run_vertices,
+        check_test_images,
+        score_submission,
+        write_submission,
+    )
     from ..inference.images import ensemble_predict
     from ..runs.load import load_model
 
@@ -48,11 +62,13 @@ def run(args: argparse.Namespace) -> int:
     layout = read_layout(args.data)
     check_test_images(layout)
     models = [load_model(r) for r in args.run_dirs]
+    for model, run_dir in zip(models, args.run_dirs):  # same counts are not the same vertices
+        check_run_vertices(model.space, layout, run_dir)
     weights = None
     if args.val_weights:
         from ..runs.ensemble import val_weights
 
-        weights = val_weights(models, args.run_dirs, args.store)
+        weights = val_weights(models, args.run_dirs, args.store, trust_splits=args.trust_splits)
     preds = {}
     for name, subj in layout.subjects.items():
         w = None if weights is None else [wm[name] for wm in weights]

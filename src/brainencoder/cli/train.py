@@ -3,27 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from .options import add_out, add_overrides, add_overwrite, add_plugin, add_store, load_plugins
 
 __all__ = ["add_parser", "run"]
-
-
-def _resolve_config(name: str) -> Path | None:
-    """A YAML path, or the name of a packaged config (``phase1``, ``demo``...)."""
-    if name in ("", "none"):
-        return None
-    path = Path(name)
-    if path.exists():
-        return path
-    packaged = Path(__file__).parents[1] / "configs" / f"{name.removesuffix('.yaml')}.yaml"
-    if packaged.exists():
-        return packaged
-    from ..util.errors import ConfigError
-
-    available = sorted(p.stem for p in packaged.parent.glob("*.yaml"))
-    raise ConfigError(f"config {name!r} is neither a file nor a packaged config ({available})")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -43,11 +26,11 @@ def run(args: argparse.Namespace) -> int:
     """Train; print the run's summary as JSON."""
     import json
 
-    from ..training.config import load_config
+    from ..training.config import load_config, resolve_config
     from ..training.loop import train
 
     load_plugins(args.plugins)
-    config = load_config(_resolve_config(args.config), args.overrides)
+    config = load_config(resolve_config(args.config), args.overrides)
     summary = train(config, args.store, args.out, resume=args.resume, overwrite=args.overwrite)
     print(json.dumps(summary, indent=2))
     return 0

@@ -174,6 +174,52 @@ class GroupSpace:
             out[hemi] = mask
         return out
 
+    def vertex_difference(
+        self,
+        subject: str,
+        hemi: str,
+        mask: np.ndarray,
+        here: str = "the model",
+        there: str = "the data",
+    ) -> str | None:
+        """What differs between ``subject``'s vertices here and another ``all-vertices`` mask.
+
+        Parameters
+        ----------
+        subject : str
+            One of :attr:`subjects`.
+        hemi : {"lh", "rh"}
+        mask : ndarray of shape (n_fsaverage,)
+            Boolean or 0/1: the subject's mask of that hemisphere in a dataset.
+        here, there : str
+            How the phrase names this space and the mask's source.
+
+        Returns
+        -------
+        str or None
+            None when ``mask`` selects the same fsaverage vertices; else one phrase,
+            such as ``"150 vertices in each, but fsaverage vertices only in the data:
+            17; only in the model: 5"`` (at most 5 indices per side).
+        """
+        mine = self.fsaverage_masks(subject)[hemi]
+        theirs = np.asarray(mask, dtype=bool)
+        if theirs.shape != mine.shape:
+            return f"a mask of shape {theirs.shape} in {there}, ({mine.size},) in {here}"
+        if np.array_equal(mine, theirs):
+            return None
+        only = {there: np.flatnonzero(theirs & ~mine), here: np.flatnonzero(mine & ~theirs)}
+        parts = [
+            f"only in {name}: {', '.join(map(str, idx[:5]))}"
+            + (f", ... ({idx.size} in all)" if idx.size > 5 else "")
+            for name, idx in only.items()
+            if idx.size
+        ]
+        listed = "; ".join(parts)
+        n_there, n_here = int(theirs.sum()), int(mine.sum())
+        if n_here == n_there:
+            return f"{n_here} vertices in each, but fsaverage vertices {listed}"
+        return f"{n_there} vertices in {there}, {n_here} in {here}; fsaverage vertices {listed}"
+
     def with_subject(
         self, subject: str, masks: Mapping[str, np.ndarray]
     ) -> tuple[GroupSpace, np.ndarray, np.ndarray]:

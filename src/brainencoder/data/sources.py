@@ -5,7 +5,9 @@
 images in one ``.npy`` or HDF5 dataset: the Natural Scenes Dataset
 distributes its 73,000 stimuli as ``nsd_stimuli.hdf5``, dataset ``imgBrick``
 of shape (73000, 425, 425, 3). An array is read row by row (memory-mapped or
-chunked; never whole) and a row is resized exactly as a decoded file is
+chunked; never whole; an HDF5 dataset compressed in chunks that would
+decompress more than 64 MiB per image is refused, see
+:mod:`~brainencoder.data.hdf5`) and a row is resized exactly as a decoded file is
 (Pillow, bicubic), so an array and PNGs of the same pixels give the same
 predictions. Both have ``len()``, ``load(index, size)``, ``names`` and
 ``key()`` (for caches); :func:`open_images` opens either from a path.
@@ -17,10 +19,12 @@ import hashlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..util.errors import DataError
+from .hdf5 import open_hdf5_images
 from .images import load_image
 
 __all__ = [
@@ -175,33 +179,10 @@ class ImageArray:
             )
         self.rows = range(start, stop)
 
-    def _open_hdf5(self, dataset: str | None):
-        import h5py
-
-        try:
-            self._file = h5py.File(self.path, "r")
-        except OSError as exc:
-            raise DataError(f"{self.path}: not a readable HDF5 file ({exc})") from None
-        found: list[str] = []
-        self._file.visititems(
-            lambda name, obj: found.append(name) if isinstance(obj, h5py.Dataset) else None
-        )
-        if dataset is None:
-            images = [n for n in found if self._file[n].ndim == 4 and self._file[n].shape[-1] == 3]
-            if len(images) != 1:
-                self.close()
-                raise DataError(
-                    f"{self.path}: {len(images)} datasets look like images "
-                    f"({', '.join(images) or 'none'}; all datasets: {', '.join(found) or 'none'}); "
-                    "name one with --dataset"
-                )
-            dataset = images[0]
-        if dataset not in found:
-            self.close()
-            raise DataError(
-                f"{self.path}: no dataset {dataset!r}; it has {', '.join(found) or 'none'}"
-            )
-        return self._file[dataset]
+    def _open_hdf5(self, dataset: str | None) -> Any:
+        """The image dataset, opened for reads that decompress a bounded amount each."""
+        self._file, data = open_hdf5_images(self.path, dataset)
+        return data
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -210,7 +191,13 @@ class ImageArray:
         """Image ``rows[index]`` as uint8 (size, size, 3), resized like a decoded file."""
         from PIL import Image
 
-        image = np.array(self.data[self.rows[index]])
+        try:
+            image = np.array(self.data[self.rows[index]])
+        except OSError as exc:  # a damaged chunk, or a compression filter HDF5 lacks
+            raise DataError(
+                f"{self.path}: cannot read image row {self.rows[index]} ({exc}); "
+                "the file may be damaged: write it again"
+            ) from None
         if size is None or image.shape[:2] == (size, size):
             return np.ascontiguousarray(image)
         resized = Image.fromarray(image).resize((size, size), Image.Resampling.BICUBIC)

@@ -56,6 +56,7 @@ def compare_runs(
     noise_ceiling: str | Path | None = None,
     n_boot: int = 200,
     seed: int = 0,
+    trust_splits: bool = False,
 ) -> dict[str, Path]:
     """Compare runs on one split; writes ``comparison.csv``, figures and ``index.html``.
 
@@ -82,6 +83,9 @@ def compare_runs(
     n_boot : int, default=200
         Bootstrap resamples of the images.
     seed : int, default=0
+    trust_splits : bool, default=False
+        Compare models that record no training splits on val or testval (see
+        :func:`~brainencoder.runs.provenance.check_held_out`).
 
     Returns
     -------
@@ -96,7 +100,8 @@ def compare_runs(
     """
     import pandas as pd
 
-    from ..runs.load import check_held_out, read_files
+    from ..runs.load import read_files
+    from ..runs.provenance import check_held_out
     from ..runs.run import Run
 
     if len(runs) < 2:
@@ -109,7 +114,7 @@ def compare_runs(
     for path in (p for parts in members for p in parts):
         if path.is_dir():  # as evaluate: a run's numbers on another store would be wrong
             Run(path).check_store(store)
-        check_held_out(path, split)
+        check_held_out(path, split, [(n, store) for n in store.names], trust_splits)
     names, models = _load_runs(members)
     for label, model in zip(names, models):
         model.space.check_subjects_match(store.space, f"{label} vs {store.path}")
@@ -173,7 +178,7 @@ def _load_runs(members: Sequence[Sequence[Path]]) -> tuple[list[str], list]:
             models.append(loaded[0])
         else:
             names.append("ensemble(" + "+".join(labels) + ")")
-            models.append(EnsembleModel(loaded, names[-1]))
+            models.append(EnsembleModel(loaded, names[-1], labels=labels))
     if len(set(names)) < len(names):
         names = [f"{i + 1}:{n}" for i, n in enumerate(names)]
     return names, models

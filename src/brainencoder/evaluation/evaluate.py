@@ -12,12 +12,20 @@ from ..core.metrics import StreamingStats, aggregate, noise_normalized_score
 from ..data.layout import HEMIS, read_layout
 from ..data.store import Store
 from ..inference.store import predict_store_rows
-from ..runs.load import check_held_out, load_model
+from ..runs.load import load_model
+from ..runs.provenance import check_held_out
 from ..runs.run import Run
 from ..util.errors import DataError
 from ..util.fileio import atomic_path
+from ..util.ownership import UnsafeOverwriteError, check_output_location
 
-__all__ = ["evaluate_run", "load_noise_ceiling", "read_numeric_npy", "read_test_responses"]
+__all__ = [
+    "eval_folder",
+    "evaluate_run",
+    "load_noise_ceiling",
+    "read_numeric_npy",
+    "read_test_responses",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -112,12 +120,47 @@ def _layout(store: Store, seen: dict[Path, Any]) -> Any:
     return seen[store.path]
 
 
+def eval_folder(
+    run_dir: Path, split: str, out_dir: str | Path | None, inputs: list[Path | None]
+) -> Path:
+    """Where ``evaluate`` writes, checked before any work.
+
+    The default, ``RUN/eval/<split>``, must be the run's own folder: a
+    symbolic link there (to anywhere) is refused, and a model file, which has
+    no run folder, needs ``out_dir``.
+
+    Raises
+    ------
+    DataError, UnsafeOverwriteError
+        Naming the path and what to do.
+    """
+    if out_dir is not None:
+        out = Path(out_dir)
+        if out.exists() and not out.is_dir():
+            raise UnsafeOverwriteError(f"{out} exists and is not a folder; choose another --out")
+        check_output_location(out, [*inputs, run_dir])
+        return out
+    if not run_dir.is_dir():
+        raise DataError(
+            f"{run_dir}: a model file has no run folder to hold eval/{split}; pass --out DIR"
+        )
+    out = run_dir / "eval" / split
+    for part in (out.parent, out):
+        if part.is_symlink() or (part.exists() and not part.is_dir()):
+            raise UnsafeOverwriteError(
+                f"{part} is a symbolic link or not a folder; evaluate writes only into the "
+                "run's own eval folder: remove it, or pass --out DIR"
+            )
+    return out
+
+
 def evaluate_run(
     run_dir: str | Path,
     split: str = "testval",
     store: Store | str | Path | None = None,
     noise_ceiling: str | Path | None = None,
     out_dir: str | Path | None = None,
+    trust_splits: bool = False,
 ):
     """Evaluate a run on a split; write a tidy table and per-vertex values.
 
@@ -134,7 +177,10 @@ def evaluate_run(
         Folder with ``subjXX/{lh,rh}_noise_ceiling.npy`` (fractions); adds the
         noise-normalized challenge score.
     out_dir : path, optional
-        Default ``run_dir/eval/<split>``.
+        Default ``run_dir/eval/<split>`` (a model file has no run folder: pass it).
+    trust_splits : bool, default=False
+        Score a model that records no training splits on val or testval (see
+        :func:`~brainencoder.runs.provenance.check_held_out`).
 
     Returns
     -------
@@ -150,11 +196,12 @@ def evaluate_run(
         store = Store(store)
     if store is None and not run_dir.is_dir():
         raise DataError(f"{run_dir}: a model file records no store; pass --store STORE")
-    check_held_out(run_dir, split)
+    out_dir = eval_folder(run_dir, split, out_dir, [store.path if store else None])
     model = load_model(run_dir)
     if store is not None:
         model.space.check_subjects_match(store.space, str(store.path))  # a subset is fine
     pairs = Run(run_dir).subject_stores(model.space.subjects, store)
+    check_held_out(run_dir, split, pairs, trust_splits)
     layouts: dict[Path, Any] = {}
     rows_out, per_vertex = [], {}
     for name, store in pairs:  # every subject on the store (and splits) it was trained on
@@ -222,7 +269,6 @@ def evaluate_run(
                     }
                 )
     table = pd.DataFrame(rows_out)
-    out_dir = Path(out_dir) if out_dir is not None else run_dir / "eval" / split
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / "metrics.csv", suffix=".csv") as tmp:
         table.to_csv(tmp, index=False)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.space import GroupSpace
 from ..data.layout import HEMIS, DatasetLayout
 from ..util.errors import DataError, UnsafeFileError
 from ..util.fileio import atomic_path
@@ -33,6 +34,7 @@ from ..util.npystream import HEADER_BYTES, npy_file_shape, read_zip_member
 __all__ = [
     "MAX_MEMBER_BYTES",
     "MAX_SUBMISSION_BYTES",
+    "check_run_vertices",
     "check_test_images",
     "read_submission",
     "score_submission",
@@ -118,6 +120,33 @@ def check_test_images(layout: DatasetLayout) -> None:
             f"subjects {empty} have no test images in {layout.root}; a submission "
             "needs them (restore test_split/test_images)"
         )
+
+
+def check_run_vertices(space: GroupSpace, layout: DatasetLayout, run: str | Path) -> None:
+    """Raise unless the model of ``run`` has every subject of ``layout``, on its very vertices.
+
+    Equal vertex counts are not enough: a model of other fsaverage vertices
+    (another dataset's masks) would put its columns in the wrong places.
+
+    Raises
+    ------
+    DataError
+        Naming the run, the subject, the hemisphere and the vertices that differ.
+    """
+    for name, subj in layout.subjects.items():
+        if name not in space.subjects:
+            raise DataError(
+                f"{run}: the run has no {name} of {layout.root} (it has "
+                f"{', '.join(space.subjects)}); submit runs trained on every subject of the data"
+            )
+        for h in HEMIS:
+            diff = space.vertex_difference(name, h, subj.masks[h], "the run", "the data")
+            if diff is not None:
+                mask = subj.roi_dir / f"{h}.all-vertices_fsaverage_space.npy"
+                raise DataError(
+                    f"{run}: {name} {h}: the run's vertices are not those of {mask}: {diff}; "
+                    "pass --data the dataset the run was trained on, or train a run on this one"
+                )
 
 
 def write_submission(

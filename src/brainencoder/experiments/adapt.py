@@ -41,6 +41,7 @@ from ..inference.cache import build_feature_cache
 from ..inference.store import summarize_stats
 from ..models.encoder import Encoder
 from ..runs.load import load_model
+from ..runs.provenance import add_subject_record, read_record, training_record
 from ..runs.run import Run
 from ..runs.stores import recorded_stores, store_record
 from ..training.config import TrainConfig, parse_overrides
@@ -139,14 +140,14 @@ def _open_data(data: Path, subject: str, store_dir: Path, image_size: int | None
 def choose_rows(
     store: Store, subject: str, n_images: int | None, seed: int, val_fraction: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded N of the subject's train+val rows, split into (train, val); test-val untouched."""
-    pool = np.sort(np.concatenate([store.split_rows(subject, s) for s in ("train", "val")]))
+    """Seeded N of the subject's train-split rows (never a row evaluate scores): (train, val)."""
+    pool = np.sort(store.split_rows(subject, "train"))
     if n_images is None:
         n_images = pool.size
     if n_images > pool.size:
         raise ConfigError(
             f"--n-images {n_images} is more than the {pool.size} training images of {subject} "
-            "(its test-val images are kept for evaluation)"
+            "in its train split (its val and test-val images are kept for evaluation)"
         )
     if n_images < 10:
         raise ConfigError(f"--n-images must be at least 10; got {n_images}")
@@ -200,6 +201,7 @@ def adapt(
     run, data, out = Path(run), Path(data), Path(out)
     Run.check_target(out, [run, data], overwrite)
     model = load_model(run)
+    base = read_record(run)  # the group subjects keep what they trained on
     if not isinstance(model, Encoder):
         raise ConfigError(
             f"{run}: adapt needs a trained encoder; a ridge baseline has no shared parts to "
@@ -218,18 +220,17 @@ def adapt(
         summary = _train_subject(
             model, store, subject, (train_rows, val_rows), added, config, seed, target
         )
+        model.training_record = add_subject_record(
+            base, training_record(store, [subject], ["train"])
+        )
         target.save_model(model, {"store_image_size": str(store.image_size)})
-        settings = {
-            "subject": subject,
-            "n_images": int(train_rows.size + val_rows.size),
-            "seed": seed,
-        }
+        settings = {"subject": subject, "n_images": int(train_rows.size + val_rows.size)}
         group, own = recorded_stores(run)
         own[subject] = store_record(store, (out / "store").absolute() if inside else None)
         target.write_header(
             "encoder",
             group,
-            {"adapt": {**settings, **asdict(config)}},
+            {"adapt": {**settings, "seed": seed, **asdict(config)}},
             subject_stores=own,
             adapted_from=str(run.absolute()),
         )

@@ -18,17 +18,45 @@ import numpy as np
 
 from ..data.layout import HEMIS
 from ..data.sources import IMAGE_SUFFIXES, ImageFiles, ImageSource, list_images
-from ..util.errors import DataError
+from ..util.errors import ConfigError, DataError
 from ..util.fileio import atomic_path
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "check_batch_size",
     "ensemble_predict",
     "iter_predictions",
     "list_images",
     "predict_images",
     "predict_to_npy",
 ]
+
+
+def check_batch_size(batch_size: object) -> int:
+    """``batch_size`` if it is a positive integer (Python or numpy), else a one-line error.
+
+    Parameters
+    ----------
+    batch_size : object
+        Images per batch, as the caller gave it.
+
+    Returns
+    -------
+    int
+
+    Raises
+    ------
+    ConfigError
+        For 0, a negative number, a bool, a float or anything else, before any
+        image is read.
+    """
+    integer = isinstance(batch_size, int | np.integer) and not isinstance(batch_size, bool)
+    if not integer or batch_size < 1:  # type: ignore[operator]
+        raise ConfigError(
+            f"'batch_size' must be a positive integer; got {batch_size!r}: "
+            "pass the number of images per batch (1 or more)"
+        )
+    return int(batch_size)  # type: ignore[call-overload]
 
 
 def _ready(model, images: np.ndarray):
@@ -94,7 +122,13 @@ def iter_predictions(
     Yields
     ------
     dict with keys "lh", "rh" : ndarray of float32, shape (batch, n_vertices_hemi)
+
+    Raises
+    ------
+    ConfigError
+        If ``batch_size`` is not a positive integer (:func:`check_batch_size`).
     """
+    batch_size = check_batch_size(batch_size)
     items = range(len(source))
     batches = [items[s : s + batch_size] for s in range(0, len(items), batch_size)]
     for inputs in _model_inputs(models, batches, source.load, workers):
@@ -154,6 +188,7 @@ def ensemble_predict(
         Per-model, per-vertex weights (lh then rh columns), summing to 1 over
         models at each vertex. Default: the plain mean.
     batch_size : int, default=64
+        Images per batch (a positive integer; else ConfigError, before any work).
     progress : bool, optional
     workers : int, optional
         Threads decoding the images of the next batches while the models run
@@ -165,6 +200,7 @@ def ensemble_predict(
     """
     from tqdm.auto import tqdm
 
+    batch_size = check_batch_size(batch_size)
     source = images if isinstance(images, ImageSource) else ImageFiles(images)
     if len(source) == 0:
         raise DataError("no images to predict")
@@ -209,6 +245,7 @@ def predict_to_npy(
 
     from ..util.fileio import check_free_space
 
+    batch_size = check_batch_size(batch_size)
     if len(images) == 0:
         raise DataError("no images to predict")
     paths = {h: Path(f"{stem}_{h}.npy") for h in HEMIS}

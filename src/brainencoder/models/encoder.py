@@ -23,7 +23,7 @@ from torch import nn
 
 from ..core.space import GroupSpace
 from ..util.errors import ConfigError
-from ..util.typecheck import from_mapping
+from ..util.typecheck import MAX_IMAGE_SIZE, check_int_range, check_trunk_kwargs, from_mapping
 from .readouts import ReadoutContext, create_readout, validate_readout_config
 from .trunk import TRUNK_FAMILIES, Trunk, split_trunk_name
 
@@ -58,7 +58,7 @@ class EncoderConfig:
     trunk_weights : str or None
         Local trunk weights file (safetensors or torch state dict).
     img_size : int or None
-        Input size; default the trunk's pretrained config.
+        Input size (8 to 1024 px); default the trunk's pretrained config.
     prefix_tokens : bool
         Feed a ViT's class (and register) tokens to the readout with the
         patch tokens, as the original entry does.
@@ -85,9 +85,10 @@ class EncoderConfig:
         self.trunk_family, self.trunk = split_trunk_name(self.trunk, self.trunk_family)
 
     def validate(self) -> None:
-        """Check values; ConfigError naming the key."""
-        if self.img_size is not None and self.img_size < 8:
-            raise ConfigError(f"'model.img_size' must be >= 8; got {self.img_size}")
+        """Check values (of a config or a model file's header); ConfigError naming the key."""
+        if self.img_size is not None:
+            check_int_range("model.img_size", self.img_size, 8, MAX_IMAGE_SIZE)
+        check_trunk_kwargs("model.trunk_kwargs.", self.trunk_kwargs)
         TRUNK_FAMILIES.get(self.trunk_family)
         validate_readout_config(self.readout)
 
@@ -145,6 +146,9 @@ class Encoder(nn.Module):
             **config.trunk_kwargs,
         )
         config.trunk_kwargs = dict(self.trunk.model_kwargs)  # the model file rebuilds it
+        dc = self.trunk.data_config  # the dry run and the buffers below need sane values
+        check_int_range("model.img_size", self.trunk.input_size, 8, MAX_IMAGE_SIZE)
+        check_trunk_kwargs("model.trunk_kwargs.", {"mean": dc["mean"], "std": dc["std"]})
         self.feature_shapes = self.trunk.feature_shapes()
         options = dict(config.readout)
         name = options.pop("name")
@@ -159,13 +163,10 @@ class Encoder(nn.Module):
         config.readout = self.readout.config()  # resolved options (latent_dim "auto")
         self.trunk_trainable, self.trunk_bn_eval = True, False
         self.lora_config = None  # set when LoRA layers are applied to the trunk
-        dc = self.trunk.data_config
-        self.register_buffer(
-            "pixel_mean", torch.tensor(dc["mean"]).view(1, 3, 1, 1), persistent=False
-        )
-        self.register_buffer(
-            "pixel_std", torch.tensor(dc["std"]).view(1, 3, 1, 1), persistent=False
-        )
+        for key, value in (("pixel_mean", dc["mean"]), ("pixel_std", dc["std"])):
+            self.register_buffer(
+                key, torch.tensor(value).float().view(1, 3, 1, 1), persistent=False
+            )
         self.register_buffer("subject_masks", torch.from_numpy(space.masks()), persistent=False)
 
     @property

@@ -5,6 +5,10 @@ Hugging Face cache, ``model.trunk=hf:/path/to/folder`` a folder written by
 ``save_pretrained`` (or ``hf download NAME --local-dir DIR``). Loading is
 always offline (``local_files_only=True``); a model that is not there is a
 one-line :class:`ConfigError` saying where it looked and how to get it.
+Nothing a folder holds is run: a config with ``auto_map`` (code shipped with
+the model) is refused (``trust_remote_code=False``, never a prompt), pickled
+weights are read with ``weights_only``, and every value read is checked
+first (:mod:`.hf_files`, :mod:`.hf_checks`).
 
 Supported: DINOv2 (with or without register tokens), and the vision towers of
 CLIP and SigLIP (a full CLIP or SigLIP checkpoint gives its vision tower).
@@ -16,7 +20,8 @@ the last chosen one, the final norm and any pooling head are dropped.
 
 The architecture, input size and mean/std read from the folder are recorded
 in :attr:`HFVisionTrunk.resolved_kwargs` (the encoder stores them in
-``trunk_kwargs``), so a model file is rebuilt without the folder.
+``trunk_kwargs``), so a model file is rebuilt without the folder: with
+``from_header=True`` it is rebuilt from them alone, and the folder is never read.
 
 >>> trunk = Trunk("hf:/models/dinov2-small", layers=[3, 7, 11])   # doctest: +SKIP
 >>> [f.shape for f in trunk(torch.zeros(1, 3, 224, 224))]         # doctest: +SKIP
@@ -30,6 +35,7 @@ import fnmatch
 import inspect
 import json
 import logging
+import pickle
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,32 +44,23 @@ import torch
 from torch import nn
 
 from ..util.errors import ConfigError
+from .hf_checks import HEADER, check_architecture, check_header, check_image_size, check_stats
+from .hf_files import (
+    HF_VISION_MODELS,
+    HOW_TO_GET,
+    locate,
+    processor_size,
+    read_processor,
+    vision_config,
+)
 
 __all__ = ["HF_VISION_MODELS", "HFVisionTrunk", "hf_trunk"]
 
 logger = logging.getLogger(__name__)
 
-_IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-_CLIP = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
-_HALF = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
-
-#: supported ``model_type`` -> (transformers class, default (mean, std) when the
-#: model has no preprocessor_config.json)
-HF_VISION_MODELS: dict[str, tuple[str, tuple[tuple[float, ...], tuple[float, ...]]]] = {
-    "dinov2": ("Dinov2Model", _IMAGENET),
-    "dinov2_with_registers": ("Dinov2WithRegistersModel", _IMAGENET),
-    "clip_vision_model": ("CLIPVisionModel", _CLIP),
-    "siglip_vision_model": ("SiglipVisionModel", _HALF),
-}
 # the attention input projections (transformers 5 names, then 4.x DINOv2's)
 _QKV = ("q_proj", "k_proj", "v_proj", "attention.query", "attention.key", "attention.value")
 _RESOLVED = ("config", "mean", "std", "input_size")
-_HOW = (
-    "on a machine with network run 'hf download {name}' (older huggingface_hub: "
-    "'huggingface-cli download {name}') and copy the cache here (or point HF_HUB_CACHE at it), "
-    "or download it into a folder ('hf download {name} --local-dir DIR') and set "
-    "model.trunk=hf:DIR"
-)
 
 
 class HFVisionTrunk(nn.Module):
@@ -179,6 +176,7 @@ def hf_trunk(
     pretrained: bool = False,
     weights: str | Path | None = None,
     img_size: int | None = None,
+    from_header: bool = False,
     **kwargs: Any,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """A transformers vision model (local folder or cache, offline) and its data config.
@@ -194,6 +192,9 @@ def hf_trunk(
         Not used (point ``model_name`` at a folder instead).
     img_size : int, optional
         Input side; default the preprocessor's crop size (else the config's image size).
+    from_header : bool, default=False
+        Rebuild from ``kwargs`` alone (a model file's header): ``config`` is
+        required, and ``model_name`` is never opened nor looked up.
     **kwargs
         ``config`` (the model config as a dict: no ``config.json`` is read),
         ``mean``, ``std``, ``input_size`` (else from the folder or cache, or the
@@ -205,6 +206,14 @@ def hf_trunk(
     model : HFVisionTrunk
     data_config : dict
         ``input_size`` (3, S, S), ``mean``, ``std``.
+
+    Raises
+    ------
+    ConfigError
+        On one line, naming the file or header key: a model that is missing,
+        ships its own code (``auto_map``), has malformed settings or sizes
+        beyond :data:`~.hf_checks.MAX_IMAGE_SIZE` / :data:`~.hf_checks.MAX_PARAMETERS`,
+        or weights that cannot be read safely.
     """
     try:
         import transformers
@@ -219,54 +228,42 @@ def hf_trunk(
         )
     resolved = {k: v for k in _RESOLVED if (v := kwargs.pop(k, None)) is not None}
     needs_files = pretrained or set(resolved) != set(_RESOLVED)
-    folder = _locate(model_name) if needs_files else None
-    if "config" in resolved:
-        data = dict(resolved["config"])
-        config = transformers.AutoConfig.for_model(data.pop("model_type", None), **data)
-    else:
-        config = _read_config(transformers, model_name, folder)
-    config = getattr(config, "vision_config", config)  # a full CLIP / SigLIP checkpoint
-    if config.model_type not in HF_VISION_MODELS:
-        raise ConfigError(
-            f"Hugging Face trunk {model_name!r} is a {config.model_type!r} model; supported: "
-            f"{sorted(HF_VISION_MODELS)} (and full clip / siglip checkpoints)"
-        )
+    if from_header:
+        check_header(model_name, pretrained, resolved)
+        needs_files = False
+    folder = locate(model_name) if needs_files else None
+    given = HEADER if from_header else "the config"  # where values passed in came from
+    source = given if "config" in resolved else f"{folder or model_name}/config.json"
+    config = vision_config(transformers, model_name, folder, resolved, given)
     for key, value in kwargs.items():
-        if not hasattr(config, key):
+        settable = not key.startswith("_") and key != "model_type" and hasattr(config, key)
+        if not settable or callable(getattr(config, key)):
             raise ConfigError(
                 f"'trunk_kwargs.{key}' is not a setting of the {config.model_type} config; "
                 "remove it from the config"
             )
         setattr(config, key, value)
+    check_architecture(config, source)
     class_name, (mean, std) = HF_VISION_MODELS[config.model_type]
-    processor = _read_processor(model_name, folder) if needs_files else {}
-    resolved.setdefault("mean", [float(v) for v in processor.get("image_mean", mean)])
-    resolved.setdefault("std", [float(v) for v in processor.get("image_std", std)])
-    resolved.setdefault("input_size", _processor_size(processor) or int(config.image_size))
-    cls = getattr(transformers, class_name)
-    with _quiet(transformers):
-        if pretrained:
-            source = str(folder) if folder is not None else model_name
-            try:
-                model, info = cls.from_pretrained(
-                    source, config=config, local_files_only=True, output_loading_info=True
-                )
-            except OSError as exc:
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise ConfigError(
-                    f"cannot load the weights of Hugging Face trunk {model_name!r} from {source} "
-                    f"({first[:200]}); {_HOW.format(name=model_name)}"
-                ) from None
-            missing = info.get("missing_keys") or []
-            if missing:
-                logger.warning(
-                    "%s: %d weights not in the checkpoint, left random (e.g. %s)",
-                    model_name,
-                    len(missing),
-                    sorted(missing)[0],
-                )
+    processor, where = read_processor(model_name, folder) if needs_files else ({}, "")
+    for key, default in (("mean", mean), ("std", std)):
+        if key in resolved:
+            resolved[key] = check_stats(resolved[key], f"trunk_kwargs.{key}", given)
         else:
-            model = cls(config)
+            resolved[key] = check_stats(
+                processor.get(f"image_{key}", default), f"image_{key}", where
+            )
+    if "input_size" in resolved:
+        check_image_size(resolved["input_size"], "trunk_kwargs.input_size", given)
+    else:
+        resolved["input_size"] = processor_size(processor, where) or int(config.image_size)
+    size = check_image_size(img_size or resolved["input_size"], "the input size", "model.img_size")
+    if size < config.patch_size:
+        raise ConfigError(
+            f"model.img_size: input size {size} is smaller than the trunk's patch size "
+            f"{config.patch_size}; set model.img_size to at least {config.patch_size}"
+        )
+    model = _build_model(transformers, class_name, config, model_name, folder, pretrained)
     resolved["config"] = _config_dict(config)
     logger.info(
         "Hugging Face trunk %s (%s, %s weights)",
@@ -274,7 +271,6 @@ def hf_trunk(
         class_name,
         "pretrained" if pretrained else "random",
     )
-    size = int(img_size or resolved["input_size"])
     data_config = {
         "input_size": (3, size, size),
         "mean": tuple(resolved["mean"]),
@@ -285,67 +281,72 @@ def hf_trunk(
     return HFVisionTrunk(model.float().eval(), resolved), data_config
 
 
-def _locate(name: str) -> Path | None:
-    """The model's local folder, or None for a hub id found in the local cache."""
-    path = Path(name).expanduser()
-    if path.is_dir():
-        return path
-    if name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1:
-        raise ConfigError(
-            f"Hugging Face trunk folder {name} not found; set model.trunk=hf:DIR to a folder "
-            "written by save_pretrained or 'hf download NAME --local-dir DIR'"
+def _build_model(
+    transformers: Any,
+    class_name: str,
+    config: Any,
+    model_name: str,
+    folder: Path | None,
+    pretrained: bool,
+) -> nn.Module:
+    """The transformers model: random weights, or read offline from the folder / cache."""
+    from safetensors import SafetensorError  # a dependency of transformers
+
+    cls = getattr(transformers, class_name)
+    with _quiet(transformers):
+        if not pretrained:
+            try:
+                return cls(config)
+            except (TypeError, ValueError) as exc:
+                detail = " ".join(str(exc).split())[:200]
+                raise ConfigError(
+                    f"Hugging Face trunk {model_name!r}: its config builds no model ({detail}); "
+                    "use the config.json written by save_pretrained"
+                ) from None
+        source = str(folder) if folder is not None else model_name
+        try:
+            model, info = cls.from_pretrained(
+                source,
+                config=config,
+                local_files_only=True,
+                trust_remote_code=False,
+                weights_only=True,
+                output_loading_info=True,
+            )
+        except pickle.UnpicklingError as exc:
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            why = next((line for line in lines if "GLOBAL" in line), lines[0] if lines else "")
+            raise ConfigError(
+                f"{_weights_file(folder, model_name)}: cannot read these weights safely "
+                f"({why[:200]}); only tensors are read (weights_only), nothing is executed: "
+                "save the model with save_pretrained (model.safetensors)"
+            ) from None
+        except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            fix = HOW_TO_GET.format(name=model_name)
+            if folder is not None or not isinstance(exc, OSError):  # there, but not usable
+                fix = "write the model's weights there with save_pretrained (model.safetensors)"
+            raise ConfigError(
+                f"cannot load the weights of Hugging Face trunk {model_name!r} from {source} "
+                f"({first[:200]}); {fix}"
+            ) from None
+    missing = info.get("missing_keys") or []
+    if missing:
+        logger.warning(
+            "%s: %d weights not in the checkpoint, left random (e.g. %s)",
+            model_name,
+            len(missing),
+            sorted(missing)[0],
         )
-    from huggingface_hub import constants, try_to_load_from_cache
-
-    if not isinstance(try_to_load_from_cache(name, "config.json"), str):
-        raise ConfigError(
-            f"Hugging Face model {name!r} is not in the local cache {constants.HF_HUB_CACHE} "
-            f"(trunks load offline): {_HOW.format(name=name)}"
-        )
-    return None
+    return model
 
 
-def _read_config(transformers: Any, name: str, folder: Path | None) -> Any:
-    if folder is not None and not (folder / "config.json").is_file():
-        raise ConfigError(
-            f"{folder}: no config.json; a Hugging Face model folder is written by "
-            "save_pretrained or 'hf download NAME --local-dir DIR'"
-        )
-    try:
-        return transformers.AutoConfig.from_pretrained(
-            str(folder) if folder is not None else name, local_files_only=True
-        )
-    except (OSError, ValueError) as exc:
-        raise ConfigError(
-            f"{folder or name}: unreadable Hugging Face config ({str(exc)[:200]})"
-        ) from None
-
-
-def _read_processor(name: str, folder: Path | None) -> dict[str, Any]:
-    """preprocessor_config.json of the folder or cache ({} when there is none)."""
-    if folder is not None:
-        path: Any = folder / "preprocessor_config.json"
-    else:
-        from huggingface_hub import try_to_load_from_cache
-
-        path = try_to_load_from_cache(name, "preprocessor_config.json")
-    if not isinstance(path, str | Path) or not Path(path).is_file():
-        return {}
-    try:
-        return dict(json.loads(Path(path).read_text()))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{path}: unreadable preprocessor config ({exc})") from None
-
-
-def _processor_size(processor: dict[str, Any]) -> int | None:
-    """The side the preprocessor feeds the model (its crop, else its resize), if square."""
-    if processor.get("do_center_crop", True) and processor.get("crop_size"):
-        size = processor["crop_size"]
-    else:
-        size = processor.get("size")
-    if isinstance(size, dict):
-        size = size.get("height") if size.get("height") == size.get("width") else None
-    return int(size) if isinstance(size, int) and size > 0 else None
+def _weights_file(folder: Path | None, model_name: str) -> str:
+    """The pickled weights file transformers read (messages name it)."""
+    if folder is None:
+        return model_name
+    found = sorted(folder.glob("pytorch_model*.bin"))
+    return str(found[0]) if found else str(folder)
 
 
 def _config_dict(config: Any) -> dict[str, Any]:

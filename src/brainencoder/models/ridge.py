@@ -14,10 +14,12 @@ import numpy as np
 import torch
 
 from ..core.space import GroupSpace
-from ..util.errors import CheckpointError
+from ..util.errors import CheckpointError, ConfigError
 from ..util.fileio import atomic_path
+from ..util.typecheck import MAX_IMAGE_SIZE, from_mapping
 from ..util.version import __version__
 from .extractor import FeatureExtractor, FeatureSpec
+from .modelfile import loaded_record, read_metadata, record_metadata
 from .solvers import RidgeFit
 
 __all__ = ["RidgeModel"]
@@ -39,6 +41,7 @@ class RidgeModel:
     ) -> None:
         self.extractor, self.space, self.fits = extractor, space, fits
         self.store_image_size = store_image_size
+        self.training_record: dict | None = None  # what it trained on (runs.provenance)
 
     def predict(self, images: np.ndarray, subject: str) -> dict[str, np.ndarray]:
         """Predictions in the subject's challenge space, lh and rh (n_images, n_vertices)."""
@@ -47,8 +50,16 @@ class RidgeModel:
         n_lh = self.space.n_subject_vertices(subject, "lh")
         return {"lh": pred[:, :n_lh], "rh": pred[:, n_lh:]}
 
-    def save(self, path: str | Path) -> None:
-        """Self-contained safetensors file (trunk weights, PCA, maps, group space)."""
+    def save(self, path: str | Path, metadata: dict[str, str] | None = None) -> None:
+        """Self-contained safetensors file (trunk weights, PCA, maps, group space).
+
+        Parameters
+        ----------
+        path : path
+            Written atomically.
+        metadata : dict of str to str, optional
+            Extra header entries (what the model trained on).
+        """
         from safetensors.torch import save_file
 
         tensors = {f"space.{k}": torch.from_numpy(v) for k, v in self.space.to_arrays().items()}
@@ -69,6 +80,8 @@ class RidgeModel:
             "spec": json.dumps(dataclasses.asdict(self.extractor.spec)),
             "subjects": json.dumps(self.space.subjects),
             "store_image_size": json.dumps(self.store_image_size),
+            **record_metadata(self.training_record),
+            **(metadata or {}),
         }
         with atomic_path(path, suffix=".safetensors") as tmp:
             save_file(tensors, str(tmp), metadata=meta)
@@ -77,31 +90,48 @@ class RidgeModel:
     def load(cls, path: str | Path) -> RidgeModel:
         from safetensors import SafetensorError, safe_open
 
+        meta = read_metadata(path)  # bounded, before any tensor is read
         try:
             with safe_open(str(path), framework="pt") as fh:
-                meta = fh.metadata() or {}
                 tensors = {k: fh.get_tensor(k) for k in fh.keys()}
         except (SafetensorError, OSError) as exc:
             raise CheckpointError(f"{path}: cannot read ridge model ({exc})") from None
         if meta.get("format") != "brainencoder-ridge":
             raise CheckpointError(f"{path}: not a brainencoder ridge model")
-        spec = FeatureSpec(**json.loads(meta["spec"]))
+        try:
+            spec = from_mapping(FeatureSpec, json.loads(meta["spec"]), prefix="spec.")
+            subjects = json.loads(meta["subjects"])
+            size = json.loads(meta["store_image_size"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: damaged ridge model header ({exc})") from None
+        if not (isinstance(subjects, list) and all(isinstance(n, str) for n in subjects)):
+            raise CheckpointError(f"{path}: damaged ridge model header (subjects)")
+        if not (size is None or (isinstance(size, int) and 0 < size <= MAX_IMAGE_SIZE)):
+            raise CheckpointError(f"{path}: damaged ridge model header (store_image_size)")
         trunk_state = {k[6:]: v for k, v in tensors.items() if k.startswith("trunk.")}
-        extractor = FeatureExtractor(spec, trunk_state or None)
+        spec.trunk_kwargs["from_header"] = True  # the trunk from the header alone, no folder
+        try:
+            extractor = FeatureExtractor(spec, trunk_state or None)
+        except ConfigError as exc:
+            raise CheckpointError(f"{path}: unusable ridge model config ({exc})") from None
         if "pca.mean" in tensors:
             extractor.pca_mean = tensors["pca.mean"].numpy()
             extractor.pca_components = tensors["pca.components"].numpy()
-        subjects = json.loads(meta["subjects"])
         space = GroupSpace.from_arrays(
             subjects, {k[6:]: v.numpy() for k, v in tensors.items() if k.startswith("space.")}
         )
-        fits = {
-            s: RidgeFit(
-                tensors[f"fit.{s}.coef"].numpy(),
-                tensors[f"fit.{s}.intercept"].numpy(),
-                tensors[f"fit.{s}.alphas"].numpy(),
-                np.zeros(0),
-            )
-            for s in subjects
-        }
-        return cls(extractor, space, fits, json.loads(meta["store_image_size"]))
+        try:
+            fits = {
+                s: RidgeFit(
+                    tensors[f"fit.{s}.coef"].numpy(),
+                    tensors[f"fit.{s}.intercept"].numpy(),
+                    tensors[f"fit.{s}.alphas"].numpy(),
+                    np.zeros(0),
+                )
+                for s in subjects
+            }
+        except KeyError as exc:
+            raise CheckpointError(f"{path}: damaged ridge model (no tensor {exc})") from None
+        model = cls(extractor, space, fits, size)
+        model.training_record = loaded_record(meta, path)
+        return model

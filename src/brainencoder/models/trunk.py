@@ -4,8 +4,8 @@ The trunk wraps any model that implements timm's feature interface
 (``forward_intermediates``, ``feature_info``, ``prune_intermediate_layers``):
 every timm vision transformer (with or without prefix tokens), ResNet,
 ConvNeXt, ... Layers are chosen by index into the model's ``feature_info`` or
-by fnmatch globs on its module names (``"blocks.[02468]"``); layers after the
-last chosen one, and the classifier head, are pruned so they cost nothing.
+by fnmatch globs on its module names (``"blocks.[02468]"``, :mod:`.layers`); layers
+after the last chosen one, and the classifier head, are pruned so they cost nothing.
 
 Where models come from is a *trunk family* registered in
 :data:`TRUNK_FAMILIES` (``model.trunk_family``, or a name prefix:
@@ -16,10 +16,10 @@ library's models join as a family whose builder wraps them in that interface.
 
 from __future__ import annotations
 
-import fnmatch
+import inspect
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -29,6 +29,7 @@ from torch import nn
 from ..util.errors import BrainEncoderError, ConfigError
 from ..util.registry import Registry
 from .hf_trunk import hf_trunk
+from .layers import LayerSpec, apply_freeze, resolve_layers
 
 __all__ = [
     "TRUNK_FAMILIES",
@@ -42,8 +43,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-LayerSpec = Sequence[int] | str | Sequence[str]
 
 
 def create_timm_model(
@@ -135,7 +134,10 @@ class TrunkBuilder(Protocol):
 
     Returns the model (with timm's ``forward_intermediates``, ``feature_info``
     and ``prune_intermediate_layers``) and its data config (a dict with at
-    least ``input_size`` (3, H, W), ``mean`` and ``std``).
+    least ``input_size`` (3, H, W), ``mean`` and ``std``). A builder may take
+    ``from_header: bool``: :class:`Trunk` passes ``from_header=True`` when a
+    model file is loaded, and the builder must then read no file its
+    arguments name (the header may come from anyone).
     """
 
     def __call__(
@@ -209,87 +211,6 @@ def timm_trunk(
     return model, timm.data.resolve_model_data_config(model)
 
 
-def resolve_layers(module_names: Sequence[str], layers: LayerSpec) -> list[int]:
-    """Turn a layer specification into sorted indices of ``module_names``.
-
-    Parameters
-    ----------
-    module_names : sequence of str
-        Names of the model's feature layers (``[f["module"] for f in model.feature_info]``).
-    layers : sequence of int, str or sequence of str
-        Indices (negative allowed), or fnmatch globs on the names.
-
-    Returns
-    -------
-    list of int
-    """
-    n = len(module_names)
-    if isinstance(layers, str):
-        layers = [layers]
-    layers = list(layers)
-    if not layers:
-        raise ConfigError("'layers' is empty; choose at least one trunk layer")
-    indices: set[int] = set()
-    for item in layers:
-        if isinstance(item, bool) or not isinstance(item, int | str):
-            raise ConfigError(f"'layers' items must be int or str; got {item!r}")
-        if isinstance(item, int):
-            if not -n <= item < n:
-                raise ConfigError(
-                    f"layer index {item} is out of range for a trunk with {n} "
-                    f"feature layers ({', '.join(module_names)})"
-                )
-            indices.add(item % n)
-        else:
-            hits = [i for i, m in enumerate(module_names) if fnmatch.fnmatchcase(m, item)]
-            if not hits:
-                raise ConfigError(
-                    f"layer pattern {item!r} matches no trunk layer; layers are "
-                    f"{', '.join(module_names)}"
-                )
-            indices.update(hits)
-    return sorted(indices)
-
-
-def apply_freeze(
-    module: nn.Module, patterns: Iterable[str], requires_grad: bool = False
-) -> list[str]:
-    """Set ``requires_grad`` of parameters whose names match any fnmatch pattern.
-
-    Parameters
-    ----------
-    module : nn.Module
-    patterns : iterable of str
-        fnmatch globs on parameter names (``"blocks*norm*"``).
-    requires_grad : bool, default=False
-        The value given to matching parameters.
-
-    Returns
-    -------
-    list of str
-        Names of the parameters that matched.
-
-    Raises
-    ------
-    ConfigError
-        If a pattern matches no parameter (a typo must not be a silent no-op).
-    """
-    names = [n for n, _ in module.named_parameters()]
-    matched: set[str] = set()
-    for pattern in patterns:
-        hits = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
-        if not hits:
-            sample = ", ".join(names[:8])
-            raise ConfigError(
-                f"freeze pattern {pattern!r} matches no parameter (names look like: {sample}, ...)"
-            )
-        matched.update(hits)
-    for name, param in module.named_parameters():
-        if name in matched:
-            param.requires_grad_(requires_grad)
-    return sorted(matched)
-
-
 class Trunk(nn.Module):
     """Backbone returning (B, C, H, W) feature maps of chosen layers.
 
@@ -313,6 +234,12 @@ class Trunk(nn.Module):
         blocks' own outputs). Trunks without prefix tokens return (B, C, H, W).
     family : str, default="timm"
         A registered trunk family (:data:`TRUNK_FAMILIES`).
+    from_header : bool, default=False
+        Rebuild from ``model_kwargs`` alone (a model file's header, which may
+        come from anyone): no weights are loaded, and a builder that takes
+        ``from_header`` (``hf``) reads no folder or file ``model_name`` names.
+        A ``from_header`` key of a config's ``trunk_kwargs`` binds here too
+        (it is never kept in :attr:`model_kwargs`).
     **model_kwargs
         Extra keyword arguments for the family's builder (for timm:
         :func:`timm.create_model`).
@@ -340,13 +267,22 @@ class Trunk(nn.Module):
         img_size: int | None = None,
         prefix_tokens: bool = False,
         family: str = "timm",
+        from_header: bool = False,
         **model_kwargs: Any,
     ) -> None:
         super().__init__()
         family, model_name = split_trunk_name(model_name, family)
         build = TRUNK_FAMILIES.get(family)
+        if from_header and (pretrained or weights is not None):
+            raise ConfigError("a trunk rebuilt from a model header takes its weights from the file")
+        takes_flag = from_header and "from_header" in inspect.signature(build).parameters
         model, data_config = build(
-            model_name, pretrained=pretrained, weights=weights, img_size=img_size, **model_kwargs
+            model_name,
+            pretrained=pretrained,
+            weights=weights,
+            img_size=img_size,
+            **({"from_header": True} if takes_flag else {}),
+            **model_kwargs,
         )
         module_names = [f["module"] for f in model.feature_info]
         self.indices = resolve_layers(module_names, layers)

@@ -11,7 +11,7 @@ from ..core.metrics import StreamingStats
 from ..data.store import Store
 from ..inference.store import predict_store_rows
 from ..util.errors import DataError
-from .load import check_held_out
+from .provenance import check_held_out
 from .run import Run
 
 __all__ = ["EnsembleModel", "val_weights"]
@@ -22,20 +22,25 @@ def val_weights(
     run_dirs: Sequence[Path],
     store: Store | Path | None = None,
     power: float = 2.0,
+    trust_splits: bool = False,
 ) -> list[dict[str, np.ndarray]]:
     """Weights proportional to ``max(r_val, 0) ** power`` per model and vertex.
 
     Where no model has a positive validation correlation the weights are
-    uniform. Weights sum to 1 over models at each vertex.
+    uniform. Weights sum to 1 over models at each vertex. Every run must be
+    held out on the store's val split (:func:`.provenance.check_held_out`;
+    ``trust_splits`` accepts runs that record nothing).
 
     Returns
     -------
     list (one per model) of dict of str to ndarray of shape (n_lh + n_rh,)
     """
-    for run in run_dirs:
-        check_held_out(run, "val")
     if not isinstance(store, Store):
         store = Store(store if store is not None else Run(run_dirs[0]).store_path())
+    for run in map(Path, run_dirs):
+        if run.is_dir():
+            Run(run).check_store(store)
+        check_held_out(run, "val", [(n, store) for n in store.names], trust_splits)
     raw = []
     for model in models:
         per_subject = {}
@@ -67,13 +72,27 @@ class EnsembleModel:
     Parameters
     ----------
     models : sequence of models
-        Encoders or ridge models with the same subjects and vertex space.
+        Encoders or ridge models with the same subjects and vertex space, trained
+        on stores of one image size (each decodes images at its store's size).
     name : str, default="ensemble"
+        ``ensemble(a+b)`` names its members ``a`` and ``b`` in errors.
+    labels : sequence of str, optional
+        The members' names (their run folders) for errors; default: from
+        ``name``, else ``model 1``, ``model 2``...
+
+    Raises
+    ------
+    DataError
+        The members have other subjects or vertex spaces, or were trained on
+        stores of different image sizes.
     """
 
-    def __init__(self, models: Sequence, name: str = "ensemble") -> None:
+    def __init__(
+        self, models: Sequence, name: str = "ensemble", labels: Sequence[str] | None = None
+    ) -> None:
         if len(models) < 2:
             raise ValueError("an ensemble needs at least two models")
+        labels = list(labels) if labels is not None else _member_labels(name, len(models))
         first = models[0].space
         for model in models[1:]:
             if not model.space.same_as(first):
@@ -81,11 +100,19 @@ class EnsembleModel:
                     f"{name}: its models have different subjects or vertex spaces "
                     f"({first.subjects} vs {model.space.subjects}); ensemble runs of one dataset"
                 )
+        sizes = [getattr(m, "store_image_size", None) for m in models]
+        known = [(label, size) for label, size in zip(labels, sizes, strict=True) if size]
+        other = next(((lb, s) for lb, s in known if s != known[0][1]), None)
+        if other is not None:
+            raise DataError(
+                f"{name}: its members were trained on stores of different image sizes "
+                f"({known[0][0]}: {known[0][1]} px, {other[0]}: {other[1]} px), so they cannot "
+                "predict from the same decoded images; ensemble runs trained on one store"
+            )
         self.models = list(models)
         self.space = first
         self.name = name
-        sizes = {getattr(m, "store_image_size", None) for m in models}
-        self.store_image_size = sizes.pop() if len(sizes) == 1 else None
+        self.store_image_size = known[0][1] if len(known) == len(models) else None
 
     def predict(self, images: np.ndarray, subject: str) -> dict[str, np.ndarray]:
         """Mean of the models' predictions.
@@ -101,3 +128,10 @@ class EnsembleModel:
         """
         preds = [m.predict(images, subject) for m in self.models]
         return {h: np.mean([p[h] for p in preds], axis=0).astype(np.float32) for h in preds[0]}
+
+
+def _member_labels(name: str, n: int) -> list[str]:
+    """The members' names in ``ensemble(a+b)`` (``load``, ``compare``), or numbers."""
+    inner = name.removeprefix("ensemble(").removesuffix(")")
+    parts = inner.split("+") if name.startswith("ensemble(") and name.endswith(")") else []
+    return parts if len(parts) == n and all(parts) else [f"model {i + 1}" for i in range(n)]

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Any
 
-from ..util.errors import CheckpointError, DataError
 from .run import PathLike, Run, load_model_file
 
-__all__ = ["check_held_out", "load_model", "model_file", "read_files"]
+__all__ = ["load_model", "model_file", "read_files"]
 
 
 def model_file(run_or_file: PathLike) -> Path:
@@ -43,34 +41,7 @@ def load_model(run_or_file: PathLike) -> Any:
     path = Path(run_or_file)
     if path.is_dir():
         return Run(path).load_model()
-    from ..models.modelfile import read_model_file
+    from ..models.modelfile import read_metadata
 
-    with contextlib.suppress(CheckpointError):
-        _, meta = read_model_file(path)
-        if meta.get("format") == "brainencoder-ridge":
-            return load_model_file("ridge", path)
-    return load_model_file("ridge" if path.name.startswith("ridge") else "encoder", path)
-
-
-def check_held_out(run_or_file: PathLike, split: str) -> None:
-    """Refuse scoring a run on a held-out split it trained on (``train_on: [train, val]``).
-
-    Every command that scores, weights or selects runs on ``val`` or
-    ``testval`` (evaluate, compare, submit's validation weights, soup) calls
-    this; a model file records no splits and passes.
-
-    Raises
-    ------
-    DataError
-        Naming the run, the split and what to do.
-    """
-    path = Path(run_or_file)
-    if split not in ("val", "testval") or not path.is_dir():
-        return
-    trained = Run(path).config.get("train_on", ["train"])
-    if isinstance(trained, list) and split in trained:
-        raise DataError(
-            f"{path} trained on the {split} images (train_on: {trained}), so its {split} "
-            "score would not be held out; use a run trained on train only, or the testval "
-            "or test split"
-        )
+    ridge = read_metadata(path).get("format") == "brainencoder-ridge"  # the header says
+    return load_model_file("ridge" if ridge else "encoder", path)

@@ -315,7 +315,8 @@ class Run:
         ----------
         model : Encoder or RidgeModel
         meta : mapping of str to str, optional
-            Extra metadata of an encoder's model file (``store_image_size``).
+            Extra metadata of the model file (``store_image_size``); the model's
+            ``training_record`` (:mod:`.provenance`) is saved with it.
         """
         from ..models.encoder import Encoder
         from ..models.modelfile import save_encoder
@@ -325,7 +326,7 @@ class Run:
             save_encoder(model, path, dict(meta or {}))
         else:
             path = self.path / MODEL_KINDS["ridge"][0]
-            model.save(path)
+            model.save(path, dict(meta or {}))
         return path
 
     def write_json(self, name: str, data: Mapping[str, Any]) -> None:

@@ -75,6 +75,7 @@ def soup_runs(
     greedy: bool = True,
     store: str | Path | None = None,
     overwrite: bool = False,
+    trust_splits: bool = False,
 ) -> dict:
     """Average the best models of several runs into a new run folder.
 
@@ -89,6 +90,9 @@ def soup_runs(
     store : path, optional
         Store whose val split scores the ingredients (default: the first run's).
     overwrite : bool, default=False
+    trust_splits : bool, default=False
+        Accept ingredients that record no training splits (older or foreign
+        files) as held out on val (see :func:`.provenance.check_held_out`).
 
     Returns
     -------
@@ -98,7 +102,8 @@ def soup_runs(
     """
     from ..inference.store import split_stats, summarize_stats
     from ..models.encoder import Encoder
-    from .load import check_held_out, load_model
+    from .load import load_model
+    from .provenance import check_held_out, merge_records, read_record
     from .run import Run
 
     runs = [Path(r) for r in runs]
@@ -110,7 +115,8 @@ def soup_runs(
     for run in runs:
         if run.is_dir():
             Run(run).check_store(store)
-        check_held_out(run, "val")  # the ingredients are scored on val
+        # the ingredients are scored on val
+        check_held_out(run, "val", [(n, store) for n in store.names], trust_splits)
     models = [load_model(r) for r in runs]
     if not all(isinstance(m, Encoder) for m in models):
         raise ConfigError("soups average encoders; ridge runs have no weights to average")
@@ -138,6 +144,8 @@ def soup_runs(
     final = average_states([states[j] for j in kept])
     value = best if greedy else score(final)  # greedy: this average was scored when kept
     soup.load_state_dict(final)
+    records = [read_record(runs[j]) for j in kept]
+    soup.training_record = merge_records(records, ["val"] if greedy else [])
     summary = {
         "kind": "greedy" if greedy else "uniform",
         "metric": "val/r2_median",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -357,25 +358,42 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def resolve_config(name: str | Path) -> Path | None:
-    """A YAML path, or the name of a config packaged with brainencoder (``phase1``, ``demo``...).
+    """The config file a ``train`` argument names: a packaged config, or a YAML file.
 
-    ``""`` and ``"none"`` mean the defaults (None). Packaged names resolve from
-    the installed package, whatever the current folder.
+    The rule does not depend on what the current folder holds: ``""`` and
+    ``"none"`` are the defaults (None); a :class:`~pathlib.Path`, or text with a
+    ``/`` or ending in ``.yaml`` / ``.yml``, is a YAML file (``./demo``,
+    ``runs/p1/config.yaml``, ``my.yaml``); any other text is the name of a config
+    packaged with brainencoder (``phase1``, ``demo``...), read from the installed
+    package: a file or folder ``demo`` in the current folder never hides it.
 
     Raises
     ------
     ConfigError
-        For a name that is neither a file nor a packaged config, listing those.
+        A folder, a missing file, or a name that is no packaged config (listing them).
     """
-    name = str(name)
-    if name in ("", "none"):
-        return None
-    path = Path(name)
-    if path.exists():
-        return path
     folder = Path(__file__).parents[1] / "configs"
-    packaged = folder / f"{name.removesuffix('.yaml')}.yaml"
-    if packaged.exists():
-        return packaged
     available = sorted(p.stem for p in folder.glob("*.yaml"))
-    raise ConfigError(f"config {name!r} is neither a file nor a packaged config ({available})")
+    text = str(name)
+    if text in ("", "none"):
+        return None
+    pathlike = isinstance(name, Path) or "/" in text or os.sep in text
+    if not pathlike and not text.endswith((".yaml", ".yml")):
+        if (folder / f"{text}.yaml").is_file():
+            return folder / f"{text}.yaml"
+        found = Path(text).is_file()
+        what = "not a packaged config" if found else "neither a file nor a packaged config"
+        hint = f"pass ./{text} to read that file" if found else "give a file as ./NAME or NAME.yaml"
+        raise ConfigError(f"config {text!r} is {what} ({available}); {hint}")
+    path = Path(name)
+    if path.is_dir():
+        raise ConfigError(
+            f"{path}: is a folder, not a config file; pass a YAML file, or a packaged config "
+            f"by its name alone ({available})"
+        )
+    if not path.is_file():
+        packaged = (
+            f" (the packaged config is named {path.stem!r})" if path.stem in available else ""
+        )
+        raise ConfigError(f"{path}: config file not found{packaged}")
+    return path

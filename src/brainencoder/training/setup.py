@@ -26,6 +26,7 @@ from ..models.pca import GroupPCA, fit_group_pca, training_mean
 from ..models.trunk import apply_freeze
 from ..runs.checkpoint import load_checkpoint
 from ..runs.load import model_file
+from ..runs.provenance import check_init_source, inherit, training_record
 from ..runs.run import Run
 from ..util.errors import CheckpointError, ConfigError, DataError
 from .config import TrainConfig
@@ -74,11 +75,13 @@ def setup_training(
         )
     amp_dtype, use_scaler = amp_settings(config, device)  # fails early for impossible settings
     inputs = [store_path, config.init_from, config.pca_file, config.cache_dir]
-    run = prepare_run_dir(run_dir, resume, overwrite, info, inputs)
     store = Store(store_path)
+    record = training_record_of(config, store)  # an init_from that saw val: before any work
+    run = prepare_run_dir(run_dir, resume, overwrite, info, inputs)
     np.random.seed(config.seed)  # noqa: NPY002 (for user code that uses it)
     ckpt = run.latest_checkpoint() if resume else None
     model, n_trainable = prepare_model(config, store, info, device, ckpt)
+    model.training_record = record
 
     train_index = build_index(
         store, config.train_on, fraction=config.train_fraction, seed=config.seed
@@ -168,6 +171,21 @@ def prepare_run_dir(
         Run.create(path, inputs or [], overwrite=overwrite, resume=resume)
     barrier(info)
     return Run(path)
+
+
+def training_record_of(config: TrainConfig, store: Store) -> dict:
+    """What a run of ``config`` on ``store`` trains on, with its ``init_from`` model's record.
+
+    Raises
+    ------
+    ConfigError
+        ``init_from`` trained on the val images this run selects its epochs on.
+    """
+    record = training_record(store, store.names, config.train_on)
+    if not config.init_from:
+        return record
+    source = Path(config.init_from)
+    return inherit(record, check_init_source(source, store, selects_on_val=config.validates))
 
 
 def _build_model(config: TrainConfig, store: Store) -> Encoder:

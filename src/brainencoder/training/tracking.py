@@ -11,7 +11,10 @@ the record's ``step``.
 - Weights & Biases: a run of project ``brainencoder`` named after the run
   folder, kept in ``RUN/wandb/``, with the training config as its config.
   ``WANDB_MODE=offline`` keeps it local (``wandb sync`` uploads it later); a
-  resumed run is a new W&B run.
+  resumed run is a new W&B run. Online, it needs a W&B login (``wandb login``,
+  ``WANDB_API_KEY``): without one, :func:`require_trackers` stops the run
+  before its folder is made (wandb would wait at its login prompt, or fail
+  without a terminal).
 
 Each needs its package, installed with its extra (``pip install
 'brainencoder[tensorboard]'``, ``'brainencoder[wandb]'``).
@@ -19,6 +22,7 @@ Each needs its package, installed with its extra (``pip install
 
 from __future__ import annotations
 
+import os
 from numbers import Real
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -40,11 +44,61 @@ def require_trackers(config: TrainConfig) -> None:
     Raises
     ------
     ConfigError
-        One line naming the extra to install when a package is missing.
+        One line naming the extra to install when a package is missing, or
+        saying how to log in when W&B would run online without a login.
     """
     for key in TRACKERS:
         if getattr(config, key):
             _package(key)
+    if config.wandb and _wandb_needs_login(_package("wandb")):
+        raise ConfigError(
+            "'wandb: true' needs a W&B login and this machine has none (no WANDB_API_KEY, "
+            "no 'wandb login'): run 'wandb login' or set WANDB_API_KEY, or set "
+            "WANDB_MODE=offline to keep the W&B run in the run folder"
+        )
+
+
+def _wandb_needs_login(wandb: Any) -> bool:
+    """Whether ``wandb.init`` would ask for a login: online, with no credentials to use.
+
+    Reads what ``wandb.init`` reads, without prompting or the network: its
+    settings (``WANDB_MODE``, the settings files ``wandb offline`` writes) and
+    its credentials (a login of this process, ``WANDB_API_KEY``, an ``api_key``
+    setting, an identity token file, the ``.netrc`` entry of its host).
+
+    Parameters
+    ----------
+    wandb : module
+        The imported ``wandb`` package.
+
+    Returns
+    -------
+    bool
+        False offline, disabled, or with credentials (a malformed one is
+        ``wandb.init``'s to report).
+    """
+    key = os.getenv("WANDB_API_KEY")
+    try:
+        from wandb.sdk import wandb_setup
+        from wandb.sdk.lib import wbauth
+
+        settings = wandb_setup.singleton().settings  # what wandb.init uses; no service started
+        if settings.mode in ("offline", "dryrun", "disabled"):
+            return False
+        host = settings.base_url
+        if key or settings.api_key or settings.identity_token_file:
+            return False
+        if wbauth.session_credentials(host=host) is not None:
+            return False
+        try:
+            return not wbauth.read_netrc_auth(host=host)
+        except Exception:  # an entry wandb finds malformed: wandb.init reports it
+            return False
+    except (ImportError, AttributeError):  # a wandb before wandb_setup.singleton and wbauth
+        if os.getenv("WANDB_MODE", "") in ("offline", "dryrun", "disabled"):
+            return False
+        api = getattr(wandb, "api", None)  # unknown: wandb.init decides
+        return api is not None and not (key or api.api_key)
 
 
 def _package(key: str) -> Any:

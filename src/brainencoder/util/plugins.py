@@ -10,11 +10,20 @@ the training config (``plugins: [my_readouts]``) or on the command line
 Only modules the user names are imported: never one named inside a model file
 or a run folder, which may come from anyone. A model file whose readout is not
 registered says which ``--plugin`` to pass instead.
+
+The working directory is never put on ``sys.path``: a tool run inside an
+unpacked download must not import that folder's ``pandas.py`` or
+``safetensors.py`` in place of the installed module. A plugin that no
+installed module provides is loaded from the working directory by its file
+(``my_readouts.py``, or the package folder ``mypackage/``) and nothing else
+there is importable.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
+import importlib.util
 import os
 import re
 import sys
@@ -62,18 +71,34 @@ def check_plugin_names(names: Sequence[str], key: str = "plugins") -> list[str]:
     return list(names)
 
 
-def _add_working_directory() -> None:
-    """Put the working directory first on ``sys.path``, as ``python -m`` does."""
-    cwd = os.getcwd()
-    if "" not in sys.path and not any(os.path.abspath(p) == cwd for p in sys.path if p):
-        sys.path.insert(0, cwd)
+def _import_from_working_directory(name: str) -> None:
+    """Load the top-level module of ``name`` from the working directory, by its file.
+
+    Only when no installed module (nothing on ``sys.path``) has that name:
+    installed modules win, and the folder is not put on ``sys.path``, so no
+    other file there can shadow a module that brainencoder imports later.
+    """
+    top = name.split(".")[0]
+    if top in sys.modules or importlib.util.find_spec(top) is not None:
+        return
+    spec = importlib.machinery.PathFinder.find_spec(top, [os.getcwd()])
+    if spec is None or spec.loader is None or spec.origin is None:
+        return  # not there either (or a bare folder): the import below names it
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[top] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(top, None)
+        raise
 
 
 def load_plugins(names: Sequence[str]) -> list[ModuleType]:
     """Import the named modules (each once), so that they register their components.
 
-    The current working directory is searched first, as ``python -m`` does, so
-    ``my_readouts.py`` next to the user's data needs no installation. Without
+    Installed modules come first; a name that none provides is loaded from the
+    working directory by its file (``my_readouts.py`` next to the user's data
+    needs no installation), without putting that folder on ``sys.path``. Without
     names nothing happens, ``sys.path`` included.
 
     Parameters
@@ -94,12 +119,10 @@ def load_plugins(names: Sequence[str]) -> list[ModuleType]:
         name that is not a module name or a module whose import fails.
     """
     names = check_plugin_names(names)
-    if not names:
-        return []
-    _add_working_directory()
     modules = []
     for name in names:
         try:
+            _import_from_working_directory(name)
             modules.append(importlib.import_module(name))
         except Exception as exc:
             detail = " ".join(f"{type(exc).__name__}: {exc}".split())

@@ -50,7 +50,7 @@ class RoiQueryOptions:
     heads : int
         Attention heads (must divide ``dim``).
     depth : int
-        Decoder layers.
+        Decoder layers (1 to 64).
     dropout : float
         Dropout inside the decoder and on the region outputs.
     roi_groups : list of str
@@ -75,8 +75,8 @@ class RoiQueryOptions:
             )
         if self.queries_per_region < 1:
             raise ConfigError(f"'queries_per_region' must be >= 1; got {self.queries_per_region}")
-        if self.depth < 1:
-            raise ConfigError(f"'depth' must be positive; got {self.depth}")
+        if not 1 <= self.depth <= 64:  # layers are deep copies: a huge depth is not built
+            raise ConfigError(f"'depth' must be in [1, 64]; got {self.depth}")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"'dropout' must be in [0, 1); got {self.dropout}")
         if not self.roi_groups:
