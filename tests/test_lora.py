@@ -126,3 +126,30 @@ def test_lora_config_errors():
         load_config(None, ["lora={rank: 0}"])
     with pytest.raises(ConfigError, match=r"unknown key\(s\) \['lora.rnak'\]"):
         load_config(None, ["lora={rnak: 2}"])
+
+
+def test_lora_on_eva02_whose_attention_reads_the_qkv_weight_directly():
+    # timm's EVA attention calls F.linear(x, self.qkv.weight, bias) with its own q/v bias:
+    # the wrapped layer must offer the updated weight (before: AttributeError 'weight')
+    import timm
+
+    model = timm.create_model("eva02_tiny_patch14_224.mim_in22k", pretrained=False, img_size=28)
+    x = torch.randn(2, 3, 28, 28, generator=torch.Generator().manual_seed(0))
+    before = model(x)
+    layers = apply_lora(model, LoRAConfig(rank=2))
+    assert layers and all(name.endswith("attn.qkv") for name in layers)
+    # B starts at zero: the same function (tolerance: the sum W + 0 is exact, only the
+    # order of operations of the identical product may differ)
+    torch.testing.assert_close(model(x), before, rtol=0, atol=1e-6)
+    wrapped = [m for m in model.modules() if isinstance(m, LoRALayer)]
+    for layer in wrapped:
+        nn.init.normal_(layer.lora_b)
+    after = model(x)
+    after.sum().backward()
+    assert not torch.allclose(after, before, atol=1e-3)
+    assert all(
+        layer.lora_a.grad is not None and layer.lora_a.grad.abs().sum() > 0 for layer in wrapped
+    )
+    merged = merged_state_dict(model)  # the merged weight is what the forward pass used
+    for name, layer in zip(layers, wrapped):
+        torch.testing.assert_close(merged[f"{name}.weight"], layer.weight.detach())

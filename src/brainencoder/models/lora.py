@@ -109,6 +109,21 @@ class LoRALayer(nn.Module):
         a = self.lora_a.reshape(self.rank, -1)
         return (self.scale * self.lora_b @ a).reshape(self.base.weight.shape)
 
+    @property
+    def weight(self) -> torch.Tensor:
+        """The effective weight ``W + scale * B @ A``, for code that reads ``.weight``.
+
+        timm's EVA attention calls ``F.linear(x, self.qkv.weight, bias)`` with
+        its own q/v bias instead of calling the layer, so a wrapped ``qkv``
+        must offer the updated weight (LoRA dropout does not apply there).
+        """
+        return self.base.weight + self.delta()
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        """The base layer's bias."""
+        return self.base.bias
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base(x)
         h = self.dropout(x)
