@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from brainencoder.baselines.ridge import FeatureSpec, fit_ridge_baseline
+from brainencoder.baselines.ridge import FeatureSpec, RidgeOptions, fit_ridge_baseline
 from brainencoder.data.prepare import prepare_store
 from brainencoder.data.synthetic import SyntheticConfig, make_synthetic
 from brainencoder.evaluation.evaluate import evaluate_run
@@ -76,7 +76,7 @@ def main() -> None:
                 layers=["layer3"], pooling="mean", pca_components=min(100, min(n) - 1)
             )
             fit_ridge_baseline(
-                store, runs / "devkit", devkit, solver="ols", train_fraction=fraction
+                store, runs / "devkit", devkit, RidgeOptions("ols"), train_fraction=fraction
             )
             scores = {
                 name: _score(evaluate_run(runs / name, "test", store, truth))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from brainencoder.data.prepare import prepare_store
+from brainencoder.data.prepare import PrepareOptions, prepare_store
 from brainencoder.data.synthetic import SyntheticConfig, make_synthetic
 from brainencoder.inference.cache import CACHE_DTYPES
 from brainencoder.inference.quantize import bytes_per_view
@@ -41,7 +41,9 @@ def main() -> None:
         cfg = SyntheticConfig(n_subjects=args.subjects, n_train=args.n_train, n_test=60)
         make_synthetic(tmp / "data", cfg)
         truth = tmp / "data" / "truth"
-        store = prepare_store(tmp / "data", tmp / "store", image_size=128, progress=False)
+        store = prepare_store(
+            tmp / "data", tmp / "store", PrepareOptions(image_size=128), progress=False
+        )
         for seed in args.seeds:
             for dtype in CACHE_DTYPES:
                 cache = tmp / f"cache-{dtype}-{seed}"

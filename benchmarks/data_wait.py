@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from brainencoder.data.prepare import prepare_store
+from brainencoder.data.prepare import PrepareOptions, prepare_store
 from brainencoder.data.synthetic import SyntheticConfig, make_synthetic
 from brainencoder.runs.run import Run
 from brainencoder.training.config import load_config
@@ -78,7 +78,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         make_synthetic(tmp / "data", synthetic)
-        store = prepare_store(tmp / "data", tmp / "store", image_size=image_size, progress=False)
+        store = prepare_store(
+            tmp / "data", tmp / "store", PrepareOptions(image_size=image_size), progress=False
+        )
         rows = [data_wait(store.path, tmp / f"w{w}", overrides, w) for w in (0, args.workers)]
     config = load_config(None, overrides)
     print(

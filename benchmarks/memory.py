@@ -132,8 +132,8 @@ def main() -> None:
     write_dataset(data, args.subjects, args.image_size)
     steps = {
         "prepare": (
-            f"from brainencoder.data.prepare import prepare_store; "
-            f"prepare_store({str(data)!r}, {str(store)!r}, image_size=64, "
+            f"from brainencoder.data.prepare import PrepareOptions, prepare_store; "
+            f"prepare_store({str(data)!r}, {str(store)!r}, PrepareOptions(image_size=64), "
             f"progress=False)"
         ),
         "group PCA (2048 components)": (

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from brainencoder.data.images import load_image
 from brainencoder.data.layout import read_layout
-from brainencoder.data.prepare import prepare_store
+from brainencoder.data.prepare import PrepareOptions, prepare_store
 from brainencoder.data.synthetic import SyntheticConfig, make_synthetic
 
 
@@ -56,7 +56,12 @@ def main() -> None:
                 list(pool.map(_raw, [(p, args.size) for p in paths], chunksize=64))
             raw_times.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
-            prepare_store(root, Path(tmp) / f"store{round_}", image_size=args.size, progress=False)
+            prepare_store(
+                root,
+                Path(tmp) / f"store{round_}",
+                PrepareOptions(image_size=args.size),
+                progress=False,
+            )
             prep_times.append(time.perf_counter() - t0)
         raw, prep = n / min(raw_times), n / min(prep_times)
     print(f"{n} PNGs 425x425 -> {args.size}x{args.size}, {os.cpu_count()} cores")

@@ -33,7 +33,7 @@ import numpy as np
 
 from brainencoder.baselines.ridge import FeatureSpec, fit_ridge_baseline
 from brainencoder.data.layout import HEMIS
-from brainencoder.data.prepare import prepare_store
+from brainencoder.data.prepare import PrepareOptions, prepare_store
 from brainencoder.data.synthetic import SyntheticConfig, make_synthetic
 from brainencoder.evaluation.submission import subject_test_scores
 from brainencoder.runs.ensemble import EnsembleModel
@@ -107,7 +107,9 @@ def main() -> None:
         )
         make_synthetic(tmp / "data", cfg)
         truth = tmp / "data" / "truth"
-        store = prepare_store(tmp / "data", tmp / "store", image_size=128, progress=False)
+        store = prepare_store(
+            tmp / "data", tmp / "store", PrepareOptions(image_size=128), progress=False
+        )
         cache = f"cache_dir={tmp / 'cache'}"
         for seed in args.seeds:
             print(f"seed {seed}", flush=True)

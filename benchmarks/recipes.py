@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 import point_as_filed  # noqa: F401 (registers the readout point_as_filed)
-from brainencoder.data.prepare import prepare_store
+from brainencoder.data.prepare import PrepareOptions, prepare_store
 from brainencoder.data.synthetic import SyntheticConfig, make_synthetic
 from brainencoder.models.readouts import create_readout
 from brainencoder.runs.ensemble import EnsembleModel
@@ -192,7 +192,9 @@ def main(argv: list[str] | None = None) -> dict:
         )
         make_synthetic(tmp / "data", cfg)
         truth = tmp / "data" / "truth"
-        store = prepare_store(tmp / "data", tmp / "store", image_size=size, progress=False)
+        store = prepare_store(
+            tmp / "data", tmp / "store", PrepareOptions(image_size=size), progress=False
+        )
         for seed in args.seeds:
             for name, recipe in recipes.items():
                 # the train split only, unless the recipe says otherwise (the demo's config

@@ -65,12 +65,12 @@ def synth_root(tmp_path_factory):
 @pytest.fixture(scope="session")
 def store(synth_root, tmp_path_factory):
     """The prepared store of ``synth_root`` at 32 px."""
-    from brainencoder.data.prepare import prepare_store
+    from brainencoder.data.prepare import PrepareOptions, prepare_store
 
     return prepare_store(
         synth_root,
         tmp_path_factory.mktemp("store") / "store",
-        image_size=32,
+        PrepareOptions(image_size=32),
         workers=2,
         progress=False,
     )

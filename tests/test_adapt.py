@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from brainencoder.cli.main import main
-from brainencoder.data.prepare import prepare_store
+from brainencoder.data.prepare import PrepareOptions, prepare_store
 from brainencoder.data.synthetic import SyntheticConfig, make_synthetic
-from brainencoder.experiments.adapt import AdaptConfig, adapt
+from brainencoder.experiments.adapt import AdaptConfig, Overwrite, adapt
 from brainencoder.runs.load import load_model
 from brainencoder.training.config import load_config
 from brainencoder.training.loop import train
@@ -29,7 +29,9 @@ def group(tmp_path_factory):
         n_subjects=3, held_out=1, n_train=80, n_test=12, n_vertices=150, image_size=48
     )
     data = make_synthetic(root / "data", cfg)
-    store = prepare_store(data, root / "store", image_size=32, subjects=GROUP, progress=False)
+    store = prepare_store(
+        data, root / "store", PrepareOptions(image_size=32), subjects=GROUP, progress=False
+    )
     train(load_config(None, FAST), store.path, root / "run")
     return data, store, root / "run"
 
@@ -37,7 +39,11 @@ def group(tmp_path_factory):
 def test_held_out_subject_has_its_own_vertices(group):
     data, store, _ = group
     held = prepare_store(
-        data, data.parent / "held", image_size=32, subjects=["subj04"], progress=False
+        data,
+        data.parent / "held",
+        PrepareOptions(image_size=32),
+        subjects=["subj04"],
+        progress=False,
     )
     mine = held.space.fsaverage_masks("subj04")
     union = {h: np.zeros_like(m) for h, m in mine.items()}
@@ -102,7 +108,7 @@ def test_adapt_errors_a_user_will_hit(group, tmp_path, capsys):
     with pytest.raises(ConfigError, match="--n-images 5000 is more than the .* images of subj04"):
         adapt(run, data, "subj04", tmp_path / "a3", n_images=5000, config=QUICK)
     other = prepare_store(
-        data, tmp_path / "s48", image_size=48, subjects=["subj04"], progress=False
+        data, tmp_path / "s48", PrepareOptions(image_size=48), subjects=["subj04"], progress=False
     )
     with pytest.raises(
         DataError, match="stored at 48 px, but the run was trained on a store at 32"
@@ -139,7 +145,7 @@ def test_overwrite_subject_refits_only_that_subject(group, tmp_path):
         tmp_path / "re",
         n_images=30,
         config=QUICK,
-        overwrite_subject=True,
+        overwrite=Overwrite(subject=True),
     )
     before, after = load_model(run), load_model(tmp_path / "re")
     images = np.asarray(store.images[:4])
@@ -218,7 +224,11 @@ def test_adapted_run_scores_every_subject_on_its_own_store(group, tmp_path):
 
     data, store, run = group
     both = prepare_store(
-        data, tmp_path / "both", image_size=32, subjects=[*GROUP, "subj04"], progress=False
+        data,
+        tmp_path / "both",
+        PrepareOptions(image_size=32),
+        subjects=[*GROUP, "subj04"],
+        progress=False,
     )
     adapt(run, both.path, "subj04", tmp_path / "ad", n_images=30, config=QUICK)
     before = evaluate_run(run, "val", out_dir=tmp_path / "e1")
@@ -234,7 +244,11 @@ def test_adapted_run_scores_every_subject_on_its_own_store(group, tmp_path):
     only_old = evaluate_run(tmp_path / "ad", "val", store=store, out_dir=tmp_path / "e4")
     assert set(only_old.subject) == {*GROUP, "all"}
     other = prepare_store(
-        data, tmp_path / "other", image_size=32, subjects=GROUP, split_seed=5, progress=False
+        data,
+        tmp_path / "other",
+        PrepareOptions(image_size=32, split_seed=5),
+        subjects=GROUP,
+        progress=False,
     )
     with pytest.raises(CheckpointError, match=r"is not the store .* \(other splits\)"):
         evaluate_run(tmp_path / "ad", "val", store=other, out_dir=tmp_path / "e5")

@@ -14,7 +14,7 @@ from conftest import TINY_TRAIN
 @pytest.fixture(scope="module")
 def run(store, tmp_path_factory):
     out = tmp_path_factory.mktemp("api") / "run"
-    return be.train(None, store=store.path, out=out, overrides=TINY_TRAIN, epochs=1)
+    return be.train(None, store=store.path, out=out, overrides=TINY_TRAIN)
 
 
 def test_train_returns_the_run_and_load_predicts_from_any_image_form(run, store, synth_root):
@@ -38,9 +38,9 @@ def test_train_returns_the_run_and_load_predicts_from_any_image_form(run, store,
 
 
 def test_load_of_several_runs_predicts_their_mean(run, store, synth_root, tmp_path):
-    other = be.train(
-        None, store=store.path, out=tmp_path / "b", overrides=[*TINY_TRAIN, "seed=1"], epochs=1
-    )
+    tiny = {"model": {"img_size": 32, "readout": {"hidden_dim": 8}}, "model.readout.latent_dim": 4}
+    tiny |= {"epochs": 1, "batch_size": 32, "cache_features": True, "seed": 1}  # a mapping
+    other = be.train(None, store=store.path, out=tmp_path / "b", overrides=tiny)
     folder = synth_root / "subj01" / "test_split" / "test_images"
     single = [be.load(r).predict(folder, "subj01") for r in (run.path, other.path)]
     both = be.load(run.path, other.path)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from brainencoder.inference.cache import build_feature_cache
+from brainencoder.inference.cache import CacheSpec, build_feature_cache
 from brainencoder.inference.quantize import bytes_per_view, estimate_cache_bytes, quantize_int8
 from brainencoder.models.encoder import create_encoder
 from brainencoder.util.errors import StoreError
@@ -39,8 +39,8 @@ def test_quantize_int8_error_is_half_a_step_per_channel():
 def test_int8_cache_is_half_the_size_and_close_to_float16(store, tmp_path):
     rows = np.arange(store.images.shape[0])
     model = _model(store)
-    f16 = build_feature_cache(model, store, rows, 2, root=tmp_path)
-    i8 = build_feature_cache(model, store, rows, 2, root=tmp_path, dtype="int8")
+    f16 = build_feature_cache(model, store, rows, CacheSpec(n_views=2), root=tmp_path)
+    i8 = build_feature_cache(model, store, rows, CacheSpec(2, dtype="int8"), root=tmp_path)
     assert f16.path != i8.path and i8.dtype == "int8"
     size = {c.dtype: sum(f.stat().st_size for f in c.path.glob("layer*")) for c in (f16, i8)}
     assert size["float16"] == estimate_cache_bytes(model, rows.size, 2)
@@ -53,7 +53,7 @@ def test_int8_cache_is_half_the_size_and_close_to_float16(store, tmp_path):
         bound = a.flatten(2).abs().amax(2)[..., None] / 127 * 0.51 + 1e-3
         assert ((a - b).flatten(2).abs() <= bound).all()
     with pytest.raises(StoreError, match="cache dtype must be one of"):
-        build_feature_cache(model, store, rows, 1, root=tmp_path, dtype="int4")
+        build_feature_cache(model, store, rows, CacheSpec(dtype="int4"), root=tmp_path)
 
 
 @pytest.mark.numerics
@@ -67,8 +67,8 @@ def test_features_a_cache_would_store_wrongly_are_refused(store, tmp_path, monke
         match=r"up to .* for store rows 0..7, beyond float16's 65504.*"
         r"cache_dtype=int8",
     ):
-        build_feature_cache(model, store, rows, 1, root=tmp_path / "a")
-    big = build_feature_cache(model, store, rows, 1, root=tmp_path / "b", dtype="int8")
+        build_feature_cache(model, store, rows, root=tmp_path / "a")
+    big = build_feature_cache(model, store, rows, CacheSpec(dtype="int8"), root=tmp_path / "b")
     (first, *_) = big.get(np.zeros(8, dtype=np.int64), np.arange(8))
     with torch.no_grad():
         (truth, *_) = model.forward_features(model.prepare_images(store.read_images(rows)))
@@ -76,7 +76,7 @@ def test_features_a_cache_would_store_wrongly_are_refused(store, tmp_path, monke
     torch.testing.assert_close(first, truth, rtol=0, atol=float(truth.abs().max()) / 127)
     monkeypatch.setattr(model, "forward_features", lambda x: [f * float("nan") for f in real(x)])
     with pytest.raises(StoreError, match="layer 0 gave NaN or inf features for store rows 0..7"):
-        build_feature_cache(model, store, rows, 1, root=tmp_path / "c", dtype="int8")
+        build_feature_cache(model, store, rows, CacheSpec(dtype="int8"), root=tmp_path / "c")
 
 
 def test_prefetch_keeps_order_and_runs_ahead():
@@ -113,7 +113,7 @@ def test_prefetch_error_drops_the_queued_work():
 _SHARDED = """
 import logging, sys, numpy as np, torch, torch.distributed as dist
 from brainencoder.data.store import Store
-from brainencoder.inference.cache import build_feature_cache
+from brainencoder.inference.cache import CacheOptions, CacheSpec, build_feature_cache
 from brainencoder.models.encoder import create_encoder
 logging.basicConfig(level=logging.INFO)
 dist.init_process_group("gloo")
@@ -122,8 +122,8 @@ torch.manual_seed(0)
 model = create_encoder("tiny", store.space, img_size=32, readout={"hidden_dim": 8, "latent_dim": 4})
 for dtype in ("float16", "int8"):
     cache = build_feature_cache(
-        model, store, np.arange(store.images.shape[0]), 3, root=sys.argv[2], batch_size=16,
-        dtype=dtype, shard=(dist.get_rank(), 2), sync=dist.barrier,
+        model, store, np.arange(store.images.shape[0]), CacheSpec(3, batch_size=16, dtype=dtype),
+        root=sys.argv[2], options=CacheOptions(shard=(dist.get_rank(), 2), sync=dist.barrier),
     )
     print(dist.get_rank(), dtype, cache.path)
 dist.destroy_process_group()
@@ -135,7 +135,7 @@ def test_two_processes_extract_byte_identical_caches(store, tmp_path):
     rows = np.arange(store.images.shape[0])
     single = {
         d: build_feature_cache(
-            _model(store), store, rows, 3, root=tmp_path / "one", batch_size=16, dtype=d
+            _model(store), store, rows, CacheSpec(3, batch_size=16, dtype=d), root=tmp_path / "one"
         )
         for d in ("float16", "int8")
     }
@@ -168,7 +168,7 @@ def test_a_vit_with_and_without_prefix_tokens_gets_its_own_cache(store, tmp_path
         model = create_encoder(
             "tiny", store.space, trunk="test_vit", layers=[0], img_size=32, prefix_tokens=prefix
         )
-        cache = build_feature_cache(model, store, rows, 1, root=tmp_path)
+        cache = build_feature_cache(model, store, rows, root=tmp_path)
         feats = cache.get(np.zeros(2, np.int64), np.arange(2))
         assert tuple(feats[0].shape[1:]) == tuple(model.feature_shapes[0])
         caches.append(cache.path)

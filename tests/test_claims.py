@@ -130,7 +130,7 @@ def test_format_1_model_files_load_as_grouplin_seq(store, tmp_path):
 
 def test_adapt_never_touches_the_subjects_test_val_rows(store, tiny_run, tmp_path, monkeypatch):
     from brainencoder.data.store import Store
-    from brainencoder.experiments.adapt import AdaptConfig, adapt, choose_rows
+    from brainencoder.experiments.adapt import AdaptConfig, Overwrite, adapt, choose_rows
 
     subject = "subj01"  # neither its val nor its testval rows: evaluate scores them
     testval = set(store.split_rows(subject, "testval").tolist())
@@ -159,7 +159,7 @@ def test_adapt_never_touches_the_subjects_test_val_rows(store, tiny_run, tmp_pat
         subject,
         tmp_path / "ad",
         config=AdaptConfig(epochs=1),
-        overwrite_subject=True,
+        overwrite=Overwrite(subject=True),
     )
     assert summary["n_train_images"] + summary["n_val_images"] == len(pool)
     assert read and not set(read) & testval

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 from brainencoder.cli.main import main
-from brainencoder.data.prepare import prepare_store
+from brainencoder.data.prepare import PrepareOptions, prepare_store
 from brainencoder.data.synthetic import SyntheticConfig, make_synthetic
-from brainencoder.experiments.explore import explore
+from brainencoder.experiments.explore import ArrayRows, explore
 from brainencoder.training.config import load_config
 from brainencoder.training.loop import train
 from brainencoder.util.errors import DataError
@@ -25,7 +25,7 @@ def category_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("explore")
     cfg = SyntheticConfig(n_train=300, n_test=60, n_vertices=600, image_size=128, categories=True)
     data = make_synthetic(root / "data", cfg)
-    store = prepare_store(data, root / "store", image_size=128, progress=False)
+    store = prepare_store(data, root / "store", PrepareOptions(image_size=128), progress=False)
     # the demo encoder with 32 channels: on this small dataset the demo's 16 put 2 of 6 faces
     # on top (32: 4 of 6; one seed), a measured cost of the cheaper readout in a small ROI;
     # the demo's own data put 5 of 6 (docs/performance.md)
@@ -78,7 +78,7 @@ def test_top_images_are_the_planted_category(category_run, tmp_path, monkeypatch
         ["PPA"],
         tmp_path / "h5",
         top=6,
-        rows=slice(1, None),
+        array=ArrayRows(rows=slice(1, None)),
     )
     rows = pd.read_csv(by_row["ranking"])
     by_name = pd.read_csv(places["ranking"])

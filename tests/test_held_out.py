@@ -9,12 +9,12 @@ import pytest
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from brainencoder.baselines.ridge import fit_ridge_baseline
+from brainencoder.baselines.ridge import RidgeOptions, fit_ridge_baseline
 from brainencoder.cli.main import main
-from brainencoder.data.prepare import prepare_store
+from brainencoder.data.prepare import PrepareOptions, prepare_store
 from brainencoder.evaluation.compare import compare_runs
 from brainencoder.evaluation.evaluate import evaluate_run
-from brainencoder.experiments.adapt import AdaptConfig, adapt, choose_rows
+from brainencoder.experiments.adapt import AdaptConfig, Overwrite, adapt, choose_rows
 from brainencoder.models.extractor import FeatureSpec
 from brainencoder.runs.ensemble import val_weights
 from brainencoder.runs.load import load_model
@@ -116,7 +116,9 @@ def test_a_damaged_record_is_one_line(runs, tmp_path):
 
 def test_a_store_with_other_splits_of_the_same_data_is_refused(runs, synth_root, tmp_path):
     plain, _ = runs
-    other = prepare_store(synth_root, tmp_path / "s1", image_size=32, split_seed=1, progress=False)
+    other = prepare_store(
+        synth_root, tmp_path / "s1", PrepareOptions(image_size=32, split_seed=1), progress=False
+    )
     model = plain / "best.safetensors"
     with pytest.raises(DataError, match="trained on other splits of the same data"):
         evaluate_run(model, "val", store=other, out_dir=tmp_path / "e")
@@ -155,7 +157,7 @@ def test_adapt_keeps_the_base_record_and_trains_on_train_rows_only(runs, store, 
     train_rows, val_rows = choose_rows(store, new, None, 0, 0.15)
     assert set(train_rows) | set(val_rows) == set(store.split_rows(new, "train"))
     config = AdaptConfig(epochs=2)
-    args = {"n_images": 30, "config": config, "overwrite_subject": True}
+    args = {"n_images": 30, "config": config, "overwrite": Overwrite(subject=True)}
     adapt(final, store.path, new, tmp_path / "af", **args)
     record = read_record(tmp_path / "af")
     assert record["subjects"][new]["splits"] == ["train"]
@@ -178,7 +180,8 @@ def test_a_greedy_soup_selected_on_val_is_not_held_out_on_val(runs, store, tmp_p
 
 def test_a_ridge_fitted_on_every_row_is_refused_on_val(store, tmp_path):
     spec = FeatureSpec(kind="pixels", pixel_size=8)
-    fit_ridge_baseline(store, tmp_path / "r", spec=spec, split="all", alphas=[1.0], n_folds=2)
+    ridge = RidgeOptions(alphas=[1.0], n_folds=2)
+    fit_ridge_baseline(store, tmp_path / "r", spec=spec, ridge=ridge, split="all")
     with pytest.raises(DataError, match="trained on the val images"):
         evaluate_run(tmp_path / "r", "val")
     path = tmp_path / "r" / "ridge.safetensors"

@@ -99,7 +99,7 @@ def test_yaml_configs_are_bounded_mappings(tmp_path):
 def test_fmri_checked_as_stored(synth_root, tmp_path):
     import numpy as np
 
-    from brainencoder.data.prepare import prepare_store
+    from brainencoder.data.prepare import PrepareOptions, prepare_store
     from brainencoder.util.errors import DataError
 
     data = _copy(synth_root, tmp_path)
@@ -110,9 +110,14 @@ def test_fmri_checked_as_stored(synth_root, tmp_path):
     with pytest.raises(
         DataError, match=r"rh_training_fmri.npy: row 7 holds float64 values beyond .*float16"
     ):
-        prepare_store(data, tmp_path / "s16", image_size=32, fmri_dtype="float16", progress=False)
+        prepare_store(
+            data,
+            tmp_path / "s16",
+            PrepareOptions(image_size=32, fmri_dtype="float16"),
+            progress=False,
+        )
     assert not (tmp_path / "s16" / "manifest.json").exists()
-    store = prepare_store(data, tmp_path / "s32", image_size=32, progress=False)
+    store = prepare_store(data, tmp_path / "s32", PrepareOptions(image_size=32), progress=False)
     assert store.read_fmri("subj02", np.array([7]))[0].max() == 1e6
     np.save(path, fmri.astype(str))
     report = validate_dataset(data, check_images=False)
@@ -180,9 +185,9 @@ def test_large_jpeg_decodes_with_bounded_memory_and_bombs_are_refused(tmp_path, 
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
     with pytest.raises(DataError, match="big.jpg: image too large to decode safely"):
         load_image(tmp_path / "big.jpg")
-    from brainencoder.data.validate import _check_image
+    from brainencoder.data.problems import check_image
 
-    problem = _check_image(tmp_path / "big.jpg")  # validate: one problem, the scan goes on
+    problem = check_image(tmp_path / "big.jpg")  # validate: one problem, the scan goes on
     assert problem.blocking and "image too large to decode safely" in problem.message
 
 
@@ -209,13 +214,13 @@ def test_model_file_predicts_each_image_alone(store, tmp_path):
 
 
 def test_evaluate_refuses_another_store_and_names_a_moved_one(store, synth_root, tmp_path):
-    from brainencoder.data.prepare import prepare_store
+    from brainencoder.data.prepare import PrepareOptions, prepare_store
     from brainencoder.evaluation.evaluate import evaluate_run
     from brainencoder.training.config import load_config
     from brainencoder.training.loop import train
     from brainencoder.util.errors import CheckpointError
 
-    own = prepare_store(synth_root, tmp_path / "own", image_size=32, progress=False)
+    own = prepare_store(synth_root, tmp_path / "own", PrepareOptions(image_size=32), progress=False)
     fast = [
         "model.img_size=32",
         "model.readout.latent_dim=4",
@@ -225,7 +230,7 @@ def test_evaluate_refuses_another_store_and_names_a_moved_one(store, synth_root,
     ]
     train(load_config(None, fast), own.path, tmp_path / "run")
     other = prepare_store(
-        synth_root, tmp_path / "other", image_size=32, split_seed=1, progress=False
+        synth_root, tmp_path / "other", PrepareOptions(image_size=32, split_seed=1), progress=False
     )
     with pytest.raises(CheckpointError, match=r"is not the store .* \(other splits\)"):
         evaluate_run(tmp_path / "run", "val", other)
@@ -289,6 +294,6 @@ def test_two_spellings_of_a_store_share_one_feature_cache(store, tmp_path):
     torch.manual_seed(0)
     model = create_encoder("tiny", store.space, img_size=32, readout={"latent_dim": 8})
     other = Store(store.path.parent / ".." / store.path.parent.name / store.path.name)
-    a = build_feature_cache(model, store, np.arange(4), 1, root=tmp_path / "c")
-    b = build_feature_cache(model, other, np.arange(4), 1, root=tmp_path / "c")
+    a = build_feature_cache(model, store, np.arange(4), root=tmp_path / "c")
+    b = build_feature_cache(model, other, np.arange(4), root=tmp_path / "c")
     assert a.path == b.path and len(list((tmp_path / "c").iterdir())) == 1

@@ -258,13 +258,11 @@ def test_reference_configuration_builds_at_full_scale():
 
 def test_build_encoder_builds_the_given_config_with_its_context(store):
     """build_encoder: exactly the config it is given, the readout fed by the context."""
-    import copy
-
-    from brainencoder.models.encoder import ENCODER_CONFIGS, Encoder, merge_encoder_config
+    from brainencoder.models.encoder import Encoder, preset_config
     from brainencoder.models.readouts import ReadoutContext
 
     pca = fit_group_pca(store, 8)
-    config = merge_encoder_config(copy.deepcopy(ENCODER_CONFIGS["tiny"]), TINY)
+    config = preset_config("tiny", TINY)
     model = build_encoder(config, store.space, ReadoutContext(pca=pca))
     assert isinstance(model, Encoder) and model.config is config and model.space is store.space
     assert model.trunk.layer_names == ["layer1", "layer2", "layer3"] and model.input_size == 32

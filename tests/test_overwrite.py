@@ -10,7 +10,7 @@ import pytest
 
 from brainencoder.baselines.ridge import fit_ridge_baseline
 from brainencoder.cli.main import main
-from brainencoder.data.prepare import prepare_store
+from brainencoder.data.prepare import PrepareOptions, prepare_store
 from brainencoder.models.solvers import RIDGE_SOLVERS
 from brainencoder.util.ownership import MARKER, owned_kind
 from conftest import TINY_TRAIN
@@ -41,9 +41,11 @@ def test_prepare_refuses_the_data_itself_and_foreign_folders(synth_root, tmp_pat
 
 
 def test_prepare_overwrite_replaces_its_own_store(synth_root, tmp_path):
-    store = prepare_store(synth_root, tmp_path / "s", image_size=32, progress=False)
+    store = prepare_store(synth_root, tmp_path / "s", PrepareOptions(image_size=32), progress=False)
     assert owned_kind(store.path) == "store" and (store.path / MARKER).is_file()
-    again = prepare_store(synth_root, tmp_path / "s", image_size=40, overwrite=True, progress=False)
+    again = prepare_store(
+        synth_root, tmp_path / "s", PrepareOptions(image_size=40), overwrite=True, progress=False
+    )
     assert again.image_size == 40
 
 
@@ -82,7 +84,9 @@ def test_baseline_overwrite_only_its_own(store, tmp_path, capsys):
 def test_outputs_follow_the_umask(synth_root, tmp_path):
     old = os.umask(0o022)
     try:
-        store = prepare_store(synth_root, tmp_path / "s", image_size=32, progress=False)
+        store = prepare_store(
+            synth_root, tmp_path / "s", PrepareOptions(image_size=32), progress=False
+        )
     finally:
         os.umask(old)
     for name in ("images.u8", "manifest.json", "space.npz"):

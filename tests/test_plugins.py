@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from torch import nn
 
 from brainencoder.cli.main import main
 from brainencoder.models.encoder import create_encoder
@@ -56,10 +57,9 @@ class MineOptions:
 class MineReadout(Readout):
     '''Mean-pooled features of every layer, one linear map per subject.'''
 
-    def __init__(self, feature_shapes, subjects, n_vertices, options):
-        super().__init__(feature_shapes, subjects, n_vertices, options)
+    def __init__(self, feature_shapes, n_vertices, options):
+        super().__init__(feature_shapes, n_vertices, options)
         self.n_channels = sum(s[0] for s in self.feature_shapes)
-        self._add_initial_subjects()
 
     def make_subject_module(self):
         return nn.Linear(self.n_channels, self.n_vertices)
@@ -179,17 +179,17 @@ def test_a_plugin_loss_trains(store, plugin_dir, tmp_path, capsys):
 
 
 def test_a_plugin_ridge_solver_fits_and_unknown_solvers_are_refused(store, plugin_dir, tmp_path):
-    from brainencoder.baselines.ridge import fit_ridge_baseline
+    from brainencoder.baselines.ridge import RidgeOptions, fit_ridge_baseline
 
     with pytest.raises(
         ConfigError,
         match=r"unknown ridge solver 'lasso'; available: \['himalaya', 'ols', 'sklearn', 'torch'\]",
     ):
-        fit_ridge_baseline(store, tmp_path / "lasso", solver="lasso")
+        fit_ridge_baseline(store, tmp_path / "lasso", ridge=RidgeOptions("lasso"))
     assert not (tmp_path / "lasso").exists()  # refused before any work
     _write(plugin_dir, "be_plugin_solvers", SOLVER_PLUGIN)
     load_plugins(["be_plugin_solvers"])
-    model = fit_ridge_baseline(store, tmp_path / "mean", solver="plugin_mean")
+    model = fit_ridge_baseline(store, tmp_path / "mean", ridge=RidgeOptions("plugin_mean"))
     np.testing.assert_array_equal(model.fits["subj01"].coef, 0)
 
 
@@ -297,9 +297,12 @@ def test_readouts_get_the_context_fields_they_need():
     class Spy(Readout):
         needs = frozenset({"regions"})
 
-        def __init__(self, feature_shapes, subjects, n_vertices, options, **context):
-            super().__init__(feature_shapes, subjects, n_vertices, options)
+        def __init__(self, feature_shapes, n_vertices, options, **context):
+            super().__init__(feature_shapes, n_vertices, options)
             seen.update(context)
+
+        def make_subject_module(self):
+            return nn.Linear(4, self.n_vertices)
 
     try:
         regions = object()

@@ -133,10 +133,9 @@ class _MeanOptions:
 class _MeanPoolReadout(Readout):
     """A new readout in one class: mean-pooled features, one linear map per subject."""
 
-    def __init__(self, feature_shapes, subjects, n_vertices, options):
-        super().__init__(feature_shapes, subjects, n_vertices, options)
+    def __init__(self, feature_shapes, n_vertices, options):
+        super().__init__(feature_shapes, n_vertices, options)
         self.n_channels = sum(s[0] for s in self.feature_shapes)
-        self._add_initial_subjects()
 
     def make_subject_module(self):
         return nn.Linear(self.n_channels, self.n_vertices)

@@ -260,7 +260,8 @@ def test_point_gaussian_pooling_is_the_normalized_2d_gaussian(surround):
     readout = _point(n_vertices=5, init_width=0.7, surround=surround).double()
     with torch.no_grad():
         readout.positions.uniform_(-0.05, 0.05)
-        readout.surround_weight.uniform_(0.1, 0.5)
+        if surround:  # off: no surround stage (None)
+            readout.surround_weight.uniform_(0.1, 0.5)
     fmap = torch.randn(3, 2, 4, 6, dtype=torch.float64)
     scale = torch.rand(5, dtype=torch.float64)
     got = readout.sample(fmap, 0, scale)

@@ -7,9 +7,9 @@ import shutil
 import numpy as np
 import pytest
 
-from brainencoder.data.prepare import prepare_store
+from brainencoder.data.prepare import PrepareOptions, prepare_store
 from brainencoder.data.store import Store
-from brainencoder.inference.cache import FeatureCache, build_feature_cache
+from brainencoder.inference.cache import CacheSpec, FeatureCache, build_feature_cache
 from brainencoder.models.encoder import create_encoder
 from brainencoder.training.config import load_config
 from brainencoder.training.loop import train
@@ -35,8 +35,8 @@ def _model(store):
 
 def test_feature_cache_resumes_after_interruption(store, tmp_path):
     rows = np.arange(store.images.shape[0])
-    full = build_feature_cache(_model(store), store, rows, 2, root=tmp_path / "a")
-    part = build_feature_cache(_model(store), store, rows, 2, root=tmp_path / "b")
+    full = build_feature_cache(_model(store), store, rows, CacheSpec(2), root=tmp_path / "a")
+    part = build_feature_cache(_model(store), store, rows, CacheSpec(2), root=tmp_path / "b")
     # simulate a kill: manifest gone, one chunk unmarked and overwritten with garbage
     (part.path / "manifest.json").unlink()
     (part.path / "chunks").mkdir()
@@ -55,7 +55,7 @@ def test_feature_cache_resumes_after_interruption(store, tmp_path):
     model = _model(store)
     forward, calls = model.forward_features, []
     model.forward_features = lambda x: (calls.append(len(x)), forward(x))[1]
-    resumed = build_feature_cache(model, store, rows, 2, root=tmp_path / "b")
+    resumed = build_feature_cache(model, store, rows, CacheSpec(2), root=tmp_path / "b")
     assert calls == [64]  # only the unmarked chunk was extracted again
     for a, b in zip(full.layers, resumed.layers):
         np.testing.assert_array_equal(a, b)
@@ -67,7 +67,7 @@ def test_feature_cache_checks_disk_space(store, tmp_path, monkeypatch):
     usage = collections.namedtuple("usage", "total used free")
     monkeypatch.setattr(fileio.shutil, "disk_usage", lambda p: usage(10**9, 10**9, 100))
     with pytest.raises(BrainEncoderError, match="not enough disk space for the feature cache"):
-        build_feature_cache(_model(store), store, np.arange(10), 1, root=tmp_path / "c")
+        build_feature_cache(_model(store), store, np.arange(10), root=tmp_path / "c")
 
 
 def test_mismatched_subjects_are_refused(store, synth_root, tmp_path):
@@ -75,7 +75,7 @@ def test_mismatched_subjects_are_refused(store, synth_root, tmp_path):
     two = shutil.copytree(synth_root, tmp_path / "two", ignore=shutil.ignore_patterns("truth"))
     shutil.rmtree(two / "subj01")
     shutil.rmtree(two / "subj02")  # only subj03 left, which misses some group vertices
-    other = prepare_store(two, tmp_path / "store2", image_size=32)
+    other = prepare_store(two, tmp_path / "store2", PrepareOptions(image_size=32))
     cfg = load_config(None, ["epochs=1", "batch_size=32", f"init_from={tmp_path / 'run'}"])
     with pytest.raises(
         ConfigError, match=r"vertex space \(subjects \['subj01', 'subj02', 'subj03'\]"
@@ -123,11 +123,11 @@ def test_sigkill_feature_caching_then_resume(store, tmp_path):
     root = tmp_path / "killed"
     code = (
         "import numpy as np, torch; from brainencoder.data.store import Store; "
-        "from brainencoder.inference.cache import build_feature_cache; "
+        "from brainencoder.inference.cache import CacheSpec, build_feature_cache; "
         "from brainencoder.models.encoder import create_encoder; "
         f"s = Store({str(store.path)!r}); torch.manual_seed(0); "
         f"m = create_encoder('tiny', s.space, **{TINY!r}); "
-        f"build_feature_cache(m, s, np.arange(s.images.shape[0]), 3, root={str(root)!r})"
+        f"build_feature_cache(m, s, np.arange(s.images.shape[0]), CacheSpec(3), root={str(root)!r})"
     )
     rng = np.random.default_rng(0)
 
@@ -137,8 +137,8 @@ def test_sigkill_feature_caching_then_resume(store, tmp_path):
     killed = sum(_kill_after([sys.executable, "-c", code], some_chunks_done, rng) for _ in range(2))
     assert killed >= 1
     assert not list(root.glob("*/manifest.json")) or killed < 2
-    resumed = build_feature_cache(_model(store), store, rows, 3, root=root)
-    full = build_feature_cache(_model(store), store, rows, 3, root=tmp_path / "full")
+    resumed = build_feature_cache(_model(store), store, rows, CacheSpec(3), root=root)
+    full = build_feature_cache(_model(store), store, rows, CacheSpec(3), root=tmp_path / "full")
     for a, b in zip(full.layers, resumed.layers):
         np.testing.assert_array_equal(a, b)
 
@@ -236,7 +236,7 @@ def test_read_only_store_and_full_disk_give_clear_errors(store, tmp_path, monkey
 
     monkeypatch.setattr(Path, "mkdir", read_only)
     with pytest.raises(BrainEncoderError, match="may be read-only: set cache_dir="):
-        build_feature_cache(_model(store), store, np.arange(4), 1)
+        build_feature_cache(_model(store), store, np.arange(4))
     monkeypatch.setattr(Path, "mkdir", real_mkdir)
 
     import brainencoder.util.fileio as fileio

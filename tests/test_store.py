@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from brainencoder.data.layout import read_layout
-from brainencoder.data.prepare import prepare_store
+from brainencoder.data.prepare import PrepareOptions, prepare_store
 from brainencoder.data.store import Store
 from brainencoder.util.errors import DataError, StoreError
 
@@ -45,7 +45,7 @@ def _copy_data(synth_root, tmp_path):
 
 def test_prepare_resumes_after_partial_work(synth_root, store, tmp_path):
     out = tmp_path / "s"
-    prepare_store(synth_root, out, image_size=32, progress=False)
+    prepare_store(synth_root, out, PrepareOptions(image_size=32), progress=False)
     # simulate a kill: manifest not yet written, some chunks unfinished and garbage
     (out / "manifest.json").unlink()
     (out / "chunks").mkdir()
@@ -59,19 +59,19 @@ def test_prepare_resumes_after_partial_work(synth_root, store, tmp_path):
     del mm
     with pytest.raises(StoreError, match="incomplete .* run 'brainencoder prepare' again"):
         Store(out)
-    resumed = prepare_store(synth_root, out, image_size=32, progress=False)
+    resumed = prepare_store(synth_root, out, PrepareOptions(image_size=32), progress=False)
     np.testing.assert_array_equal(resumed.images, store.images)
 
 
 def test_prepare_refuses_other_dataset_or_options(synth_root, store, tmp_path):
     with pytest.raises(StoreError, match="already holds a store of other data or options"):
-        prepare_store(synth_root, store.path, image_size=40)
+        prepare_store(synth_root, store.path, PrepareOptions(image_size=40))
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "thesis.tex").write_text("precious")
     with pytest.raises(StoreError, match="--overwrite"):
         prepare_store(synth_root, tmp_path / "x")
     assert (tmp_path / "x" / "thesis.tex").exists()
-    again = prepare_store(synth_root, store.path, image_size=32)  # same: no-op
+    again = prepare_store(synth_root, store.path, PrepareOptions(image_size=32))  # same: no-op
     assert again.images.shape == store.images.shape
 
 
@@ -82,15 +82,19 @@ def test_prepare_nan_policy(synth_root, tmp_path):
     data[4, 0] = np.inf
     np.save(path, data)
     with pytest.raises(DataError, match="rh_training_fmri.npy: NaN or inf at row 4"):
-        prepare_store(root, tmp_path / "s", image_size=16, progress=False)
+        prepare_store(root, tmp_path / "s", PrepareOptions(image_size=16), progress=False)
     assert not (tmp_path / "s" / "manifest.json").exists()
-    s = prepare_store(root, tmp_path / "s", image_size=16, nan_policy="zero", overwrite=True)
+    s = prepare_store(
+        root, tmp_path / "s", PrepareOptions(image_size=16, nan_policy="zero"), overwrite=True
+    )
     n_lh = s.subject("subj02").n_vertices["lh"]
     assert s.fmri("subj02")[4, n_lh] == 0 and np.isfinite(s.fmri("subj02")).all()
 
 
 def test_prepare_float16_and_version_check(synth_root, tmp_path):
-    s = prepare_store(synth_root, tmp_path / "s", image_size=16, fmri_dtype="float16")
+    s = prepare_store(
+        synth_root, tmp_path / "s", PrepareOptions(image_size=16, fmri_dtype="float16")
+    )
     assert s.fmri("subj01").dtype == np.float16
     manifest = json.loads((s.path / "manifest.json").read_text())
     manifest["format_version"] = 99
@@ -100,7 +104,7 @@ def test_prepare_float16_and_version_check(synth_root, tmp_path):
     with pytest.raises(StoreError, match="not a prepared store: run 'brainencoder prepare"):
         Store(tmp_path)
     with pytest.raises(StoreError, match="'fmri_dtype' must be one of"):
-        prepare_store(synth_root, tmp_path / "t", fmri_dtype="int8")
+        prepare_store(synth_root, tmp_path / "t", PrepareOptions(fmri_dtype="int8"))
 
 
 def test_prepare_reports_corrupt_image(synth_root, tmp_path):
@@ -108,7 +112,7 @@ def test_prepare_reports_corrupt_image(synth_root, tmp_path):
     png = sorted((root / "subj01/test_split/test_images").iterdir())[1]
     png.write_bytes(b"not a png")
     with pytest.raises(DataError, match=f"{png.name}: cannot decode image"):
-        prepare_store(root, tmp_path / "s", image_size=16, workers=1)
+        prepare_store(root, tmp_path / "s", PrepareOptions(image_size=16), workers=1)
     assert not (tmp_path / "s" / "manifest.json").exists()
 
 
@@ -166,7 +170,7 @@ def test_prepare_checks_the_fmri_before_any_image_and_leaves_nothing(synth_root,
     np.save(path, data)
     beyond32 = "row 3 holds float64 values beyond the range of float32 .*no --fmri-dtype holds"
     with pytest.raises(DataError, match=beyond32) as exc:
-        prepare_store(root, tmp_path / "s", image_size=16, progress=False)
+        prepare_store(root, tmp_path / "s", PrepareOptions(image_size=16), progress=False)
     assert "--fmri-dtype float32" not in str(exc.value)
     assert not (tmp_path / "s").exists()
     data[3, 2] = 1e6  # beyond float16, not float32
@@ -174,10 +178,11 @@ def test_prepare_checks_the_fmri_before_any_image_and_leaves_nothing(synth_root,
     (tmp_path / "mine").mkdir()
     beyond16 = "beyond the range of float16 .*prepare with --fmri-dtype float32"
     with pytest.raises(DataError, match=beyond16):
-        prepare_store(root, tmp_path / "mine", image_size=16, fmri_dtype="float16")
+        prepare_store(root, tmp_path / "mine", PrepareOptions(image_size=16, fmri_dtype="float16"))
     assert (tmp_path / "mine").is_dir() and not list((tmp_path / "mine").iterdir())
     assert not [r for r in caplog.records if "decoding" in r.getMessage()]
-    s = prepare_store(root, tmp_path / "mine", image_size=16, progress=False)  # float32 holds it
+    # float32 holds it
+    s = prepare_store(root, tmp_path / "mine", PrepareOptions(image_size=16), progress=False)
     assert s.fmri("subj02")[3, 2] == np.float32(1e6)
     assert [r for r in caplog.records if "decoding" in r.getMessage()]  # the log is seen
 
@@ -190,7 +195,8 @@ def test_prepare_survives_sigkill(synth_root, store, tmp_path):
     code = (  # decoding slowed down (2 ms an image) so that the kill finds the worker at work
         "import time; import brainencoder.data.prepare as p; real = p.load_image; "
         "p.load_image = lambda *a: (time.sleep(0.002), real(*a))[1]; "
-        f"p.prepare_store({str(synth_root)!r}, {str(out)!r}, image_size=32, workers=1)"
+        f"p.prepare_store({str(synth_root)!r}, {str(out)!r}, "
+        "p.PrepareOptions(image_size=32), workers=1)"
     )
     rng = np.random.default_rng(0)
     kills, seen = 0, set()
@@ -222,7 +228,7 @@ def test_prepare_survives_sigkill(synth_root, store, tmp_path):
             os.kill(pid, signal.SIGKILL)
         assert not orphans, f"decoding worker(s) {orphans} outlived the killed prepare"
     assert kills >= 1 and seen, "no kill found a decoding worker"
-    final = prepare_store(synth_root, out, image_size=32, workers=1, progress=False)
+    final = prepare_store(synth_root, out, PrepareOptions(image_size=32), workers=1, progress=False)
     np.testing.assert_array_equal(final.images, store.images)
     for name in store.names:
         np.testing.assert_array_equal(final.fmri(name), store.fmri(name))
@@ -245,7 +251,7 @@ def test_prepare_checks_disk_space_up_front(synth_root, tmp_path, monkeypatch):
     usage = collections.namedtuple("usage", "total used free")
     monkeypatch.setattr(fileio.shutil, "disk_usage", lambda p: usage(10**9, 10**9, 1000))
     with pytest.raises(Exception, match="not enough disk space for the prepared store"):
-        prepare_store(synth_root, tmp_path / "s", image_size=32)
+        prepare_store(synth_root, tmp_path / "s", PrepareOptions(image_size=32))
     assert not (tmp_path / "s" / "images.u8").exists()
 
 

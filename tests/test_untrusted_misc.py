@@ -166,7 +166,7 @@ def test_a_folder_or_file_named_like_a_packaged_config_never_hides_it(store, tmp
     assert resolve_config("phase1") == packaged / "phase1.yaml"
     # the packaged demo is read (an unknown key is reported only once the config is read)
     with pytest.raises(ConfigError, match=r"^unknown key\(s\) \['lrr'\]"):
-        be.train("demo", store=store.path, out=tmp_path / "run", lrr=1)
+        be.train("demo", store=store.path, out=tmp_path / "run", overrides={"lrr": 1})
     assert not (tmp_path / "run").exists()
 
     # a path is a path: a folder is refused, a file read, a missing one named

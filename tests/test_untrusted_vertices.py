@@ -128,7 +128,7 @@ def test_roi_refuses_data_of_other_vertices(pixel_run, synth_root, tmp_path):
     message = (
         f"{_mask_file(moved)}: {SUBJECT} lh: these are not the model's vertices, so its ROI "
         f"labels would pick other columns: {n} vertices in each, but fsaverage vertices only "
-        f"in the data: {only_data}; only in the model: {only_model}; pass data= the folder "
+        f"in the data: {only_data}; only in the model: {only_model}; pass as data the folder "
         "the model was trained on"
     )
     with pytest.raises(DataError, match=f"^{re.escape(message)}$"):

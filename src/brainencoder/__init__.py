@@ -12,26 +12,29 @@ from typing import Any
 
 from .util.version import __version__
 
-_API = (
+#: the public API, the one list of its names: ``brainencoder.api`` exports these
+#: (its ``__all__`` is read from here) and ``docs/api.md`` documents each
+__all__ = [
     "Model",
     "Prediction",
+    "__version__",
     "adapt",
     "compare",
     "evaluate",
     "explore",
+    "export",
+    "list_encoders",
     "list_readouts",
     "list_trunks",
     "load",
     "prepare",
     "score",
     "train",
-)
-
-__all__ = ["__version__", *_API]
+]
 
 
 def __getattr__(name: str) -> Any:
-    if name in _API:
+    if name in __all__:
         from . import api
 
         return getattr(api, name)

@@ -7,15 +7,23 @@
 >>> ffa = pred.roi("FFA-1").mean(axis=1)                        # doctest: +SKIP
 """
 
+# The names are listed once, in the package's ``__all__`` (``brainencoder/__init__.py``);
+# the imports below only say where each comes from (tests/test_registries.py checks
+# that they are the same names), so ruff cannot see them used.
+# ruff: noqa: F401
+
 from __future__ import annotations
 
+from .. import __all__ as _PACKAGE_ALL
 from .model import Model, load
 from .predictions import Prediction
+from .share import export
 from .workflows import (
     adapt,
     compare,
     evaluate,
     explore,
+    list_encoders,
     list_readouts,
     list_trunks,
     prepare,
@@ -23,17 +31,4 @@ from .workflows import (
     train,
 )
 
-__all__ = [
-    "Model",
-    "Prediction",
-    "adapt",
-    "compare",
-    "evaluate",
-    "explore",
-    "list_readouts",
-    "list_trunks",
-    "load",
-    "prepare",
-    "score",
-    "train",
-]
+__all__ = [name for name in _PACKAGE_ALL if name != "__version__"]

@@ -48,17 +48,25 @@ class Model:
         return self.model.space
 
     def data_root(self, subject: str) -> Path | None:
-        """The challenge-layout folder of ``subject``'s store (its ROI files), if known."""
+        """Where ``subject``'s ROI files are, if known: the exported folder, or its store's data."""
+        from ..runs.exported import is_export
+
+        if is_export(self.path):
+            return self.path  # rois/SUBJ/ of the exported folder
         if not self.path.is_dir():
             return None
         try:
             pairs = Run(self.path).subject_stores([subject])
         except BrainEncoderError:
-            return None
+            pairs = []
         for _, store in pairs:
             root = store.manifest.get("source", {}).get("root")
             return Path(root) if root else None
-        return None
+        try:  # a run adapted from an exported folder: the group subjects' ROI files are there
+            base = Run(self.path).header.get("adapted_from")
+        except BrainEncoderError:
+            return None
+        return Path(base) if isinstance(base, str) and is_export(base) else None
 
     def predict(
         self, images: Any, subject: str, batch_size: int = 32, workers: int | None = 0
@@ -122,13 +130,17 @@ class Model:
 
 
 def load(path: str | Path, *more: str | Path) -> Model:
-    """Load a trained model: a run folder (any kind) or a model file; several: their ensemble.
+    """Load a trained model: a run folder, a model file or an exported folder; several: an ensemble.
 
     Parameters
     ----------
     path : path
-        A run folder written by ``train``, ``adapt``, ``baseline``, ``soup``, or a
-        ``.safetensors`` model file (``import-original`` writes one).
+        A run folder written by ``train``, ``adapt``, ``baseline``, ``soup``, a
+        ``.safetensors`` model file (``import-original`` writes one), a folder
+        written by ``export`` (:func:`brainencoder.api.export`), or ``"hf:ORG/NAME"``:
+        such a folder on the Hugging Face hub, read from the local cache only
+        (``hf download ORG/NAME`` puts it there). An exported folder needs
+        neither the store nor the challenge's files: its ROI labels are in it.
     *more : path
         Further runs or model files of the same subjects and vertex space: the
         model is then their ensemble, predicting the mean of their predictions
@@ -146,10 +158,12 @@ def load(path: str | Path, *more: str | Path) -> Model:
     >>> model.subjects                                           # doctest: +SKIP
     ['subj01', 'subj02', 'subj03']
     >>> both = be.load("runs/seed0", "runs/seed1")               # doctest: +SKIP
+    >>> shared = be.load("hf:my-lab/nsd-encoder")                # doctest: +SKIP
     """
     from ..runs.ensemble import EnsembleModel
+    from ..runs.hub import resolve_source
 
-    paths = [Path(p) for p in (path, *more)]
+    paths = [resolve_source(p) for p in (path, *more)]
     for p in paths:
         if not p.exists():
             raise DataError(f"{p}: no such run folder or model file")

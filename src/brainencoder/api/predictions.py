@@ -13,6 +13,12 @@ from ..util.errors import DataError, printable
 
 __all__ = ["HemiError", "Prediction"]
 
+# the error of data whose vertices are not the model's (see check_data_space)
+_DATA_SPACE = (
+    "{path}: {subject} {hemi}: these are not the model's vertices, so its ROI labels would pick "
+    "other columns: {diff}; pass as data the folder the model was trained on"
+)
+
 
 class HemiError(DataError, KeyError):
     """``pred[key]`` with a key that is no hemisphere (a KeyError too, as for a mapping)."""
@@ -33,7 +39,8 @@ class Prediction:
     space : GroupSpace
         The model's vertex space (which fsaverage vertex each column is).
     data : path or None
-        The challenge-layout folder the model's ROI labels come from (for :meth:`roi`).
+        The challenge-layout folder (or the exported folder) the model's ROI labels
+        come from (for :meth:`roi`).
 
     Examples
     --------
@@ -103,15 +110,12 @@ class Prediction:
         DataError
             For an image index out of range or neither an integer nor "mean".
         """
-        from ..evaluation.plotting import fsaverage_to_fsaverage5, plot_surface_map
+        from ..evaluation.plotting import fsaverage5_maps, plot_surface_map
 
         if not (isinstance(image, str) and image == "mean"):
             image = self._image_index(image)
         pick = (lambda a: a.mean(0)) if image == "mean" else (lambda a: a[image])
-        maps = {
-            h: fsaverage_to_fsaverage5(self.space.to_fsaverage(self.subject, h, pick(self[h])), h)
-            for h in HEMIS
-        }
+        maps = fsaverage5_maps(self.space, self.subject, {h: pick(self[h]) for h in HEMIS})
         label = "mean over images" if image == "mean" else f"image {image}"
         return plot_surface_map(
             maps,
@@ -142,7 +146,8 @@ class Prediction:
         name : str
             An ROI of the challenge's label files (``"FFA-1"``, ``"PPA"``, ``"V1v"``...).
         data : path, optional
-            The challenge-layout folder with the subject's ROI files
+            The challenge-layout folder (or a folder written by ``export``) with the
+            subject's ROI files
             (default: the data the model's store was prepared from).
 
         Returns
@@ -164,8 +169,9 @@ class Prediction:
         fsaverage vertices of the model's (equal counts are not enough): its ROI
         labels would otherwise pick other vertices' columns.
         """
-        from ..data.layout import read_layout
-        from ..experiments.explore import roi_columns
+        from ..core.regions import roi_mask
+        from ..experiments.explore import check_data_space
+        from ..runs.exported import open_roi_layout
 
         root = data if data is not None else self.data
         if root is None:
@@ -173,17 +179,9 @@ class Prediction:
                 "no ROI label files known for this model (a bare model file): pass data="
                 "the challenge-layout folder holding the subject's roi_masks"
             )
-        layout = read_layout(root, [self.subject])
-        subj = layout[self.subject]
-        for h in HEMIS:
-            diff = self.space.vertex_difference(self.subject, h, subj.masks[h])
-            if diff is not None:
-                raise DataError(
-                    f"{subj.roi_dir / f'{h}.all-vertices_fsaverage_space.npy'}: {self.subject} "
-                    f"{h}: these are not the model's vertices, so its ROI labels would pick other "
-                    f"columns: {diff}; pass data= the folder the model was trained on"
-                )
-        return roi_columns(layout, self.subject, name)
+        layout = open_roi_layout(root, [self.subject])  # challenge layout or exported folder
+        check_data_space(self.space, layout, [self.subject], _DATA_SPACE)
+        return roi_mask(layout[self.subject], name)
 
     def as_dict(self) -> dict[str, Any]:
         """``{"lh": ..., "rh": ...}`` (what ``brainencoder predict`` writes)."""

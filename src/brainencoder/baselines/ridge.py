@@ -3,7 +3,8 @@
 ``brainencoder baseline ridge`` fits, per subject, a linear map from image
 features to every vertex on the store's train split, with a per-vertex alpha
 chosen by 5-fold cross-validation (:func:`~brainencoder.models.solvers.ridge_cv`,
-or himalaya's ``RidgeCV``, or scikit-learn's, or a solver a plugin registers).
+or himalaya's ``RidgeCV``, or scikit-learn's, or a solver a plugin registers in
+:data:`~brainencoder.models.solvers.RIDGE_SOLVERS`: ``--solver NAME --plugin MODULE``).
 ``brainencoder baseline devkit`` is the official Algonauts 2023 tutorial's
 model: PCA (100 components) of one layer's features and ordinary least squares.
 
@@ -35,6 +36,7 @@ __all__ = [
     "FeatureExtractor",
     "FeatureSpec",
     "RidgeModel",
+    "RidgeOptions",
     "fit_ridge_baseline",
     "fit_subject_ridge",
 ]
@@ -75,13 +77,30 @@ def fit_subject_ridge(
     return RidgeModel(extractor, store.space, {subject: fit}, store.image_size)
 
 
+@dataclasses.dataclass(frozen=True)
+class RidgeOptions:
+    """The solver of :func:`fit_ridge_baseline` and its alphas and folds.
+
+    Attributes
+    ----------
+    solver : str, default="torch"
+        A registered ridge solver (:data:`~brainencoder.models.solvers.RIDGE_SOLVERS`:
+        "torch", "himalaya", "sklearn", "ols", or a plugin's).
+    alphas : ndarray, optional
+        Default ``np.logspace(-2, 6, 17)``.
+    n_folds : int, default=5
+    """
+
+    solver: str = "torch"
+    alphas: np.ndarray | list[float] | None = None
+    n_folds: int = 5
+
+
 def fit_ridge_baseline(
     store: Store,
     out: str | Path,
     spec: FeatureSpec | None = None,
-    solver: str = "torch",
-    alphas: np.ndarray | None = None,
-    n_folds: int = 5,
+    ridge: RidgeOptions | None = None,
     split: str = "train",
     overwrite: bool = False,
     train_fraction: float = 1.0,
@@ -95,12 +114,8 @@ def fit_ridge_baseline(
     out : path
         Run directory (refused if it holds something, unless ``overwrite``).
     spec : FeatureSpec, optional
-    solver : str, default="torch"
-        A registered ridge solver (:data:`~brainencoder.models.solvers.RIDGE_SOLVERS`:
-        "torch", "himalaya", "sklearn", "ols", or a plugin's).
-    alphas : ndarray, optional
-        Default ``np.logspace(-2, 6, 17)``.
-    n_folds : int, default=5
+    ridge : RidgeOptions, optional
+        Solver, alphas and folds; default ``RidgeOptions()`` (the torch solver).
     split : str, default="train"
         Rows to fit on (``"train"``, or ``"all"``: train + val + testval).
     overwrite : bool, default=False
@@ -114,7 +129,8 @@ def fit_ridge_baseline(
     RidgeModel
     """
 
-    spec = spec or FeatureSpec()
+    spec, ridge = spec or FeatureSpec(), ridge or RidgeOptions()
+    solver, alphas, n_folds = ridge.solver, ridge.alphas, ridge.n_folds
     solve = RIDGE_SOLVERS.get(solver)  # an unknown name lists the registered ones, before any work
     alphas = np.logspace(-2, 6, 17) if alphas is None else np.asarray(alphas, dtype=np.float64)
     Run.check_target(out, [store.path], overwrite, kind="ridge")

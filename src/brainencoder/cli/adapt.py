@@ -24,7 +24,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p = subparsers.add_parser(
         "adapt", help="fit a new subject to a trained model from a few hundred images"
     )
-    p.add_argument("run_dir", type=Path, help="trained run folder or model file")
+    p.add_argument(
+        "run_dir",
+        type=Path,
+        help="trained run folder, model file, exported folder or hf:ORG/NAME (cached)",
+    )
     add_overrides(p, "key=value settings, e.g. epochs=30 lr=3e-3")
     add_data(p, "challenge data root or store", required=True)
     p.add_argument("--subject", required=True, help="the new subject, e.g. subj04")
@@ -43,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     """Adapt; print the summary as JSON and where the new run is."""
     import json
 
-    from ..experiments.adapt import adapt, load_adapt_config
+    from ..experiments.adapt import Overwrite, adapt, load_adapt_config
 
     load_plugins(args.plugins)
     summary = adapt(
@@ -54,8 +58,7 @@ def run(args: argparse.Namespace) -> int:
         n_images=args.n_images,
         seed=args.seed,
         config=load_adapt_config(args.overrides),
-        overwrite=args.overwrite,
-        overwrite_subject=args.overwrite_subject,
+        overwrite=Overwrite(args.overwrite, args.overwrite_subject),
     )
     print(json.dumps(summary, indent=2))
     print(f"wrote {args.out}; evaluate it with 'brainencoder evaluate {args.out}'")

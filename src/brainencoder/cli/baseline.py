@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .options import add_out, add_overwrite, add_store, layer_specs
+from .options import add_out, add_overwrite, add_plugin, add_store, layer_specs, load_plugins
 from .types import positive_int
 
 __all__ = ["add_parser", "run"]
@@ -31,16 +31,29 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--grid", type=positive_int, default=2)
     p.add_argument("--pixel-size", type=positive_int, default=32)
     p.add_argument("--pca-components", type=positive_int, default=None)
-    p.add_argument("--solver", choices=("torch", "himalaya", "sklearn"), default="torch")
+    p.add_argument(
+        "--solver",
+        default="torch",
+        metavar="NAME",
+        help="a registered ridge solver (default: %(default)s; an unknown name lists them, "
+        "those of --plugin modules included)",
+    )
+    add_plugin(p)
     add_overwrite(p)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    """Fit the baseline into a run folder that ``evaluate`` and ``submit`` read."""
-    from ..baselines.ridge import FeatureSpec, fit_ridge_baseline
+    """Fit the baseline into a run folder that ``evaluate`` and ``submit`` read.
+
+    ``--solver`` names a solver of :data:`~brainencoder.models.solvers.RIDGE_SOLVERS`,
+    looked up (by :func:`~brainencoder.baselines.ridge.fit_ridge_baseline`, before
+    any work) once the ``--plugin`` modules have registered theirs.
+    """
+    from ..baselines.ridge import FeatureSpec, RidgeOptions, fit_ridge_baseline
     from ..data.store import Store
 
+    load_plugins(args.plugins)
     store = Store(args.store)
     layers = layer_specs(args.layers)
     trunk = {
@@ -69,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
             **trunk,
         )
         solver = args.solver
-    fit_ridge_baseline(store, args.out, spec, solver=solver, overwrite=args.overwrite)
+    fit_ridge_baseline(store, args.out, spec, RidgeOptions(solver), overwrite=args.overwrite)
     print(
         f"wrote {args.out} ({args.kind}, {solver}); evaluate it with "
         f"'brainencoder evaluate {args.out}'"

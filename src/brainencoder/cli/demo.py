@@ -85,7 +85,7 @@ def run_demo(
     """
     from ..baselines.ridge import FeatureSpec, fit_ridge_baseline
     from ..data.layout import read_layout
-    from ..data.prepare import prepare_store
+    from ..data.prepare import PrepareOptions, prepare_store
     from ..data.synthetic import SyntheticConfig, make_synthetic
     from ..data.validate import validate_dataset
     from ..evaluation.evaluate import evaluate_run
@@ -117,9 +117,8 @@ def run_demo(
     held_out = json.loads((truth / "synthetic.json").read_text()).get("held_out_subjects", [])
     group = [n for n in report.layout.names if n not in held_out]
     print(f"[demo] 3/11 preparing the store (group subjects {', '.join(group)})")
-    store = prepare_store(
-        data, out / "store", image_size=256 if synthetic is None else 64, subjects=group
-    )
+    prep = PrepareOptions(image_size=256 if synthetic is None else 64)
+    store = prepare_store(data, out / "store", prep, subjects=group)
     print(store.summary())
 
     phase2_overrides = [o for o in overrides or [] if not o.startswith("model.")]
@@ -225,7 +224,7 @@ def _adapt_step(
     from ..data.store import Store
     from ..evaluation.evaluate import evaluate_run
     from ..evaluation.submission import subject_test_scores
-    from ..experiments.adapt import AdaptConfig, adapt, choose_rows
+    from ..experiments.adapt import AdaptConfig, Overwrite, adapt, choose_rows
     from ..runs.run import Run
 
     subject = held_out[0]
@@ -234,7 +233,8 @@ def _adapt_step(
     target = out / "runs" / f"adapt-{subject}"
     print(f"\n[demo] 9/11 adapt: add {subject} (held out of group training) from {n_images} images")
     if not Run(target).finished:
-        adapt(run, data, subject, target, n_images=n_images, seed=seed, overwrite=True)
+        replace = Overwrite(out=True)
+        adapt(run, data, subject, target, n_images=n_images, seed=seed, overwrite=replace)
     store = Store(target / "store")
     score = _score_row(evaluate_run(target, "test", store, truth), subject)
     train_rows, val_rows = choose_rows(store, subject, n_images, seed, AdaptConfig().val_fraction)

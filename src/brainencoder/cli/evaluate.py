@@ -13,7 +13,9 @@ __all__ = ["add_parser", "run"]
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``evaluate`` command to ``subparsers``."""
     p = subparsers.add_parser("evaluate", help="metrics of a run on a split, per subject and ROI")
-    p.add_argument("run_dir", type=Path)
+    p.add_argument(
+        "run_dir", type=Path, help="run folder, model file, exported folder or hf:ORG/NAME (cached)"
+    )
     p.add_argument(
         "--split",
         default="testval",
@@ -36,8 +38,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     """Evaluate; print the summary table and the challenge score."""
     from ..evaluation.evaluate import evaluate_run, summary_table
+    from ..runs.hub import hub_name, resolve_source
+    from ..util.errors import ConfigError
 
     load_plugins(args.plugins)
+    if hub_name(args.run_dir) is not None and args.out is None:
+        raise ConfigError(f"{args.run_dir}: pass --out DIR (the hub's cache is not written into)")
+    args.run_dir = resolve_source(args.run_dir)  # hf:ORG/NAME: its cached folder
     table = evaluate_run(
         args.run_dir,
         args.split,

@@ -14,7 +14,9 @@ __all__ = ["add_parser", "run"]
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``explore`` command to ``subparsers``."""
     p = subparsers.add_parser("explore", help="rank images by predicted ROI response (in silico)")
-    p.add_argument("run_dir", type=Path, help="run folder or model file")
+    p.add_argument(
+        "run_dir", type=Path, help="run folder, model file, exported folder or hf:ORG/NAME (cached)"
+    )
     p.add_argument(
         "images", type=Path, help="a folder of images, or a .npy / HDF5 file of uint8 images"
     )
@@ -25,14 +27,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument("--top", type=positive_int, default=8)
     add_out(p, "output folder")
-    add_data(p, "default: the run's data root")
+    add_data(p, "default: the run's data root (an exported folder's own ROI files)")
     add_plugin(p)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     """Rank the images; print where the ranking, the grids and the page are."""
-    from ..experiments.explore import explore
+    from ..experiments.explore import ArrayRows, explore
 
     load_plugins(args.plugins)
     outputs = explore(
@@ -43,8 +45,7 @@ def run(args: argparse.Namespace) -> int:
         args.out,
         args.top,
         args.data,
-        args.dataset,
-        args.rows,
+        ArrayRows(args.dataset, args.rows),
     )
     for name, path in outputs.items():
         print(f"  {name:<10} {path}")

@@ -24,6 +24,7 @@ from . import (
     demo,
     evaluate,
     explore,
+    export,
     import_original,
     pca,
     plot,
@@ -62,6 +63,7 @@ COMMANDS = (
     soup,
     score,
     adapt,
+    export,
 )
 
 

@@ -17,7 +17,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p = subparsers.add_parser(
         "predict", help="predict a subject's responses to a folder of images or an image array"
     )
-    p.add_argument("run_dir", type=Path, help="run directory or model file")
+    p.add_argument(
+        "run_dir", type=Path, help="run folder, model file, exported folder or hf:ORG/NAME (cached)"
+    )
     p.add_argument(
         "images",
         type=Path,

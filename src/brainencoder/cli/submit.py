@@ -24,7 +24,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p = subparsers.add_parser(
         "submit", help="write a challenge submission zip (several runs: ensemble)"
     )
-    p.add_argument("run_dirs", type=Path, nargs="+")
+    p.add_argument(
+        "run_dirs",
+        type=Path,
+        nargs="+",
+        help="run folder, model file, exported folder or hf:ORG/NAME (cached); several: ensemble",
+    )
     add_data(p, "challenge data root", required=True)
     add_out(p)
     p.add_argument(
@@ -55,9 +60,11 @@ def run(args: argparse.Namespace) -> int:
         write_submission,
     )
     from ..inference.images import ensemble_predict
+    from ..runs.hub import resolve_source
     from ..runs.load import load_model
 
     load_plugins(args.plugins)
+    args.run_dirs = [resolve_source(r) for r in args.run_dirs]  # hf:ORG/NAME: its folder
     check_output_file(args.out, (".zip",))
     layout = read_layout(args.data)
     check_test_images(layout)

@@ -31,6 +31,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         action="store_true",
         help="plant face and place images with face- and place-selective patches",
     )
+    p.add_argument(
+        "--layout",
+        choices=("challenge", "simple"),
+        default="challenge",
+        help="challenge: the Algonauts 2023 layout; simple: your own experiment's layout "
+        "(trials.csv, responses per trial; docs/own-data.md)",
+    )
+    p.add_argument(
+        "--repeats",
+        type=positive_int,
+        default=None,
+        help="--layout simple: trials per image, default 3 (their mean is the challenge "
+        "layout's response)",
+    )
+    p.add_argument(
+        "--images",
+        choices=("folder", "npy"),
+        default=None,
+        help="--layout simple: image files in images/ (default), or one images.npy array",
+    )
     add_seed(p)
     return p
 
@@ -38,6 +58,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     """Write the dataset; print where it is and which subjects were held out."""
     from ..data.synthetic import SyntheticConfig, make_synthetic
+    from ..data.synthetic_simple import make_synthetic_simple
+    from ..util.errors import BrainEncoderError
 
     config = SyntheticConfig(
         n_subjects=args.subjects,
@@ -49,7 +71,12 @@ def run(args: argparse.Namespace) -> int:
         categories=args.categories,
         seed=args.seed,
     )
-    out = make_synthetic(args.out, config)
+    if args.layout == "simple":
+        out = make_synthetic_simple(args.out, config, args.repeats or 3, args.images or "folder")
+    elif args.repeats is not None or args.images is not None:
+        raise BrainEncoderError("--repeats and --images apply to --layout simple only")
+    else:
+        out = make_synthetic(args.out, config)
     print(f"synthetic dataset: {out} (truth: {out / 'truth'})")
     if args.held_out:
         group = " ".join(f"subj{k + 1:02d}" for k in range(args.subjects))

@@ -1,4 +1,4 @@
-"""``brainencoder validate``: check a challenge-layout dataset."""
+"""``brainencoder validate``: check a dataset (the challenge's layout or your own experiment's)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``validate`` command to ``subparsers``."""
-    p = subparsers.add_parser("validate", help="check a challenge-layout dataset")
+    p = subparsers.add_parser(
+        "validate", help="check a dataset (the challenge's layout or your own)"
+    )
     p.add_argument("data_root", type=Path)
     p.add_argument("--skip-images", action="store_true", help="do not decode-check images")
     return p

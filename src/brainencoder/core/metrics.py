@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..util.errors import DataError
+from .regions import label_masks
 
 __all__ = [
     "SCORE_RULES",
@@ -211,13 +212,10 @@ def aggregate(
     for hemi, v in values.items():
         add(hemi, "all", "all", v)
     for group, per_hemi in (rois or {}).items():
-        names = (mappings or {}).get(group, {})
-        for label in sorted(set().union(*(np.unique(x).tolist() for x in per_hemi.values()))):
-            if label == 0:
-                continue
-            name = names.get(label, str(label))
-            both = [values[h][per_hemi[h] == label] for h in per_hemi]
+        for roi in label_masks(per_hemi, (mappings or {}).get(group, {}), group):
+            name = roi.name if roi.name is not None else str(roi.label)
+            both = [values[h][mask] for h, mask in roi.hemis.items()]
             add("both", group, name, np.concatenate(both))
-            for hemi in per_hemi:
-                add(hemi, group, name, values[hemi][per_hemi[hemi] == label])
+            for hemi, mask in roi.hemis.items():
+                add(hemi, group, name, values[hemi][mask])
     return rows

@@ -139,6 +139,36 @@ class GroupSpace:
         self.subject_index(subject)
         return {h: data[..., self.columns[subject][h]] for h in HEMIS}
 
+    def split_columns(self, subject: str, values: np.ndarray) -> dict[str, np.ndarray]:
+        """Split a subject's challenge-space values (lh columns, then rh) per hemisphere.
+
+        Parameters
+        ----------
+        subject : str
+            One of :attr:`subjects`.
+        values : ndarray of shape (..., n_lh + n_rh)
+            The subject's columns of both hemispheres side by side, lh first
+            (as its fMRI files concatenated, or a per-vertex metric).
+
+        Returns
+        -------
+        dict of str to ndarray of shape (..., n_vertices_hemi)
+            Views of ``values``: ``"lh"`` and ``"rh"``.
+
+        Raises
+        ------
+        DataError
+            When the last axis is not the subject's vertex count.
+        """
+        n_lh = self.n_subject_vertices(subject, HEMIS[0])
+        n = n_lh + self.n_subject_vertices(subject, HEMIS[1])
+        values = np.asarray(values)
+        if values.shape[-1] != n:
+            raise DataError(
+                f"{subject}: {values.shape[-1]} columns, expected {n} (its lh and rh vertices)"
+            )
+        return {HEMIS[0]: values[..., :n_lh], HEMIS[1]: values[..., n_lh:]}
+
     def to_fsaverage(self, subject: str, hemi: str, values: np.ndarray) -> np.ndarray:
         """A subject's values of one hemisphere on the whole fsaverage mesh (NaN elsewhere).
 

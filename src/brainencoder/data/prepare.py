@@ -1,4 +1,7 @@
-"""``brainencoder prepare``: decode a challenge-layout dataset into a store.
+"""``brainencoder prepare``: decode a dataset into a store.
+
+Your own experiment's simple layout (:mod:`.simple_layout`) is first written in
+the challenge layout inside the store (:mod:`.simple_convert`), then read as the challenge's.
 
 Every image is decoded once (images that several subjects share, identified
 by NSD id, once for all of them) in worker processes, resized to a square and
@@ -15,6 +18,7 @@ import logging
 import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +32,13 @@ from ..util.typecheck import check_seed
 from ..util.version import __version__
 from .images import load_image
 from .layout import HEMIS, DatasetLayout, read_layout
-from .splits import SPLIT_MODES, make_image_splits, make_splits
+from .prepare_fmri import copy_store_fmri, subject_records
+from .simple_convert import conversion_bytes, convert_simple, original_names, resolve_noise_ceiling
+from .simple_layout import SimpleLayout, is_simple_layout, read_simple_layout
+from .splits import SPLIT_MODES
 from .store import FORMAT_VERSION, Store
 
-__all__ = ["prepare_store"]
+__all__ = ["PrepareOptions", "prepare_store"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,81 +87,12 @@ def _decode_chunk(
     return len(paths)
 
 
-def _overflow_hint(values: np.ndarray, dtype: type) -> str:
-    """What to do about fMRI ``values`` too large for the store's ``dtype``."""
-    with np.errstate(over="ignore"):
-        fit32 = bool(np.isfinite(values.astype(np.float32)).all())
-    if np.dtype(dtype) != np.float32 and fit32:
-        return "prepare with --fmri-dtype float32 (the default), which holds them"
-    return (
-        "no --fmri-dtype holds them (float32 is the widest): check the file's scale, fMRI "
-        "responses are z-scored values of a few units"
-    )
+@dataclass(frozen=True)
+class PrepareOptions:
+    """How a store is prepared: saved in its plan (other values make another store).
 
-
-def _copy_fmri(layout: DatasetLayout, name: str, path: Path, dtype: type, nan_policy: str) -> None:
-    subj = layout[name]
-    arrays = [subj.load_fmri(h) for h in HEMIS]
-    n_rows = arrays[0].shape[0]
-    n_cols = sum(a.shape[1] for a in arrays)
-    for hemi, a in zip(HEMIS, arrays):
-        if a.dtype.kind not in "fiu":
-            raise DataError(
-                f"{subj.fmri_path(hemi)}: holds {a.dtype} values, not numbers; write the "
-                "responses as float32"
-            )
-    with atomic_path(path, suffix=".npy") as tmp:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(n_rows, n_cols))
-        for start in range(0, n_rows, 1024):
-            stop = min(start + 1024, n_rows)
-            source = np.concatenate([np.asarray(a[start:stop]) for a in arrays], axis=1)
-            with np.errstate(over="ignore"):
-                chunk = source.astype(dtype)  # check the values that will be stored
-            bad = ~np.isfinite(chunk)
-            if bad.any():
-                row = start + int(np.flatnonzero(bad.any(axis=1))[0])
-                hemi = HEMIS[0] if bad[:, : arrays[0].shape[1]].any() else HEMIS[1]
-                overflow = bad & np.isfinite(source)
-                if overflow.any():
-                    raise DataError(
-                        f"{subj.fmri_path(hemi)}: row {row} holds {source.dtype} values beyond "
-                        f"the range of {np.dtype(dtype).name} (they would be stored as inf); "
-                        f"{_overflow_hint(source[overflow], dtype)}"
-                    )
-                if nan_policy == "error":
-                    raise DataError(
-                        f"{subj.fmri_path(hemi)}: NaN or inf at row {row}; fix the file, or "
-                        "prepare with --nan-policy zero to replace them by 0 (the voxel mean "
-                        "after z-scoring)"
-                    )
-                chunk[bad] = 0.0
-            out[start:stop] = chunk
-        out.flush()
-        del out
-
-
-def prepare_store(
-    data_root: str | Path,
-    store: str | Path,
-    image_size: int = 256,
-    fmri_dtype: str = "float32",
-    nan_policy: str = "error",
-    split_seed: int = 0,
-    split_fractions: tuple[float, float, float] = (0.85, 0.10, 0.05),
-    split_mode: str = "image",
-    subjects: list[str] | None = None,
-    workers: int | None = None,
-    overwrite: bool = False,
-    progress: bool | None = None,
-) -> Store:
-    """Prepare (or resume preparing) a store from a challenge-layout dataset.
-
-    Parameters
+    Attributes
     ----------
-    data_root : path
-        Folder holding the ``subjXX`` folders.
-    store : path
-        Output folder.
     image_size : int, default=256
         Side of the stored square images (256 suits 224-pixel trunks with
         random-resized-crop augmentation).
@@ -169,6 +107,61 @@ def prepare_store(
         "image": an image shown to several subjects is in the same split for
         all of them; "subject": each subject's images are split on their own
         (the original entry's splits).
+    noise_ceiling : bool, optional
+        Simple layout only: estimate noise ceilings from repeated trials
+        (True: required, an error if a subject shows every image once;
+        False: never; default: when every subject has repeated images).
+    """
+
+    image_size: int = 256
+    fmri_dtype: str = "float32"
+    nan_policy: str = "error"
+    split_seed: int = 0
+    split_fractions: tuple[float, float, float] = (0.85, 0.10, 0.05)
+    split_mode: str = "image"
+    noise_ceiling: bool | None = None
+
+    def checked(self) -> PrepareOptions:
+        """These options with the seed as an int; StoreError or ConfigError naming a bad one."""
+        for key, allowed in (
+            ("fmri_dtype", _FMRI_DTYPES),
+            ("nan_policy", _NAN_POLICIES),
+            ("split_mode", SPLIT_MODES),
+        ):
+            if getattr(self, key) not in allowed:
+                raise StoreError(
+                    f"'{key}' must be one of {set(allowed)}; got {getattr(self, key)!r}"
+                )
+        if not 16 <= self.image_size <= 1024:
+            raise StoreError(f"'image_size' must be in [16, 1024]; got {self.image_size}")
+        return replace(self, split_seed=check_seed("split_seed", self.split_seed))
+
+
+def prepare_store(
+    data_root: str | Path,
+    store: str | Path,
+    options: PrepareOptions | None = None,
+    *,
+    subjects: list[str] | None = None,
+    workers: int | None = None,
+    overwrite: bool = False,
+    progress: bool | None = None,
+) -> Store:
+    """Prepare (or resume preparing) a store from the challenge's layout or your own experiment's.
+
+    Parameters
+    ----------
+    data_root : path
+        Folder holding the ``subjXX`` folders: the Algonauts 2023 layout, or
+        the simple layout of your own experiment (an ``experiment.json`` beside
+        them; see :mod:`brainencoder.data.simple_layout`), which is converted
+        into ``STORE/source`` (the challenge layout) and ``STORE/truth``
+        (test responses and noise ceilings; :mod:`brainencoder.data.simple_convert`).
+    store : path
+        Output folder.
+    options : PrepareOptions, optional
+        Image size, fMRI dtype and NaN policy, splits, noise ceilings; default
+        ``PrepareOptions()``.
     subjects : list of str, optional
         Subset of subjects; default all.
     workers : int, optional
@@ -183,42 +176,34 @@ def prepare_store(
     Store
         The opened, complete store.
     """
-    if fmri_dtype not in _FMRI_DTYPES:
-        raise StoreError(f"'fmri_dtype' must be one of {set(_FMRI_DTYPES)}; got {fmri_dtype!r}")
-    if nan_policy not in _NAN_POLICIES:
-        raise StoreError(f"'nan_policy' must be one of {set(_NAN_POLICIES)}; got {nan_policy!r}")
-    if split_mode not in SPLIT_MODES:
-        raise StoreError(f"'split_mode' must be one of {set(SPLIT_MODES)}; got {split_mode!r}")
-    if not 16 <= image_size <= 1024:
-        raise StoreError(f"'image_size' must be in [16, 1024]; got {image_size}")
-    split_seed = check_seed("split_seed", split_seed)
+    options = (options or PrepareOptions()).checked()
     store = Path(store)
     check_output_location(store, [data_root])
-    layout = read_layout(data_root, subjects)
-    options = {
-        "image_size": image_size,
-        "fmri_dtype": fmri_dtype,
-        "nan_policy": nan_policy,
-        "split_seed": split_seed,
-        "split_fractions": list(split_fractions),
-        "split_mode": split_mode,
-        "subjects": layout.names,
+    simple = read_simple_layout(data_root, subjects) if is_simple_layout(data_root) else None
+    layout = None if simple is not None else read_layout(data_root, subjects)
+    if layout is not None and options.noise_ceiling:
+        raise DataError(
+            f"{data_root}: noise ceilings are estimated from the repeated trials of your own "
+            "experiment's layout (docs/own-data.md); the challenge's data hold one response "
+            "per image: pass the challenge's ceilings to 'evaluate --noise-ceiling' instead"
+        )
+    saved = {  # the plan's options
+        "image_size": options.image_size,
+        "fmri_dtype": options.fmri_dtype,
+        "nan_policy": options.nan_policy,
+        "split_seed": options.split_seed,
+        "split_fractions": list(options.split_fractions),
+        "split_mode": options.split_mode,
+        "subjects": (simple or layout).names,
     }
-    fingerprint = _fingerprint(layout)
-
-    # unique images by NSD id, first occurrence wins
-    sources: dict[int, Path] = {}
-    for subj in layout.subjects.values():
-        for nsd, path in zip(
-            [*subj.nsd_train, *subj.nsd_test], [*subj.train_images, *subj.test_images]
-        ):
-            sources.setdefault(int(nsd), path)
-    nsd_ids = np.array(sorted(sources), dtype=np.int64)
+    if simple is not None:
+        nc = resolve_noise_ceiling(simple, options.noise_ceiling)
+        saved.update(layout="simple", noise_ceiling=nc)
     plan = {
         "format_version": FORMAT_VERSION,
-        "fingerprint": fingerprint,
-        "options": options,
-        "n_images": int(nsd_ids.size),
+        "fingerprint": simple.fingerprint() if simple else _fingerprint(layout),
+        "options": saved,
+        "n_images": simple.n_images if simple else _unique_images(layout)[1].size,
     }
 
     manifest_path, plan_path = store / "manifest.json", store / "plan.json"
@@ -242,14 +227,72 @@ def prepare_store(
         else:
             resume = True  # an unfinished store of the same data and options
     try:
-        _write_store(data_root, layout, store, plan, sources, nsd_ids, workers, progress)
-    except BrainEncoderError:
+        if simple is None:
+            _begin(store, plan, _store_bytes(layout, plan))
+            _write_store(data_root, layout, store, plan, workers, progress)
+        else:
+            _prepare_simple(simple, store, plan, workers, progress)
+    except BrainEncoderError as exc:
         # refused input (an image or fMRI file): the store begun here goes; one begun by
         # an earlier run of the same plan (a resume) stays as it was found
         if not resume:
             _remove_store(store, existed)
+        if simple is not None:
+            raise original_names(exc, simple, store / "source") from None
         raise
     return Store(store)
+
+
+def _unique_images(layout: DatasetLayout) -> tuple[dict[int, Path], np.ndarray]:
+    """Each distinct image (by NSD id, first occurrence wins) and the sorted ids."""
+    sources: dict[int, Path] = {}
+    for subj in layout.subjects.values():
+        for nsd, path in zip(
+            [*subj.nsd_train, *subj.nsd_test], [*subj.train_images, *subj.test_images]
+        ):
+            sources.setdefault(int(nsd), path)
+    return sources, np.array(sorted(sources), dtype=np.int64)
+
+
+def _store_bytes(layout: DatasetLayout, plan: dict) -> int:
+    """Bytes of the store's images and fMRI."""
+    options = plan["options"]
+    fmri = sum(
+        len(s.train_images) * (s.n_vertices("lh") + s.n_vertices("rh"))
+        for s in layout.subjects.values()
+    )
+    item = np.dtype(options["fmri_dtype"]).itemsize
+    return plan["n_images"] * options["image_size"] ** 2 * 3 + fmri * item
+
+
+def _begin(store: Path, plan: dict, needed: int) -> None:
+    """Create and mark the store folder; check the disk and write the plan (unless resuming)."""
+    store.mkdir(parents=True, exist_ok=True)
+    mark_owned(store, "store")
+    if not (store / "plan.json").exists():
+        check_free_space(store, needed, f"the prepared store {store}")
+        write_json_atomic(store / "plan.json", plan)
+
+
+def _prepare_simple(
+    simple: SimpleLayout, store: Path, plan: dict, workers: int | None, progress: bool | None
+) -> None:
+    """Convert ``simple`` into ``STORE/source`` (and ``STORE/truth``), then prepare from it."""
+    options = plan["options"]
+    n_train = sum(
+        s.order(False).size * sum(map(s.n_vertices, HEMIS)) for s in simple.subjects.values()
+    )
+    needed = conversion_bytes(simple) + plan["n_images"] * options["image_size"] ** 2 * 3
+    _begin(store, plan, needed + n_train * np.dtype(options["fmri_dtype"]).itemsize)
+    nan_policy, noise = options["nan_policy"], options["noise_ceiling"]
+    convert_simple(simple, store / "source", store / "truth", nan_policy, noise, workers)
+    layout = read_layout(store / "source", simple.names)
+    source = {
+        "layout": "simple",
+        "data": str(Path(simple.root).absolute()),
+        "truth": str((store / "truth").absolute()),
+    }
+    _write_store(store / "source", layout, store, plan, workers, progress, source)
 
 
 def _remove_store(store: Path, keep_folder: bool) -> None:
@@ -269,101 +312,23 @@ def _write_store(
     layout: DatasetLayout,
     store: Path,
     plan: dict,
-    sources: dict[int, Path],
-    nsd_ids: np.ndarray,
     workers: int | None,
     progress: bool | None,
+    source: dict | None = None,
 ) -> None:
-    """Write (or resume writing) ``store``: fMRI first (it is checked), then the images."""
-    from tqdm.auto import tqdm
+    """Write (or resume writing) ``store`` after :func:`_begin`: fMRI first, then the images.
 
+    ``source`` adds keys to the manifest's ``source`` (the simple layout's).
+    """
     options = plan["options"]
-    fmri_dtype, nan_policy = options["fmri_dtype"], options["nan_policy"]
-    split_mode, split_seed = options["split_mode"], options["split_seed"]
-    split_fractions = tuple(options["split_fractions"])
     image_size = options["image_size"]
-    plan_path = store / "plan.json"
-    store.mkdir(parents=True, exist_ok=True)
-    mark_owned(store, "store")
+    sources, nsd_ids = _unique_images(layout)
     shape = (int(nsd_ids.size), image_size, image_size, 3)
-    fmri_bytes = (
-        sum(
-            len(s.train_images) * (s.n_vertices("lh") + s.n_vertices("rh"))
-            for s in layout.subjects.values()
-        )
-        * np.dtype(fmri_dtype).itemsize
-    )
-    images_file = store / "images.u8"
-    if not plan_path.exists():
-        check_free_space(store, int(np.prod(shape)) + fmri_bytes, f"the prepared store {store}")
-        write_json_atomic(plan_path, plan)
     # the fMRI first: values it refuses (NaN, beyond the dtype's range) stop before any image
-    (store / "fmri").mkdir(exist_ok=True)
-    for name in layout.names:
-        path = store / "fmri" / f"{name}.npy"
-        if not path.exists():
-            _copy_fmri(layout, name, path, _FMRI_DTYPES[fmri_dtype], nan_policy)
-    if not images_file.exists() or images_file.stat().st_size != int(np.prod(shape)):
-        with atomic_path(images_file) as tmp, open(tmp, "wb") as fh:
-            fh.truncate(int(np.prod(shape)))
-        shutil.rmtree(store / "chunks", ignore_errors=True)
-    chunk_dir = store / "chunks"
-    chunk_dir.mkdir(exist_ok=True)
-    todo = [s for s in range(0, shape[0], _CHUNK) if not (chunk_dir / f"{s:08d}.done").exists()]
-    logger.info("decoding %d images (%d chunks to do) into %s", shape[0], len(todo), store)
-    bar = tqdm(
-        total=shape[0],
-        initial=shape[0] - sum(min(_CHUNK, shape[0] - s) for s in todo),
-        unit="img",
-        desc="prepare images",
-        disable=None if progress is None else not progress,
-    )
-    with worker_pool(workers) as pool, stop_workers_on_signal(pool, "prepare"):
-        futures = [
-            pool.submit(
-                _decode_chunk,
-                str(images_file),
-                shape,
-                s,
-                [str(sources[int(n)]) for n in nsd_ids[s : s + _CHUNK]],
-                str(chunk_dir / f"{s:08d}.done"),
-            )
-            for s in todo
-        ]
-        # flush written chunks to disk in the background while workers keep decoding,
-        # so the final fsync (before the manifest) has little left to do
-        with open(images_file, "rb+") as fh, ThreadPoolExecutor(1) as syncer:
-            pending = []
-            for i, fut in enumerate(futures):
-                bar.update(fut.result())
-                if i % 8 == 7:
-                    pending.append(syncer.submit(os.fsync, fh.fileno()))
-            for job in pending:
-                job.result()
-            os.fsync(fh.fileno())
-    bar.close()
-    subjects_info = {}
-    if split_mode == "image":
-        all_splits = make_image_splits(
-            {n: s.nsd_train for n, s in layout.subjects.items()}, split_fractions, split_seed
-        )
-    for name, subj in layout.subjects.items():
-        if split_mode == "image":
-            splits = all_splits[name]
-        else:
-            splits = make_splits(len(subj.train_images), split_fractions, split_seed, key=name)
-        subjects_info[name] = {
-            "n_train": len(subj.train_images),
-            "n_test": len(subj.test_images),
-            "n_vertices": {h: subj.n_vertices(h) for h in HEMIS},
-            "nsd_train": subj.nsd_train.tolist(),
-            "nsd_test": subj.nsd_test.tolist(),
-            "train_rows": np.searchsorted(nsd_ids, subj.nsd_train).tolist(),
-            "test_rows": np.searchsorted(nsd_ids, subj.nsd_test).tolist(),
-            "test_names": [p.name for p in subj.test_images],
-            "fmri": f"fmri/{name}.npy",
-            "splits": {k: v.tolist() for k, v in splits.items()},
-        }
+    dtype = _FMRI_DTYPES[options["fmri_dtype"]]
+    copy_store_fmri(layout, store / "fmri", dtype, options["nan_policy"])
+    _decode_images(store, shape, [str(sources[int(n)]) for n in nsd_ids], workers, progress)
+    subjects = subject_records(layout, nsd_ids, options)
     space = GroupSpace.from_masks({n: s.masks for n, s in layout.subjects.items()})
     with atomic_path(store / "space.npz", suffix=".npz") as tmp, open(tmp, "wb") as fh:
         np.savez(fh, **space.to_arrays())
@@ -371,11 +336,61 @@ def _write_store(
         "format": "brainencoder-store",
         "format_version": FORMAT_VERSION,
         "package_version": __version__,
-        "source": {"root": str(Path(data_root).absolute()), "fingerprint": plan["fingerprint"]},
+        "source": {
+            "root": str(Path(data_root).absolute()),
+            "fingerprint": plan["fingerprint"],
+            **(source or {}),
+        },
         "options": options,
         "images": {"file": "images.u8", "shape": list(shape), "nsd_ids": nsd_ids.tolist()},
-        "subjects": subjects_info,
+        "subjects": subjects,
         "space": "space.npz",
     }
     write_json_atomic(store / "manifest.json", manifest)
-    shutil.rmtree(chunk_dir, ignore_errors=True)
+    shutil.rmtree(store / "chunks", ignore_errors=True)
+
+
+def _decode_images(
+    store: Path, shape: tuple, paths: list[str], workers: int | None, progress: bool | None
+) -> None:
+    """Decode ``paths`` into ``STORE/images.u8`` in worker processes (resuming from markers)."""
+    from tqdm.auto import tqdm
+
+    images_file, chunk_dir = store / "images.u8", store / "chunks"
+    if not images_file.exists() or images_file.stat().st_size != int(np.prod(shape)):
+        with atomic_path(images_file) as tmp, open(tmp, "wb") as fh:
+            fh.truncate(int(np.prod(shape)))
+        shutil.rmtree(chunk_dir, ignore_errors=True)
+    chunk_dir.mkdir(exist_ok=True)
+    todo = [s for s in range(0, shape[0], _CHUNK) if not (chunk_dir / f"{s:08d}.done").exists()]
+    logger.info("decoding %d images (%d chunks to do) into %s", shape[0], len(todo), store)
+    done = shape[0] - sum(min(_CHUNK, shape[0] - s) for s in todo)
+    off = None if progress is None else not progress
+    bar = tqdm(total=shape[0], initial=done, unit="img", desc="prepare images", disable=off)
+    with worker_pool(workers) as pool, stop_workers_on_signal(pool, "prepare"):
+        futures = [
+            pool.submit(
+                _decode_chunk,
+                str(images_file),
+                shape,
+                s,
+                paths[s : s + _CHUNK],
+                str(chunk_dir / f"{s:08d}.done"),
+            )
+            for s in todo
+        ]
+        _sync_while_decoding(images_file, futures, bar)
+    bar.close()
+
+
+def _sync_while_decoding(images_file: Path, futures: list, bar) -> None:
+    """Wait for the chunks; flush written ones meanwhile, so the last fsync has little to do."""
+    with open(images_file, "rb+") as fh, ThreadPoolExecutor(1) as syncer:
+        pending = []
+        for i, fut in enumerate(futures):
+            bar.update(fut.result())
+            if i % 8 == 7:
+                pending.append(syncer.submit(os.fsync, fh.fileno()))
+        for job in pending:
+            job.result()
+        os.fsync(fh.fileno())

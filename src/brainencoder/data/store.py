@@ -229,8 +229,9 @@ class Store:
             expected = (info.n_train, sum(info.n_vertices.values()))
             if arr.shape != expected:
                 raise StoreError(f"{path}: shape {arr.shape}, expected {expected}")
-            self._fmri[name] = arr
+            # the reader first: another thread that sees the array may read through it at once
             self._fmri_readers[name] = RowReader(path, _npy_data_offset(path), arr.shape, arr.dtype)
+            self._fmri[name] = arr
         return self._fmri[name]
 
     def read_fmri(self, name: str, rows: np.ndarray) -> np.ndarray:

@@ -215,23 +215,33 @@ def _kept_vertices(
     return keep
 
 
+@dataclass(frozen=True)
+class _Subject:
+    """One subject as :func:`_write_hemi` draws it: index, folders, images and generator.
+
+    ``pool`` is (features, category) of the subject's train then test images,
+    the first ``n_train`` of them training images; ``rng`` is the subject's
+    generator, drawn from hemisphere after hemisphere.
+    """
+
+    k: int
+    dirs: dict[str, Path]
+    pool: tuple[np.ndarray, np.ndarray]
+    n_train: int
+    rng: np.random.Generator
+
+
 def _write_hemi(
-    dirs: dict[str, Path],
+    subject: _Subject,
     hemi: str,
     cx: Cortex,
     retinotopy: tuple[np.ndarray, np.ndarray],
-    pool: tuple[np.ndarray, np.ndarray],
-    n_train: int,
     config: SyntheticConfig,
-    k: int,
-    sub_rng: np.random.Generator,
 ) -> None:
-    """Subject ``k``'s mask, ROI labels, training fMRI and test truth of one hemisphere.
-
-    ``pool`` is (features, category) of the subject's train then test images.
-    """
+    """The subject's mask, ROI labels, training fMRI and test truth of one hemisphere."""
     centers, pref = retinotopy
-    feats, category = pool
+    feats, category = subject.pool
+    dirs, n_train, k, sub_rng = subject.dirs, subject.n_train, subject.k, subject.rng
     keep = _kept_vertices(cx, config, k, hemi, sub_rng)
     mask = np.zeros(config.n_fsaverage, dtype=np.int32)
     mask[cx.vertices[keep]] = 1
@@ -315,11 +325,9 @@ def make_synthetic(out: str | Path, config: SyntheticConfig | None = None) -> Pa
                 save_mapping(dirs["roi"] / f"mapping_{name_group}.npy", dict(enumerate(labels)))
             sub_rng = np.random.default_rng([config.seed, k])
             rows = [by_nsd[i] for i in np.concatenate([train_ids, test_ids]).tolist()]
+            subject = _Subject(k, dirs, (feats[rows], category[rows]), train_ids.size, sub_rng)
             for hemi, cx in cortices.items():
-                pool_rows = (feats[rows], category[rows])
-                _write_hemi(
-                    dirs, hemi, cx, maps[hemi], pool_rows, train_ids.size, config, k, sub_rng
-                )
+                _write_hemi(subject, hemi, cx, maps[hemi], config)
         for job in jobs:
             job.result()
     if config.categories:

@@ -1,21 +1,47 @@
-"""Batched image transforms on tensors: resize and random-resized-crop."""
+"""Batched image transforms on tensors: resize and random-resized-crop.
+
+:func:`resize` is the one resize of the package: training, the feature cache,
+validation, ``Encoder.prepare_images`` (every prediction) and the ridge
+extractor all call it, so an image meets the model the same way everywhere.
+"""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["random_resized_crop", "resize"]
+__all__ = ["random_resized_crop", "resize", "to_float"]
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, H, W, 3) -> float (B, 3, H, W) in [0, 1]."""
+    """Channels-last uint8 images to channels-first floats in [0, 1].
+
+    Parameters
+    ----------
+    images : uint8 Tensor of shape (B, H, W, 3)
+
+    Returns
+    -------
+    float32 Tensor of shape (B, 3, H, W)
+    """
     return images.permute(0, 3, 1, 2).float().div_(255)
 
 
 def resize(images: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize uint8 (B, H, W, 3) images to float (B, 3, size, size) in [0, 1] (antialiased)."""
-    x = to_float(images)
+    """Resize images to ``size`` x ``size`` (bilinear, antialiased).
+
+    Parameters
+    ----------
+    images : Tensor
+        uint8 of shape (B, H, W, 3), or float of shape (B, 3, H, W) in [0, 1].
+    size : int
+
+    Returns
+    -------
+    float Tensor of shape (B, 3, size, size) in [0, 1]
+        A float input already of that size is returned as it is.
+    """
+    x = to_float(images) if images.dtype == torch.uint8 else images
     if x.shape[-2:] == (size, size):
         return x
     return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)

@@ -1,4 +1,4 @@
-"""``brainencoder validate``: every problem of a challenge-layout dataset, collected.
+"""``brainencoder validate``: every problem of a dataset (either layout), collected.
 
 Reading the layout (:func:`~brainencoder.data.layout.read_layout`) already
 refuses what would stop training; validation goes on past each problem and
@@ -10,55 +10,24 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..util.errors import DataError, printable
+from ..util.errors import DataError
 from .layout import (
     HEMIS,
     SUBJECT_PATTERN,
-    DatasetLayout,
     SubjectLayout,
     find_subjects,
     read_subjects,
 )
-from .problems import Problem
+from .problems import Problem, ValidationReport, check_image
+from .simple_layout import is_simple_layout
 
-__all__ = ["ValidationReport", "validate_dataset"]
+__all__ = ["ValidationReport", "check_image", "validate_dataset"]
 
 _FMRI_CHUNK_ROWS = 1024
-
-
-@dataclass
-class ValidationReport:
-    """Result of :func:`validate_dataset`."""
-
-    root: Path
-    layout: DatasetLayout | None
-    problems: list[Problem]
-    rois: dict[str, dict[str, list[str]]] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        """True when no problem blocks training."""
-        return not any(p.blocking for p in self.problems)
-
-    def table(self) -> str:
-        """A text table with one row per subject."""
-        if self.layout is None:
-            return ""
-        header = f"{'subject':<9} {'train':>6} {'test':>5} {'lh':>7} {'rh':>7}  ROIs present"
-        lines = [header, "-" * len(header)]
-        for name, subj in self.layout.subjects.items():
-            rois = self.rois.get(name, {})
-            roi_text = "; ".join(f"{g}: {', '.join(r) or '-'}" for g, r in rois.items()) or "-"
-            lines.append(
-                f"{name:<9} {len(subj.train_images):>6} {len(subj.test_images):>5} "
-                f"{subj.n_vertices('lh'):>7} {subj.n_vertices('rh'):>7}  {roi_text}"
-            )
-        return printable("\n".join(lines))  # ROI names come from files too
 
 
 def _check_fmri_values(path: Path, data: np.ndarray) -> Problem | None:
@@ -81,31 +50,6 @@ def _check_fmri_values(path: Path, data: np.ndarray) -> Problem | None:
             f"{bad_rows} rows hold NaN or inf values (first: row {first}); "
             "fix the file or prepare with --nan-policy zero",
         )
-    return None
-
-
-def _check_image(path: Path) -> Problem | None:
-    import warnings
-
-    from PIL import Image, UnidentifiedImageError
-
-    from .images import describe_mode
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                mode = img.mode
-                img.verify()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        return Problem(path, f"image too large to decode safely ({exc}); downscale it")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        return Problem(path, f"cannot decode image ({exc}); replace it with a valid PNG")
-    how = describe_mode(mode)
-    if how is None:
-        return Problem(path, f"image mode {mode} has no faithful RGB rendering; save it as RGB")
-    if mode != "RGB":
-        return Problem(path, f"image mode {how}", blocking=False)
     return None
 
 
@@ -149,15 +93,18 @@ def validate_dataset(
 ) -> ValidationReport:
     """Check a dataset against itself and collect every problem.
 
-    Checks subject folders, vertex masks, ROI label files and mapping files
-    (read safely), training fMRI shape (rows = training images, columns =
-    mask vertices) and values (NaN/inf), image names, and (unless
-    ``check_images=False``) that every image decodes.
+    A folder with an ``experiment.json`` is your own experiment's simple
+    layout, checked by :func:`~brainencoder.data.simple_validate.validate_simple`.
+    Otherwise (the challenge layout) this checks subject folders, vertex
+    masks, ROI label files and mapping files (read safely), training fMRI
+    shape (rows = training images, columns = mask vertices) and values
+    (NaN/inf), image names, and (unless ``check_images=False``) that every
+    image decodes.
 
     Parameters
     ----------
     root : path
-        Folder holding the ``subjXX`` folders.
+        Folder holding the ``subjXX`` folders (and ``experiment.json`` in the simple layout).
     check_images : bool, default=True
         Decode-check every image (the slowest check).
     progress : callable, optional
@@ -169,6 +116,10 @@ def validate_dataset(
         ``report.ok`` is False when a problem blocks training.
     """
     root = Path(root)
+    if is_simple_layout(root):
+        from .simple_validate import validate_simple
+
+        return validate_simple(root, check_images, progress)
     problems: list[Problem] = []
     try:
         names = find_subjects(root)
@@ -198,7 +149,7 @@ def validate_dataset(
     if check_images:
         paths = [p for s in layout.subjects.values() for p in s.train_images + s.test_images]
         with ThreadPoolExecutor() as pool:
-            results = pool.map(_check_image, paths, chunksize=64)
+            results = pool.map(check_image, paths, chunksize=64)
             if progress is not None:
                 results = progress(results, total=len(paths))
             problems += [r for r in results if r is not None]

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.regions import RoiFiles, subject_roi_masks
+from ..core.space import GroupSpace
 from ..data.layout import HEMIS, read_layout
 from ..data.store import Store
 from ..runs.ensemble import EnsembleModel
@@ -252,19 +254,20 @@ def _difference_rows(
     return rows
 
 
-def _roi_rows(subj, full: dict[str, np.ndarray], names: Sequence[str]) -> list[dict]:
-    """Mean Pearson r per run in every ROI of the subject's label files (no interval)."""
+def _roi_rows(subj: RoiFiles, full: dict[str, np.ndarray], names: Sequence[str]) -> list[dict]:
+    """Mean Pearson r per run in every named ROI of the subject's label files (no interval).
+
+    ``full[run]`` is the run's r at each of the subject's columns, shape (n_lh + n_rh,).
+    """
     rows = []
-    for group in subj.roi_groups:
-        labels = np.concatenate([subj.load_rois(group, h) for h in HEMIS])
-        for k, roi in subj.load_mapping(group).items():
-            sel = labels == k
-            if k == 0 or not sel.any():
-                continue
-            base = float(full[names[0]][sel].mean())
-            for name in names:
-                value = float(full[name][sel].mean())
-                rows.append(_row(name, subj.name, roi, "pearson", value, base, (np.nan, np.nan)))
+    for roi in subject_roi_masks(subj):
+        if roi.name is None:
+            continue
+        sel = roi.both()
+        base = float(full[names[0]][sel].mean())
+        for name in names:
+            value = float(full[name][sel].mean())
+            rows.append(_row(name, subj.name, roi.name, "pearson", value, base, (np.nan, np.nan)))
     return rows
 
 
@@ -321,30 +324,26 @@ def _roi_bars(table, names, path: Path) -> Path:
     return path
 
 
-def _difference_map(store, space, per_vertex, names, path: Path) -> Path:
+def _difference_map(
+    store: Store, space: GroupSpace, per_vertex: dict[str, np.ndarray], names, path: Path
+) -> Path:
+    """The first subject's r of the last run minus the first's, on cortex.
+
+    ``per_vertex[f"{subject}.{run}"]`` is a run's r, shape (n_lh + n_rh,).
+    """
     import matplotlib.pyplot as plt
 
-    from .figures import to_fsaverage
-    from .plotting import fsaverage_to_fsaverage5, plot_surface_map
+    from .plotting import plot_difference_map
 
     subject = store.names[0]
     diff = per_vertex[f"{subject}.{names[-1]}"] - per_vertex[f"{subject}.{names[0]}"]
-    n_lh = space.n_subject_vertices(subject, "lh")
-    maps = {
-        h: fsaverage_to_fsaverage5(
-            to_fsaverage(space, subject, h, diff[:n_lh] if h == "lh" else diff[n_lh:]), h
-        )
-        for h in HEMIS
-    }
-    lim = float(np.nanpercentile(np.abs(diff), 99)) or 0.1
-    fig = plot_surface_map(
-        maps,
+    fig = plot_difference_map(
+        space,
+        {subject: diff},
         f"{subject}: Pearson r, {names[-1]} minus {names[0]}",
         "r difference",
-        vmin=-lim,
-        vmax=lim,
-        cmap="RdBu_r",
         output_file=path,
+        limit=float(np.nanpercentile(np.abs(diff), 99)) or 0.1,
     )
     plt.close(fig)
     return path

@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from ..core.metrics import StreamingStats, aggregate, noise_normalized_score
+from ..core.metrics import aggregate, noise_normalized_score
 from ..data.layout import HEMIS, read_layout
 from ..data.store import Store
-from ..inference.store import predict_store_rows
+from ..inference.store import subject_stats
 from ..runs.load import load_model
 from ..runs.provenance import check_held_out
 from ..runs.run import Run
@@ -206,57 +206,85 @@ def evaluate_run(
     rows_out, per_vertex = [], {}
     for name, store in pairs:  # every subject on the store (and splits) it was trained on
         layout = _layout(store, layouts)
-        info = store.subject(name)
-        if split == "test":
-            truth = read_test_responses(noise_ceiling, name, info.n_test, info.n_vertices)
-            rows = np.arange(info.n_test)
-            targets = lambda r, truth=truth: truth[r]  # noqa: E731
-        else:
-            rows = store.split_rows(name, split)
-            targets = lambda r, name=name, store=store: store.read_fmri(name, r)  # noqa: E731
-        stats = StreamingStats(sum(info.n_vertices.values()))
-        for pos, pred in predict_store_rows(model, store, name, rows, test=split == "test"):
-            stats.update(pred, targets(rows[pos]))
-        n_lh = info.n_vertices["lh"]
-        metrics = {"pearson": stats.pearson(), "r2": stats.r2()}
-        if noise_ceiling is not None:
-            nc = np.concatenate(
-                [load_noise_ceiling(noise_ceiling, name, h, info.n_vertices[h]) for h in HEMIS]
-            )
-            metrics["score"] = noise_normalized_score(metrics["pearson"], nc)  # the devkit's
-            metrics["score_nc_positive"] = noise_normalized_score(
-                metrics["pearson"], nc, "nc_positive"
-            )
-        rois = mappings = None
-        if layout is not None:
-            subj = layout[name]
-            rois = {g: {h: subj.load_rois(g, h) for h in HEMIS} for g in subj.roi_groups}
-            mappings = {g: subj.load_mapping(g) for g in subj.roi_groups}
-        for metric, values in metrics.items():
-            by_hemi = {"lh": values[:n_lh], "rh": values[n_lh:]}
+        metrics = _subject_metrics(model, store, name, split, noise_ceiling)
+        by_hemi = {metric: model.space.split_columns(name, v) for metric, v in metrics.items()}
+        for metric, values in by_hemi.items():
             for h in HEMIS:
-                per_vertex[f"{name}.{h}.{metric}"] = by_hemi[h].astype(np.float32)
-            for row in aggregate(by_hemi, rois, mappings):
-                for statistic in ("mean", "median"):
-                    rows_out.append(
-                        {
-                            "subject": name,
-                            "hemisphere": row["hemisphere"],
-                            "roi_group": row["roi_group"],
-                            "roi": row["roi"],
-                            "metric": metric,
-                            "statistic": statistic,
-                            "n_vertices": row["n_vertices"],
-                            "value": row[statistic],
-                        }
-                    )
+                per_vertex[f"{name}.{h}.{metric}"] = values[h].astype(np.float32)
+        rows_out += _roi_rows(name, by_hemi, layout)
+    rows_out += _overall_rows(per_vertex)
+    table = pd.DataFrame(rows_out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / "metrics.csv", suffix=".csv") as tmp:
+        table.to_csv(tmp, index=False)
+    with atomic_path(out_dir / "per_vertex.npz", suffix=".npz") as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **per_vertex)
+    return table
+
+
+def _subject_metrics(
+    model: Any, store: Store, name: str, split: str, noise_ceiling: str | Path | None
+) -> dict[str, np.ndarray]:
+    """Per-vertex pearson and r2 of subject ``name`` on ``split`` (and scores, with ceilings)."""
+    info = store.subject(name)
+    if split == "test":
+        truth = read_test_responses(noise_ceiling, name, info.n_test, info.n_vertices)
+        rows = np.arange(info.n_test)
+        targets = lambda r: truth[r]  # noqa: E731
+    else:
+        rows = store.split_rows(name, split)
+        targets = lambda r: store.read_fmri(name, r)  # noqa: E731
+    stats = subject_stats(model, store, name, rows, targets, test=split == "test")
+    metrics = {"pearson": stats.pearson(), "r2": stats.r2()}
+    if noise_ceiling is not None:
+        nc = np.concatenate(
+            [load_noise_ceiling(noise_ceiling, name, h, info.n_vertices[h]) for h in HEMIS]
+        )
+        metrics["score"] = noise_normalized_score(metrics["pearson"], nc)  # the devkit's
+        metrics["score_nc_positive"] = noise_normalized_score(metrics["pearson"], nc, "nc_positive")
+    return metrics
+
+
+def _roi_rows(name: str, by_hemi: dict[str, dict[str, np.ndarray]], layout: Any) -> list[dict]:
+    """Table rows of subject ``name``: each metric's mean and median by hemisphere and ROI.
+
+    ``by_hemi`` maps each metric to its values per hemisphere; without a
+    ``layout`` (the source dataset unreadable) only the hemisphere rows.
+    """
+    rois = mappings = None
+    if layout is not None:
+        subj = layout[name]
+        rois = {g: {h: subj.load_rois(g, h) for h in HEMIS} for g in subj.roi_groups}
+        mappings = {g: subj.load_mapping(g) for g in subj.roi_groups}
+    rows = []
+    for metric, values in by_hemi.items():
+        for row in aggregate(values, rois, mappings):
+            for statistic in ("mean", "median"):
+                rows.append(
+                    {
+                        "subject": name,
+                        "hemisphere": row["hemisphere"],
+                        "roi_group": row["roi_group"],
+                        "roi": row["roi"],
+                        "metric": metric,
+                        "statistic": statistic,
+                        "n_vertices": row["n_vertices"],
+                        "value": row[statistic],
+                    }
+                )
+    return rows
+
+
+def _overall_rows(per_vertex: dict[str, np.ndarray]) -> list[dict]:
+    """Table rows of every subject's vertices together: mean and median of each metric."""
+    rows = []
     for metric in ("pearson", "r2", "score", "score_nc_positive"):
         keys = [k for k in per_vertex if k.endswith(f".{metric}")]
         if keys:
             allv = np.concatenate([per_vertex[k] for k in keys]).astype(np.float64)
             finite = allv[np.isfinite(allv)]
             for statistic, fn in (("mean", np.mean), ("median", np.median)):
-                rows_out.append(
+                rows.append(
                     {
                         "subject": "all",
                         "hemisphere": "both",
@@ -268,13 +296,7 @@ def evaluate_run(
                         "value": float(fn(finite)),
                     }
                 )
-    table = pd.DataFrame(rows_out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_dir / "metrics.csv", suffix=".csv") as tmp:
-        table.to_csv(tmp, index=False)
-    with atomic_path(out_dir / "per_vertex.npz", suffix=".npz") as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, **per_vertex)
-    return table
+    return rows
 
 
 def summary_table(table) -> str:

@@ -10,18 +10,13 @@ from ..core.space import GroupSpace
 from ..data.layout import HEMIS
 from ..util.errors import DataError
 
-__all__ = ["plot_run", "to_fsaverage"]
+__all__ = ["plot_run"]
 
 _LABELS = {
     "score": ("noise-normalized score (%)", 0.0, 100.0),
     "pearson": ("Pearson r", 0.0, None),
     "r2": ("R²", 0.0, None),
 }
-
-
-def to_fsaverage(space: GroupSpace, subject: str, hemi: str, values: np.ndarray) -> np.ndarray:
-    """Challenge-space values of one hemisphere -> fsaverage array (NaN elsewhere)."""
-    return space.to_fsaverage(subject, hemi, values)
 
 
 def plot_run(
@@ -72,20 +67,30 @@ def plot_run(
     return paths
 
 
-def _plot_metric(run_dir, space, per_vertex, table, split, metric, out, fsaverage_sphere):
+def _plot_metric(
+    run_dir: Path,
+    space: GroupSpace,
+    per_vertex: dict[str, np.ndarray],
+    table,
+    split: str,
+    metric: str,
+    out: Path,
+    fsaverage_sphere: dict[str, np.ndarray] | None,
+) -> list[Path]:
+    """One metric's cortical map per evaluated subject, and its ROI bars.
+
+    ``per_vertex[f"{subject}.{hemi}.{metric}"]`` has shape (n_vertices_hemi,).
+    """
     import matplotlib.pyplot as plt
 
-    from .plotting import fsaverage_to_fsaverage5, plot_roi_bars, plot_surface_map
+    from .plotting import fsaverage5_maps, plot_roi_bars, plot_surface_map
 
     label, vmin, vmax = _LABELS[metric]
     paths = []
     evaluated = [s for s in space.subjects if f"{s}.{HEMIS[0]}.{metric}" in per_vertex]
     for subject in evaluated:  # an adapted run is evaluated on its new subject only
-        maps = {}
-        for hemi in HEMIS:
-            fs = to_fsaverage(space, subject, hemi, per_vertex[f"{subject}.{hemi}.{metric}"])
-            sphere = None if fsaverage_sphere is None else fsaverage_sphere[hemi]
-            maps[hemi] = fsaverage_to_fsaverage5(fs, hemi, sphere)
+        values = {h: per_vertex[f"{subject}.{h}.{metric}"] for h in HEMIS}
+        maps = fsaverage5_maps(space, subject, values, fsaverage_sphere)
         path = out / f"{subject}_{metric}_{split}.png"
         fig = plot_surface_map(
             maps,

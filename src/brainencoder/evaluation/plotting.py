@@ -10,17 +10,20 @@ vertices are the first 10,242 fsaverage vertices. See
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from ..core.space import ico_vertices
+from ..core.space import GroupSpace, ico_vertices
 from ..data.layout import HEMIS
 
 __all__ = [
+    "fsaverage5_maps",
     "fsaverage5_meshes",
     "fsaverage_to_fsaverage5",
+    "plot_difference_map",
     "plot_learning_curves",
     "plot_roi_bars",
     "plot_surface_map",
@@ -107,6 +110,86 @@ def fsaverage_to_fsaverage5(
     counts = np.bincount(nearest, minlength=_N_FS5)
     with np.errstate(invalid="ignore"):
         return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+def fsaverage5_maps(
+    space: GroupSpace,
+    subject: str,
+    values: Mapping[str, np.ndarray],
+    fsaverage_sphere: Mapping[str, np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
+    """A subject's challenge-space values as fsaverage5 maps, per hemisphere.
+
+    Parameters
+    ----------
+    space : GroupSpace
+        The model's vertex space (which fsaverage vertex each column is).
+    subject : str
+    values : mapping of str to ndarray of shape (n_vertices_hemi,)
+        Per hemisphere (one or both), the subject's values in challenge space.
+    fsaverage_sphere : mapping of str to ndarray of shape (n_fsaverage, 3), optional
+        Per hemisphere, passed to :func:`fsaverage_to_fsaverage5`.
+
+    Returns
+    -------
+    dict of str to ndarray of shape (10242,)
+        The hemispheres of ``values``; NaN where the subject has no vertex.
+    """
+    return {
+        h: fsaverage_to_fsaverage5(
+            space.to_fsaverage(subject, h, v),
+            h,
+            None if fsaverage_sphere is None else fsaverage_sphere[h],
+        )
+        for h, v in values.items()
+    }
+
+
+def plot_difference_map(
+    space: GroupSpace,
+    values: Mapping[str, np.ndarray],
+    title: str,
+    colorbar_label: str,
+    output_file: str | Path | None = None,
+    limit: float | None = None,
+):
+    """Per-vertex differences on cortex, on a blue-red scale symmetric about 0.
+
+    Parameters
+    ----------
+    space : GroupSpace
+        The model's vertex space.
+    values : mapping of str to ndarray of shape (n_lh + n_rh,)
+        Per subject, a difference at each of its challenge columns (lh then
+        rh). Several subjects are averaged on fsaverage5 where any has a value.
+    title, colorbar_label : str
+    output_file : path, optional
+        Save the figure there (PNG).
+    limit : float, optional
+        The colour range is ``[-limit, limit]``; default the 99th percentile of
+        the map's absolute values (1.0 where they are all 0).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    layers = [fsaverage5_maps(space, s, space.split_columns(s, v)) for s, v in values.items()]
+    maps = {}
+    for hemi in HEMIS:
+        with warnings.catch_warnings():  # vertices no subject has stay NaN (background)
+            warnings.simplefilter("ignore", RuntimeWarning)
+            maps[hemi] = np.nanmean(np.stack([layer[hemi] for layer in layers]), 0)
+    if limit is None:
+        limit = float(np.nanpercentile(np.abs(np.concatenate(list(maps.values()))), 99)) or 1.0
+    return plot_surface_map(
+        maps,
+        title,
+        colorbar_label,
+        vmin=-limit,
+        vmax=limit,
+        cmap="RdBu_r",
+        output_file=output_file,
+    )
 
 
 def plot_surface_map(

@@ -14,7 +14,6 @@ page is rendered in a sandboxed frame.
 from __future__ import annotations
 
 import base64
-import html
 import json
 import logging
 import re
@@ -25,6 +24,7 @@ import numpy as np
 from ..runs.run import Run
 from ..util.errors import CheckpointError, DataError
 from ..util.fileio import write_bytes_atomic
+from ..util.html import render_page
 from ..util.version import __version__
 
 __all__ = ["write_report"]
@@ -34,36 +34,60 @@ _SPLITS = ("val", "testval", "train", "all", "test")
 
 logger = logging.getLogger(__name__)
 
-_STYLE = """
+# The page. Every value is escaped by render_page (autoescape) except the score
+# tables, which pandas escapes itself (passed as Markup). The script records how
+# many figures the browser decoded (checked by a headless-browser test).
+_PAGE = """<!DOCTYPE html><html><head><meta charset='utf-8'>
+<title>brainencoder report: {{ name }}</title><style>
 body { font-family: sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
 table { border-collapse: collapse; font-size: 13px; }
 td, th { border: 1px solid #ccc; padding: 3px 6px; text-align: right; }
 img { max-width: 100%; border: 1px solid #eee; margin: 6px 0; }
 pre { background: #f6f6f6; padding: 8px; overflow-x: auto; font-size: 12px; }
 iframe { width: 100%; height: 620px; border: 1px solid #ccc; }
-"""
-
-
-# records how many figures the browser decoded (checked by a headless-browser test)
-_LOADED_SCRIPT = """<script>
+</style></head><body>
+<h1>brainencoder run: {{ name }}</h1>
+<p>brainencoder {{ version }}; folder <code>{{ folder }}</code></p>
+<h2>Run</h2><table>
+{%- for key, value in facts.items() %}
+<tr><th>{{ key }}</th><td style='text-align:left'>{{ value }}</td></tr>
+{%- endfor %}</table>
+{%- if pages %}
+<h2>Pages of this run</h2><ul>
+{%- for href, text in pages %}<li><a href='{{ href }}'>{{ text }}</a></li>{% endfor %}</ul>
+{%- endif %}
+{%- for split, table in scores %}
+<h2>Scores on the {{ split }} split</h2>
+{{ table }}
+{%- endfor %}
+{%- if figures %}
+<h2>Figures</h2>
+{%- for stem, data in figures %}
+<h3>{{ stem }}</h3><img class='figure' alt='{{ stem }}' src='data:image/png;base64,{{ data }}'>
+{%- endfor %}
+{%- endif %}
+{%- if surface is not none %}
+<h2>Interactive surface (drag to rotate)</h2>
+<iframe title='surface' sandbox='allow-scripts' srcdoc="{{ surface }}"></iframe>
+{%- endif %}
+<h2>Config</h2><pre>{{ config }}</pre>
+<script>
 window.addEventListener("load", () => {
   const figs = [...document.querySelectorAll("img.figure")];
   document.body.dataset.figuresLoaded = figs.filter(i => i.complete && i.naturalWidth > 0).length;
 });
-</script>"""
+</script></body></html>"""
 
 
 def _surface_view(run_dir: Path, split: str, metric: str, subject: str) -> str:
     from nilearn.plotting import view_surf
 
     from ..runs.load import load_model
-    from .figures import to_fsaverage
-    from .plotting import fsaverage5_meshes, fsaverage_to_fsaverage5
+    from .plotting import fsaverage5_maps, fsaverage5_meshes
 
     with np.load(run_dir / "eval" / split / "per_vertex.npz") as f:
         values = f[f"{subject}.lh.{metric}"]
-    space = load_model(run_dir).space
-    fs5 = fsaverage_to_fsaverage5(to_fsaverage(space, subject, "lh", values), "lh")
+    fs5 = fsaverage5_maps(load_model(run_dir).space, subject, {"lh": values})["lh"]
     meshes, sulcal = fsaverage5_meshes()
     view = view_surf(
         meshes["inflated"].parts["left"],
@@ -116,39 +140,60 @@ def _facts(run: Run, summary: dict) -> dict[str, str]:
 
 
 def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Write ``run_dir/report.html`` (or ``out``); returns its path."""
-    import pandas as pd
+    """Write the run's report page.
 
+    Parameters
+    ----------
+    run_dir : path
+        A run folder (with ``config.yaml``).
+    out : path, optional
+        Default ``run_dir/report.html``.
+
+    Returns
+    -------
+    Path
+        The page written.
+    """
     run_dir = Path(run_dir)
-    if not Run(run_dir).config_file.exists():
+    run = Run(run_dir)
+    if not run.config_file.exists():
         raise DataError(f"{run_dir}: not a run directory (no config.yaml)")
     out = Path(out) if out is not None else run_dir / "report.html"
-    parts = [
-        f"<h1>brainencoder run: {html.escape(run_dir.name)}</h1>",
-        f"<p>brainencoder {__version__}; folder <code>{html.escape(str(run_dir))}</code></p>",
-    ]
-    run = Run(run_dir)
-    facts = _facts(run, run.summary())
-    parts.append(
-        "<h2>Run</h2><table>"
-        + "".join(
-            f"<tr><th>{html.escape(k)}</th><td style='text-align:left'>{html.escape(v)}</td></tr>"
-            for k, v in facts.items()
-        )
-        + "</table>"
-    )
     pages = sorted(p for p in run_dir.glob("*/**/index.html") if p.resolve() != out.resolve())
-    if pages:
-        parts.append(
-            "<h2>Pages of this run</h2><ul>"
-            + "".join(
-                f"<li><a href='{html.escape(str(p.relative_to(run_dir)), quote=True)}'>"
-                f"{html.escape(str(p.parent.relative_to(run_dir)))}</a></li>"
-                for p in pages
-            )
-            + "</ul>"
-        )
-    view_source = None
+    scores, view_source = _scores(run_dir)
+    figures = sorted((run_dir / "figures").glob("*.png")) if (run_dir / "figures").exists() else []
+    page = render_page(
+        _PAGE,
+        name=run_dir.name,
+        version=__version__,
+        folder=str(run_dir),
+        facts=_facts(run, run.summary()),
+        pages=[(str(p.relative_to(run_dir)), str(p.parent.relative_to(run_dir))) for p in pages],
+        scores=scores,
+        figures=[(f.stem, base64.b64encode(f.read_bytes()).decode()) for f in figures],
+        surface=None if view_source is None else _surface_view(run_dir, *view_source),
+        config=run.config_file.read_text(),
+    )
+    write_bytes_atomic(out, page)
+    return out
+
+
+def _scores(run_dir: Path) -> tuple[list[tuple[str, str]], tuple[str, str, str] | None]:
+    """Per evaluated split, its table of scores per subject (HTML); what the 3-D view shows.
+
+    Returns
+    -------
+    scores : list of (split, table)
+        ``eval/<split>/metrics.csv`` of the known splits, each as an HTML table
+        (every value escaped by pandas; a ``Markup``, so the page keeps its tags).
+    view_source : (split, metric, subject) or None
+        The first split's score (or Pearson r) of its first subject whose name
+        is a plain identifier; None where there is none.
+    """
+    import pandas as pd
+    from markupsafe import Markup
+
+    scores, view_source = [], None
     for csv in sorted((run_dir / "eval").glob("*/metrics.csv")):
         split = csv.parent.name
         if split not in _SPLITS:
@@ -157,38 +202,11 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
         table = pd.read_csv(csv)
         sel = table[(table.hemisphere == "both") & (table.roi_group == "all")]
         pivot = sel.pivot_table(index="subject", columns=["metric", "statistic"], values="value")
-        parts.append(f"<h2>Scores on the {html.escape(split)} split</h2>")
-        parts.append(pivot.to_html(float_format=lambda v: f"{v:.4f}", escape=True))
+        scores.append(
+            (split, Markup(pivot.to_html(float_format=lambda v: f"{v:.4f}", escape=True)))
+        )
         metric = "score" if (table.metric == "score").any() else "pearson"
         subjects = sorted(str(s) for s in set(table.subject) - {"all"} if _SAFE_NAME.match(str(s)))
         if subjects:
             view_source = view_source or (split, metric, subjects[0])
-    figures = sorted((run_dir / "figures").glob("*.png")) if (run_dir / "figures").exists() else []
-    if figures:
-        parts.append("<h2>Figures</h2>")
-    for fig in figures:
-        data = base64.b64encode(fig.read_bytes()).decode()
-        parts.append(
-            f"<h3>{html.escape(fig.stem)}</h3>"
-            f"<img class='figure' alt='{html.escape(fig.stem)}' "
-            f"src='data:image/png;base64,{data}'>"
-        )
-    if view_source is not None:
-        parts.append("<h2>Interactive surface (drag to rotate)</h2>")
-        page = _surface_view(run_dir, *view_source)
-        parts.append(
-            "<iframe title='surface' sandbox='allow-scripts' "
-            f'srcdoc="{html.escape(page, quote=True)}"></iframe>'
-        )
-    parts.append(
-        "<h2>Config</h2><pre>" + html.escape(Run(run_dir).config_file.read_text()) + "</pre>"
-    )
-    doc = (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>brainencoder report: "
-        f"{html.escape(run_dir.name)}</title><style>{_STYLE}</style></head><body>"
-        + "\n".join(parts)
-        + _LOADED_SCRIPT
-        + "</body></html>"
-    )
-    write_bytes_atomic(out, doc.encode())
-    return out
+    return scores, view_source

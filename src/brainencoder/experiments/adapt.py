@@ -4,10 +4,12 @@ A trained group model already holds what subjects share: the trunk, the layer
 projections and the readout's shared parts. Adapting adds the new subject to
 the encoder (:meth:`Encoder.add_subject`) and trains **only what the readout
 says the subject owns** (:meth:`Readout.adapt_parameters`: its own parameters,
-starting from the average of the existing subjects'), with the training
-engine of ``train`` (:class:`~brainencoder.training.step.TrainStep`) on cached
-trunk features of ``N`` of its images. Everything else is frozen and in eval
-mode, so the other subjects' predictions are bit-identical afterwards.
+starting from the average of the existing subjects'), through ``train``'s
+loop (:func:`~brainencoder.training.loop.run_epochs`: the same step, the same
+best-epoch selection and early stopping) on cached trunk features of ``N`` of
+its images (:func:`~brainencoder.training.partial.setup_partial`). Everything
+else is frozen and in eval mode, so the other subjects' predictions are
+bit-identical afterwards.
 
 The new subject's vertices that no training subject had grow the group space.
 Readouts with per-vertex parameters (``point``, ``roi_query``) start those
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,40 +36,56 @@ import numpy as np
 import torch
 
 from ..core.metrics import StreamingStats
-from ..data.loader import EpochBatchSampler, SampleIndex, StoreBatches
-from ..data.prepare import prepare_store
+from ..data.loader import SampleIndex, StoreBatches
+from ..data.prepare import PrepareOptions, prepare_store
 from ..data.splits import make_splits
 from ..data.store import Store
-from ..inference.cache import build_feature_cache
+from ..inference.cache import CacheOptions, CacheSpec, build_feature_cache
 from ..inference.store import summarize_stats
 from ..models.encoder import Encoder
+from ..runs.ensemble import EnsembleModel
+from ..runs.hub import resolve_source
 from ..runs.load import load_model
 from ..runs.provenance import add_subject_record, read_record, training_record
 from ..runs.run import Run
 from ..runs.stores import recorded_stores, store_record
 from ..training.config import TrainConfig, parse_overrides
-from ..training.distributed import DistInfo
-from ..training.losses import create_loss
-from ..training.step import TrainStep
+from ..training.loop import run_epochs
+from ..training.partial import rows_only, setup_partial
+from ..training.selection import BestEpoch, BestParameters
 from ..util.errors import ConfigError, DataError
 from ..util.typecheck import check_seed, from_mapping
 
-__all__ = ["AdaptConfig", "adapt", "choose_rows", "load_adapt_config"]
+__all__ = ["TRAIN_KEYS", "AdaptConfig", "Overwrite", "adapt", "choose_rows", "load_adapt_config"]
 
 logger = logging.getLogger(__name__)
+
+
+#: TrainConfig's keys that adapt takes (with its own defaults): the shared loop's settings
+TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "early_stop_patience", "cache_dir")
+#: what adapt's loop fixes: a constant learning rate, no clipping, every step logged (few)
+_LOOP = {"warmup_frac": 0.0, "min_lr_frac": 1.0, "grad_clip": None, "amp": "none", "log_every": 1}
 
 
 @dataclass
 class AdaptConfig:
     """Training settings of ``adapt`` (``key=value`` overrides on the command line).
 
+    ``adapt`` trains through ``train``'s loop: the keys that are also
+    :class:`~brainencoder.training.config.TrainConfig`'s (``epochs``,
+    ``batch_size``, ``lr``, ``weight_decay``, ``early_stop_patience``,
+    ``cache_dir``) go into the TrainConfig it runs (:meth:`train_config`), and are
+    checked by it; the other three are adapt's own.
+
     Attributes
     ----------
     epochs : int
         At most this many epochs over the subject's training images.
     batch_size : int
+        At least 2 (at most the training images are used).
     lr, weight_decay : float
-        AdamW on the subject's own parameters.
+        AdamW on the subject's own parameters, at a constant learning rate (no
+        decay on the rows of tensors the subjects share).
     val_fraction : float
         Fraction of the ``N`` images held out to pick the best epoch.
     early_stop_patience : int
@@ -90,12 +109,33 @@ class AdaptConfig:
     init: str = "average"
     cache_dir: str | None = None
 
+    def train_config(self, seed: int = 0, n_train: int | None = None) -> TrainConfig:
+        """The TrainConfig of the loop that trains the subject.
+
+        Parameters
+        ----------
+        seed : int, default=0
+            Data order of the epochs.
+        n_train : int, optional
+            Training images: the batch is at most that.
+
+        Returns
+        -------
+        TrainConfig
+            The :data:`TRAIN_KEYS` of this config, a constant learning rate, no
+            gradient clipping, MSE, the validation median Pearson r selecting,
+            a ``metrics.jsonl`` record every step.
+        """
+        shared = {key: getattr(self, key) for key in TRAIN_KEYS}
+        if n_train is not None:
+            shared["batch_size"] = min(self.batch_size, n_train)
+        return TrainConfig(
+            **shared, **_LOOP, val_metric="val/pearson_median", cache_features=True, seed=seed
+        )
+
     def validate(self) -> None:
-        for key in ("epochs", "batch_size", "early_stop_patience"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"'{key}' must be >= 1; got {getattr(self, key)}")
-        if not 0 < self.lr <= 1 or self.weight_decay < 0:
-            raise ConfigError("'lr' must be in (0, 1] and 'weight_decay' >= 0")
+        """The shared keys as ``train`` checks them, then adapt's own; ConfigError naming it."""
+        self.train_config().validate()
         if not 0 < self.val_fraction < 0.5:
             raise ConfigError(f"'val_fraction' must be in (0, 0.5); got {self.val_fraction}")
         if not self.ridge_alphas or min(self.ridge_alphas) <= 0:
@@ -119,14 +159,8 @@ def _open_data(data: Path, subject: str, store_dir: Path, image_size: int | None
         found = find_subjects(data)
         if subject not in found:
             raise DataError(f"{data}: no {subject} (subjects found: {', '.join(found)})")
-        store = prepare_store(
-            data,
-            store_dir,
-            image_size=image_size or 256,
-            subjects=[subject],
-            split_mode="subject",
-            progress=False,
-        )
+        options = PrepareOptions(image_size=image_size or 256, split_mode="subject")
+        store = prepare_store(data, store_dir, options, subjects=[subject], progress=False)
     if subject not in store.names:
         raise DataError(f"{data}: no {subject} (subjects in the store: {', '.join(store.names)})")
     if image_size is not None and store.image_size != image_size:
@@ -157,6 +191,14 @@ def choose_rows(
     return chosen[parts["train"]], chosen[parts["val"]]
 
 
+@dataclass(frozen=True)
+class Overwrite:
+    """What :func:`adapt` may replace (``--overwrite``, ``--overwrite-subject``)."""
+
+    out: bool = False  # ``out``, if it is a run brainencoder wrote
+    subject: bool = False  # the model's subject of that name (its vertices must match)
+
+
 def adapt(
     run: str | Path,
     data: str | Path,
@@ -165,15 +207,15 @@ def adapt(
     n_images: int | None = None,
     seed: int = 0,
     config: AdaptConfig | None = None,
-    overwrite: bool = False,
-    overwrite_subject: bool = False,
+    overwrite: Overwrite | None = None,
 ) -> dict[str, Any]:
     """Add ``subject`` to a trained model; returns the summary written to ``out``.
 
     Parameters
     ----------
     run : path
-        Run folder or model file of a trained encoder (any readout).
+        Run folder, model file or exported folder (or ``hf:ORG/NAME``) of a trained
+        encoder (any readout); an exported one needs neither its store nor its data.
     data : path
         Challenge-layout folder or prepared store holding ``subject``.
     subject : str
@@ -184,10 +226,8 @@ def adapt(
         Use a seeded random subset of this many training images (default: all).
     seed : int, default=0
     config : AdaptConfig, optional
-    overwrite : bool, default=False
-        Replace ``out`` if it is a run brainencoder wrote.
-    overwrite_subject : bool, default=False
-        Replace the model's subject of that name (its vertices must match).
+    overwrite : Overwrite, optional
+        Replace ``out``, or the model's subject of that name (default: neither).
 
     Returns
     -------
@@ -195,24 +235,29 @@ def adapt(
         Also ``out/summary.json``: validation metrics, images used, timings.
     """
     start = time.perf_counter()
-    config = config or AdaptConfig()
+    config, overwrite = config or AdaptConfig(), overwrite or Overwrite()
     config.validate()
     seed = check_seed("seed", seed)
-    run, data, out = Path(run), Path(data), Path(out)
-    Run.check_target(out, [run, data], overwrite)
+    run, data, out = resolve_source(run), Path(data), Path(out)  # hf:ORG/NAME: its folder
+    Run.check_target(out, [run, data], overwrite.out)
     model = load_model(run)
     base = read_record(run)  # the group subjects keep what they trained on
+    if isinstance(model, EnsembleModel):  # an exported ensemble
+        raise ConfigError(
+            f"{run}: an ensemble of {len(model.models)} models; adapt starts from one model: "
+            "pass one of its runs, or a folder exported from one run"
+        )
     if not isinstance(model, Encoder):
         raise ConfigError(
             f"{run}: adapt needs a trained encoder; a ridge baseline has no shared parts to "
             "adapt from (fit a ridge on the new subject instead)"
         )
-    if subject in model.subjects and not overwrite_subject:
+    if subject in model.subjects and not overwrite.subject:
         raise ConfigError(
             f"{run}: the model already has a subject {subject!r}; adapt under another name "
             "(rename the folder) or pass --overwrite-subject to replace its parameters"
         )
-    with Run.build(out, [run, data], overwrite=overwrite) as target:
+    with Run.build(out, [run, data], overwrite=overwrite.out) as target:
         store = _open_data(data, subject, target.path / "store", model.store_image_size)
         inside = store.path.resolve().is_relative_to(target.path.resolve())
         train_rows, val_rows = choose_rows(store, subject, n_images, seed, config.val_fraction)
@@ -267,19 +312,19 @@ def _train_subject(
     seed: int,
     run: Run,
 ) -> dict[str, Any]:
-    """Train the subject's parameters alone (the same step as ``train``); best epoch kept."""
+    """Train the subject's parameters alone (``train``'s loop and step); best epoch kept."""
     train_rows, val_rows = rows
     readout = model.readout
     model.eval()  # dropout off, BatchNorm statistics fixed: nothing shared changes
     for p in model.parameters():
         p.requires_grad_(False)
     trained = readout.adapt_parameters(subject, added)
-    hooks = [_train_rows_only(p, axis, added) for p, axis in trained]
     t_cache = time.perf_counter()
     image_rows = store.subject(subject).train_rows
     used = np.concatenate([train_rows, val_rows])
+    quiet = CacheOptions(progress=False)
     cache = build_feature_cache(
-        model, store, image_rows[used], 1, seed=seed, root=config.cache_dir, progress=False
+        model, store, image_rows[used], CacheSpec(seed=seed), root=config.cache_dir, options=quiet
     )
     t_cache = time.perf_counter() - t_cache
     exclude = None if readout.trains_added_vertices else added.numpy()
@@ -290,76 +335,22 @@ def _train_subject(
         space=model.space,
         exclude=exclude,
     )
-    batch_size = min(config.batch_size, train_rows.size)
-    step_config = TrainConfig(
-        batch_size=batch_size, lr=config.lr, grad_clip=None, seed=seed, amp="none"
-    )
-    optimizer = torch.optim.AdamW(
-        [
-            {
-                "params": [p for p, axis in trained if axis is None],
-                "weight_decay": config.weight_decay,
-            },
-            # rows of shared tensors: AdamW's decay would shrink every other row too
-            {"params": [p for p, axis in trained if axis is not None], "weight_decay": 0.0},
-        ],
-        lr=config.lr,
-    )
-    step = TrainStep(
-        module=readout,
-        model=readout,
-        batches=batches,
-        cache=cache,
-        loss=create_loss({"name": "mse"}),
-        optimizer=optimizer,
-        scaler=torch.amp.GradScaler("cpu", enabled=False),
-        config=step_config,
-        device=torch.device("cpu"),
-        info=DistInfo(),
-    )
     features = {
         name: cache.get(np.zeros(r.size, np.int64), cache.lookup(image_rows[r]))
         for name, r in (("train", train_rows), ("val", val_rows))
     }
-    val_target = store.read_fmri(subject, val_rows)
     columns = model.space.subject_columns(subject)
     scored = (
         ~np.isin(columns, added.numpy()) if exclude is not None else np.ones(columns.size, bool)
     )
-    subject_index = model.space.subject_index(subject)
-    sampler = EpochBatchSampler(train_rows.size, batch_size, seed, drop_last=False)
-    best, best_state, best_epoch, since, n_steps = -np.inf, None, -1, 0, 0
-    for epoch in range(config.epochs):
-        sampler.set_epoch(epoch)
-        losses = []
-        for positions in sampler:
-            losses.append(step(positions, epoch, n_steps))
-            n_steps += 1
-        with torch.no_grad():
-            subj = torch.full((val_rows.size,), subject_index, dtype=torch.long)
-            pred = readout(features["val"], subj)[:, columns].numpy()
-        stats = StreamingStats(int(scored.sum()))
-        stats.update(pred[:, scored], val_target[:, scored])
-        metrics = summarize_stats({subject: stats}, "val")
-        value = metrics["val/pearson_median"]
-        run.append_metrics(
-            {"step": n_steps, "epoch": epoch, "train/loss": float(np.mean(losses)), **metrics}
-        )
-        if value > best:
-            best, best_epoch, since = value, epoch, 0
-            best_state = [p.detach().clone() for p, _ in trained]
-        else:
-            since += 1
-            if since >= config.early_stop_patience:
-                break
-    with torch.no_grad():
-        for (p, _), value in zip(trained, best_state):
-            p.copy_(value)
-    for hook in hooks:
-        if hook is not None:
-            hook.remove()
-    for p, _ in trained:
-        p.requires_grad_(False)
+    loop = config.train_config(seed, train_rows.size)
+    with rows_only(trained, added):
+        s = setup_partial(run, store, model, batches, cache, trained, int(added.numel()), loop)
+        best = BestParameters([p for p, _ in trained])
+        validate = _validation(model, store, subject, val_rows, features["val"], scored)
+        selection = BestEpoch(loop.val_metric, validate, best.keep, loop.early_stop_patience)
+        run_epochs(s, loop, selection, progress=False, checkpoints=False)
+        best.restore()
     fitted = readout.finish_adaptation(
         subject,
         features["train"],
@@ -372,26 +363,34 @@ def _train_subject(
         "subject": subject,
         "n_train_images": int(train_rows.size),
         "n_val_images": int(val_rows.size),
-        "best_epoch": best_epoch,
-        "val/pearson_median": best,
+        "best_epoch": s.state.best_epoch,
+        "val/pearson_median": s.state.best,
         "added_vertices": int(added.numel()),
         "ridge_vertices": fitted,
         "feature_seconds": t_cache,
-        "trainable_parameters": sum(
-            p.numel() if axis is None else p.numel() // p.shape[axis] * int(added.numel())
-            for p, axis in trained
-        ),
+        "trainable_parameters": s.n_trainable,
     }
 
 
-def _train_rows_only(p: torch.nn.Parameter, axis: int | None, rows: torch.Tensor):
-    """Let only ``rows`` along ``axis`` of ``p`` get gradients (None: all of it); the hook."""
-    p.requires_grad_(True)
-    if axis is None:
-        return None
-    shape = [1] * p.ndim
-    shape[axis] = p.shape[axis]
-    keep = torch.zeros(p.shape[axis], dtype=p.dtype, device=p.device)
-    keep[rows.to(p.device)] = 1
-    keep = keep.view(shape)
-    return p.register_hook(lambda grad: grad * keep)
+def _validation(
+    model: Encoder,
+    store: Store,
+    subject: str,
+    val_rows: np.ndarray,
+    features: list[torch.Tensor],
+    scored: np.ndarray,
+) -> Callable[[int], dict[str, float]]:
+    """An epoch's validation: the subject's metrics on its held-out rows and ``scored`` vertices."""
+    target = store.read_fmri(subject, val_rows)
+    columns = model.space.subject_columns(subject)
+    index = model.space.subject_index(subject)
+
+    def validate(epoch: int) -> dict[str, float]:
+        with torch.no_grad():
+            subj = torch.full((val_rows.size,), index, dtype=torch.long)
+            pred = model.readout(features, subj)[:, columns].numpy()
+        stats = StreamingStats(int(scored.sum()))
+        stats.update(pred[:, scored], target[:, scored])
+        return summarize_stats({subject: stats}, "val")
+
+    return validate

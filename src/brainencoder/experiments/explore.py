@@ -16,46 +16,25 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..data.layout import HEMIS, read_layout
+from ..core.regions import roi_mask
+from ..core.space import GroupSpace
+from ..data.layout import HEMIS
 from ..data.sources import ImageSource, open_images
 from ..util.errors import DataError
 from ..util.fileio import atomic_path, check_free_space, write_bytes_atomic
 from ..util.html import render_page
 from ..util.ownership import build_owned, check_replaceable
 
-__all__ = ["check_data_space", "explore", "roi_columns"]
+__all__ = ["ArrayRows", "check_data_space", "explore"]
 
 logger = logging.getLogger(__name__)
-
-
-def roi_columns(layout: Any, subject: str, name: str) -> np.ndarray:
-    """Boolean mask over a subject's challenge columns (lh then rh) of ROI ``name``.
-
-    Raises
-    ------
-    DataError
-        For a name no label file of the subject has, listing the valid names.
-    """
-    subj = layout[subject]
-    valid: set[str] = set()
-    for group in subj.roi_groups:
-        mapping = subj.load_mapping(group)
-        valid.update(v for k, v in mapping.items() if k != 0)
-        ids = [k for k, v in mapping.items() if v == name and k != 0]
-        if ids:
-            labels = np.concatenate([subj.load_rois(group, h) for h in HEMIS])
-            mask = np.isin(labels, ids)
-            if not mask.any():
-                raise DataError(f"{subject}: ROI {name!r} has no vertices in this subject")
-            return mask
-    raise DataError(f"{subject}: unknown ROI {name!r}; valid names: {', '.join(sorted(valid))}")
 
 
 def _cache_key(model_path: Path, source: ImageSource, subject: str) -> str:
@@ -202,6 +181,14 @@ table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;paddin
 </body></html>"""
 
 
+@dataclass(frozen=True)
+class ArrayRows:
+    """Which images of an image array file :func:`explore` ranks (``--dataset``, ``--rows``)."""
+
+    dataset: str | None = None  # HDF5 dataset (default: the file's only image dataset)
+    rows: slice | None = None  # rows to rank (default: all)
+
+
 def explore(
     run: str | Path,
     images: str | Path,
@@ -210,15 +197,14 @@ def explore(
     out: str | Path,
     top: int = 8,
     data: str | Path | None = None,
-    dataset: str | None = None,
-    rows: slice | None = None,
+    array: ArrayRows | None = None,
 ) -> dict[str, Path]:
     """Rank images by predicted ROI response (or ROI1 - ROI2) and write the page.
 
     Parameters
     ----------
     run : path
-        Run folder or model file.
+        Run folder, model file or exported folder (or ``hf:ORG/NAME``).
     images : path
         Folder of images (any size and mode; see :func:`~brainencoder.data.images.load_image`),
         or uint8 images in a ``.npy`` or HDF5 file (NSD's ``nsd_stimuli.hdf5``;
@@ -237,11 +223,10 @@ def explore(
     top : int, default=8
     data : path, optional
         Challenge data root with the ROI label files (default: the run's store's
-        source); each subject's vertices there must be the model's.
-    dataset : str, optional
-        HDF5 dataset of ``images`` (default: its only image dataset).
-    rows : slice, optional
-        Rows of an image array file to rank (default: all).
+        source; an exported folder's own); each subject's vertices there must be
+        the model's.
+    array : ArrayRows, optional
+        The HDF5 dataset and rows of an image array file (default: all its images).
 
     Returns
     -------
@@ -249,38 +234,28 @@ def explore(
     """
     import pandas as pd
 
+    from ..runs.exported import open_roi_layout
+    from ..runs.hub import resolve_source
     from ..runs.load import load_model, model_file, read_files
-    from ..runs.run import Run
 
-    run, out = Path(run), Path(out)
+    array = array or ArrayRows()
+    run, out = resolve_source(run), Path(out)  # hf:ORG/NAME: its cached folder
     if not 1 <= len(rois) <= 2:
         raise DataError("give one ROI (--roi NAME) or two for a contrast (--roi A --roi B)")
     if top < 1:
         raise DataError(f"--top must be >= 1; got {top}")
     model_path = model_file(run)
-    model = load_model(model_path)
-    store_path = None
-    if data is None:
-        from ..data.store import Store
-
-        store_path = Run(run).store_path()
-        data = Store(store_path).manifest["source"]["root"]
+    model = load_model(run)  # an exported ensemble: every member
+    data, store_path = _roi_data(run, data)
     inputs = [images, data, store_path, *read_files(run)]
     check_replaceable(out, "explore", inputs)  # before any work
     subjects = list(model.space.subjects) if subject == "all" else [subject]
     model.space.subject_index(subjects[0])
-    layout = read_layout(data, [s for s in subjects])
+    layout = open_roi_layout(data, [s for s in subjects])
     check_data_space(model.space, layout, subjects)
     label = rois[0] if len(rois) == 1 else f"{rois[0]} - {rois[1]}"
-    with open_images(images, dataset, rows) as source:
-        per_subject, diffs = [], {}
-        for name in subjects:
-            masks = [roi_columns(layout, name, r) for r in rois]
-            values = _predictions(model, model_path, source, name)
-            score, mean = _roi_scores(values, masks)
-            per_subject.append(score)
-            diffs[name] = (values, mean)
-        score = np.mean(per_subject, axis=0)
+    with open_images(images, array.dataset, array.rows) as source:
+        score, diffs = _scores(model, model_path, source, layout, subjects, rois)
         order = np.argsort(-score, kind="stable")
         k = min(top, len(source))
         diffs = {n: v[np.sort(order[:k])].mean(0) - mean for n, (v, mean) in diffs.items()}
@@ -295,8 +270,8 @@ def explore(
         query = {
             "run": str(run),
             "images": str(images),
-            "dataset": dataset,
-            "rows": None if rows is None else [rows.start, rows.stop],
+            "dataset": array.dataset,
+            "rows": None if array.rows is None else [array.rows.start, array.rows.stop],
             "subject": subject,
             "rois": list(rois),
             "top": k,
@@ -331,55 +306,95 @@ def explore(
     }
 
 
-def check_data_space(space: Any, layout: Any, subjects: Sequence[str]) -> None:
+def _roi_data(run: Path, data: str | Path | None) -> tuple[str | Path, Path | None]:
+    """The folder of the ROI label files (``data``, by default the run's) and the store read."""
+    from ..data.store import Store
+    from ..runs.exported import is_export
+    from ..runs.run import Run
+
+    if data is not None:
+        return data, None
+    if is_export(run):
+        return run, None  # an exported folder holds its subjects' ROI files
+    store_path = Run(run).store_path()
+    return Store(store_path).manifest["source"]["root"], store_path
+
+
+def _scores(model, model_path: Path, source: ImageSource, layout, subjects, rois) -> tuple:
+    """Each image's score (the mean over ``subjects``); each subject's (predictions, mean)."""
+    per_subject, predictions = [], {}
+    for name in subjects:
+        masks = [roi_mask(layout[name], r) for r in rois]
+        values = _predictions(model, model_path, source, name)
+        score, mean = _roi_scores(values, masks)
+        per_subject.append(score)
+        predictions[name] = (values, mean)
+    return np.mean(per_subject, axis=0), predictions
+
+
+_DATA_SPACE = (
+    "{path}: {subject}'s vertices in this dataset are not those of the model's {subject}, "
+    "so its ROI labels would rank the wrong vertices: {diff}; pass --data with the dataset "
+    "the model was trained on"
+)
+
+
+def check_data_space(
+    space: GroupSpace, layout: Any, subjects: Sequence[str], message: str = _DATA_SPACE
+) -> None:
     """Raise unless each subject's vertices in ``layout`` are the model's for that subject.
 
     The ROI label files of another dataset with the same vertex count would
     otherwise pick the wrong columns of the model's predictions.
 
+    Parameters
+    ----------
+    space : GroupSpace
+        The model's vertex space.
+    layout : DatasetLayout
+        The data whose ROI label files will be read.
+    subjects : sequence of str
+        Subjects of ``space`` to check.
+    message : str, optional
+        The error, a :meth:`str.format` template of ``path`` (the mask file),
+        ``subject``, ``hemi`` and ``diff`` (:meth:`GroupSpace.vertex_difference`:
+        which fsaverage vertices only one side has).
+
     Raises
     ------
     DataError
-        Naming the mask file that differs.
+        Naming the mask file that differs and the vertices that differ.
     """
     for name in subjects:
-        mine = space.fsaverage_masks(name)
         for hemi in HEMIS:
-            theirs = layout[name].masks[hemi]
-            if mine[hemi].shape != theirs.shape or not np.array_equal(mine[hemi], theirs):
+            diff = space.vertex_difference(name, hemi, layout[name].masks[hemi])
+            if diff is not None:
                 path = layout[name].roi_dir / f"{hemi}.all-vertices_fsaverage_space.npy"
-                raise DataError(
-                    f"{path}: {name}'s vertices in this dataset are not those of the model's "
-                    f"{name}, so its ROI labels would rank the wrong vertices; pass --data "
-                    "with the dataset the model was trained on"
-                )
+                raise DataError(message.format(path=path, subject=name, hemi=hemi, diff=diff))
 
 
-def _cortex_map(space, subjects, diffs, path: Path, subject: str, k: int, label: str) -> None:
-    """The mean prediction to the top ``k`` images minus all images, on cortex."""
+def _cortex_map(
+    space: GroupSpace,
+    subjects: Sequence[str],
+    diffs: dict[str, np.ndarray],
+    path: Path,
+    subject: str,
+    k: int,
+    label: str,
+) -> None:
+    """The mean prediction to the top ``k`` images minus all images, on cortex.
+
+    ``diffs[name]`` is that difference at each of the subject's columns, shape (n_lh + n_rh,).
+    """
     import matplotlib.pyplot as plt
 
-    from ..evaluation.figures import to_fsaverage
-    from ..evaluation.plotting import fsaverage_to_fsaverage5, plot_surface_map
+    from ..evaluation.plotting import plot_difference_map
 
-    maps = {}
-    for hemi in HEMIS:
-        layers = []
-        for name in subjects:
-            n_lh = space.n_subject_vertices(name, "lh")
-            part = diffs[name][:n_lh] if hemi == "lh" else diffs[name][n_lh:]
-            layers.append(fsaverage_to_fsaverage5(to_fsaverage(space, name, hemi, part), hemi))
-        with warnings.catch_warnings():  # vertices no subject has stay NaN (background)
-            warnings.simplefilter("ignore", RuntimeWarning)
-            maps[hemi] = np.nanmean(np.stack(layers), 0)
-    lim = float(np.nanpercentile(np.abs(np.concatenate(list(maps.values()))), 99)) or 1.0
-    fig = plot_surface_map(
-        maps,
+    fig = plot_difference_map(
+        space,
+        {name: diffs[name] for name in subjects},
         f"{subject}: mean prediction, top {k} images for {label} minus all images",
         "predicted response difference",
-        vmin=-lim,
-        vmax=lim,
-        cmap="RdBu_r",
         output_file=path,
     )
     plt.close(fig)

@@ -17,7 +17,7 @@ random-resized crops (augmentation). Layout::
 view settings and the dtype, so a cache is never reused for something else.
 
 Several processes (``torchrun`` ranks) extract one cache together: each takes
-every ``count``-th (view, chunk) job (:func:`build_feature_cache`'s ``shard``),
+every ``count``-th (view, chunk) job (:class:`CacheOptions`'s ``shard``),
 writes its rows into the shared preallocated files and its own markers; the
 first process writes the manifest once every marker exists. The bytes do not
 depend on how many processes wrote them.
@@ -31,6 +31,8 @@ import logging
 import os
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -47,6 +49,8 @@ from .quantize import check_features, estimate_cache_bytes, quantize_int8
 
 __all__ = [
     "CACHE_DTYPES",
+    "CacheOptions",
+    "CacheSpec",
     "FeatureCache",
     "InMemoryFeatures",
     "build_feature_cache",
@@ -170,22 +174,40 @@ class InMemoryFeatures:
         return [layer[v, r].float() for layer in self.layers]
 
 
+@dataclass(frozen=True)
+class CacheSpec:
+    """What a feature cache holds: every field enters its key (:func:`build_feature_cache`)."""
+
+    n_views: int = 1  # view 0 the resized image, views 1.. seeded random-resized crops
+    crop_scale: tuple[float, float] = (0.8, 1.0)  # area range of the crops
+    seed: int = 0
+    batch_size: int = _CHUNK  # images per extracted chunk
+    # int8: one float32 scale per (view, image, channel), half the size; get() dequantizes
+    dtype: Literal["float16", "int8"] = "float16"
+
+
+@dataclass(frozen=True)
+class CacheOptions:
+    """How this process extracts a cache (none of it changes the cache's bytes)."""
+
+    device: str | torch.device = "cpu"
+    progress: bool | None = None  # a progress bar (default: on a terminal)
+    # (index, count): this process extracts every count-th job from index; every process of
+    # the group calls build_feature_cache with the same arguments but its own index
+    shard: tuple[int, int] = (0, 1)
+    sync: Callable[[], None] | None = None  # a barrier across the processes (for count > 1)
+    workers: int = 2  # threads reading and cropping the next batches while the trunk runs
+
+
 @torch.no_grad()
 def build_feature_cache(
     model: Encoder,
     store: Store,
     image_rows: np.ndarray,
-    n_views: int = 1,
-    crop_scale: tuple[float, float] = (0.8, 1.0),
-    seed: int = 0,
+    spec: CacheSpec | None = None,
+    *,
     root: str | Path | None = None,
-    batch_size: int = _CHUNK,
-    device: str | torch.device = "cpu",
-    progress: bool | None = None,
-    dtype: Literal["float16", "int8"] = "float16",
-    shard: tuple[int, int] = (0, 1),
-    sync: Callable[[], None] | None = None,
-    workers: int = 2,
+    options: CacheOptions | None = None,
 ) -> FeatureCache:
     """Extract (or finish extracting) the trunk features of ``image_rows``.
 
@@ -196,60 +218,26 @@ def build_feature_cache(
     store : Store
     image_rows : ndarray of int64
         Store image rows to cache (e.g. every training image of every subject).
-    n_views : int, default=1
-    crop_scale : (float, float), default=(0.8, 1.0)
-        Area range of the crops of views 1..n_views-1.
-    seed : int, default=0
+    spec : CacheSpec, optional
+        Views, crops, seed, chunk size and dtype; default ``CacheSpec()``.
     root : path, optional
         Folder of caches; default ``<store>/features``.
-    batch_size : int, default=64
-    device : str or torch.device, default="cpu"
-    progress : bool, optional
-    dtype : {"float16", "int8"}, default="float16"
-        int8 stores one float32 scale per (view, image, channel) and halves the
-        size; :meth:`FeatureCache.get` dequantizes.
-    shard : (int, int), default=(0, 1)
-        ``(index, count)``: this process extracts every ``count``-th job from
-        ``index``. Every process of the group calls this function with the same
-        arguments but its own index.
-    sync : callable, optional
-        A barrier across the ``count`` processes (required when ``count > 1``).
-    workers : int, default=2
-        Threads reading and cropping the next batches while the trunk runs.
+    options : CacheOptions, optional
+        Device, progress bar, this process's shard and barrier, reading threads.
 
     Returns
     -------
     FeatureCache
     """
-    from tqdm.auto import tqdm
-
-    index, count = shard
-    if not 0 <= index < count or (count > 1 and sync is None):
-        raise ValueError(f"shard {shard} needs 0 <= index < count and a sync for count > 1")
-    if dtype not in CACHE_DTYPES:
-        raise StoreError(f"cache dtype must be one of {CACHE_DTYPES}; got {dtype!r}")
-    barrier = sync or (lambda: None)
+    spec, options = spec or CacheSpec(), options or CacheOptions()
+    index, count = options.shard
+    if not 0 <= index < count or (count > 1 and options.sync is None):
+        raise ValueError(f"shard {options.shard} needs 0 <= index < count and a sync for count > 1")
+    if spec.dtype not in CACHE_DTYPES:
+        raise StoreError(f"cache dtype must be one of {CACHE_DTYPES}; got {spec.dtype!r}")
+    barrier = options.sync or (lambda: None)
     image_rows = np.unique(np.asarray(image_rows, dtype=np.int64))
-    key_src = {
-        "store": store.manifest["source"]["fingerprint"],
-        "store_path": str(Path(store.path).resolve()),  # one cache whatever the spelling
-        "image_size": store.image_size,
-        "trunk": _trunk_digest(model),
-        "layers": model.trunk.indices,
-        "input_size": model.input_size,
-        "n_views": n_views,
-        "crop_scale": list(crop_scale),
-        "seed": seed,
-        "chunk": batch_size,
-        "n_images": int(image_rows.size),
-        "rows": hashlib.sha256(image_rows.tobytes()).hexdigest(),
-    }
-    if dtype != "float16":  # float16 caches keep the key they always had
-        key_src["dtype"] = dtype
-    if model.config.prefix_tokens:  # other feature shapes (caches without them keep their key)
-        key_src["prefix_tokens"] = True
-    if model.config.trunk_family != "timm":  # its architecture and mean/std are config
-        key_src["trunk_config"] = json.dumps(model.config.trunk_kwargs, sort_keys=True)
+    key_src = _key_source(model, store, image_rows, spec)
     key = hashlib.sha256(repr(sorted(key_src.items())).encode()).hexdigest()[:16]
     path = (Path(root) if root is not None else store.path / "features") / key
     if (path / "manifest.json").exists():
@@ -257,67 +245,101 @@ def build_feature_cache(
     shapes = [tuple(s) for s in model.feature_shapes]
     if index == 0:
         plan = json.loads(json.dumps({"key": key_src, "shapes": shapes}))  # as read back
-        _prepare_files(path, plan, model, image_rows, n_views, dtype)
+        _prepare_files(path, plan, model, image_rows, spec.n_views, spec.dtype)
     barrier()
-    layers, scales = _open_layers(path, shapes, n_views, image_rows.size, dtype, "r+")
-    jobs = [(v, s) for v in range(n_views) for s in range(0, image_rows.size, batch_size)]
+    chunks = range(0, image_rows.size, spec.batch_size)
+    jobs = [(v, s) for v in range(spec.n_views) for s in chunks]
+    _extract(model, store, image_rows, path, spec, options, jobs)
+    barrier()
+    if index == 0:
+        _finish(path, jobs, shapes, spec.n_views, image_rows, key_src, spec.dtype)
+    barrier()
+    return FeatureCache(path)
+
+
+def _key_source(model: Encoder, store: Store, image_rows: np.ndarray, spec: CacheSpec) -> dict:
+    """Everything a cache's bytes depend on: the cache's key is their hash."""
+    key_src = {
+        "store": store.manifest["source"]["fingerprint"],
+        "store_path": str(Path(store.path).resolve()),  # one cache whatever the spelling
+        "image_size": store.image_size,
+        "trunk": _trunk_digest(model),
+        "layers": model.trunk.indices,
+        "input_size": model.input_size,
+        "n_views": spec.n_views,
+        "crop_scale": list(spec.crop_scale),
+        "seed": spec.seed,
+        "chunk": spec.batch_size,
+        "n_images": int(image_rows.size),
+        "rows": hashlib.sha256(image_rows.tobytes()).hexdigest(),
+    }
+    if spec.dtype != "float16":  # float16 caches keep the key they always had
+        key_src["dtype"] = spec.dtype
+    if model.config.prefix_tokens:  # other feature shapes (caches without them keep their key)
+        key_src["prefix_tokens"] = True
+    if model.config.trunk_family != "timm":  # its architecture and mean/std are config
+        key_src["trunk_config"] = json.dumps(model.config.trunk_kwargs, sort_keys=True)
+    return key_src
+
+
+def _load_chunk(store, image_rows, size, spec, pin, job) -> torch.Tensor:
+    """The trunk's input for the (view, first row) chunk ``job``: resized, or a seeded crop."""
+    view, start = job
+    images = torch.from_numpy(store.read_images(image_rows[start : start + spec.batch_size]))
+    if view == 0:
+        x = resize(images, size)
+    else:
+        gen = torch.Generator().manual_seed(
+            int(np.random.SeedSequence([spec.seed, view, start]).generate_state(1)[0])
+        )
+        x = random_resized_crop(images, size, tuple(spec.crop_scale), gen)
+    return x.pin_memory() if pin else x
+
+
+def _extract(model, store, image_rows, path, spec, options, jobs) -> None:
+    """Extract this process's share of ``jobs`` not marked done into the files at ``path``."""
+    from tqdm.auto import tqdm
+
+    index, count = options.shard
+    shapes = [tuple(s) for s in model.feature_shapes]
+    layers, scales = _open_layers(path, shapes, spec.n_views, image_rows.size, spec.dtype, "r+")
     mine = jobs[index::count]
     todo = [job for job in mine if not _marker(path, job).exists()]
     if count > 1:
-        logger.info(
-            "feature cache: process %d of %d extracts %d of %d chunks (%d left)",
-            index,
-            count,
-            len(mine),
-            len(jobs),
-            len(todo),
-        )
+        msg = "feature cache: process %d of %d extracts %d of %d chunks (%d left)"
+        logger.info(msg, index, count, len(mine), len(jobs), len(todo))
     was_training = model.training
     model.eval()
-    model.to(device)
-
-    def load(job: tuple[int, int]) -> torch.Tensor:
-        view, start = job
-        images = torch.from_numpy(store.read_images(image_rows[start : start + batch_size]))
-        if view == 0:
-            x = resize(images, model.input_size)
-        else:
-            gen = torch.Generator().manual_seed(
-                int(np.random.SeedSequence([seed, view, start]).generate_state(1)[0])
-            )
-            x = random_resized_crop(images, model.input_size, tuple(crop_scale), gen)
-        return x.pin_memory() if torch.device(device).type == "cuda" else x
-
-    bar = tqdm(
-        total=len(mine),
-        initial=len(mine) - len(todo),
-        unit="batch",
-        desc="cache features",
-        disable=None if progress is None else not progress,
-    )
-    for (view, start), x in zip(todo, prefetch(load, todo, workers)):
-        feats = model.forward_features(x.to(device, non_blocking=True))
+    model.to(options.device)
+    pin = torch.device(options.device).type == "cuda"
+    load = partial(_load_chunk, store, image_rows, model.input_size, spec, pin)
+    off = None if options.progress is None else not options.progress
+    done = len(mine) - len(todo)
+    bar = tqdm(total=len(mine), initial=done, unit="batch", desc="cache features", disable=off)
+    for (view, start), x in zip(todo, prefetch(load, todo, options.workers)):
+        feats = model.forward_features(x.to(options.device, non_blocking=True))
         stop = start + x.shape[0]
-        check_features(feats, dtype, f"store rows {image_rows[start]}..{image_rows[stop - 1]}")
-        for i, f in enumerate(feats):
-            if dtype == "int8":
-                q, scale = quantize_int8(f)
-                layers[i][view, start:stop] = q.cpu().numpy()
-                scales[i][view, start:stop] = scale.cpu().numpy()
-            else:
-                layers[i][view, start:stop] = f.to(torch.float16).cpu().numpy()
-        for arr in (*layers, *scales):
-            arr.flush()
+        where = f"store rows {image_rows[start]}..{image_rows[stop - 1]}"
+        check_features(feats, spec.dtype, where)
+        _write_chunk(layers, scales, feats, (view, start, stop), spec.dtype)
         _marker(path, (view, start)).touch()
         bar.update()
     bar.close()
     model.train(was_training)
-    del layers, scales
-    barrier()
-    if index == 0:
-        _finish(path, jobs, shapes, n_views, image_rows, key_src, dtype)
-    barrier()
-    return FeatureCache(path)
+
+
+def _write_chunk(layers, scales, feats, where, dtype) -> None:
+    """Write one chunk's features (``where``: view, first row, end row); flush the files."""
+    view, start, stop = where
+    for i, f in enumerate(feats):
+        if dtype == "int8":
+            q, scale = quantize_int8(f)
+            layers[i][view, start:stop] = q.cpu().numpy()
+            scales[i][view, start:stop] = scale.cpu().numpy()
+        else:
+            layers[i][view, start:stop] = f.to(torch.float16).cpu().numpy()
+    for arr in (*layers, *scales):
+        arr.flush()
 
 
 def _prepare_files(
@@ -368,14 +390,6 @@ def _finish(path, jobs, shapes, n_views, image_rows, key_src, dtype) -> None:
             if f is not None:
                 with open(f, "rb+") as fh:
                     os.fsync(fh.fileno())
-    write_json_atomic(
-        path / "manifest.json",
-        {
-            "n_views": n_views,
-            "shapes": shapes,
-            "image_rows": image_rows.tolist(),
-            "key": key_src,
-            "dtype": dtype,
-        },
-    )
+    manifest = {"n_views": n_views, "shapes": shapes, "image_rows": image_rows.tolist()}
+    write_json_atomic(path / "manifest.json", {**manifest, "key": key_src, "dtype": dtype})
     shutil.rmtree(path / "chunks", ignore_errors=True)

@@ -2,10 +2,13 @@
 
 Images come from :mod:`brainencoder.data.sources` (a folder, or a ``.npy`` /
 HDF5 array); every image is resized as in training and decoded in threads
-while the model runs; predictions come batch by batch
-(:func:`iter_predictions`), collected in memory (:func:`predict_images`,
-:func:`ensemble_predict`) or streamed into ``.npy`` files
-(:func:`predict_to_npy`). Challenge submissions: :mod:`brainencoder.evaluation.submission`.
+while the model runs; predictions come batch by batch from
+:func:`iter_predictions`, the one prediction over images, collected in memory
+(:func:`predict_images`, :func:`ensemble_predict`) or streamed into ``.npy``
+files (:func:`predict_to_npy`). Several models are averaged by
+:func:`average_predictions`, the one ensemble average (``EnsembleModel`` too).
+Predictions over a store's rows: :mod:`brainencoder.inference.store`.
+Challenge submissions: :mod:`brainencoder.evaluation.submission`.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from ..util.fileio import atomic_path
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "average_predictions",
     "check_batch_size",
     "ensemble_predict",
     "iter_predictions",
@@ -57,6 +61,33 @@ def check_batch_size(batch_size: object) -> int:
             "pass the number of images per batch (1 or more)"
         )
     return int(batch_size)  # type: ignore[call-overload]
+
+
+def average_predictions(
+    preds: Sequence[dict[str, np.ndarray]], weights: Sequence[np.ndarray] | None = None
+) -> dict[str, np.ndarray]:
+    """The mean of several models' predictions of one subject, per vertex weighted or not.
+
+    Parameters
+    ----------
+    preds : sequence of dict with keys "lh", "rh"
+        One per model: ndarray of float32, shape (n_images, n_vertices_hemi).
+    weights : sequence of ndarray of shape (n_lh + n_rh,), optional
+        One per model, lh then rh columns, summing to 1 over models at each
+        vertex. Default: equal weights, ``1 / len(preds)`` (the plain mean).
+
+    Returns
+    -------
+    dict with keys "lh", "rh" : ndarray of float32, shape (n_images, n_vertices_hemi)
+        ``sum_m preds[m] * weights[m]``, accumulated over models in order.
+    """
+    n_lh = preds[0]["lh"].shape[1]
+    total: dict[str, np.ndarray] = {}
+    for m, pred in enumerate(preds):
+        for h, sl in (("lh", slice(0, n_lh)), ("rh", slice(n_lh, None))):
+            w = 1.0 / len(preds) if weights is None else weights[m][sl][None, :]
+            total[h] = total.get(h, 0.0) + pred[h] * w
+    return {h: np.asarray(total[h], dtype=np.float32) for h in HEMIS}
 
 
 def _ready(model, images: np.ndarray):
@@ -119,6 +150,19 @@ def iter_predictions(
     Memory stays at a few batches whatever the number of images (all of NSD's
     73,000 stimuli, say); :func:`ensemble_predict` collects them.
 
+    Parameters
+    ----------
+    models : sequence of models
+        Each with ``predict(images, subject)``; one model is its own mean.
+    source : ImageSource
+        The images, each decoded once per distinct store image size of the models.
+    subject : str
+    weights : sequence of ndarray of shape (n_lh + n_rh,), optional
+        Per-model, per-vertex weights (:func:`average_predictions`).
+    batch_size : int, default=64
+    workers : int, optional
+        Threads decoding the next batches (default: one per available CPU).
+
     Yields
     ------
     dict with keys "lh", "rh" : ndarray of float32, shape (batch, n_vertices_hemi)
@@ -132,14 +176,8 @@ def iter_predictions(
     items = range(len(source))
     batches = [items[s : s + batch_size] for s in range(0, len(items), batch_size)]
     for inputs in _model_inputs(models, batches, source.load, workers):
-        total: dict[str, np.ndarray] = {}
-        for m, model in enumerate(models):
-            pred = model.predict(inputs[m], subject)
-            n_lh = pred["lh"].shape[1]
-            for h, sl in (("lh", slice(0, n_lh)), ("rh", slice(n_lh, None))):
-                w = 1.0 / len(models) if weights is None else weights[m][sl][None, :]
-                total[h] = total.get(h, 0.0) + pred[h] * w
-        yield {h: np.asarray(total[h], dtype=np.float32) for h in HEMIS}
+        preds = [model.predict(x, subject) for model, x in zip(models, inputs)]
+        yield average_predictions(preds, weights)
 
 
 def predict_images(

@@ -18,22 +18,23 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..core.space import GroupSpace
+from ..data.transforms import resize
 from ..util.errors import ConfigError
 from ..util.typecheck import MAX_IMAGE_SIZE, check_int_range, check_trunk_kwargs, from_mapping
+from .presets import ENCODERS
 from .readouts import ReadoutContext, create_readout, validate_readout_config
 from .trunk import TRUNK_FAMILIES, Trunk, split_trunk_name
 
 __all__ = [
-    "ENCODER_CONFIGS",
     "Encoder",
     "EncoderConfig",
     "build_encoder",
     "create_encoder",
     "merge_encoder_config",
+    "preset_config",
 ]
 
 logger = logging.getLogger(__name__)
@@ -91,25 +92,6 @@ class EncoderConfig:
         check_trunk_kwargs("model.trunk_kwargs.", self.trunk_kwargs)
         TRUNK_FAMILIES.get(self.trunk_family)
         validate_readout_config(self.readout)
-
-
-ENCODER_CONFIGS: dict[str, EncoderConfig] = {
-    # the CMI-DAIR GroupLin Algonauts 2023 entry (shared/DESIGN.md section 3): blocks
-    # 0, 2, ..., 10 of eva02 base, all 257 tokens, the original GroupLin readout
-    "eva02_base": EncoderConfig(
-        prefix_tokens=True,
-        readout={"name": "grouplin", "hidden_dim": 1024, "latent_dim": 2048, "dropout": 0.9},
-    ),
-    # a CPU-sized encoder: random-init ResNet-18 (its ReLU + pooling features carry
-    # signal even untrained), three stages, 112 px input
-    "tiny": EncoderConfig(
-        trunk="resnet18",
-        layers=["layer1", "layer2", "layer3"],
-        pretrained=False,
-        img_size=112,
-        readout={"name": "grouplin_seq", "hidden_dim": 256, "latent_dim": 256, "dropout": 0.3},
-    ),
-}
 
 
 class Encoder(nn.Module):
@@ -275,20 +257,20 @@ class Encoder(nn.Module):
         return self.readout(self.forward_features(images), subject)
 
     def prepare_images(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """uint8 (B, H, W, 3) or float (B, 3, H, W) -> float (B, 3, S, S) in [0, 1]."""
+        """The model's input: float (B, 3, S, S) in [0, 1], ``S = input_size``.
+
+        Parameters
+        ----------
+        images : ndarray or Tensor
+            uint8 (B, H, W, 3), or float (B, 3, H, W) in [0, 1]; another shape is a
+            ValueError. Resized by :func:`brainencoder.data.transforms.resize`.
+        """
         x = torch.from_numpy(np.array(images)) if isinstance(images, np.ndarray) else images
-        if x.dtype == torch.uint8:
-            if x.ndim != 4 or x.shape[-1] != 3:
-                raise ValueError(f"uint8 images must have shape (B, H, W, 3); got {tuple(x.shape)}")
-            x = x.permute(0, 3, 1, 2).float().div_(255)
-        if x.ndim != 4 or x.shape[1] != 3:
+        if x.dtype == torch.uint8 and (x.ndim != 4 or x.shape[-1] != 3):
+            raise ValueError(f"uint8 images must have shape (B, H, W, 3); got {tuple(x.shape)}")
+        if x.dtype != torch.uint8 and (x.ndim != 4 or x.shape[1] != 3):
             raise ValueError(f"images must have shape (B, 3, H, W); got {tuple(x.shape)}")
-        size = self.input_size
-        if x.shape[-2:] != (size, size):
-            x = F.interpolate(
-                x, size=(size, size), mode="bilinear", antialias=True, align_corners=False
-            )
-        return x
+        return resize(x, self.input_size)
 
     @torch.no_grad()
     def predict(
@@ -349,6 +331,23 @@ def merge_encoder_config(base: EncoderConfig, overrides: dict[str, Any]) -> Enco
     return from_mapping(EncoderConfig, data, prefix="model.")
 
 
+def preset_config(name: str, overrides: dict[str, Any] | None = None) -> EncoderConfig:
+    """The encoder preset ``name`` with ``overrides`` (see :func:`merge_encoder_config`).
+
+    Raises
+    ------
+    ConfigError
+        An unknown name (listing :data:`~brainencoder.models.presets.ENCODERS`),
+        a preset that is no valid config (naming it), or a bad override.
+    """
+    preset = copy.deepcopy(ENCODERS.get(name))
+    try:
+        base = merge_encoder_config(EncoderConfig(), preset)
+    except ConfigError as exc:
+        raise ConfigError(f"encoder preset {name!r}: {exc}") from None
+    return merge_encoder_config(base, overrides or {})
+
+
 def create_encoder(
     name: str,
     space: GroupSpace,
@@ -361,7 +360,8 @@ def create_encoder(
     Parameters
     ----------
     name : str
-        A key of :data:`ENCODER_CONFIGS` (``"eva02_base"``, ``"tiny"``).
+        A registered preset (:data:`~brainencoder.models.presets.ENCODERS`:
+        ``"eva02_base"``, ``"tiny"``, a plugin's).
     space : GroupSpace
         The group space to predict into.
     pca : GroupPCA, optional
@@ -379,9 +379,7 @@ def create_encoder(
     ConfigError
         For an unknown name or keyword, listing the valid ones.
     """
-    if name not in ENCODER_CONFIGS:
-        raise ConfigError(f"unknown encoder {name!r}; available: {sorted(ENCODER_CONFIGS)}")
-    config = merge_encoder_config(copy.deepcopy(ENCODER_CONFIGS[name]), overrides)
+    config = preset_config(name, overrides)
     return build_encoder(config, space, ReadoutContext(pca=pca, regions=regions))
 
 

@@ -242,6 +242,12 @@ def open_model_file(path: str | Path) -> ModelFileView:
             f"{path}: model format {version[:20]!r}, this brainencoder reads "
             f"{FORMAT_VERSION} (and 1); upgrade brainencoder"
         )
+    # older files hold point's optional stages that are off as zero-size tensors (None
+    # since: no parameter); they hold nothing to load and are not read
+    for name in ("surround_weight", "output_gain", "shared_out"):
+        key = f"model.readout.{name}"
+        if key in sources and 0 in shapes[sources[key][0]]:
+            del sources[key]
     shapes = {k: shapes[s][0 if i is None else 1 :] for k, (s, i) in sources.items()}
     dtypes = {k: dtypes[s] for k, (s, _) in sources.items()}
     return ModelFileView(path, meta, shapes, dtypes, sources, size - 8 - n_header)

@@ -47,8 +47,7 @@ class RidgeModel:
         """Predictions in the subject's challenge space, lh and rh (n_images, n_vertices)."""
         self.space.subject_index(subject)
         pred = self.fits[subject].predict(self.extractor(np.asarray(images)))
-        n_lh = self.space.n_subject_vertices(subject, "lh")
-        return {"lh": pred[:, :n_lh], "rh": pred[:, n_lh:]}
+        return self.space.split_columns(subject, pred)
 
     def save(self, path: str | Path, metadata: dict[str, str] | None = None) -> None:
         """Self-contained safetensors file (trunk weights, PCA, maps, group space).

@@ -37,6 +37,7 @@ __all__ = [
     "TrunkBuilder",
     "apply_freeze",
     "create_timm_model",
+    "list_trunk_names",
     "resolve_layers",
     "split_trunk_name",
     "timm_trunk",
@@ -150,18 +151,65 @@ class TrunkBuilder(Protocol):
     ) -> tuple[nn.Module, dict[str, Any]]: ...
 
 
-#: trunk families, by the name ``model.trunk_family`` gives
+#: trunk families, by the name ``model.trunk_family`` gives; a family's builder
+#: may list its model names (a ``list_names(pattern, pretrained)`` attribute:
+#: :func:`list_trunk_names`)
 TRUNK_FAMILIES: Registry[TrunkBuilder] = Registry("trunk family")
 TRUNK_FAMILIES.register("hf", hf_trunk)
 _PREFIX = re.compile(r"^([A-Za-z][A-Za-z0-9_.-]*):(.+)$")
+_DEFAULT_FAMILY = "timm"  # the family of a name without a FAMILY: prefix
 
 
-def split_trunk_name(name: str, family: str = "timm") -> tuple[str, str]:
+def list_trunk_names(pattern: str = "*", pretrained: bool = False) -> list[str]:
+    """Model names of every trunk family whose builder lists them, matching ``pattern``.
+
+    A family lists its names when its builder has a ``list_names(pattern,
+    pretrained) -> list of str`` attribute (timm's and ``hf``'s do; a plugin's
+    family may). Names of the default family (timm) come first and bare,
+    the others' as ``FAMILY:NAME``, family by family.
+
+    Parameters
+    ----------
+    pattern : str, default="*"
+        fnmatch pattern on the names within a family (``"eva02_base*"``).
+    pretrained : bool, default=False
+        Only models with pretrained weights (a family without that notion ignores it).
+
+    Returns
+    -------
+    list of str
+    """
+    names: list[str] = []
+    for family in sorted(TRUNK_FAMILIES, key=lambda f: f != _DEFAULT_FAMILY):
+        lister = getattr(TRUNK_FAMILIES.get(family), "list_names", None)
+        if callable(lister):
+            prefix = "" if family == _DEFAULT_FAMILY else f"{family}:"
+            names += [f"{prefix}{n}" for n in lister(pattern, pretrained)]
+    return names
+
+
+def _hf_cached_names(pattern: str, pretrained: bool = False) -> list[str]:
+    """The Hugging Face models in the local cache (all have weights) matching ``pattern``."""
+    import fnmatch
+
+    try:
+        from huggingface_hub import scan_cache_dir
+
+        cached = sorted(r.repo_id for r in scan_cache_dir().repos if r.repo_type == "model")
+    except Exception:  # no cache folder, or huggingface_hub missing: nothing cached
+        cached = []
+    return [n for n in cached if fnmatch.fnmatch(n, pattern)]
+
+
+hf_trunk.list_names = _hf_cached_names  # type: ignore[attr-defined]
+
+
+def split_trunk_name(name: str, family: str = _DEFAULT_FAMILY) -> tuple[str, str]:
     """``("hf:NAME", f)`` -> ``("hf", "NAME")``; without a ``FAMILY:`` prefix ``(f, name)``."""
     match = _PREFIX.match(name)
     if match is None:
         return family, name
-    if family not in ("timm", match.group(1)):
+    if family not in (_DEFAULT_FAMILY, match.group(1)):
         raise ConfigError(
             f"model.trunk {name!r} names family {match.group(1)!r}, model.trunk_family {family!r}"
         )
@@ -209,6 +257,16 @@ def timm_trunk(
             "a ViT, ResNet, ConvNeXt or other model that supports it"
         )
     return model, timm.data.resolve_model_data_config(model)
+
+
+def _timm_names(pattern: str, pretrained: bool = False) -> list[str]:
+    """timm's model names matching ``pattern`` (``pretrained``: only those with weights)."""
+    import timm
+
+    return timm.list_models(pattern, pretrained=pretrained)
+
+
+timm_trunk.list_names = _timm_names  # type: ignore[attr-defined]
 
 
 class Trunk(nn.Module):

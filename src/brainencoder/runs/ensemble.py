@@ -1,4 +1,11 @@
-"""Per-vertex ensemble weights chosen on the validation split."""
+"""Ensembles: several runs as one model, and per-vertex weights chosen on val.
+
+Both score and average through the one path of :mod:`brainencoder.inference`:
+:func:`val_weights` scores every member with
+:func:`~brainencoder.inference.store.split_stats`, and :class:`EnsembleModel`
+averages with :func:`~brainencoder.inference.images.average_predictions`
+(equal weights), as ``ensemble_predict`` does (equal or per-vertex weights).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.metrics import StreamingStats
 from ..data.store import Store
-from ..inference.store import predict_store_rows
+from ..inference.images import average_predictions
+from ..inference.store import split_stats
 from ..util.errors import DataError
 from .provenance import check_held_out
 from .run import Run
@@ -31,6 +38,17 @@ def val_weights(
     held out on the store's val split (:func:`.provenance.check_held_out`;
     ``trust_splits`` accepts runs that record nothing).
 
+    Parameters
+    ----------
+    models : sequence of models
+        Each with ``predict(images, subject)``, of the store's subjects.
+    run_dirs : sequence of path
+        The models' run folders (or model files), for the held-out check.
+    store : Store or path, optional
+        Default: the store of the first run.
+    power : float, default=2.0
+    trust_splits : bool, default=False
+
     Returns
     -------
     list (one per model) of dict of str to ndarray of shape (n_lh + n_rh,)
@@ -41,16 +59,13 @@ def val_weights(
         if run.is_dir():
             Run(run).check_store(store)
         check_held_out(run, "val", [(n, store) for n in store.names], trust_splits)
-    raw = []
-    for model in models:
-        per_subject = {}
-        for name in store.names:
-            rows = store.split_rows(name, "val")
-            stats = StreamingStats(store.fmri(name).shape[1])
-            for pos, pred in predict_store_rows(model, store, name, rows):
-                stats.update(pred, store.read_fmri(name, rows[pos]))
-            per_subject[name] = np.clip(stats.pearson(), 0, None) ** power
-        raw.append(per_subject)
+    raw = [
+        {
+            name: np.clip(s.pearson(), 0, None) ** power
+            for name, s in split_stats(m, store, "val").items()
+        }
+        for m in models
+    ]
     out = [dict() for _ in models]
     for name in store.names:
         stack = np.stack([r[name] for r in raw])
@@ -115,7 +130,7 @@ class EnsembleModel:
         self.store_image_size = known[0][1] if len(known) == len(models) else None
 
     def predict(self, images: np.ndarray, subject: str) -> dict[str, np.ndarray]:
-        """Mean of the models' predictions.
+        """Mean of the models' predictions (:func:`average_predictions`, equal weights).
 
         Parameters
         ----------
@@ -126,8 +141,7 @@ class EnsembleModel:
         -------
         dict with keys "lh", "rh" : ndarray of float32, shape (n_images, n_vertices_hemi)
         """
-        preds = [m.predict(images, subject) for m in self.models]
-        return {h: np.mean([p[h] for p in preds], axis=0).astype(np.float32) for h in preds[0]}
+        return average_predictions([m.predict(images, subject) for m in self.models])
 
 
 def _member_labels(name: str, n: int) -> list[str]:

@@ -1,47 +1,45 @@
-"""Loading a trained model from a run folder or from a model file."""
+"""Loading a trained model from a run folder, a model file or an exported folder.
+
+Each function also takes ``hf:ORG/NAME``: an exported folder in the local
+Hugging Face cache (:func:`~brainencoder.runs.hub.resolve_source`).
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from .run import PathLike, Run, load_model_file
+from .exported import is_export, load_members
+from .hub import resolve_source
+from .kinds import MODEL_KINDS, kind_of_file
+from .locate import model_file, read_files
+from .run import PathLike, Run
 
 __all__ = ["load_model", "model_file", "read_files"]
 
 
-def model_file(run_or_file: PathLike) -> Path:
-    """The model file of a run folder, or the file itself."""
-    path = Path(run_or_file)
-    return Run(path).model_file() if path.is_dir() else path
-
-
-def read_files(run_or_file: PathLike) -> list[Path]:
-    """The files a command reads of a run folder or model file: its header and model.
-
-    These are the run's entries among a command's inputs in
-    :func:`~brainencoder.util.ownership.check_output_location`: an output folder
-    may not be, hold or lie inside them (so it never holds the run), while a
-    page written inside a run folder (``RUN/explore-faces``, linked by the
-    run's report) is allowed.
-    """
-    path = Path(run_or_file)
-    return [path / "config.yaml", model_file(path)] if path.is_dir() else [path]
-
-
 def load_model(run_or_file: PathLike) -> Any:
-    """The model of a run folder or of a model file (encoder or ridge, by its header).
+    """The model of a run folder, a model file or an exported folder (or ``hf:ORG/NAME``).
+
+    The kind is the run's (:attr:`~brainencoder.runs.run.Run.model_kind`)
+    or the one whose format the file's header records
+    (:func:`~brainencoder.runs.kinds.kind_of_file`); its entry of
+    :data:`~brainencoder.runs.kinds.MODEL_KINDS` loads it.
 
     Returns
     -------
     ResponseModel
         An :class:`~brainencoder.models.encoder.Encoder` or a
-        :class:`~brainencoder.models.ridge.RidgeModel`.
+        :class:`~brainencoder.models.ridge.RidgeModel` (an exported ensemble:
+        an :class:`~brainencoder.runs.ensemble.EnsembleModel`).
     """
-    path = Path(run_or_file)
+    path = resolve_source(run_or_file)
+    if is_export(path):  # its model, or the ensemble of its members
+        models, names = load_members(path)
+        if len(models) == 1:
+            return models[0]
+        from .ensemble import EnsembleModel
+
+        return EnsembleModel(models, name=f"ensemble({'+'.join(names)})", labels=names)
     if path.is_dir():
         return Run(path).load_model()
-    from ..models.modelfile import read_metadata
-
-    ridge = read_metadata(path).get("format") == "brainencoder-ridge"  # the header says
-    return load_model_file("ridge" if ridge else "encoder", path)
+    return MODEL_KINDS.get(kind_of_file(path)).load(path)

@@ -181,7 +181,7 @@ def read_record(source: str | os.PathLike) -> Record | None:
     ``config.yaml`` (its store identity and ``train_on``; subjects ``adapt``
     added count as trained on train and val, as ``adapt`` then did).
     """
-    from .load import model_file
+    from .locate import model_file
 
     path = Path(source)
     file = model_file(path)

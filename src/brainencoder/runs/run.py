@@ -17,7 +17,9 @@ Training, ``adapt``, ridge baselines, soups and ``import-original`` create
 their folders through :class:`Run`; ``evaluate``, ``predict``, ``submit``,
 ``plot``, ``report``, ``compare``, ``explore`` and ``soup`` read them through it.
 The kind of model a run holds is recorded in the header (``model_kind``);
-folders written before it was recorded are recognised by their model file.
+what a kind's model file is called, how it is saved and loaded and which
+folders ``--overwrite`` may replace is its entry in
+:data:`~brainencoder.runs.kinds.MODEL_KINDS`, which :class:`Run` alone reads.
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ from typing import Any
 import torch
 import yaml
 
-from ..util.errors import CheckpointError, DataError
-from ..util.fileio import read_json, read_yaml_mapping, write_bytes_atomic, write_json_atomic
+from ..util.errors import CheckpointError
+from ..util.fileio import read_json, write_bytes_atomic, write_json_atomic
 from ..util.ownership import (
     build_owned,
     check_output_location,
@@ -43,11 +45,10 @@ from ..util.ownership import (
 )
 from ..util.version import __version__, git_revision
 from . import checkpoint, metrics_log, stores
+from .header import CONFIG_FILE, read_config, read_header
+from .kinds import DEFAULT_KIND, MODEL_KINDS, kind_in_folder, kind_of_model
 
-__all__ = ["MODEL_KINDS", "Run", "load_model_file"]
-
-# model kind -> (model file name, ownership kind of the folder)
-MODEL_KINDS = {"encoder": ("best.safetensors", "run"), "ridge": ("ridge.safetensors", "ridge-run")}
+__all__ = ["PathLike", "Run"]
 
 PathLike = str | os.PathLike
 
@@ -75,7 +76,7 @@ class Run:
         inputs: Iterable[PathLike | None] = (),
         overwrite: bool = False,
         resume: bool = False,
-        kind: str = "encoder",
+        kind: str = DEFAULT_KIND,
     ) -> Run:
         """Claim ``path`` for a run written in place (training): checked, marked, empty.
 
@@ -87,7 +88,8 @@ class Run:
         overwrite, resume : bool, default=False
             Replace a run brainencoder wrote there (never anything else), or keep
             the unfinished run there to continue it.
-        kind : {"encoder", "ridge"}
+        kind : str, default="encoder"
+            A registered model kind (:data:`~brainencoder.runs.kinds.MODEL_KINDS`).
 
         Raises
         ------
@@ -122,7 +124,7 @@ class Run:
         path: PathLike,
         inputs: Iterable[PathLike | None] = (),
         overwrite: bool = False,
-        kind: str = "encoder",
+        kind: str = DEFAULT_KIND,
     ) -> Iterator[Run]:
         """A run written aside (``.NAME.tmp``) and moved to ``path`` only when complete.
 
@@ -141,7 +143,7 @@ class Run:
 
     @staticmethod
     def check_target(
-        path: PathLike, inputs: Iterable[PathLike | None], overwrite: bool, kind: str = "encoder"
+        path: PathLike, inputs: Iterable[PathLike | None], overwrite: bool, kind: str = DEFAULT_KIND
     ) -> None:
         """Before any work: may a new run of ``kind`` be written at ``path``?
 
@@ -174,8 +176,9 @@ class Run:
 
         Parameters
         ----------
-        kind : {"encoder", "ridge"}
-            The kind of model the run holds.
+        kind : str
+            The kind of model the run holds (``"encoder"``, ``"ridge"``: a
+            registered model kind, :data:`~brainencoder.runs.kinds.MODEL_KINDS`).
         store : Store, mapping or None
             The store the model was trained on (path and identity are recorded),
             or a record copied from another run's header.
@@ -198,46 +201,44 @@ class Run:
             header.update(stores.store_record(store, store_path))
         header.update(extra)
         text = yaml.safe_dump({"run": header, **dict(settings)}, sort_keys=False)
-        write_bytes_atomic(self.path / "config.yaml", text.encode())
+        write_bytes_atomic(self.config_file, text.encode())
 
     # ------------------------------------------------------------------ reading
     @property
     def config(self) -> dict[str, Any]:
         """The whole ``config.yaml`` (header and settings)."""
-        path = self.path / "config.yaml"
-        if not path.exists():
-            raise CheckpointError(f"{self.path}: no config.yaml; not a run directory")
-        try:
-            return read_yaml_mapping(path, "run config")
-        except DataError as exc:
-            raise CheckpointError(str(exc)) from None
+        return read_config(self.path)
 
     @property
     def config_file(self) -> Path:
         """``config.yaml``: the header and the settings (see :attr:`config`)."""
-        return self.path / "config.yaml"
+        return self.path / CONFIG_FILE
 
     @property
     def header(self) -> dict[str, Any]:
         """The ``run:`` block of ``config.yaml``."""
-        header = self.config.get("run", {})
-        if not isinstance(header, dict):
-            raise CheckpointError(f"{self.path / 'config.yaml'}: damaged run header")
-        return header
+        return read_header(self.path)
 
     @property
     def model_kind(self) -> str:
-        """``"encoder"`` or ``"ridge"``: from the header, else from the model file present."""
-        with contextlib.suppress(CheckpointError):
+        """``"encoder"``, ``"ridge"``, ...: from the header, else from the model file present.
+
+        Raises
+        ------
+        CheckpointError
+            The header records a kind that is not registered.
+        """
+        try:
             kind = self.header.get("model_kind")
-            if kind in MODEL_KINDS:
-                return kind
-            if kind is not None:
-                raise CheckpointError(
-                    f"{self.path / 'config.yaml'}: unknown model kind {kind!r} "
-                    f"(known: {', '.join(MODEL_KINDS)})"
-                )
-        return "ridge" if (self.path / "ridge.safetensors").exists() else "encoder"
+        except CheckpointError:
+            kind = None
+        if kind is None:
+            return kind_in_folder(self.path)
+        if kind not in MODEL_KINDS:
+            raise CheckpointError(
+                f"{self.config_file}: unknown model kind {kind!r} (known: {', '.join(MODEL_KINDS)})"
+            )
+        return kind
 
     @property
     def finished(self) -> bool:
@@ -246,9 +247,9 @@ class Run:
 
     def model_file(self) -> Path:
         """The model to predict with: the run's model, else its latest checkpoint's."""
-        kind = self.model_kind
-        path = self.path / MODEL_KINDS[kind][0]
-        if path.exists() or kind != "encoder":
+        kind = MODEL_KINDS.get(self.model_kind)
+        path = self.path / kind.file_name
+        if path.exists() or not kind.from_checkpoints:
             return path
         latest = self.latest_checkpoint()
         if latest is None:
@@ -260,7 +261,7 @@ class Run:
 
     def load_model(self) -> Any:
         """The run's model (a :class:`~brainencoder.models.response.ResponseModel`)."""
-        return load_model_file(self.model_kind, self.model_file())
+        return MODEL_KINDS.get(self.model_kind).load(self.model_file())
 
     def store_path(self) -> Path:
         """The store the run was trained on (from the header); it must still exist."""
@@ -269,7 +270,7 @@ class Run:
         except CheckpointError as exc:
             raise CheckpointError(f"{exc}; pass --store STORE") from None
         if not isinstance(header.get("store"), str):
-            raise CheckpointError(f"{self.path / 'config.yaml'}: no store recorded; pass --store")
+            raise CheckpointError(f"{self.config_file}: no store recorded; pass --store")
         path = Path(header["store"])
         if not path.exists():
             raise CheckpointError(
@@ -314,19 +315,20 @@ class Run:
         Parameters
         ----------
         model : Encoder or RidgeModel
+            A model of a registered kind (:data:`~brainencoder.runs.kinds.MODEL_KINDS`),
+            which names the file and saves it.
         meta : mapping of str to str, optional
             Extra metadata of the model file (``store_image_size``); the model's
             ``training_record`` (:mod:`.provenance`) is saved with it.
-        """
-        from ..models.encoder import Encoder
-        from ..models.modelfile import save_encoder
 
-        if isinstance(model, Encoder):
-            path = self.path / MODEL_KINDS["encoder"][0]
-            save_encoder(model, path, dict(meta or {}))
-        else:
-            path = self.path / MODEL_KINDS["ridge"][0]
-            model.save(path, dict(meta or {}))
+        Returns
+        -------
+        Path
+            The model file written.
+        """
+        kind = MODEL_KINDS.get(kind_of_model(model))
+        path = self.path / kind.file_name
+        kind.save(model, path, dict(meta or {}))
         return path
 
     def write_json(self, name: str, data: Mapping[str, Any]) -> None:
@@ -376,17 +378,5 @@ class Run:
 
 
 def _owner(kind: str) -> str:
-    if kind not in MODEL_KINDS:
-        raise ValueError(f"model kind must be one of {list(MODEL_KINDS)}; got {kind!r}")
-    return MODEL_KINDS[kind][1]
-
-
-def load_model_file(kind: str, path: Path) -> Any:
-    """The model in ``path``, a model file of ``kind`` (see :data:`MODEL_KINDS`)."""
-    if kind == "ridge":
-        from ..models.ridge import RidgeModel
-
-        return RidgeModel.load(path)
-    from ..models.modelfile import load_encoder
-
-    return load_encoder(path)
+    """The ownership kind of the folders of runs of model kind ``kind``."""
+    return MODEL_KINDS.get(kind).owner

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..data.store import Store
 from ..util.errors import CheckpointError
+from .header import read_header
 
 __all__ = ["identity_differences", "recorded_stores", "store_record", "subject_stores"]
 
@@ -77,13 +78,11 @@ def recorded_stores(run: str | os.PathLike) -> tuple[dict | None, dict[str, dict
     -------
     (record or None, dict of subject to record)
     """
-    from .run import Run
-
     run = Path(run)
     if not run.is_dir():
         return None, {}
     try:
-        header = Run(run).header
+        header = read_header(run)
     except CheckpointError:
         return None, {}
     main, own = _records(header)

@@ -6,23 +6,23 @@ are errors listing what is valid) and saved into the run directory.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import os
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
-from ..models.encoder import ENCODER_CONFIGS, EncoderConfig, merge_encoder_config
+from ..models.encoder import EncoderConfig, preset_config
 from ..models.lora import LoRAConfig
+from ..models.presets import ENCODERS
 from ..util.errors import ConfigError, DataError
 from ..util.fileio import read_yaml_mapping
 from ..util.plugins import load_plugins
 from ..util.typecheck import check_seed, from_mapping
 from .losses import create_loss, validate_loss
+from .overrides import parse_overrides, read_overrides
 
 __all__ = ["TrainConfig", "load_config", "parse_overrides"]
 
@@ -44,7 +44,8 @@ class TrainConfig:
         directory first (as ``python -m``); only modules named by the user
         are imported, never modules named in a model file or run folder.
     encoder : str
-        Named encoder configuration (``"tiny"``, ``"eva02_base"``).
+        Named encoder preset (``"tiny"``, ``"eva02_base"``, or one a plugin
+        registers: :data:`~brainencoder.models.presets.ENCODERS`).
     model : dict
         Overrides of :class:`~brainencoder.models.encoder.EncoderConfig` fields;
         ``readout`` options merge into the preset's
@@ -184,10 +185,8 @@ class TrainConfig:
     def validate(self) -> None:
         """Import the plugins, then check values before any work; ConfigError naming the key."""
         load_plugins(self.plugins)  # first: the names below may be the plugins' own
-        if self.encoder not in ENCODER_CONFIGS:
-            raise ConfigError(
-                f"'encoder' must be one of {sorted(ENCODER_CONFIGS)}; got {self.encoder!r}"
-            )
+        if self.encoder not in ENCODERS:
+            raise ConfigError(f"'encoder' must be one of {ENCODERS.names()}; got {self.encoder!r}")
         if self.init_from and self.model:
             raise ConfigError(
                 "'model' overrides cannot be combined with 'init_from' (the "
@@ -195,8 +194,12 @@ class TrainConfig:
             )
         self.encoder_config()  # type-checks every model.* key
         validate_loss(self.loss)
-        positive = ("epochs", "batch_size", "grad_accum", "cache_views", "log_every")
-        for key in positive:
+        self._check_numbers()
+        self._check_choices()
+
+    def _check_numbers(self) -> None:
+        """Counts, seeds, batch sizes and optimizer values in their ranges (part of validate)."""
+        for key in ("epochs", "batch_size", "grad_accum", "cache_views", "log_every"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"'{key}' must be >= 1; got {getattr(self, key)}")
         for key in ("seed", "pca_seed"):
@@ -228,6 +231,9 @@ class TrainConfig:
             raise ConfigError(f"'betas' must be two numbers in [0, 1); got {self.betas}")
         if not (0 <= self.warmup_frac < 1 and 0 <= self.min_lr_frac <= 1):
             raise ConfigError("'warmup_frac' must be in [0, 1) and 'min_lr_frac' in [0, 1]")
+
+    def _check_choices(self) -> None:
+        """Data, precision, crops, cache and LoRA, selection metric: values and pairs (validate)."""
         if not 0 < self.train_fraction <= 1:
             raise ConfigError(f"'train_fraction' must be in (0, 1]; got {self.train_fraction}")
         if self.train_on not in _TRAIN_ON:
@@ -282,7 +288,7 @@ class TrainConfig:
 
     def encoder_config(self) -> EncoderConfig:
         """The preset named by ``encoder`` with the ``model`` overrides, type-checked."""
-        return merge_encoder_config(copy.deepcopy(ENCODER_CONFIGS[self.encoder]), self.model)
+        return preset_config(self.encoder, self.model)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -290,28 +296,6 @@ class TrainConfig:
 
 def _decomposes(loss: dict[str, Any]) -> bool:
     return create_loss(loss).decomposes
-
-
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``["lr=1e-3", "model.img_size=64"]`` -> ``{"lr": 0.001, "model": {"img_size": 64}}``.
-
-    Values are parsed as YAML scalars/lists (``true``, ``[0, 2]``, ``null``).
-    """
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override {item!r} must look like key=value")
-        try:
-            value = yaml.safe_load(raw) if raw else ""
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"override {item!r}: cannot parse value ({exc})") from None
-        target = out
-        *parents, last = key.split(".")
-        for parent in parents:
-            target = target.setdefault(parent, {})
-        target[last] = value
-    return out
 
 
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -333,15 +317,31 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+def load_config(
+    path: str | Path | None = None,
+    overrides: Mapping[str, Any] | Sequence[str] | None = None,
+) -> TrainConfig:
     """Defaults, then the YAML file, then overrides; validated.
 
     Parameters
     ----------
     path : path, optional
         YAML file with TrainConfig keys.
-    overrides : list of str, optional
-        ``key=value`` strings (nested keys with dots: ``model.readout.dropout=0.5``).
+    overrides : mapping or sequence of str, optional
+        A mapping of dotted keys or nested mappings, values as they are
+        (``{"lr": 1e-3, "model.readout.name": "point"}``), or the command line's
+        ``key=value`` strings, values read as YAML (``["model.readout.dropout=0.5"]``);
+        see :mod:`brainencoder.training.overrides`. Both meet the same checks.
+
+    Returns
+    -------
+    TrainConfig
+        Checked: a ConfigError names a malformed override, an unknown key or a bad value.
+
+    Examples
+    --------
+    >>> load_config(None, {"epochs": 2, "model.readout.name": "point"}).epochs
+    2
     """
     data: dict[str, Any] = {}
     if path is not None:
@@ -349,7 +349,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             data = read_yaml_mapping(path, "config file")
         except DataError as exc:
             raise ConfigError(str(exc)) from None
-    data = _merge(data, parse_overrides(overrides or []))
+    data = _merge(data, read_overrides(overrides))
     if isinstance(data.get("loss"), str):  # "loss: smooth_l1" shorthand
         data["loss"] = {"name": data["loss"]}
     if isinstance(data.get("loss"), dict):  # "loss.beta=0.1" keeps the default name

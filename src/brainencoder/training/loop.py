@@ -2,9 +2,11 @@
 phase 2 (fine-tuning), on one CPU, one GPU, or many processes under torchrun.
 
 Reading order: :func:`train` gets everything from
-:func:`~brainencoder.training.setup.setup_training`, then runs epochs of steps and
-a validation at each epoch's end. With ``num_workers`` > 0, threads read and
-crop the next batches (:meth:`TrainStep.prepare
+:func:`~brainencoder.training.setup.setup_training`, then :func:`run_epochs` runs
+epochs of steps and, at each epoch's end, a validation that keeps the best epoch
+and stops early (:class:`~brainencoder.training.selection.BestEpoch`). ``adapt``
+runs its epochs through the same :func:`run_epochs`. With ``num_workers`` > 0,
+threads read and crop the next batches (:meth:`TrainStep.prepare
 <brainencoder.training.step.TrainStep.prepare>`) while the current step runs.
 Everything a resumed run needs is in the checkpoint, and the learning rate, the
 data order, the crops and the cached views are pure functions of (seed, epoch,
@@ -15,38 +17,43 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from ..data.loader import EpochBatchSampler
 from ..inference.store import split_stats, summarize_stats
-from ..util.errors import ConfigError
 from ..util.prefetch import prefetch
 from .config import TrainConfig
 from .distributed import barrier
+from .selection import BestEpoch
 from .setup import setup_training
 from .state import TrainSetup, TrainState
 from .step import lr_at
 
-__all__ = ["lr_at", "train"]
+__all__ = ["Outcome", "lr_at", "run_epochs", "train"]
+
+#: how :func:`run_epochs` ended: every epoch ran, early stopping, or ``stop_after_steps``
+Outcome = Literal["finished", "stopped_early", "paused"]
 
 logger = logging.getLogger(__name__)
 
 
 class _Interrupt:
-    """Turns SIGINT/SIGTERM into a flag checked between steps."""
+    """Turns SIGINT/SIGTERM into a flag checked between steps (when ``enabled``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
         self.requested = False
         self._old: dict[int, Any] = {}
 
     def __enter__(self) -> _Interrupt:
+        if not self.enabled:  # nothing to save: an interrupt stops at once
+            return self
         with contextlib.suppress(ValueError):  # not the main thread
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._old[sig] = signal.signal(sig, self._handle)
@@ -95,20 +102,83 @@ def train(
     dict
         The summary also written to ``run_dir/summary.json``.
     """
+    s = setup_training(config, store_path, run_dir, resume, overwrite, progress)
+    selection = BestEpoch(
+        metric=config.val_metric if config.validates else None,
+        validate=lambda epoch: _val_metrics(s),
+        keep=lambda metrics: _save_best(s, config, metrics),
+        patience=config.early_stop_patience,
+    )
+    start_time = time.perf_counter()
+    outcome = run_epochs(s, config, selection, progress, stop_after_steps)
+    state, info = s.state, s.info
+    if outcome == "paused":
+        return {"stopped_at_step": state.step}
+    summary = {
+        "finished": True,
+        "epochs_run": state.epoch,
+        "steps": state.step,
+        "best_epoch": state.best_epoch,
+        config.val_metric: state.best,
+        "trained_on": config.train_on,
+        "stopped_early": outcome == "stopped_early",
+        "world_size": info.world_size,
+        "device": str(s.device),
+        "seconds": time.perf_counter() - start_time,
+        "trainable_parameters": s.n_trainable,
+    }
+    if info.is_main:
+        s.run.write_summary(summary)
+    barrier(info)
+    return summary
+
+
+def run_epochs(
+    s: TrainSetup,
+    config: TrainConfig,
+    selection: BestEpoch,
+    progress: bool | None = None,
+    stop_after_steps: int | None = None,
+    checkpoints: bool = True,
+) -> Outcome:
+    """Run the epochs of ``s`` from where its state stands: steps, then a selection each epoch.
+
+    The one epoch loop of ``train`` and ``adapt``. Every step takes the learning
+    rate of the schedule (:func:`lr_at`); ``config.log_every`` steps and every
+    epoch end append a record to ``metrics.jsonl``; at each epoch's end
+    ``selection`` validates, keeps a better model and says when to stop.
+
+    Parameters
+    ----------
+    s : TrainSetup
+        Its ``state`` advances as the run does.
+    config : TrainConfig
+        ``epochs``, the schedule (``lr``, ``warmup_frac``, ``min_lr_frac``),
+        ``num_workers``, ``log_every`` and ``checkpoint_every``.
+    selection : BestEpoch
+    progress : bool, optional
+        Progress bar (default: on a terminal).
+    stop_after_steps : int, optional
+        Stop after this many optimizer steps (with a checkpoint when ``checkpoints``).
+    checkpoints : bool, default=True
+        Save a resumable checkpoint at every epoch end, every ``checkpoint_every``
+        steps and on SIGINT/SIGTERM (``adapt``, which cannot resume, saves none).
+
+    Returns
+    -------
+    {"finished", "stopped_early", "paused"}
+        All epochs ran, early stopping ended the run, or ``stop_after_steps`` did.
+    """
     from tqdm.auto import tqdm
 
-    s = setup_training(config, store_path, run_dir, resume, overwrite, progress)
     state, info = s.state, s.info
     steps_per_epoch = len(s.sampler)
     total_steps = steps_per_epoch * config.epochs
     hide_bar = (not info.is_main) or (None if progress is None else not progress)
-
-    start_time = time.perf_counter()
-    stopped_early = False
     jobs = _schedule(s.sampler, state, config.epochs)
     ready = prefetch(lambda job: s.step.prepare(*job), jobs, config.num_workers)
     tracking = contextlib.nullcontext() if s.tracker is None else s.tracker  # closed on leaving
-    with _Interrupt() as interrupt, contextlib.closing(ready), tracking:
+    with _Interrupt(checkpoints) as interrupt, contextlib.closing(ready), tracking:
         while state.epoch < config.epochs:
             epoch, epoch_start, data_wait = state.epoch, time.perf_counter(), 0.0
             desc = f"epoch {epoch + 1}/{config.epochs}"
@@ -135,53 +205,31 @@ def train(
                         _log(s, {**record, "train/loss": loss, "samples_per_s": rate})
                     stop_now = stop_after_steps is not None and state.step >= stop_after_steps
                     every = config.checkpoint_every
-                    if interrupt.requested or stop_now or (every and state.step % every == 0):
+                    due = interrupt.requested or stop_now or (every and state.step % every == 0)
+                    if checkpoints and due:
                         _checkpoint(s, config)
                     if interrupt.requested:
                         raise KeyboardInterrupt(
                             f"saved a checkpoint in {s.run.checkpoints}; continue with --resume"
                         )
                     if stop_now:
-                        return {"stopped_at_step": state.step}
+                        return "paused"
             train_seconds = time.perf_counter() - epoch_start
-            if config.validates:
-                metrics, value = _validate(s, config, epoch)
-                improved = state.best is None or value > state.best
-            else:  # trained on the val split too: nothing to select on, the last epoch is kept
-                metrics, value, improved = {}, None, True
-            if improved:
-                state.best, state.best_epoch, state.epochs_since_best = value, epoch, 0
-                _save_best(s, config, metrics)
-            else:
-                state.epochs_since_best += 1
+            metrics = selection.end_epoch(state, epoch)  # a better epoch is kept
+            name = selection.metric
+            if name is not None and info.is_main:
+                value = metrics[name]
+                logger.info("epoch %d: %s = %.4f (best %.4f)", epoch + 1, name, value, state.best)
             state.epoch, state.batch_in_epoch = epoch + 1, 0  # the epoch ends here
             timing = {"epoch_seconds": train_seconds, "data_wait_seconds": data_wait}
             best = {} if state.best is None else {"best": state.best}
             _log(s, {"step": state.step, "epoch": epoch, **metrics, **best, **timing})
-            _checkpoint(s, config)
-            patience = config.early_stop_patience
-            if patience is not None and state.epochs_since_best >= patience:
-                logger.info("early stopping: no improvement for %d epochs", patience)
-                stopped_early = True
-                break
-
-    summary = {
-        "finished": True,
-        "epochs_run": state.epoch,
-        "steps": state.step,
-        "best_epoch": state.best_epoch,
-        config.val_metric: state.best,
-        "trained_on": config.train_on,
-        "stopped_early": stopped_early,
-        "world_size": info.world_size,
-        "device": str(s.device),
-        "seconds": time.perf_counter() - start_time,
-        "trainable_parameters": s.n_trainable,
-    }
-    if info.is_main:
-        s.run.write_summary(summary)
-    barrier(info)
-    return summary
+            if checkpoints:
+                _checkpoint(s, config)
+            if selection.should_stop(state):
+                logger.info("early stopping: no improvement for %d epochs", selection.patience)
+                return "stopped_early"
+    return "finished"
 
 
 def _schedule(
@@ -200,30 +248,9 @@ def _schedule(
             step += 1
 
 
-def _validate(s: TrainSetup, config: TrainConfig, epoch: int) -> tuple[dict[str, float], float]:
-    """Validation metrics after ``epoch`` and the value of ``config.val_metric`` among them.
-
-    Raises
-    ------
-    ConfigError
-        When the store does not give that metric, or it is not finite.
-    """
-    metrics = summarize_stats(split_stats(s.model, s.store, "val", s.cache), "val")
-    if config.val_metric not in metrics:
-        raise ConfigError(
-            f"'val_metric' {config.val_metric!r} is not computed for this store "
-            f"(subjects {s.store.names})"
-        )
-    value = metrics[config.val_metric]
-    if not math.isfinite(value):
-        raise ConfigError(
-            f"validation {config.val_metric} is {value} after epoch {epoch + 1}: the model's "
-            "predictions are not finite; nothing was saved as best (lower lr, set grad_clip)"
-        )
-    if s.info.is_main:
-        best = value if s.state.best is None else max(value, s.state.best)
-        logger.info("epoch %d: %s = %.4f (best %.4f)", epoch + 1, config.val_metric, value, best)
-    return metrics, value
+def _val_metrics(s: TrainSetup) -> dict[str, float]:
+    """The model's validation metrics on the store's val split (every subject)."""
+    return summarize_stats(split_stats(s.model, s.store, "val", s.cache), "val")
 
 
 def _save_best(s: TrainSetup, config: TrainConfig, metrics: dict[str, float]) -> None:

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..data.loader import EpochBatchSampler, SampleIndex, StoreBatches, build_index
 from ..data.store import Store
-from ..inference.cache import FeatureCache, build_feature_cache
+from ..inference.cache import CacheOptions, CacheSpec, FeatureCache, build_feature_cache
 from ..models.encoder import Encoder, build_encoder
 from ..models.lora import apply_lora, lora_layers
 from ..models.modelfile import load_encoder, load_state, model_state, read_model_file
@@ -223,10 +223,8 @@ def _build_model(config: TrainConfig, store: Store) -> Encoder:
         regions = _store_regions(store, readout.get("roi_groups"), readout["name"])
     context = ReadoutContext(pca=pca, regions=regions)
     model = build_encoder(encoder_config, store.space, context)
-    initialize = getattr(model.readout, "initialize", None)
-    if callable(initialize):  # the readout's optional hook: start at the training mean
-        mean = pca.mean if pca is not None else training_mean(store)
-        initialize(torch.as_tensor(mean, dtype=torch.float32))
+    mean = pca.mean if pca is not None else training_mean(store)
+    model.readout.initialize(torch.as_tensor(mean, dtype=torch.float32))  # start at the mean
     return model
 
 
@@ -316,21 +314,20 @@ def open_cache(
         shard = (info.local_rank, local_size)
     else:
         shard = (info.rank, info.world_size)
-    return build_feature_cache(
-        model,
-        store,
-        rows,
-        config.cache_views,
-        tuple(config.crop_scale),
-        config.seed,
-        config.cache_dir,
+    spec = CacheSpec(
+        n_views=config.cache_views,
+        crop_scale=tuple(config.crop_scale),
+        seed=config.seed,
+        dtype=config.cache_dtype,
+    )
+    options = CacheOptions(
         device=device,
         progress=progress if info.is_main else False,
-        dtype=config.cache_dtype,
         shard=shard,
         sync=(lambda: barrier(info)) if info.enabled else None,
         workers=config.decode_workers,
     )
+    return build_feature_cache(model, store, rows, spec, root=config.cache_dir, options=options)
 
 
 def resume_state(

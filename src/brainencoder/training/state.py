@@ -1,6 +1,7 @@
 """What the training loop holds: its position in the run (:class:`TrainState`, which a
 checkpoint's ``state.json`` stores) and what it works with (:class:`TrainSetup`,
-built by :func:`~brainencoder.training.setup.setup_training`)."""
+built by :func:`~brainencoder.training.setup.setup_training` for ``train`` and by
+:func:`~brainencoder.training.partial.setup_partial` for ``adapt``)."""
 
 from __future__ import annotations
 
@@ -40,7 +41,8 @@ class TrainState:
     best_epoch : int or None
         The epoch that scored it (the last one, for a run that trains on val).
     epochs_since_best : int
-        Epochs validated since then (early stopping).
+        Epochs validated since then (early stopping). The three are kept by
+        :class:`~brainencoder.training.selection.BestEpoch`.
     """
 
     epoch: int = 0
@@ -63,7 +65,7 @@ class TrainState:
 
 @dataclass
 class TrainSetup:
-    """What the training loop works with, built by :func:`setup_training`.
+    """What the training loop works with, built by :func:`setup_training` (or ``setup_partial``).
 
     Attributes
     ----------

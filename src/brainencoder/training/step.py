@@ -75,12 +75,17 @@ def no_decay_names(module: nn.Module) -> set[str]:
 
     timm's convention: a module lists names relative to itself (positions,
     embeddings, LoRA factors...); the returned names are relative to ``module``.
+    Every readout declares the hook (:meth:`Readout.no_weight_decay`); other
+    modules may (timm's models, LoRA layers, a readout's subject modules).
     """
     names = set()
     for prefix, sub in module.named_modules():
-        hook = getattr(sub, "no_weight_decay", None)
-        if callable(hook):
-            names |= {f"{prefix}.{n}" if prefix else n for n in hook()}
+        if isinstance(sub, Readout):
+            own = sub.no_weight_decay()
+        else:
+            hook = getattr(sub, "no_weight_decay", None)  # timm's optional hook
+            own = hook() if callable(hook) else set()
+        names |= {f"{prefix}.{n}" if prefix else n for n in own}
     return names
 
 

@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 MARKER = ".brainencoder"
-KINDS = ("store", "run", "ridge-run", "explore", "compare")
+KINDS = ("store", "run", "ridge-run", "explore", "compare", "export")
 
 # the files of output folders written before markers existed (only these: a folder
 # holding anything else is not recognised), and the file that identifies them
@@ -189,7 +189,7 @@ def check_replaceable(
     ----------
     folder : path
         The output folder.
-    kind : {"store", "run", "ridge-run", "explore", "compare"}
+    kind : {"store", "run", "ridge-run", "explore", "compare", "export"}
     inputs : iterable of path or None
         See :func:`check_output_location`.
 

@@ -11,16 +11,19 @@ name with a dataclass of their options, as timm registers models::
     @register_readout("mine", MyOptions)
     class MyReadout(Readout):
         needs = frozenset({"pca"})              # ReadoutContext fields it is built from
-        def __init__(self, feature_shapes, subjects, n_vertices, options, pca=None): ...
+        def __init__(self, feature_shapes, n_vertices, options, pca=None):
+            super().__init__(feature_shapes, n_vertices, options)
+            ...                                 # the shared parameters
         def make_subject_module(self): ...      # the parameters one subject owns
         def forward(self, features, subject): ...
 
 and built with ``create_readout("mine", feature_shapes, subjects, n_vertices,
-context=ReadoutContext(pca=pca), hidden_dim=128)``. Per-subject parameters live
-in ``self.per_subject``, a ``ModuleDict`` keyed by subject name, so adding,
-freezing or dropping one subject touches one key; everything else is shared.
-A readout defined outside the package registers the same way from a plugin
-module (:func:`brainencoder.util.plugins.load_plugins`).
+context=ReadoutContext(pca=pca), hidden_dim=128)``: the class builds the shared
+part, then every subject is added with :meth:`Readout.add_subject` (as ``adapt``
+adds one later) into ``self.per_subject``, a ``ModuleDict`` keyed by subject
+name. Every other hook has a default here (``initialize``, ``no_weight_decay``,
+``regularizer``, the adaptation hooks). Plugin modules register readouts the
+same way (:func:`brainencoder.util.plugins.load_plugins`).
 """
 
 from __future__ import annotations
@@ -71,8 +74,6 @@ class Readout(nn.Module):
     feature_shapes : sequence of tuple of int
         Shape of each trunk feature map without the batch dimension:
         (C, H, W) or (C, T).
-    subjects : sequence of str
-        Subject names; a sample's subject index points into this list.
     n_vertices : int
         Vertices of the group space.
     options : dataclass
@@ -80,27 +81,27 @@ class Readout(nn.Module):
 
     Notes
     -----
-    Subclasses built from data-derived objects name them in :attr:`needs`
-    (fields of :class:`~brainencoder.models.readouts.context.ReadoutContext`)
-    and take each as a keyword argument of their constructor.
+    The constructor builds the shared part; subjects are added afterwards with
+    :meth:`add_subject` (:func:`create_readout` adds the initial ones) and
+    listed in :attr:`subjects`, which a sample's subject index points into.
+    A subclass takes the data-derived inputs it names in :attr:`needs` (fields
+    of :class:`~brainencoder.models.readouts.context.ReadoutContext`) as
+    keyword arguments. An optional stage that is off is ``None``.
     """
 
     name: ClassVar[str] = ""
     options_class: ClassVar[type] = object
     #: the ReadoutContext fields passed to the constructor as keyword arguments
     needs: ClassVar[frozenset[str]] = frozenset()
-    #: per-vertex tensors and their vertex axis (grown by :meth:`extend_vertices`)
+    #: per-vertex tensors and their vertex axis (grown by :meth:`extend_vertices`): those
+    #: the readout has (a property where optional stages may be off, ``None``)
     vertex_axes: ClassVar[dict[str, int]] = {}
     #: whether adapting a subject trains its added vertices by gradient (else
     #: :meth:`finish_adaptation` fits them and the training loss leaves them out)
     trains_added_vertices: ClassVar[bool] = True
 
     def __init__(
-        self,
-        feature_shapes: Sequence[Sequence[int]],
-        subjects: Sequence[str],
-        n_vertices: int,
-        options: Any,
+        self, feature_shapes: Sequence[Sequence[int]], n_vertices: int, options: Any
     ) -> None:
         super().__init__()
         self.feature_shapes = [tuple(int(d) for d in s) for s in feature_shapes]
@@ -108,14 +109,6 @@ class Readout(nn.Module):
         self.n_vertices = int(n_vertices)
         self.options = options
         self.per_subject = nn.ModuleDict()
-        self._initial_subjects = [check_subject_name(s) for s in subjects]
-        if len(set(self._initial_subjects)) != len(self._initial_subjects):
-            raise ConfigError(f"duplicate subject names in {list(subjects)}")
-
-    def _add_initial_subjects(self) -> None:
-        """Create the modules of the constructor's subjects (call at the end of __init__)."""
-        for name in self._initial_subjects:
-            self.add_subject(name)
 
     # ------------------------------------------------------------------ subjects
     def make_subject_module(self) -> nn.Module:
@@ -185,8 +178,6 @@ class Readout(nn.Module):
         for module in [self, *self.per_subject.values()]:
             for name, axis in getattr(module, "vertex_axes", {}).items():
                 old = getattr(module, name)
-                if old.shape[axis] != self.n_vertices:
-                    continue  # an optional stage that is off (no vertices)
                 fill = module.new_vertex_value(name, old) if module is self else None
                 if fill is None:
                     fill = old.float().mean(axis, keepdim=True).to(old.dtype)
@@ -231,11 +222,7 @@ class Readout(nn.Module):
         if added.numel():
             for name, axis in self.vertex_axes.items():
                 value = getattr(self, name)
-                if (
-                    isinstance(value, nn.Parameter)
-                    and value.is_floating_point()
-                    and value.shape[axis] == self.n_vertices  # not an optional stage left off
-                ):
+                if isinstance(value, nn.Parameter) and value.is_floating_point():
                     params.append((value, axis))
         return params
 
@@ -269,11 +256,27 @@ class Readout(nn.Module):
         return 0
 
     # ------------------------------------------------------------------ hooks
+    def initialize(self, mean_response: torch.Tensor) -> None:
+        """Start from the data (default: nothing); called once when training builds it new.
+
+        Parameters
+        ----------
+        mean_response : Tensor of shape (n_vertices,)
+            Every vertex's mean training response (the group PCA's mean for
+            readouts that need the PCA).
+        """
+
+    def no_weight_decay(self) -> set[str]:
+        """Names of parameters (relative to the readout) never decayed (default: none).
+
+        timm's convention: a module inside (a subject's) may list its own too.
+        """
+        return set()
 
     def regularizer(self) -> torch.Tensor:
         """A penalty added to the training loss (default: none)."""
-        ref = next(self.parameters())
-        return ref.new_zeros(())
+        ref = next(self.parameters(), None)
+        return torch.zeros(()) if ref is None else ref.new_zeros(())
 
     def config(self) -> dict[str, Any]:
         """Name and options that rebuild this readout (stored in model files)."""
@@ -368,6 +371,8 @@ def create_readout(
     feature_shapes : sequence of tuple of int
         (C, H, W) or (C, T) per trunk layer.
     subjects : sequence of str
+        The initial subjects, added in this order once the readout is
+        constructed (a sample's subject index points into this list).
     n_vertices : int
     context : ReadoutContext, optional
         Data-derived inputs (group PCA, vertex regions); the readout gets the
@@ -384,5 +389,11 @@ def create_readout(
     """
     opts = validate_readout_config({"name": name, **options})
     cls = readout_class(name)
+    names = [check_subject_name(s) for s in subjects]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"duplicate subject names in {names}")
     context = ReadoutContext() if context is None else context
-    return cls(feature_shapes, subjects, n_vertices, opts, **context.arguments(cls.needs))
+    readout = cls(feature_shapes, n_vertices, opts, **context.arguments(cls.needs))
+    for subject in names:
+        readout.add_subject(subject)
+    return readout

@@ -11,7 +11,7 @@ passes each as a keyword argument of the readout's constructor::
     class MyReadout(Readout):
         needs = frozenset({"pca"})
 
-        def __init__(self, feature_shapes, subjects, n_vertices, options, pca=None): ...
+        def __init__(self, feature_shapes, n_vertices, options, pca=None): ...
 
 A field is None where nothing provides it: a readout rebuilt from a model file
 gets its tensors from the file instead.

@@ -85,12 +85,11 @@ class PCAReadout(Readout):
     def __init__(
         self,
         feature_shapes: Sequence[Sequence[int]],
-        subjects: Sequence[str],
         n_vertices: int,
         options: PCAReadoutOptions,
         pca: GroupPCA | None = None,
     ) -> None:
-        super().__init__(feature_shapes, subjects, n_vertices, options)
+        super().__init__(feature_shapes, n_vertices, options)
         o = options
         self.projections = nn.ModuleList(
             LayerProjection(
@@ -103,7 +102,6 @@ class PCAReadout(Readout):
         )
         o.latent_dim = self.embedding.latent_dim
         self.shared = self.make_shared()
-        self._add_initial_subjects()
 
     def make_shared(self) -> nn.Module:
         raise NotImplementedError

@@ -39,7 +39,7 @@ class GroupLinReadout(PCAReadout):
 
     Parameters
     ----------
-    feature_shapes, subjects, n_vertices, options
+    feature_shapes, n_vertices, options
         See :class:`~brainencoder.models.readouts.base.Readout`.
     pca : GroupPCA, optional
         Fitted group PCA for the frozen embedding.

@@ -135,9 +135,14 @@ def spatial_maps(feature_shapes: Sequence[tuple[int, ...]], readout: str) -> Non
 
 @register_readout("point", PointOptions)
 class PointReadout(Readout):
-    """Learned per-vertex positions and layer selection (see the module docstring)."""
+    """Learned per-vertex positions and layer selection (see the module docstring).
 
-    vertex_axes: ClassVar[dict[str, int]] = {
+    The optional stages (``surround_weight``, ``output_gain``, ``shared_in`` and
+    ``shared_out``) are ``None`` when their option is off.
+    """
+
+    #: every per-vertex tensor ``point`` may have, and its vertex axis (see :attr:`vertex_axes`)
+    every_vertex_axis: ClassVar[dict[str, int]] = {
         "positions": 1,
         "log_width": 1,
         "selector": 0,
@@ -151,11 +156,10 @@ class PointReadout(Readout):
     def __init__(
         self,
         feature_shapes: Sequence[Sequence[int]],
-        subjects: Sequence[str],
         n_vertices: int,
         options: PointOptions,
     ) -> None:
-        super().__init__(feature_shapes, subjects, n_vertices, options)
+        super().__init__(feature_shapes, n_vertices, options)
         spatial_maps(self.feature_shapes, "point")
         o, n_layers = options, len(self.feature_shapes)
         self.reduce = nn.ModuleList(
@@ -178,15 +182,17 @@ class PointReadout(Readout):
         self.selector = nn.Parameter(torch.zeros(n_vertices, n_layers))
         self.weight = nn.Parameter(torch.zeros(n_vertices, o.channels))  # starts at the mean
         self.bias = nn.Parameter(torch.zeros(n_vertices))
-        # optional stages; each starts as the identity of the plain readout
-        self.surround_weight = nn.Parameter(torch.zeros(n_layers, n_vertices if o.surround else 0))
-        self.output_gain = nn.Parameter(torch.zeros(n_vertices if o.output == "softplus" else 0))
+        # optional stages (None when off); each starts as the identity of the plain readout
+        self.surround_weight = _zeros(o.surround, n_layers, n_vertices)
+        self.output_gain = _zeros(o.output == "softplus", n_vertices)
         self.shared_in = nn.Linear(o.channels * n_layers, o.shared_rank) if o.shared_rank else None
-        self.shared_out = nn.Parameter(
-            torch.zeros(n_vertices if o.shared_rank else 0, o.shared_rank)
-        )
+        self.shared_out = _zeros(o.shared_rank > 0, n_vertices, o.shared_rank)
         self.dropout = nn.Dropout(o.dropout)
-        self._add_initial_subjects()
+
+    @property
+    def vertex_axes(self) -> dict[str, int]:  # type: ignore[override]
+        """The per-vertex tensors this readout has (the optional stages that are on)."""
+        return {k: a for k, a in self.every_vertex_axis.items() if getattr(self, k) is not None}
 
     def make_subject_module(self) -> nn.Module:
         return SubjectAffine(self.n_vertices)
@@ -240,7 +246,7 @@ class PointReadout(Readout):
             return (gy[:, :, None] * gx[:, None, :]).flatten(1)
         width = self.width(layer).to(pos.dtype)[:, None]
         pool = _gaussian_pool(pos, xs, ys, width, scale)
-        if self.options.surround:  # minus a wider Gaussian: a centre-surround field
+        if self.surround_weight is not None:  # minus a wider Gaussian: a centre-surround field
             weight = self.surround_weight[layer].to(pos.dtype) * scale
             pool = pool - _gaussian_pool(pos, xs, ys, width * self.options.surround_scale, weight)
         return pool
@@ -277,12 +283,17 @@ class PointReadout(Readout):
         reads = torch.cat(pools, 1) @ fmaps.permute(2, 0, 1).reshape(-1, b * d)  # (V, B*D)
         mixed = self.dropout(reads.view(-1, b, d).transpose(0, 1))  # (B, V, D)
         out = (mixed * self.weight.to(mixed.dtype)).sum(-1) + self.bias
-        if self.shared_in is not None:  # image-global factors shared by every vertex
+        if self.shared_in is not None and self.shared_out is not None:  # image-global factors
             factors = self.shared_in(torch.cat(pooled, 1))
             out = out + factors @ self.shared_out.to(factors.dtype).t()
-        if self.options.output == "softplus":
+        if self.output_gain is not None:
             out = out + self.output_gain.to(out.dtype) * F.softplus(out)
         return affine_per_subject(out, subject, self.subject_modules())
+
+
+def _zeros(on: bool, *shape: int) -> nn.Parameter | None:
+    """A parameter of zeros (an optional stage's identity start), or None when the stage is off."""
+    return nn.Parameter(torch.zeros(shape)) if on else None
 
 
 def _gaussian_pool(

@@ -97,12 +97,11 @@ class RoiQueryReadout(Readout):
     def __init__(
         self,
         feature_shapes: Sequence[Sequence[int]],
-        subjects: Sequence[str],
         n_vertices: int,
         options: RoiQueryOptions,
         regions: RegionLabels | None = None,
     ) -> None:
-        super().__init__(feature_shapes, subjects, n_vertices, options)
+        super().__init__(feature_shapes, n_vertices, options)
         o = options
         if regions is not None:
             if regions.labels.shape != (n_vertices,):
@@ -138,7 +137,6 @@ class RoiQueryReadout(Readout):
         width = o.dim * o.queries_per_region
         self.weight = nn.Parameter(torch.zeros(n_vertices, width))  # starts at the mean
         self.bias = nn.Parameter(torch.zeros(n_vertices))
-        self._add_initial_subjects()
 
     def make_subject_module(self) -> nn.Module:
         return SubjectAffine(self.n_vertices)
