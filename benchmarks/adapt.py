@@ -1,22 +1,35 @@
-"""A new subject from N images: `adapt` vs per-subject ridge vs retraining the group model.
+"""A new subject from N images: `adapt` vs zero-shot, per-subject ridge and a model trained with it.
 
-Usage: python benchmarks/adapt.py [--n-train 600] [--seeds 3] [--sizes 25 50 100 200 400 0]
-       [--readouts grouplin_seq grouplin point roi_query] [--scratch-sizes 100 0]
+Usage: python benchmarks/adapt.py [--worlds subjects retino] [--readouts point ...]
+       [--sizes 0 25 100 400 -1] [--seeds 3] [--n-train 640] [--n-vertices 400]
+       [--image-size 96] [--pulls 0.01 0.1 1] [--no-gain-only] [--scratch-sizes -1]
+       [--overrides epochs=8 ...]
 
-One synthetic dataset with planted truth: 3 group subjects and one held-out
-subject (its own images, noise and vertex subset). A group model (the tiny
-encoder, `configs/demo.yaml`, with each readout of --readouts as in
-benchmarks/readouts.py) is trained on the group. Then, for the held-out
-subject and each N (0 = all its training images) and seed:
+Two planted worlds (synthetic data with planted truth, 3 group subjects and a
+held-out subj04 with its own images, noise and vertex subset):
 
-* adapt: `brainencoder adapt` with N images (feature caching included in its time);
-* ridge: per-vertex-alpha ridge (5-fold) on the same random ResNet-18 trunk's
-  2x2-pooled features of the same N images;
-* scratch: the group model trained from scratch with the held-out subject
-  included with the same N images (at the sizes given by --scratch-sizes).
+* ``subjects``: subjects differ per vertex (each subject's receptive-field
+  centres shifted and feature weights jittered smoothly around the group's:
+  ``SyntheticConfig(world="subjects")``, the presets of ``subject_rf_shift``
+  and ``subject_tuning_jitter``, or --rf-shift / --jitter);
+* ``retino``: the same features, subjects share their tuning.
 
-Prints the mean noise-normalized test score (planted truth) and wall time per
-row, mean over seeds.
+Per world and readout (each as in benchmarks/readouts.py, on configs/demo.yaml):
+a group model trained on subj01-03 (train split), and a model trained the same
+way with subj04 among the group subjects, with all its train-split images
+("with"; also with N of them at each N of --scratch-sizes). Then for each N (0: the
+zero-shot model; -1: all of subj04's train-split images) and seed:
+
+* adapt: `brainencoder adapt` with N images (its own tuning pulled toward the
+  group's, the pull chosen on its validation images);
+* gain only: `adapt` with `personal=False` (the subject's gain and offset only:
+  brainencoder's adaptation before issue 35);
+* ridge: per-vertex-alpha ridge (5-fold) on the random ResNet-18 trunk's
+  2x2-pooled features of the same N images.
+
+Prints subj04's noise-normalized test score (%, planted truth, mean over
+vertices), mean and sd over seeds, and the fraction of the gap from zero-shot
+to "with" that adapt closes.
 """
 
 from __future__ import annotations
@@ -32,7 +45,7 @@ import numpy as np
 
 from brainencoder.baselines.ridge import fit_subject_ridge
 from brainencoder.data.layout import read_layout
-from brainencoder.data.prepare import prepare_store
+from brainencoder.data.prepare import PrepareOptions, prepare_store
 from brainencoder.data.synthetic import SyntheticConfig, make_synthetic
 from brainencoder.evaluation.evaluate import evaluate_run
 from brainencoder.evaluation.submission import subject_test_scores
@@ -51,12 +64,43 @@ def _score(table) -> float:
     return float(sel.value.iloc[0])
 
 
-def _ridge(store, rows, test_images, data) -> float:
-    """Per-subject ridge on the same images, same random trunk (fit_subject_ridge)."""
-    ridge = fit_subject_ridge(store, HELD, rows)
-    return float(
-        subject_test_scores(ridge.predict(test_images, HELD), data / "truth", HELD)[0].mean()
+def _world(args, tmp: Path, world: str) -> tuple[Path, object, object, object]:
+    """The world's data, its group store, subj04's store and the store of all four."""
+    cfg = SyntheticConfig(
+        n_subjects=3,
+        held_out=1,
+        n_train=args.n_train,
+        n_test=100,
+        n_vertices=args.n_vertices,
+        image_size=args.image_size,
+        world=world,
+        subject_rf_shift=args.rf_shift if world == "subjects" else 0.0,
+        subject_tuning_jitter=args.jitter if world == "subjects" else 0.0,
     )
+    data = make_synthetic(tmp / world / "data", cfg)
+    options = PrepareOptions(image_size=args.image_size)
+    stores = [
+        prepare_store(data, tmp / world / name, options, subjects=subjects, progress=False)
+        for name, subjects in (("group", GROUP), ("held", [HELD]), ("all", [*GROUP, HELD]))
+    ]
+    return (data, *stores)
+
+
+def _adapt_score(run, held, data, out, n, seed, config) -> tuple[float, float, dict]:
+    """adapt's test score on subj04, its wall time and its summary."""
+    t = time.perf_counter()
+    n_images = None if n < 0 else n
+    summary = adapt(run, held.path, HELD, out, n_images=n_images, seed=seed, config=config)
+    seconds = time.perf_counter() - t
+    return _score(evaluate_run(out, "test", held, data / "truth")), seconds, summary
+
+
+def _ridge(held, n, seed, data) -> float:
+    """Per-subject ridge on the same images as adapt's (seeded N of the train split)."""
+    train_rows, val_rows = choose_rows(held, HELD, None if n < 0 else n, seed, 0.15)
+    ridge = fit_subject_ridge(held, HELD, np.sort(np.concatenate([train_rows, val_rows])))
+    test = held.read_images(held.subject(HELD).test_rows)
+    return float(subject_test_scores(ridge.predict(test, HELD), data / "truth", HELD)[0].mean())
 
 
 def _subset_data(data: Path, rows: np.ndarray, out: Path) -> Path:
@@ -70,8 +114,7 @@ def _subset_data(data: Path, rows: np.ndarray, out: Path) -> Path:
         p.unlink()
     for i, r in enumerate(rows):
         src = layout[HELD].train_images[r]
-        nsd = src.name.split("_nsd-")[1]
-        (folder / f"train-{i + 1:04d}_nsd-{nsd}").symlink_to(src)
+        (folder / f"train-{i + 1:04d}_nsd-{src.name.split('_nsd-')[1]}").symlink_to(src)
     fmri = out / HELD / "training_split" / "training_fmri"
     for h in ("lh", "rh"):
         arr = np.load(data / HELD / "training_split" / "training_fmri" / f"{h}_training_fmri.npy")
@@ -80,93 +123,127 @@ def _subset_data(data: Path, rows: np.ndarray, out: Path) -> Path:
     return out
 
 
+def _with(args, tmp, runs, stores, overrides, n) -> float:
+    """subj04's test score of a group model trained with subj04's N images (-1: all)."""
+    data, _group, held, every = stores
+    store = every
+    if n >= 0:  # the same seeded N images as adapt's seed 0, the others' data unchanged
+        train_rows, val_rows = choose_rows(held, HELD, n, 0, 0.15)
+        rows = np.sort(np.concatenate([train_rows, val_rows]))
+        sub = _subset_data(data, rows, runs / f"data-{n}")
+        store = prepare_store(
+            sub, runs / f"store-{n}", PrepareOptions(image_size=args.image_size), progress=False
+        )
+    run = runs / f"with-{n}"
+    train(load_config("configs/demo.yaml", overrides), store.path, run, progress=False)
+    return _score(evaluate_run(run, "test", store, data / "truth"))
+
+
+def _readout(args, tmp, world, readout, stores) -> dict:
+    """Every row of one world and readout: {N: {column: [value per seed]}}."""
+    data, group, held, _every = stores
+    overrides = [*READOUTS[readout], f"cache_dir={tmp / world / 'cache'}", *args.overrides]
+    runs = tmp / world / readout
+    t = time.perf_counter()
+    train(load_config("configs/demo.yaml", overrides), group.path, runs / "group", progress=False)
+    with_scores = {n: _with(args, tmp, runs, stores, overrides, n) for n in args.scratch_sizes}
+    print(f"{world} {readout}: group and 'with' models {time.perf_counter() - t:.0f} s", flush=True)
+    rows: dict = {}
+    for n in args.sizes:
+        res: dict = {k: [] for k in ("adapt", "gain", "ridge", "pull", "t_adapt")}
+        for seed in range(1 if n == 0 else args.seeds):
+            cache = str(tmp / world / f"cache-{readout}")
+            config = AdaptConfig(cache_dir=cache, pulls=list(args.pulls))
+            out = runs / f"ad-{n}-{seed}"
+            score, seconds, summary = _adapt_score(runs / "group", held, data, out, n, seed, config)
+            res["adapt"].append(score)
+            res["t_adapt"].append(seconds)
+            res["pull"].append(summary.get("pull"))
+            if n and args.gain_only:
+                plain = AdaptConfig(cache_dir=cache, personal=False)
+                out = runs / f"gain-{n}-{seed}"
+                res["gain"].append(_adapt_score(runs / "group", held, data, out, n, seed, plain)[0])
+            if n:
+                res["ridge"].append(_ridge(held, n, seed, data))
+        rows[n] = res
+        print(world, readout, n, {k: v for k, v in res.items() if v}, flush=True)
+    rows["with"] = with_scores
+    return rows
+
+
+def _print(world: str, readout: str, rows: dict, seeds: int) -> None:
+    """The table of one world and readout (Markdown)."""
+    zero = float(np.mean(rows[0]["adapt"])) if 0 in rows else float("nan")
+    with_scores = rows["with"]
+    with_all = with_scores.get(-1, float("nan"))  # the gap's end: trained with all its images
+    print(f"\n{world} world, {readout}: zero-shot {zero:.1f}, trained with subj04 {with_all:.1f}")
+    print(
+        "| N | adapt | gain only | ridge | trained with subj04 | gap closed | pull kept | adapt s |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---|---:|")
+    for n, res in rows.items():
+        if n == "with":
+            continue
+
+        def m(key, res=res):
+            v = res[key]
+            if not v:
+                return "-"
+            sd = f" ± {np.std(v):.1f}" if len(v) > 1 else ""
+            return f"{np.mean(v):.1f}{sd}"
+
+        gap = (np.mean(res["adapt"]) - zero) / (with_all - zero) if n else 0.0
+        pulls = ",".join(f"{p:g}" for p in res["pull"] if p is not None) or "-"
+        label = "all" if n < 0 else str(n)
+        scratch = f"{with_scores[n]:.1f}" if n in with_scores else ""
+        print(
+            f"| {label} | {m('adapt')} | {m('gain')} | {m('ridge')} | {scratch} | {gap:.0%} | "
+            f"{pulls} | {np.mean(res['t_adapt']):.0f} |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--n-train", type=int, default=600)
+    parser.add_argument("--worlds", nargs="+", default=["subjects", "retino"])
+    parser.add_argument("--readouts", nargs="+", default=["point"], choices=list(READOUTS))
+    parser.add_argument("--sizes", type=int, nargs="+", default=[0, 25, 100, 400, -1])
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[25, 50, 100, 200, 400, 0])
-    parser.add_argument("--readouts", nargs="+", default=["grouplin_seq"], choices=list(READOUTS))
-    parser.add_argument("--scratch-sizes", type=int, nargs="*", default=[100, 0])
+    parser.add_argument("--n-train", type=int, default=640)
+    parser.add_argument("--n-vertices", type=int, default=400)
+    parser.add_argument("--image-size", type=int, default=96)
+    parser.add_argument("--rf-shift", type=float, default=0.0, help="0: the world's preset")
+    parser.add_argument("--jitter", type=float, default=0.0, help="0: the world's preset")
+    parser.add_argument("--pulls", type=float, nargs="+", default=AdaptConfig().pulls)
+    parser.add_argument("--no-gain-only", dest="gain_only", action="store_false")
+    parser.add_argument(
+        "--scratch-sizes",
+        type=int,
+        nargs="*",
+        default=[-1],
+        help="N (-1: all) at which a group model is trained with subj04 among its subjects",
+    )
+    parser.add_argument(
+        "--overrides",
+        nargs="*",
+        default=[],
+        help="key=value for the group models' configs/demo.yaml (e.g. epochs=8 model.img_size=64)",
+    )
     args = parser.parse_args()
     t0 = time.perf_counter()
     tables = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        cfg = SyntheticConfig(n_subjects=3, held_out=1, n_train=args.n_train, n_test=100)
-        data = make_synthetic(tmp / "data", cfg)
-        group = prepare_store(data, tmp / "group", subjects=GROUP, progress=False)
-        held = prepare_store(data, tmp / "held", subjects=[HELD], progress=False)
-        test_images = held.read_images(held.subject(HELD).test_rows)
-        ridge_cache: dict[tuple[int, int], tuple[float, float]] = {}
-        for readout in args.readouts:
-            overrides = [*READOUTS[readout], f"cache_dir={tmp / 'cache'}"]
-            t = time.perf_counter()
-            train(load_config("configs/demo.yaml", overrides), group.path, tmp / readout)
-            print(f"{readout} group model: {time.perf_counter() - t:.0f} s", flush=True)
-            tables[readout] = _sizes(args, tmp, readout, data, held, test_images, ridge_cache)
+        for world in args.worlds:
+            stores = _world(args, tmp, world)
+            for readout in args.readouts:
+                tables[world, readout] = _readout(args, tmp, world, readout, stores)
     print(
-        f"\nheld-out subject {HELD}: test score (%, mean over vertices), mean over "
-        f"{args.seeds} seeds; wall time (s) on {os.cpu_count()} cores"
+        f"\nsubj04 test score (%, planted truth, mean over vertices; mean ± sd over "
+        f"{args.seeds} seeds), {os.cpu_count()} cores"
     )
-    for readout, rows_out in tables.items():
-        print(f"\ngroup model readout: {readout}")
-        print(
-            f"{'N images':>9} {'adapt':>8} {'ridge':>8} {'scratch':>8} {'adapt/ridge':>12} "
-            f"{'t adapt':>8} {'t ridge':>8} {'t scratch':>10}"
-        )
-        for n, r in rows_out:
-
-            def m(k, r=r):
-                return float(np.mean(r[k])) if r[k] else float("nan")
-
-            print(
-                f"{n:>9} {m('adapt'):8.2f} {m('ridge'):8.2f} {m('scratch'):8.2f} "
-                f"{m('adapt') / m('ridge'):12.2f} {m('t_adapt'):8.1f} {m('t_ridge'):8.1f} "
-                f"{m('t_scratch'):10.1f}"
-            )
+    for (world, readout), rows in tables.items():
+        _print(world, readout, rows, args.seeds)
     print(f"total {time.perf_counter() - t0:.0f} s")
-
-
-def _sizes(args, tmp, readout, data, held, test_images, ridge_cache) -> list:
-    """Adapt the group model of ``readout`` at every N and seed (ridge computed once per N)."""
-    rows_out = []
-    for n in args.sizes:
-        res = {k: [] for k in ("adapt", "ridge", "scratch", "t_adapt", "t_ridge", "t_scratch")}
-        for seed in range(args.seeds):
-            out = tmp / f"ad-{readout}-{n}-{seed}"
-            t = time.perf_counter()
-            adapt(
-                tmp / readout,
-                held.path,
-                HELD,
-                out,
-                n_images=n or None,
-                seed=seed,
-                config=AdaptConfig(cache_dir=str(tmp / f"cache-{readout}-{n}-{seed}")),
-            )
-            res["t_adapt"].append(time.perf_counter() - t)
-            res["adapt"].append(_score(evaluate_run(out, "test", held, data / "truth")))
-            train_rows, val_rows = choose_rows(held, HELD, n or None, seed, 0.15)
-            rows = np.sort(np.concatenate([train_rows, val_rows]))
-            if (n, seed) not in ridge_cache:  # the same images for every readout
-                t = time.perf_counter()
-                score = _ridge(held, rows, test_images, data)
-                ridge_cache[n, seed] = (score, time.perf_counter() - t)
-            res["ridge"].append(ridge_cache[n, seed][0])
-            res["t_ridge"].append(ridge_cache[n, seed][1])
-            if n in args.scratch_sizes:
-                sub = _subset_data(data, rows, tmp / f"data-{readout}-{n}-{seed}")
-                t = time.perf_counter()
-                store = prepare_store(sub, tmp / f"store-{readout}-{n}-{seed}", progress=False)
-                overrides = [*READOUTS[readout], f"cache_dir={tmp / 'cache'}"]
-                cfg_all = load_config("configs/demo.yaml", overrides)
-                train(cfg_all, store.path, tmp / f"scratch-{readout}-{n}-{seed}", progress=False)
-                res["t_scratch"].append(time.perf_counter() - t)
-                run = tmp / f"scratch-{readout}-{n}-{seed}"
-                res["scratch"].append(_score(evaluate_run(run, "test", store, data / "truth")))
-        rows_out.append((n or len(rows), res))
-        print(readout, n, {k: np.round(v, 2).tolist() for k, v in res.items()}, flush=True)
-    return rows_out
 
 
 if __name__ == "__main__":

@@ -1,12 +1,15 @@
 """Readout recipes past `point`: test score, CPU training time and step time, side by side.
 
-Usage: python benchmarks/recipes.py [--seeds 0 1 2] [--only NAME ...] [--reduced]
+Usage: python benchmarks/recipes.py [--seeds 0 1 2] [--only NAME ...] [--worlds W ...]
+       [--subjects 4] [--n-train 150] [--n-test 60] [--image-size 128] [--extra KEY=VALUE ...]
+       [--reduced]
 
 Each recipe is a set of overrides of `configs/demo.yaml` (the tiny encoder from
 its feature cache, 20 epochs), trained on the planted-truth dataset of
 `benchmarks/readouts.py` (4 subjects x 150 training images, 60 test images,
-categories) for every seed; an ensemble recipe trains several seeds and predicts
-their mean. Reported per recipe, all measured in this one run:
+categories) of every planted world (`--worlds`, default all: see
+docs/recipes-worlds.md) for every seed; an ensemble recipe trains several seeds
+and predicts their mean. Reported per recipe, all measured in this one run:
 
 * test score: the devkit's noise-normalized score (%) against the planted truth,
   mean +- sd over seeds (the planted signal itself scores about 73 here: the
@@ -19,6 +22,12 @@ their mean. Reported per recipe, all measured in this one run:
   the demo's shape (batch 64; the tiny encoder's three maps at 112 px: 64 x 28 x
   28, 128 x 14 x 14, 256 x 7 x 7; the demo's 2,400 group vertices, 3 subjects),
   best of 5, times an ensemble's members, and its ratio to `grouplin_seq`'s.
+
+The scores are then shown per world with their mean over worlds, beside two
+rows per world: a per-vertex ridge on the world's true planted features (the
+ceiling a readout reaches with the right features) and the planted signal
+itself (the noise's limit); and a "leave one world out" view: for each world,
+the recipe chosen by the mean of the others and its score on the held-out one.
 
 Ideas that did not help stay in the table with their numbers.
 """
@@ -36,8 +45,6 @@ import numpy as np
 import torch
 
 import point_as_filed  # noqa: F401 (registers the readout point_as_filed)
-from brainencoder.data.prepare import PrepareOptions, prepare_store
-from brainencoder.data.synthetic import SyntheticConfig, make_synthetic
 from brainencoder.models.readouts import create_readout
 from brainencoder.runs.ensemble import EnsembleModel
 from brainencoder.runs.load import load_model
@@ -45,6 +52,15 @@ from brainencoder.training.config import load_config
 from brainencoder.training.loop import train
 from brainencoder.training.losses import masked_mse
 from readouts import GROUPLIN_SEQ, test_score
+from worlds import (
+    WORLDS,
+    add_worlds_argument,
+    ceiling_score,
+    planted_score,
+    print_leave_one_world_out,
+    print_world_table,
+    world_dataset,
+)
 
 # readouts are pinned whole: an override naming configs/demo.yaml's readout (point) merges
 # into its options, so a row that leaves max_grid out would inherit the demo's
@@ -123,6 +139,7 @@ STEM = (64, 56, 56)  # the ResNet stem (act1) at 112 px, for recipes that read i
 
 
 BASE = "grouplin_seq (the old demo's)"
+REDUCED_WORLDS = ["retino", "shapes"]
 POINT_ROW = "point, 32 ch, 14x14"
 FILED_ROW = "point as filed (32 ch, full maps)"
 
@@ -165,6 +182,51 @@ def _ratio(value: float, base: float | None) -> float:
     return value / base if base else float("nan")
 
 
+def _train_recipe(name: str, recipe: Recipe, seed: int, data, args) -> tuple[float, float]:
+    """Train ``recipe`` (its members) on one world's store; (test score, training seconds)."""
+    # the train split only, unless the recipe says otherwise (the demo's config
+    # trains on train + val)
+    overrides = ["train_on=[train]", *recipe.overrides, *args.extra]
+    if args.reduced:
+        overrides += ["model.img_size=32", "batch_size=16"]
+        if "grouplin" in name:  # a PCA of the few smoke-run images
+            overrides.append("model.readout.latent_dim=16")
+    elif "grouplin" in name and args.n_train < 150:  # fewer images than the PCA's 256 components
+        overrides.append("model.readout.latent_dim=auto")
+    models, spent = [], 0.0
+    for member in range(recipe.members):
+        run = data.root.parent / f"seed{seed}" / f"{name.strip().replace(' ', '_')}-{member}"
+        common = [
+            f"seed={seed + 1000 * member}",
+            f"cache_dir={data.cache}",
+            f"epochs={args.epochs}",
+        ]
+        config = load_config("configs/demo.yaml", [*common, *overrides])
+        spent += train(config, data.store.path, run, progress=False)["seconds"]
+        models.append(load_model(run))
+    model = models[0] if len(models) == 1 else EnsembleModel(models)
+    return test_score(model, data.store, data.truth), spent
+
+
+def _print_tables(recipes, by_world, seconds, steps, worlds, limits) -> None:
+    bases = [np.mean(seconds[r]) if r in seconds else None for r in (POINT_ROW, FILED_ROW)]
+    print(
+        f"\n| {'recipe':<42} | {'mean over worlds':>16} | {'train s':>7} | {'/ p14':>7} "
+        f"| {'/ as filed':>10} | {'step s':>6} | {'step / grouplin_seq':>19} |"
+    )
+    for name in recipes:
+        mean = np.mean([np.mean(by_world[name][w]) for w in worlds])
+        train_s = float(np.mean(seconds[name]))
+        print(
+            f"| {name:<42} | {mean:16.2f} | {train_s:7.1f} "
+            f"| {_ratio(train_s, bases[0]):7.2f} | {_ratio(train_s, bases[1]):10.2f} "
+            f"| {steps[name]:6.3f} | {_ratio(steps[name], steps.get(BASE)):19.2f} |"
+        )
+    print("\ntest score (%) per world, mean +- sd over seeds, and the mean over worlds")
+    print_world_table({**by_world, **limits}, worlds)
+    print_leave_one_world_out(by_world, worlds)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -172,72 +234,62 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--reduced", action="store_true", help="a seconds-long smoke run")
     parser.add_argument("--steps-only", action="store_true", help="only the step times")
+    parser.add_argument("--subjects", type=int, default=4)
+    parser.add_argument("--n-train", type=int, default=150, help="training images of subj01")
+    parser.add_argument("--n-test", type=int, default=60, help="test images of subj01")
+    parser.add_argument("--image-size", type=int, default=128, help="the store's image size")
+    parser.add_argument(
+        "--extra", nargs="*", default=[], help="overrides added to every recipe (a smaller run)"
+    )
+    add_worlds_argument(parser)
     args = parser.parse_args(argv)
     recipes = {k: v for k, v in RECIPES.items() if not args.only or k in args.only}
-    n_subjects, n_train, n_test, size = 4, 150, 60, 128
-    if args.reduced:
+    worlds = args.worlds or WORLDS.names()
+    n_subjects, n_train, n_test, size = args.subjects, args.n_train, args.n_test, args.image_size
+    if args.reduced:  # two worlds unless --worlds names them: enough for every table
         args.seeds, args.epochs, n_subjects, n_train, n_test, size = [0], 1, 2, 40, 8, 48
+        worlds = args.worlds or REDUCED_WORLDS
     steps = {k: step_seconds(v, 2400 if not args.reduced else 400, 64) for k, v in recipes.items()}
     if args.steps_only:
         for name, value in steps.items():
             print(f"{name:<40} {value:8.3f} s {_ratio(value, steps.get(BASE)):6.2f}x {BASE}")
         return {"steps": steps}
-    scores: dict[str, list[float]] = {k: [] for k in recipes}
+    by_world: dict[str, dict[str, list[float]]] = {k: {w: [] for w in worlds} for k in recipes}
     seconds: dict[str, list[float]] = {k: [] for k in recipes}
+    limits: dict[str, dict[str, list[float]]] = {"ceiling: ridge on true features": {}}
+    limits["planted signal (noise limit)"] = {}
     t_start = time.perf_counter()
+    cfg = dict(n_subjects=n_subjects, n_train=n_train, n_test=n_test, categories=True)
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        cfg = SyntheticConfig(
-            n_subjects=n_subjects, n_train=n_train, n_test=n_test, categories=True
-        )
-        make_synthetic(tmp / "data", cfg)
-        truth = tmp / "data" / "truth"
-        store = prepare_store(
-            tmp / "data", tmp / "store", PrepareOptions(image_size=size), progress=False
-        )
-        for seed in args.seeds:
-            for name, recipe in recipes.items():
-                # the train split only, unless the recipe says otherwise (the demo's config
-                # trains on train + val)
-                overrides = ["train_on=[train]", *recipe.overrides]
-                if args.reduced:
-                    overrides += ["model.img_size=32", "batch_size=16"]
-                    if "grouplin" in name:  # a PCA of the few smoke-run images
-                        overrides.append("model.readout.latent_dim=16")
-                models, spent = [], 0.0
-                for member in range(recipe.members):
-                    run = tmp / f"seed{seed}" / f"{name.strip().replace(' ', '_')}-{member}"
-                    common = [
-                        f"seed={seed + 1000 * member}",
-                        f"cache_dir={tmp / 'cache'}",
-                        f"epochs={args.epochs}",
-                    ]
-                    config = load_config("configs/demo.yaml", [*common, *overrides])
-                    spent += train(config, store.path, run, progress=False)["seconds"]
-                    models.append(load_model(run))
-                model = models[0] if len(models) == 1 else EnsembleModel(models)
-                seconds[name].append(spent)
-                scores[name].append(test_score(model, store, truth))
-                print(
-                    f"  seed {seed} {name:<40} {scores[name][-1]:6.2f} "
-                    f"({spent:.0f} s; {time.perf_counter() - t_start:.0f} s in all)",
-                    flush=True,
-                )
-    bases = [np.mean(seconds[r]) if r in seconds else None for r in (POINT_ROW, FILED_ROW)]
+        for world in worlds:
+            data = world_dataset(Path(tmp), world, cfg, size)
+            limits["ceiling: ridge on true features"][world] = [ceiling_score(data)]
+            limits["planted signal (noise limit)"][world] = [planted_score(data)]
+            for seed in args.seeds:
+                for name, recipe in recipes.items():
+                    score, spent = _train_recipe(name, recipe, seed, data, args)
+                    by_world[name][world].append(score)
+                    seconds[name].append(spent)
+                    print(
+                        f"  {world} seed {seed} {name:<40} {score:6.2f} "
+                        f"({spent:.0f} s; {time.perf_counter() - t_start:.0f} s in all)",
+                        flush=True,
+                    )
     print(f"\ntest score (%) over seeds {args.seeds}; times on {torch.get_num_threads()} threads")
-    print(
-        f"| {'recipe':<42} | {'test score':>14} | {'train s':>7} | {'/ p14':>7} "
-        f"| {'/ as filed':>10} | {'step s':>6} | {'step / grouplin_seq':>19} |"
-    )
-    for name in recipes:
-        s = np.asarray(scores[name])
-        train_s = float(np.mean(seconds[name]))
-        print(
-            f"| {name:<42} | {s.mean():7.2f} +- {s.std():4.2f} | {train_s:7.1f} "
-            f"| {_ratio(train_s, bases[0]):7.2f} | {_ratio(train_s, bases[1]):10.2f} "
-            f"| {steps[name]:6.3f} | {_ratio(steps[name], steps.get(BASE)):19.2f} |"
-        )
-    result = {"scores": scores, "seconds": seconds, "steps": steps}
+    _print_tables(recipes, by_world, seconds, steps, worlds, limits)
+    # "scores": per seed, the mean over worlds
+    scores = {
+        k: [float(np.mean([v[w][i] for w in worlds])) for i in range(len(args.seeds))]
+        for k, v in by_world.items()
+    }
+    result = {
+        "scores": scores,
+        "by_world": by_world,
+        "limits": limits,
+        "seconds": seconds,
+        "steps": steps,
+        "worlds": worlds,
+    }
     print(json.dumps(result))
     return result
 

@@ -10,6 +10,7 @@ from brainencoder.cli.main import main
 from brainencoder.data.prepare import PrepareOptions, prepare_store
 from brainencoder.data.synthetic import SyntheticConfig, make_synthetic
 from brainencoder.experiments.adapt import AdaptConfig, Overwrite, adapt
+from brainencoder.models.readouts.personal import PersonalAffine
 from brainencoder.runs.load import load_model
 from brainencoder.training.config import load_config
 from brainencoder.training.loop import train
@@ -18,7 +19,7 @@ from conftest import FAST_TRAIN
 
 GROUP = ["subj01", "subj02", "subj03"]
 FAST = FAST_TRAIN
-QUICK = AdaptConfig(epochs=5)
+QUICK = AdaptConfig(epochs=5, pulls=[0.1, 1.0])  # two pulls: the choice is exercised
 
 
 @pytest.fixture(scope="module")
@@ -212,6 +213,25 @@ def test_every_readout_adapts_and_leaves_the_others_bit_identical(group, readout
         assert torch.equal(old_rows, torch.index_select(now, axis, torch.from_numpy(moved))), name
         grown += 1
     assert grown == len(after.readout.vertex_axes)
+    # the subject's own tuning moved from the group's, at its own vertices only
+    module = after.readout.per_subject["subj04"]
+    assert summary["pull"] in QUICK.pulls and set(summary["pull_scores"]) == {
+        f"{p:g}" for p in QUICK.pulls
+    }
+    if readout in ("point", "roi_query"):
+        assert isinstance(module, PersonalAffine) and module.tuned
+        assert after.config.readout["personal_subjects"] == ["subj04"]
+        mine = torch.from_numpy(after.space.subject_columns("subj04"))
+        elsewhere = torch.ones(after.space.n_vertices, dtype=torch.bool)
+        elsewhere[mine] = False
+        for name in module.tuned:
+            residual, axis = module.residual(name).detach(), after.readout.vertex_axes[name]
+            assert residual.index_select(axis, mine).abs().sum() > 0, name
+            outside = residual.index_select(axis, elsewhere.nonzero().squeeze(1))
+            assert torch.equal(outside, torch.zeros_like(outside)), name
+    else:  # the group-PCA readouts: the subject's own map moved from the average's
+        start = torch.stack([before.readout.per_subject[s].weight for s in GROUP]).float().mean(0)
+        assert not torch.equal(module.weight.detach(), start)
     # the adapted run is a run like any other
     again = load_model(tmp_path / "ad")
     np.testing.assert_array_equal(again.predict(images, "subj04")["lh"], new["lh"])

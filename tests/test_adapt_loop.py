@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from brainencoder.experiments import adapt as adapt_module
+from brainencoder.experiments import adapt_images, adapt_train
 from brainencoder.experiments.adapt import (
     TRAIN_KEYS,
     AdaptConfig,
@@ -170,7 +171,7 @@ def test_adapt_overrides_keep_their_keys():
 
 
 def test_adapt_has_no_epoch_loop_of_its_own():
-    source = inspect.getsource(adapt_module)
+    source = "".join(inspect.getsource(m) for m in (adapt_module, adapt_images, adapt_train))
     for piece in ("EpochBatchSampler", "TrainStep", "set_epoch", "torch.optim", "epochs_since"):
         assert piece not in source, piece
 
@@ -191,8 +192,10 @@ def test_adapt_runs_the_shared_loop_and_keeps_its_best_epoch(
         calls.append((config, selection, options))
         return run_epochs(s, config, selection, **options)
 
-    monkeypatch.setattr(adapt_module, "run_epochs", spy)
-    config = AdaptConfig(epochs=30, lr=0.02, early_stop_patience=2, cache_dir=str(tmp_path / "c"))
+    monkeypatch.setattr(adapt_train, "run_epochs", spy)
+    config = AdaptConfig(
+        epochs=30, lr=0.02, early_stop_patience=2, cache_dir=str(tmp_path / "c"), pulls=[0.1]
+    )
     args = {"n_images": 30, "config": config, "overwrite": Overwrite(subject=True)}
     summary = adapt(group_run, store.path, "subj01", tmp_path / "ad", **args)
     ((loop, selection, options),) = calls

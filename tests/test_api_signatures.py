@@ -32,6 +32,18 @@ POSITIONAL = {
     "explore": ["run", "images", "subject", "rois", "out"],
     "compare": ["runs", "out"],
     "score": ["submission", "truth"],
+    "synth": ["out"],
+    "validate": ["data"],
+    "pca": ["store", "out"],
+    "baseline": ["kind"],
+    "soup": ["runs"],
+    "import_original": ["checkpoint"],
+    "submit": ["runs"],
+    "plot": ["run"],
+    "report": ["run"],
+    "calibrate": ["runs"],
+    "synthesize": ["runs"],
+    "plan": ["runs", "pool"],
 }
 _SECTION = re.compile(r"^(\w[\w ]*)\n-{3,}$", re.MULTILINE)
 _ENTRY = re.compile(r"^(\w+(?:, \w+)*)(?: : (.+))?$")
@@ -203,7 +215,7 @@ def test_each_function_refuses_what_its_command_refuses_before_any_work(tmp_path
         be.compare([nowhere, nowhere], tmp_path / "c", seed=-1)
     with pytest.raises(ConfigError, match=r"^'workers' must be an integer >= 1; got 0$"):
         be.prepare(nowhere, tmp_path / "s", workers=0)
-    with pytest.raises(ConfigError, match=r"^'n_images' must be an integer >= 1; got 2.5$"):
+    with pytest.raises(ConfigError, match=r"^'n_images' must be an integer >= 0; got 2.5$"):
         be.adapt(nowhere, nowhere, "subj09", tmp_path / "a", n_images=2.5)
     with pytest.raises(ConfigError, match=r"^'epochs' must be int; got 'x'$"):  # as epochs=x
         be.adapt(nowhere, nowhere, "subj09", tmp_path / "a", epochs="x")

@@ -327,7 +327,8 @@ def test_a_plugin_encoder_preset_trains(store, plugin_dir, tmp_path, capsys):
 def test_unknown_encoders_list_the_registered_ones(tmp_path, capsys):
     paths = ["--store", str(tmp_path), "--out", str(tmp_path / "run")]
     assert main(["train", "none", "encoder=huge", *paths]) == 1
-    assert "'encoder' must be one of ['eva02_base', 'tiny']; got 'huge'" in capsys.readouterr().err
+    expected = "'encoder' must be one of ['eva02_base', 'tiny', 'tiny_pair']; got 'huge'"
+    assert expected in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------- ridge solvers

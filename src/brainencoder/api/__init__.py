@@ -15,9 +15,16 @@
 from __future__ import annotations
 
 from .. import __all__ as _PACKAGE_ALL
+from .calibration import calibrate
+from .data_tools import pca, synth, validate
+from .insilico import synthesize
 from .model import Model, load
+from .model_tools import baseline, import_original, soup
+from .outputs import plot, report
+from .planning import plan
 from .predictions import Prediction
 from .share import export
+from .submission import submit
 from .workflows import (
     adapt,
     compare,

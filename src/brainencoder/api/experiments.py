@@ -21,10 +21,22 @@ __all__ = ["adapt", "compare", "explore"]
 _SPLITS = ("testval", "val", "test")  # compare's choices
 
 
-def _count(key: str, value: Any) -> None:
-    """A ConfigError unless ``value`` is an integer >= 1 (what the command's parser checks)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"'{key}' must be an integer >= 1; got {value!r}")
+def _count(key: str, value: Any, minimum: int = 1) -> None:
+    """A ConfigError unless ``value`` is an integer >= ``minimum`` (as the command's parser)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"'{key}' must be an integer >= {minimum}; got {value!r}")
+
+
+def _image_names(images: Any) -> Path | list[str]:
+    """``images=`` of :func:`adapt`: a list file's path, or a list of image file names."""
+    if isinstance(images, (str, os.PathLike)):
+        return Path(images)
+    if not isinstance(images, Sequence) or not all(isinstance(n, str) for n in images):
+        raise ConfigError(
+            "'images' must be a list file or a sequence of image file names "
+            f"(e.g. ['train-0001_nsd-00013.png']); got {type(images).__name__}"
+        )
+    return list(images)
 
 
 def adapt(
@@ -34,6 +46,7 @@ def adapt(
     out: str | Path,
     *,
     n_images: int | None = None,
+    images: str | Path | Sequence[str] | None = None,
     seed: int = 0,
     epochs: int = 60,
     batch_size: int = 32,
@@ -44,6 +57,8 @@ def adapt(
     ridge_alphas: Sequence[float] | None = None,
     init: Literal["average", "default"] = "average",
     cache_dir: str | Path | None = None,
+    personal: bool = True,
+    pulls: Sequence[float] = [0.01, 0.1, 1.0],  # AdaptConfig's default (never mutated)
     overwrite: bool = False,
     overwrite_subject: bool = False,
 ) -> Run:
@@ -64,7 +79,15 @@ def adapt(
     out : path
         The new run folder.
     n_images : int, optional
-        A seeded random subset of this many training images, >= 10 (default: all).
+        A seeded random subset of this many train-split images: 0 (none: the
+        zero-shot model, the group's prediction at the subject's vertices) or
+        >= 10. Default: all (or ``images``).
+    images : path or sequence of str, optional
+        Train on exactly these images: a list file (one image file name per
+        line, blank lines and ``#`` comments ignored; what ``brainencoder plan``
+        writes) or the file names themselves, as in the subject's
+        ``training_split/training_images`` folder (``train-0001_nsd-00013.png``),
+        all of its train split. Not with ``n_images``.
     seed : int, default=0
     epochs : int, default=60
         At most this many epochs.
@@ -82,6 +105,12 @@ def adapt(
         Start at the mean of the other subjects' maps, or at the readout's own init.
     cache_dir : path, optional
         Where the feature cache lives (default: inside the store).
+    personal : bool, default=True
+        The subject's own residual of the readout's per-vertex tuning (False:
+        its gain and offset only).
+    pulls : sequence of float, default=[0.01, 0.1, 1.0]
+        Strengths of the L2 pull toward the group's tuning, one fit each, the
+        best on the validation images kept.
     overwrite : bool, default=False
         Replace the run in ``out``.
     overwrite_subject : bool, default=False
@@ -113,15 +142,18 @@ def adapt(
     }
     if ridge_alphas is not None:
         settings["ridge_alphas"] = list(ridge_alphas)
+    settings.update(personal=personal, pulls=list(pulls))
     if n_images is not None:
-        _count("n_images", n_images)
+        _count("n_images", n_images, minimum=0)
+        if images is not None:
+            raise ConfigError("pass n_images or images, not both")
     config = from_mapping(AdaptConfig, settings)
     adapt_subject(
         run,
         data,
         subject,
         out,
-        n_images=n_images,
+        n_images=n_images if images is None else _image_names(images),
         seed=seed,
         config=config,
         overwrite=Overwrite(overwrite, overwrite_subject),
@@ -140,6 +172,9 @@ def explore(
     data: str | Path | None = None,
     dataset: str | None = None,
     rows: slice | None = None,
+    ensemble: Sequence[str | Path] = (),
+    interval: float | None = None,
+    calibration: str | Path | None = None,
 ) -> dict[str, Path]:
     """Rank images by predicted ROI response (``brainencoder explore``); returns the files.
 
@@ -163,6 +198,14 @@ def explore(
         HDF5 dataset of ``images`` (default: its only image dataset).
     rows : slice, optional
         Rows of an image array file (``slice(0, 1000)``; default all).
+    ensemble : sequence of path, default=()
+        More runs ranked with ``run`` as one model (the members' mean).
+    interval : float, optional
+        Give each ranked image the calibrated interval of this level for its ROI
+        score, and say where the top ranks are not separable (``be.calibrate``
+        the runs first).
+    calibration : path, optional
+        The calibration file (default: the one beside ``run``).
 
     Returns
     -------
@@ -173,11 +216,13 @@ def explore(
     --------
     >>> be.explore("runs/p2", "images/", "subj01", ["FFA-1", "PPA"], "faces")  # doctest: +SKIP
     """
-    from ..experiments.explore import ArrayRows
+    from ..experiments.explore import ArrayRows, Ensemble
     from ..experiments.explore import explore as explore_images
 
     names = [rois] if isinstance(rois, str) else list(rois)
     array = ArrayRows(dataset, rows)
+    if ensemble or interval is not None or calibration is not None:
+        run = Ensemble([run, *ensemble], interval, calibration)
     return explore_images(run, images, subject, names, out, top=top, data=data, array=array)
 
 

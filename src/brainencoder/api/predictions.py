@@ -41,6 +41,14 @@ class Prediction:
     data : path or None
         The challenge-layout folder (or the exported folder) the model's ROI labels
         come from (for :meth:`roi`).
+    lower, upper : dict of str to ndarray of float32, shape (N, n_vertices_hemi), or None
+        Per hemisphere, the bounds of a calibrated interval of level :attr:`level`
+        (``model.predict(..., interval=0.9)``); None without one.
+    level : float or None
+        The intervals' nominal coverage (0.9: 90% of measured responses inside).
+    labels : dict of str to ndarray, or None
+        The images' names (``{"names": ...}``) or rows of an image array
+        (``{"rows": ...}``), saved with the predictions by :meth:`save`.
 
     Examples
     --------
@@ -55,6 +63,10 @@ class Prediction:
     rh: np.ndarray
     space: GroupSpace = field(repr=False)
     data: Path | None = None
+    lower: dict[str, np.ndarray] | None = field(default=None, repr=False)
+    upper: dict[str, np.ndarray] | None = field(default=None, repr=False)
+    level: float | None = None
+    labels: dict[str, np.ndarray] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return int(self.lh.shape[0])
@@ -184,5 +196,52 @@ class Prediction:
         return roi_mask(layout[self.subject], name)
 
     def as_dict(self) -> dict[str, Any]:
-        """``{"lh": ..., "rh": ...}`` (what ``brainencoder predict`` writes)."""
+        """``{"lh": ..., "rh": ...}`` (the predictions ``brainencoder predict`` writes)."""
         return {"lh": self.lh, "rh": self.rh}
+
+    def save(self, path: str | Path) -> list[Path]:
+        """Write the predictions as ``brainencoder predict --out`` does (the same bytes).
+
+        Parameters
+        ----------
+        path : path
+            ``FILE.npz``: arrays ``lh``, ``rh`` (N, n_vertices_hemi), with an
+            interval also ``lh_lower``, ``lh_upper``, ``rh_lower``, ``rh_upper``
+            and ``level``, then the images' ``names`` or ``rows``;
+            ``FILE.npy``: ``FILE_lh.npy``, ``FILE_rh.npy`` (and ``FILE_lh_lower.npy``...).
+            Written atomically.
+
+        Returns
+        -------
+        list of Path
+            The files written.
+
+        Raises
+        ------
+        UnsafeOverwriteError
+            ``path`` is a folder or ends in neither ``.npz`` nor ``.npy``.
+
+        Examples
+        --------
+        >>> model.predict(images, subject="subj01", interval=0.9).save("pred.npz")  # doctest: +SKIP
+        """
+        from ..util.fileio import save_npy_atomic
+        from ..util.npzfile import write_npz_atomic
+        from ..util.ownership import check_output_file
+
+        path = Path(path)
+        check_output_file(path, (".npz", ".npy"))
+        arrays: dict[str, Any] = {h: np.asarray(self[h], dtype=np.float32) for h in HEMIS}
+        if self.lower is not None and self.upper is not None:
+            for h in HEMIS:
+                arrays[f"{h}_lower"] = np.asarray(self.lower[h], dtype=np.float32)
+                arrays[f"{h}_upper"] = np.asarray(self.upper[h], dtype=np.float32)
+            arrays["level"] = np.float64(self.level)
+        if path.suffix == ".npz":
+            return [write_npz_atomic(path, {**arrays, **(self.labels or {})})]
+        arrays.pop("level", None)
+        stem = path.with_suffix("")
+        files = [Path(f"{stem}_{key}.npy") for key in arrays]
+        for file, array in zip(files, arrays.values(), strict=True):
+            save_npy_atomic(file, array)
+        return files

@@ -279,7 +279,7 @@ def list_encoders() -> list[str]:
     Examples
     --------
     >>> be.list_encoders()                                        # doctest: +SKIP
-    ['eva02_base', 'tiny']
+    ['eva02_base', 'tiny', 'tiny_pair']
     """
     from ..models.presets import ENCODERS
 

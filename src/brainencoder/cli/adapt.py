@@ -14,7 +14,7 @@ from .options import (
     add_seed,
     load_plugins,
 )
-from .types import positive_int
+from .types import non_negative_int
 
 __all__ = ["add_parser", "run"]
 
@@ -33,7 +33,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add_data(p, "challenge data root or store", required=True)
     p.add_argument("--subject", required=True, help="the new subject, e.g. subj04")
     add_out(p, "new run folder")
-    p.add_argument("--n-images", type=positive_int, default=None, help="default: all")
+    chosen = p.add_mutually_exclusive_group()
+    chosen.add_argument(
+        "--n-images",
+        type=non_negative_int,
+        default=None,
+        help="train on a seeded random N of its train-split images (default: all; 0: none, "
+        "the zero-shot model)",
+    )
+    chosen.add_argument(
+        "--images",
+        type=Path,
+        default=None,
+        metavar="LIST",
+        help="train on exactly the images this file names, one file name per line "
+        "(e.g. from 'brainencoder plan')",
+    )
     add_seed(p)
     add_overwrite(p, "replace the run in --out")
     p.add_argument(
@@ -47,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     """Adapt; print the summary as JSON and where the new run is."""
     import json
 
-    from ..experiments.adapt import Overwrite, adapt, load_adapt_config
+    from ..experiments.adapt import Overwrite, adapt, load_adapt_config, scores_line
 
     load_plugins(args.plugins)
     summary = adapt(
@@ -55,11 +70,14 @@ def run(args: argparse.Namespace) -> int:
         args.data,
         args.subject,
         args.out,
-        n_images=args.n_images,
+        n_images=args.n_images if args.images is None else args.images,
         seed=args.seed,
         config=load_adapt_config(args.overrides),
         overwrite=Overwrite(args.overwrite, args.overwrite_subject),
     )
     print(json.dumps(summary, indent=2))
+    line = scores_line(summary)
+    if line:
+        print(line)
     print(f"wrote {args.out}; evaluate it with 'brainencoder evaluate {args.out}'")
     return 0

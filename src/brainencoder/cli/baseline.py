@@ -33,10 +33,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--pca-components", type=positive_int, default=None)
     p.add_argument(
         "--solver",
-        default="torch",
+        default=None,
         metavar="NAME",
-        help="a registered ridge solver (default: %(default)s; an unknown name lists them, "
-        "those of --plugin modules included)",
+        help="a registered ridge solver (default: torch; devkit: ols; an unknown name lists "
+        "them, those of --plugin modules included)",
     )
     add_plugin(p)
     add_overwrite(p)
@@ -50,41 +50,31 @@ def run(args: argparse.Namespace) -> int:
     looked up (by :func:`~brainencoder.baselines.ridge.fit_ridge_baseline`, before
     any work) once the ``--plugin`` modules have registered theirs.
     """
-    from ..baselines.ridge import FeatureSpec, RidgeOptions, fit_ridge_baseline
-    from ..data.store import Store
+    from ..api.model_tools import baseline
 
     load_plugins(args.plugins)
-    store = Store(args.store)
-    layers = layer_specs(args.layers)
-    trunk = {
+    features = {
+        "kind": args.features,
         "trunk": args.trunk,
+        "layers": layer_specs(args.layers),
         "pretrained": args.pretrained,
         "trunk_weights": args.trunk_weights,
         "img_size": args.img_size,
+        "pooling": args.pooling,
+        "grid": args.grid,
+        "pixel_size": args.pixel_size,
+        "pca_components": args.pca_components,
     }
-    if args.kind == "devkit":  # the Algonauts 2023 tutorial: PCA 100 of one layer + OLS
-        spec = FeatureSpec(
-            kind="trunk",
-            layers=layers[-1:],
-            pooling="mean",
-            pca_components=args.pca_components or 100,
-            **trunk,
-        )
-        solver = "ols"
-    else:
-        spec = FeatureSpec(
-            kind=args.features,
-            layers=layers,
-            pooling=args.pooling,
-            grid=args.grid,
-            pixel_size=args.pixel_size,
-            pca_components=args.pca_components,
-            **trunk,
-        )
-        solver = args.solver
-    fit_ridge_baseline(store, args.out, spec, RidgeOptions(solver), overwrite=args.overwrite)
+    fitted = baseline(
+        args.kind,
+        store=args.store,
+        out=args.out,
+        features=features,
+        solver=args.solver,
+        overwrite=args.overwrite,
+    )
     print(
-        f"wrote {args.out} ({args.kind}, {solver}); evaluate it with "
+        f"wrote {args.out} ({args.kind}, {fitted.config['solver']}); evaluate it with "
         f"'brainencoder evaluate {args.out}'"
     )
     return 0

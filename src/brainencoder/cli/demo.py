@@ -180,14 +180,19 @@ def run_demo(
         scores = score_submission(zips[label], truth, layout)
         singles[label] = scores["all"]
         per_subject = ", ".join(f"{k} {v:.1f}" for k, v in scores.items() if k.startswith("subj"))
-        print(f"  {zips[label]}: challenge score {scores['all']:.2f}% ({per_subject})")
+        print(
+            f"  {zips[label]}: challenge score {scores['all']:.2f}% ({per_subject}; "
+            f"mean over vertices with NC > 0: {scores['all_nc_positive']:.2f}%)"
+        )
     best = max(singles[run.name] for run in members)
     print(
         f"  ensemble of the {len(members)} phase-1 runs: {singles['ensemble']:.2f}% vs the "
         f"best single run {best:.2f}% ({singles['ensemble'] - best:+.2f})"
     )
     adapted = _adapt_step(out, data, truth, phase1, held_out, seed)
+    adapted.update(_plan_step(out, data, phase1, held_out))
     pages = _experiment_steps(data, truth, runs, store.path, members)
+    pages["synthesize"] = _synthesize_step(data, members)
     from ..evaluation.report import write_report
 
     report = write_report(phase2)
@@ -237,15 +242,39 @@ def _adapt_step(
         adapt(run, data, subject, target, n_images=n_images, seed=seed, overwrite=replace)
     store = Store(target / "store")
     score = _score_row(evaluate_run(target, "test", store, truth), subject)
+    zero_run = out / "runs" / f"adapt-{subject}-zero"  # N = 0: the group model at its vertices
+    if not Run(zero_run).finished:
+        adapt(run, store.path, subject, zero_run, n_images=0, overwrite=Overwrite(out=True))
+    zero = _score_row(evaluate_run(zero_run, "test", store, truth), subject)
     train_rows, val_rows = choose_rows(store, subject, n_images, seed, AdaptConfig().val_fraction)
     ridge = fit_subject_ridge(store, subject, np.concatenate([train_rows, val_rows]))
     pred = ridge.predict(store.read_images(store.subject(subject).test_rows), subject)
     ridge_score = float(subject_test_scores(pred, truth, subject)[0].mean())
     print(
-        f"  {subject} test score: adapt {score:.2f}% vs per-subject ridge on the same "
-        f"{n_images} images {ridge_score:.2f}% ({target})"
+        f"  {subject} test score: adapt {score:.2f}% from {n_images} images vs zero-shot "
+        f"(N = 0) {zero:.2f}% vs per-subject ridge on the same images {ridge_score:.2f}% "
+        f"({target})"
     )
     return {"adapt": target}
+
+
+def _plan_step(out: Path, data: Path, run: Path, held_out: list[str]) -> dict[str, Path]:
+    """Which 100 of the held-out subject's train-split images to show it (``plan``)."""
+    if not held_out or not (out / "runs" / f"adapt-{held_out[0]}" / "store").exists():
+        return {}
+    from ..api.planning import plan
+    from ..data.store import Store
+    from ..experiments.adapt_images import train_split_names
+
+    subject = held_out[0]
+    pool = data / subject / "training_split" / "training_images"
+    target = out / f"plan-{subject}.txt"
+    store = out / "runs" / f"adapt-{subject}" / "store"
+    n = min(100, len(train_split_names(Store(store), subject)))
+    print(f"[demo] plan: which {n} of {subject}'s images to show it (for adapt --images)")
+    names = plan(run, pool, n=n, out=target, train_split=(store, subject), overwrite=True)
+    print(f"  {len(names)} image names, in the order picked: {target}")
+    return {"plan": target}
 
 
 def _experiment_steps(
@@ -278,10 +307,36 @@ def _experiment_steps(
         noise_ceiling=truth,
     )
     table = pd.read_csv(compared["table"])
-    overall = table[(table.subject == "all") & (table.roi == "all") & (table.metric == "pearson")]
-    for row in overall.itertuples():
+    overall = table[(table.subject == "all") & (table.roi == "all")]
+    for row in overall[overall.metric.isin(["pearson", "score"])].itertuples():
+        name, digits = ("mean r", 4) if row.metric == "pearson" else ("score %", 2)
         print(
-            f"  {row.run:<32} mean r {row.value:.4f}  vs phase1 {row.diff:+.4f} "
-            f"[{row.ci_low:+.4f}, {row.ci_high:+.4f}]"
+            f"  {row.run:<32} {name} {row.value:.{digits}f}  vs phase1 {row.diff:+.{digits}f} "
+            f"[{row.ci_low:+.{digits}f}, {row.ci_high:+.{digits}f}]"
         )
     return {"explore": found["page"], "compare": compared["page"]}
+
+
+def _synthesize_step(data: Path, members: list[Path]) -> Path:
+    """Images made for V1v by the phase-1 ensemble, checked against the test images."""
+    import pandas as pd
+
+    from ..api.insilico import synthesize
+
+    pool = data / "subj01" / "test_split" / "test_images"
+    print("\n[demo] synthesize: 2 images made for V1v of subj01 by the phase-1 ensemble")
+    made = synthesize(
+        members,
+        subject="subj01",
+        rois="V1v",
+        out=members[0] / "synthesize-V1v",
+        n=2,
+        pool=pool,
+        options={"steps": 16},
+    )
+    table = pd.read_csv(made["table"])
+    print(
+        f"  kept {int(table.kept.sum())} of {len(table)} (each kept only if the run that did "
+        f"not make it predicts it above its best test image): {made['page']}"
+    )
+    return made["page"]

@@ -26,6 +26,28 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--roi", action="append", required=True, help="ROI name; give two for ROI1 - ROI2"
     )
     p.add_argument("--top", type=positive_int, default=8)
+    p.add_argument(
+        "--ensemble",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="RUN",
+        help="a further run: rank by the ensemble's mean prediction (repeatable)",
+    )
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=None,
+        metavar="LEVEL",
+        help="give each ranked image its calibrated interval of this level for the ROI score "
+        "(0.9; brainencoder calibrate first) and say which top ranks are separable",
+    )
+    p.add_argument(
+        "--calibration",
+        type=Path,
+        default=None,
+        help="the calibration file (default: the one calibrate wrote beside the first run)",
+    )
     add_out(p, "output folder")
     add_data(p, "default: the run's data root (an exported folder's own ROI files)")
     add_plugin(p)
@@ -34,7 +56,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Rank the images; print where the ranking, the grids and the page are."""
-    from ..experiments.explore import ArrayRows, explore
+    from ..api.experiments import explore
 
     load_plugins(args.plugins)
     outputs = explore(
@@ -43,9 +65,13 @@ def run(args: argparse.Namespace) -> int:
         args.subject,
         args.roi,
         args.out,
-        args.top,
-        args.data,
-        ArrayRows(args.dataset, args.rows),
+        top=args.top,
+        data=args.data,
+        dataset=args.dataset,
+        rows=args.rows,
+        ensemble=args.ensemble,
+        interval=args.interval,
+        calibration=args.calibration,
     )
     for name, path in outputs.items():
         print(f"  {name:<10} {path}")

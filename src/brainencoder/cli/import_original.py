@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..util.ownership import check_output_file
 from .options import add_data, add_out, add_overwrite, add_plugin, layer_specs, load_plugins
 from .types import positive_int
 
@@ -33,43 +32,30 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
-def _group_space(data: Path):
-    """The group space of a prepared store or a challenge-layout folder."""
-    if (Path(data) / "space.npz").exists():
-        from ..data.store import Store
-
-        return Store(data).space
-    from ..core.space import GroupSpace
-    from ..data.layout import read_layout
-
-    layout = read_layout(data)
-    return GroupSpace.from_masks({n: s.masks for n, s in layout.subjects.items()})
-
-
 def run(args: argparse.Namespace) -> int:
     """Convert the checkpoint and save the encoder; print what it holds."""
-    from ..models.modelfile import save_encoder
-    from ..models.original import import_original
-    from ..util.errors import BrainEncoderError
+    from ..api.model_tools import import_original
 
     load_plugins(args.plugins)
-    out = Path(args.out)
-    check_output_file(out, (".safetensors",))
-    if out.exists() and not args.overwrite:
-        raise BrainEncoderError(f"{out} exists; pass --overwrite to replace it")
+    options = {
+        "trunk": args.trunk,
+        "layers": layer_specs(args.layers or []) or None,
+        "trunk_weights": None if args.trunk_weights is None else str(args.trunk_weights),
+        "img_size": args.img_size,
+    }
     model = import_original(
         args.checkpoint,
-        _group_space(args.data),
+        data=args.data,
+        out=args.out,
         pca=args.pca,
-        trunk=args.trunk,
-        layers=layer_specs(args.layers or []) or None,
-        trunk_weights=args.trunk_weights,
-        img_size=args.img_size,
+        model=options,
+        overwrite=args.overwrite,
     )
-    save_encoder(model, out, {"imported_from": Path(args.checkpoint).name})
-    n = sum(p.numel() for p in model.readout.parameters() if p.requires_grad)
+    readout = model.model.readout
+    n = sum(p.numel() for p in readout.parameters() if p.requires_grad)
     print(
-        f"wrote {out}: {model.config.trunk} + grouplin readout ({n / 1e6:.1f} M parameters), "
-        f"subjects {model.space.subjects}, {model.space.n_vertices} group vertices"
+        f"wrote {model.path}: {model.model.config.trunk} + grouplin readout "
+        f"({n / 1e6:.1f} M parameters), subjects {model.subjects}, "
+        f"{model.space.n_vertices} group vertices"
     )
     return 0

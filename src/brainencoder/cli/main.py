@@ -20,6 +20,7 @@ from ..util.version import __version__
 from . import (
     adapt,
     baseline,
+    calibrate,
     compare,
     demo,
     evaluate,
@@ -27,6 +28,7 @@ from . import (
     export,
     import_original,
     pca,
+    plan,
     plot,
     predict,
     prepare,
@@ -35,6 +37,7 @@ from . import (
     soup,
     submit,
     synth,
+    synthesize,
     train,
     validate,
 )
@@ -54,16 +57,19 @@ COMMANDS = (
     evaluate,
     plot,
     predict,
+    calibrate,
     submit,
     baseline,
     report,
     import_original,
     explore,
+    synthesize,
     compare,
     soup,
     score,
     adapt,
     export,
+    plan,
 )
 
 

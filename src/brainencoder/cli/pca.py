@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..util.ownership import check_output_file
 from .options import add_out, add_seed
 
 __all__ = ["add_parser", "run"]
@@ -37,12 +36,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Fit and save the PCA; print its size and explained variance."""
-    from ..data.store import Store
-    from ..models.pca import fit_group_pca
+    from ..api.data_tools import pca as fit_pca
 
-    check_output_file(args.out)
-    pca = fit_group_pca(Store(args.store), args.components, seed=args.seed)
-    pca.save(args.out)
+    pca = fit_pca(args.store, args.out, components=args.components, seed=args.seed)
     ratio = pca.explained_variance.sum()
     print(
         f"wrote {args.out}: {pca.components.shape[0]} components x "

@@ -32,31 +32,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
-def _read_spheres(folder: Path) -> dict:
-    """The fsaverage ``lh.sphere`` and ``rh.sphere`` vertex coordinates in ``folder``."""
-    import nibabel.freesurfer as fsio
-
-    from ..util.errors import DataError
-
-    sphere = {}
-    for h in ("lh", "rh"):
-        path = Path(folder) / f"{h}.sphere"
-        try:
-            sphere[h] = fsio.read_geometry(str(path))[0]
-        except (OSError, ValueError) as exc:
-            raise DataError(
-                f"{path}: cannot read the fsaverage sphere ({exc}); pass "
-                "FreeSurfer's subjects/fsaverage/surf folder"
-            ) from None
-    return sphere
-
-
 def run(args: argparse.Namespace) -> int:
     """Draw the figures; print their paths."""
-    from ..evaluation.figures import plot_run
+    from ..api.outputs import plot
 
     load_plugins(args.plugins)
-    sphere = _read_spheres(args.fsaverage_surf) if args.fsaverage_surf else None
-    for path in plot_run(args.run_dir, args.split, args.metric, sphere):
+    for path in plot(
+        args.run_dir, split=args.split, metrics=args.metric, fsaverage_surf=args.fsaverage_surf
+    ):
         print(path)
     return 0

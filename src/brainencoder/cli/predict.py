@@ -21,6 +21,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "run_dir", type=Path, help="run folder, model file, exported folder or hf:ORG/NAME (cached)"
     )
     p.add_argument(
+        "--ensemble",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="RUN",
+        help="a further run: predict the ensemble's mean (repeatable)",
+    )
+    p.add_argument(
         "images",
         type=Path,
         help="a folder of image files, or uint8 (N, H, W, 3) images in a .npy or an HDF5 "
@@ -30,19 +38,35 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--subject", required=True)
     add_out(p, "FILE.npz, or FILE.npy -> FILE_lh/rh.npy (written batch by batch)")
     p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=None,
+        metavar="LEVEL",
+        help="also write bounds holding the measured response with this probability (0.9), "
+        "calibrated by brainencoder calibrate; RUN may then be several runs (an ensemble)",
+    )
+    p.add_argument(
+        "--calibration",
+        type=Path,
+        default=None,
+        help="the calibration file (default: the one calibrate wrote beside the first run)",
+    )
     add_workers(p)
     add_plugin(p)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    """Predict and write FILE.npz (with the image names or rows) or FILE_lh/rh.npy."""
-    import numpy as np
+    """Predict and write FILE.npz (with the image names or rows) or FILE_lh/rh.npy.
 
-    from ..data.sources import ImageArray, open_images
-    from ..inference.images import predict_images, predict_to_npy
-    from ..runs.load import load_model
-    from ..util.fileio import atomic_path
+    ``FILE.npz`` (and any file with ``--interval``) is written by
+    :meth:`~brainencoder.api.predictions.Prediction.save`, so ``be.load(...).predict(...)
+    .save(FILE)`` writes the same bytes; ``FILE.npy`` without an interval is
+    streamed batch by batch.
+    """
+    from ..api.model import load
+    from ..data.sources import open_images
 
     load_plugins(args.plugins)
     out = Path(args.out)
@@ -51,28 +75,36 @@ def run(args: argparse.Namespace) -> int:
         for hemi in ("lh", "rh"):
             check_output_file(f"{out.with_suffix('')}_{hemi}.npy")
     with open_images(args.images, args.dataset, args.rows) as images:  # checked before the model
-        model = load_model(args.run_dir)
-        if out.suffix == ".npy":  # streamed to disk: memory does not grow with the images
-            paths = predict_to_npy(
-                model,
-                images,
-                args.subject,
-                out.with_suffix(""),
-                args.batch_size,
-                None,
-                args.workers,
-            )
-            for path in paths.values():
-                print(f"wrote {path} {np.load(path, mmap_mode='r').shape}")
-            return 0
-        if isinstance(images, ImageArray):
-            labels = {"rows": np.asarray(images.rows, dtype=np.int64)}
-        else:
-            labels = {"names": np.array(images.names)}
-        pred = predict_images(
-            model, images, args.subject, batch_size=args.batch_size, workers=args.workers
+        model = load(args.run_dir, *args.ensemble)
+        if out.suffix == ".npy" and args.interval is None:
+            return _stream(model.model, images, args, out)
+        pred = model.predict(
+            images,
+            args.subject,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            interval=args.interval,
+            calibration=args.calibration,
         )
-    with atomic_path(out, suffix=".npz") as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, lh=pred["lh"], rh=pred["rh"], **labels)
-    print(f"wrote {out}: lh {pred['lh'].shape}, rh {pred['rh'].shape}, {', '.join(labels)}")
+    files = pred.save(out)
+    extra = ", ".join(pred.labels or {})
+    bounds = f", {pred.level:g} interval" if pred.level is not None else ""
+    print(
+        f"wrote {', '.join(map(str, files))}: lh {pred.lh.shape}, rh {pred.rh.shape}{bounds}"
+        + (f", {extra}" if extra and out.suffix == ".npz" else "")
+    )
+    return 0
+
+
+def _stream(model, images, args: argparse.Namespace, out: Path) -> int:
+    """FILE_lh/rh.npy written batch by batch: memory does not grow with the images."""
+    import numpy as np
+
+    from ..inference.images import predict_to_npy
+
+    paths = predict_to_npy(
+        model, images, args.subject, out.with_suffix(""), args.batch_size, None, args.workers
+    )
+    for path in paths.values():
+        print(f"wrote {path} {np.load(path, mmap_mode='r').shape}")
     return 0

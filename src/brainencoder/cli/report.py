@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..util.ownership import check_output_file
 from .options import add_out, add_plugin, load_plugins
 
 __all__ = ["add_parser", "run"]
@@ -22,9 +21,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Write the page; print its path."""
-    from ..evaluation.report import write_report
+    from ..api.outputs import report
 
     load_plugins(args.plugins)
-    check_output_file(args.out, (".html", ".htm"))
-    print(write_report(args.run_dir, args.out))
+    print(report(args.run_dir, out=args.out))
     return 0

@@ -34,13 +34,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Write the soup run; print which ingredients were kept and its val score."""
-    from ..runs.soup import soup_runs
+    from ..api.model_tools import soup
 
     load_plugins(args.plugins)
-    summary = soup_runs(
+    summary = soup(
         args.run_dirs,
-        args.out,
-        greedy=not args.uniform,
+        out=args.out,
+        uniform=args.uniform,
         store=args.store,
         overwrite=args.overwrite,
         trust_splits=args.trust_splits,

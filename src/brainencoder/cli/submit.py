@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..util.ownership import check_output_file
 from .options import (
     add_data,
     add_out,
@@ -34,8 +33,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add_out(p)
     p.add_argument(
         "--val-weights",
-        action="store_true",
-        help="per-vertex ensemble weights from validation accuracy",
+        nargs="?",
+        const="vertex",
+        default=None,
+        choices=("vertex", "roi"),
+        help="ensemble weights from validation accuracy: per vertex (the default when given "
+        "alone) or averaged per ROI ('--val-weights roi')",
     )
     add_store(p, "store for --val-weights")
     add_trust_splits(p)
@@ -52,37 +55,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Predict every subject's test images, write the zip, score it if ``--truth``."""
-    from ..data.layout import read_layout
-    from ..evaluation.submission import (
-        check_run_vertices,
-        check_test_images,
-        score_submission,
-        write_submission,
-    )
-    from ..inference.images import ensemble_predict
-    from ..runs.hub import resolve_source
-    from ..runs.load import load_model
+    from ..api.submission import submit
 
     load_plugins(args.plugins)
-    args.run_dirs = [resolve_source(r) for r in args.run_dirs]  # hf:ORG/NAME: its folder
-    check_output_file(args.out, (".zip",))
-    layout = read_layout(args.data)
-    check_test_images(layout)
-    models = [load_model(r) for r in args.run_dirs]
-    for model, run_dir in zip(models, args.run_dirs):  # same counts are not the same vertices
-        check_run_vertices(model.space, layout, run_dir)
-    weights = None
-    if args.val_weights:
-        from ..runs.ensemble import val_weights
-
-        weights = val_weights(models, args.run_dirs, args.store, trust_splits=args.trust_splits)
-    preds = {}
-    for name, subj in layout.subjects.items():
-        w = None if weights is None else [wm[name] for wm in weights]
-        preds[name] = ensemble_predict(models, subj.test_images, name, w, workers=args.workers)
-    write_submission(preds, layout, args.out)
-    print(f"wrote {args.out} ({len(preds)} subjects, {len(models)} model(s))")
-    if args.truth:
-        scores = score_submission(args.out, args.truth, layout)
-        print("challenge score vs truth: " + ", ".join(f"{k} {v:.2f}" for k, v in scores.items()))
+    result = submit(
+        args.run_dirs,
+        data=args.data,
+        out=args.out,
+        store=args.store,
+        val_weights=args.val_weights or False,
+        trust_splits=args.trust_splits,
+        truth=args.truth,
+        workers=args.workers,
+    )
+    print(f"wrote {result.path} ({len(result.subjects)} subjects, {result.n_models} model(s))")
+    if result.scores is not None:
+        scores = ", ".join(f"{k} {v:.2f}" for k, v in result.scores.items())
+        print(f"challenge score vs truth: {scores}")
     return 0

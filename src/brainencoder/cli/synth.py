@@ -31,6 +31,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         action="store_true",
         help="plant face and place images with face- and place-selective patches",
     )
+    from ..data.synthetic_worlds import WORLDS
+
+    p.add_argument(
+        "--world",
+        default=None,
+        metavar="NAME",
+        help=f"the planted world, what drives the responses: {', '.join(WORLDS.names())} "
+        "(default retino; docs/recipes-worlds.md)",
+    )
     p.add_argument(
         "--layout",
         choices=("challenge", "simple"),
@@ -57,26 +66,25 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Write the dataset; print where it is and which subjects were held out."""
-    from ..data.synthetic import SyntheticConfig, make_synthetic
-    from ..data.synthetic_simple import make_synthetic_simple
-    from ..util.errors import BrainEncoderError
+    from ..api.data_tools import synth
+    from ..data.synthetic import SyntheticConfig
 
-    config = SyntheticConfig(
-        n_subjects=args.subjects,
-        n_train=args.n_train,
-        n_test=args.n_test,
-        n_vertices=args.vertices,
-        image_size=args.image_size,
-        held_out=args.held_out,
-        categories=args.categories,
-        seed=args.seed,
+    settings = {
+        "n_subjects": args.subjects,
+        "n_train": args.n_train,
+        "n_test": args.n_test,
+        "n_vertices": args.vertices,
+        "image_size": args.image_size,
+        "held_out": args.held_out,
+        "categories": args.categories,
+        "seed": args.seed,
+    }
+    if args.world is not None:  # default: SyntheticConfig's world
+        settings["world"] = args.world
+    config = SyntheticConfig(**settings)
+    out = synth(
+        args.out, config=config, layout=args.layout, repeats=args.repeats, images=args.images
     )
-    if args.layout == "simple":
-        out = make_synthetic_simple(args.out, config, args.repeats or 3, args.images or "folder")
-    elif args.repeats is not None or args.images is not None:
-        raise BrainEncoderError("--repeats and --images apply to --layout simple only")
-    else:
-        out = make_synthetic(args.out, config)
     print(f"synthetic dataset: {out} (truth: {out / 'truth'})")
     if args.held_out:
         group = " ".join(f"subj{k + 1:02d}" for k in range(args.subjects))

@@ -20,14 +20,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Print the dataset's table and problems; 1 if a problem blocks training."""
-    from tqdm.auto import tqdm
+    from ..api.data_tools import validate
 
-    from ..data.validate import validate_dataset
-
-    def progress(it, total):
-        return tqdm(it, total=total, unit="img", desc="check images", disable=None)
-
-    report = validate_dataset(args.data_root, check_images=not args.skip_images, progress=progress)
+    report = validate(args.data_root, check_images=not args.skip_images, progress=True)
     if report.layout is not None:
         print(report.table())
     for problem in report.problems:

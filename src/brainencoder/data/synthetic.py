@@ -36,19 +36,10 @@ from ..core.space import ico_vertices
 from ..util.errors import BrainEncoderError
 from ..util.fileio import save_mapping, save_npy_atomic, write_json_atomic
 from .layout import HEMIS
-from .synthetic_images import draw_pool, save_png
-from .synthetic_truth import (
-    FACE_PATCH,
-    PLACE_PATCH,
-    Cortex,
-    category_drive,
-    make_cortex,
-    noise_ceiling,
-    planted_responses,
-    retinotopic_map,
-    roi_labels,
-    vertex_patch,
-)
+from .synthetic_images import save_png
+from .synthetic_plant import WorldState, build_state, plant_hemi
+from .synthetic_truth import FACE_PATCH, PLACE_PATCH, roi_labels
+from .synthetic_worlds import WORLDS
 
 __all__ = ["SyntheticConfig", "make_synthetic"]
 
@@ -105,6 +96,15 @@ class SyntheticConfig:
         noise and jitter, and their own vertex subset: they have a patch
         (``missing_fraction`` of each hemisphere) that none of the group
         subjects has, and lack another. ``truth/synthetic.json`` lists them.
+    world : str, default="retino"
+        The planted world (:data:`.synthetic_worlds.WORLDS`): what drives the
+        responses. ``retino`` is the original generator.
+    subject_rf_shift : float, default=0.0
+        Sd (image widths) of a smooth per-subject, per-vertex shift of the
+        receptive-field centres around the group's (0: the world's preset).
+    subject_tuning_jitter : float, default=0.0
+        Sd of a smooth per-subject, per-vertex jitter of the feature weights
+        around the group's (0: the world's preset).
     seed : int, default=0
     """
 
@@ -118,6 +118,9 @@ class SyntheticConfig:
     n_fsaverage: int = ico_vertices(7)
     categories: bool = False
     held_out: int = 0
+    world: str = "retino"
+    subject_rf_shift: float = 0.0
+    subject_tuning_jitter: float = 0.0
     seed: int = 0
 
     @property
@@ -142,7 +145,13 @@ class SyntheticConfig:
         return group + [group[k % len(group)] for k in range(self.held_out)]
 
     def validate(self) -> None:
+        if self.world not in WORLDS:
+            raise BrainEncoderError(
+                f"unknown synthetic world {self.world!r}; choose one of {', '.join(WORLDS.names())}"
+            )
         checks = [
+            (0 <= self.subject_rf_shift <= 0.5, "'subject_rf_shift' must be in [0, 0.5]"),
+            (0 <= self.subject_tuning_jitter <= 5, "'subject_tuning_jitter' must be in [0, 5]"),
             (1 <= self.n_subjects <= 99, "'n_subjects' must be in [1, 99]"),
             (
                 0 <= self.held_out <= 99 - self.n_subjects,
@@ -173,76 +182,13 @@ class SyntheticConfig:
 # ----------------------------------------------------------------------------- writer
 
 
-def _assign_images(
-    rng: np.random.Generator, config: SyntheticConfig
-) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
-    """NSD ids of the image pool (sorted) and each subject's (train, test) ids.
-
-    A shared part of the pool is seen by every subject; the rest is each
-    subject's own.
-    """
-    n_train, n_test = config.train_counts(), config.test_counts()
-    n_shared = round(config.shared_fraction * min(n_train))
-    n_pool = n_shared + sum(n - n_shared for n in n_train) + sum(n_test)
-    nsd_ids = np.sort(rng.choice(73000, size=n_pool, replace=False))
-    order = rng.permutation(n_pool)
-    shared, rest = order[:n_shared], list(order[n_shared:])
-    assignments = []
-    for k in range(config.n_total):
-        own = [rest.pop() for _ in range(n_train[k] - n_shared)]
-        test = [rest.pop() for _ in range(n_test[k])]
-        train = np.sort(nsd_ids[np.concatenate([shared, own]).astype(int)])
-        assignments.append((train, np.sort(nsd_ids[np.array(test, dtype=int)])))
-    return nsd_ids, assignments
-
-
-def _kept_vertices(
-    cx: Cortex, config: SyntheticConfig, k: int, hemi: str, sub_rng: np.random.Generator
-) -> np.ndarray:
-    """Which of the hemisphere's vertices subject ``k`` has (bool, shape (n,))."""
-    keep = np.ones(cx.vertices.size, dtype=bool)
-    n_miss = round(config.missing_fraction * cx.vertices.size)
-    if k == config.n_subjects - 1 and config.n_subjects > 1:
-        seed_v = sub_rng.integers(cx.vertices.size)
-        dist = np.linalg.norm(cx.uv - cx.uv[seed_v], axis=1)
-        keep[np.argsort(dist, kind="stable")[:n_miss]] = False
-    if config.held_out:
-        own_patch = vertex_patch(cx, n_miss, config.seed, hemi, "held-out own")
-        if k < config.n_subjects:
-            keep &= ~own_patch  # only held-out subjects have these vertices
-        else:
-            keep &= ~vertex_patch(cx, n_miss, config.seed + k, hemi, "held-out lacks")
-    return keep
-
-
-@dataclass(frozen=True)
-class _Subject:
-    """One subject as :func:`_write_hemi` draws it: index, folders, images and generator.
-
-    ``pool`` is (features, category) of the subject's train then test images,
-    the first ``n_train`` of them training images; ``rng`` is the subject's
-    generator, drawn from hemisphere after hemisphere.
-    """
-
-    k: int
-    dirs: dict[str, Path]
-    pool: tuple[np.ndarray, np.ndarray]
-    n_train: int
-    rng: np.random.Generator
-
-
 def _write_hemi(
-    subject: _Subject,
-    hemi: str,
-    cx: Cortex,
-    retinotopy: tuple[np.ndarray, np.ndarray],
-    config: SyntheticConfig,
+    state: WorldState, k: int, dirs: dict[str, Path], hemi: str, sub_rng: np.random.Generator
 ) -> None:
-    """The subject's mask, ROI labels, training fMRI and test truth of one hemisphere."""
-    centers, pref = retinotopy
-    feats, category = subject.pool
-    dirs, n_train, k, sub_rng = subject.dirs, subject.n_train, subject.k, subject.rng
-    keep = _kept_vertices(cx, config, k, hemi, sub_rng)
+    """Subject ``k``'s mask, ROI labels, training fMRI and test truth of one hemisphere."""
+    config, cx = state.config, state.cortices[hemi]
+    planted = plant_hemi(state, k, hemi, sub_rng)
+    keep, signal, nc = planted.keep, planted.signal, planted.nc
     mask = np.zeros(config.n_fsaverage, dtype=np.int32)
     mask[cx.vertices[keep]] = 1
     roi_dir = dirs["roi"]
@@ -253,13 +199,9 @@ def _write_hemi(
         fs_labels[cx.vertices[keep]] = labels[keep]
         np.save(roi_dir / f"{hemi}.{group}_fsaverage_space.npy", fs_labels)
         np.save(roi_dir / f"{hemi}.{group}_challenge_space.npy", labels[keep])
-    jitter = sub_rng.normal(scale=0.02, size=centers.shape)
-    gain = 1 + 0.1 * sub_rng.normal(size=cx.vertices.size)
-    nc = noise_ceiling(cx, FACE_PATCH, place_patch)[keep]
     sd = np.sqrt((1 - nc) / nc)
-    extra = category_drive(cx, category) if config.categories else None
-    signal = planted_responses(feats, cx, pref, centers + jitter, gain, extra)[:, keep]
     measured = (signal + sd * sub_rng.normal(size=signal.shape)).astype(np.float32)
+    n_train = state.assignments[k][0].size
     truth = dirs["truth"]
     save_npy_atomic(dirs["fmri"] / f"{hemi}_training_fmri.npy", measured[:n_train])
     save_npy_atomic(truth / f"{hemi}_test_fmri.npy", measured[n_train:])
@@ -301,13 +243,9 @@ def make_synthetic(out: str | Path, config: SyntheticConfig | None = None) -> Pa
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise BrainEncoderError(f"{out} exists and is not empty; choose a new folder")
-    rng = np.random.default_rng(config.seed)
+    state = build_state(config)
     names = [f"subj{k + 1:02d}" for k in range(config.n_total)]
-    nsd_ids, assignments = _assign_images(rng, config)
-    images, category, feats = draw_pool(rng, nsd_ids.size, config.categories, config.seed)
-    by_nsd = dict(zip(nsd_ids.tolist(), range(nsd_ids.size)))
-    cortices = {h: make_cortex(h, config.n_vertices) for h in HEMIS}
-    maps = {hemi: retinotopic_map(rng, cx, hemi) for hemi, cx in cortices.items()}
+    by_nsd = state.by_nsd
     groups = dict(ROI_GROUPS)
     if config.categories:
         groups["floc-places"] = ["Unknown", "OPA", "PPA", "RSC"]
@@ -316,20 +254,21 @@ def make_synthetic(out: str | Path, config: SyntheticConfig | None = None) -> Pa
         jobs = []
         for k, name in enumerate(names):
             dirs = _subject_dirs(out, name)
-            train_ids, test_ids = assignments[k]
-            for split, ids in (("train", train_ids), ("test", test_ids)):
+            for split, ids in zip(("train", "test"), state.assignments[k]):
                 for i, nsd in enumerate(ids.tolist()):
                     path = dirs[split] / f"{split}-{i + 1:04d}_nsd-{nsd:05d}.png"
-                    jobs.append(pool.submit(save_png, path, images[by_nsd[nsd]], config.image_size))
+                    img = state.images[by_nsd[nsd]]
+                    jobs.append(pool.submit(save_png, path, img, config.image_size))
             for name_group, labels in groups.items():
                 save_mapping(dirs["roi"] / f"mapping_{name_group}.npy", dict(enumerate(labels)))
             sub_rng = np.random.default_rng([config.seed, k])
-            rows = [by_nsd[i] for i in np.concatenate([train_ids, test_ids]).tolist()]
-            subject = _Subject(k, dirs, (feats[rows], category[rows]), train_ids.size, sub_rng)
-            for hemi, cx in cortices.items():
-                _write_hemi(subject, hemi, cx, maps[hemi], config)
+            for hemi in HEMIS:
+                _write_hemi(state, k, dirs, hemi, sub_rng)
         for job in jobs:
             job.result()
+    save_npy_atomic(out / "truth" / "features.npy", state.feats.astype(np.float32))
+    save_npy_atomic(out / "truth" / "features_nsd.npy", state.nsd_ids.astype(np.int64))
+    category = state.category
     if config.categories:
         names_of = {0: "none", 1: "face", 2: "place"}
         write_json_atomic(

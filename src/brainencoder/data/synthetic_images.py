@@ -8,7 +8,7 @@ import numpy as np
 
 from ..util.fileio import atomic_path
 
-__all__ = ["GEN_SIZE", "GRID", "draw_pool", "save_png"]
+__all__ = ["GEN_SIZE", "GRID", "draw_images", "image_features", "save_png", "standardize_features"]
 
 GEN_SIZE = 64  # resolution at which images are drawn and features computed
 GRID = 16  # feature grid (cells of GEN_SIZE // GRID pixels)
@@ -73,8 +73,19 @@ def _draw_place(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
     return np.clip(0.85 * out + 0.15 * img, 0, 1)
 
 
-def _features(img: np.ndarray) -> np.ndarray:
-    """Phase-invariant features on a GRID x GRID grid, shape (5, GRID, GRID)."""
+def image_features(img: np.ndarray) -> np.ndarray:
+    """The ``retino`` world's phase-invariant features on a GRID x GRID grid.
+
+    Parameters
+    ----------
+    img : ndarray of shape (GEN_SIZE, GEN_SIZE, 3)
+
+    Returns
+    -------
+    ndarray of shape (5, GRID, GRID)
+        Gradient energy (two orientations), colour-opponent contrast (two),
+        luminance.
+    """
     lum = img @ np.array([0.299, 0.587, 0.114])
     gx = np.abs(np.diff(lum, axis=1, append=lum[:, -1:]))
     gy = np.abs(np.diff(lum, axis=0, append=lum[-1:, :]))
@@ -85,10 +96,10 @@ def _features(img: np.ndarray) -> np.ndarray:
     return maps.reshape(5, GRID, c, GRID, c).mean(axis=(2, 4))
 
 
-def draw_pool(
+def draw_images(
     rng: np.random.Generator, n_pool: int, categories: bool, seed: int
-) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-    """The pool's images, their category (0 none, 1 face, 2 place) and features.
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """The pool's images and their category (0 none, 1 face, 2 place).
 
     Parameters
     ----------
@@ -106,8 +117,6 @@ def draw_pool(
     -------
     images : list of ndarray of shape (GEN_SIZE, GEN_SIZE, 3)
     category : ndarray of int64, shape (n_pool,)
-    feats : ndarray of shape (n_pool, n_features, grid, grid)
-        Standardized per feature over images and positions.
     """
     images = [_draw_image(rng) for _ in range(n_pool)]
     category = np.zeros(n_pool, dtype=np.int64)
@@ -118,11 +127,36 @@ def draw_pool(
             images[i] = _draw_face(crng, images[i])
         for i in np.flatnonzero(category == 2):
             images[i] = _draw_place(crng, images[i])
-    feats = np.stack([_features(img) for img in images])
-    feats = (feats - feats.mean(axis=(0, 2, 3), keepdims=True)) / feats.std(
-        axis=(0, 2, 3), keepdims=True
-    )
-    return images, category, feats
+    return images, category
+
+
+def standardize_features(
+    feats: np.ndarray, centred: bool, stats: tuple[np.ndarray, np.ndarray] | None = None
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """Features standardized per feature with the pool's statistics.
+
+    Parameters
+    ----------
+    feats : ndarray of shape (n_images, n_features, grid, grid)
+    centred : bool
+        Subtract the mean and divide by the sd; otherwise only divide by the
+        mean (non-negative features stay non-negative).
+    stats : (ndarray, ndarray), optional
+        (mean, sd), each of shape (1, n_features, 1, 1); computed from ``feats``
+        when absent (the pool's own features).
+
+    Returns
+    -------
+    feats : ndarray of shape (n_images, n_features, grid, grid)
+    stats : (ndarray, ndarray)
+    """
+    if stats is None:
+        stats = (
+            feats.mean(axis=(0, 2, 3), keepdims=True),
+            feats.std(axis=(0, 2, 3), keepdims=True),
+        )
+    mean, sd = stats
+    return ((feats - mean) / sd if centred else feats / mean), stats
 
 
 def save_png(path: Path, img: np.ndarray, size: int) -> None:

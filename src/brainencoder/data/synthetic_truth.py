@@ -11,8 +11,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .synthetic_images import GRID
-
 __all__ = [
     "FACE_PATCH",
     "PLACE_PATCH",
@@ -20,9 +18,8 @@ __all__ = [
     "category_drive",
     "make_cortex",
     "noise_ceiling",
-    "planted_responses",
-    "retinotopic_map",
     "roi_labels",
+    "smooth_field",
     "vertex_patch",
 ]
 
@@ -86,8 +83,22 @@ def make_cortex(hemi: str, n_vertices: int) -> Cortex:
     return Cortex(chosen.astype(np.int64), uv, ecc)
 
 
-def _smooth_field(rng: np.random.Generator, uv: np.ndarray, n_out: int, freq: float) -> np.ndarray:
-    """Random smooth functions of cortical position, shape (n_vertices, n_out)."""
+def smooth_field(rng: np.random.Generator, uv: np.ndarray, n_out: int, freq: float) -> np.ndarray:
+    """Random smooth functions of cortical position.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+    uv : ndarray of shape (n_vertices, 2)
+    n_out : int
+    freq : float
+        Spatial frequency (radians per unit of ``uv``) of the cosines summed.
+
+    Returns
+    -------
+    ndarray of shape (n_vertices, n_out)
+        Each column has variance about 0.5 over random draws.
+    """
     omega = rng.normal(scale=freq, size=(2, 8))
     phase = rng.uniform(0, 2 * np.pi, size=8)
     basis = np.cos(uv @ omega + phase)
@@ -95,74 +106,6 @@ def _smooth_field(rng: np.random.Generator, uv: np.ndarray, n_out: int, freq: fl
 
 
 # ----------------------------------------------------------------------------- responses
-
-
-def retinotopic_map(
-    rng: np.random.Generator, cx: Cortex, hemi: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """Every vertex's receptive-field centre in the image and its feature preference.
-
-    Parameters
-    ----------
-    rng : numpy.random.Generator
-    cx : Cortex
-    hemi : {"lh", "rh"}
-        Each hemisphere sees the opposite hemifield.
-
-    Returns
-    -------
-    centers : ndarray of shape (n, 2)
-    pref : ndarray of shape (n, 5)
-    """
-    side = 1.0 if hemi == "lh" else -1.0  # each hemisphere sees the opposite hemifield
-    centers = np.stack(
-        [0.5 + side * 0.45 * (0.5 + 0.5 * cx.uv[:, 0]), 0.5 + 0.45 * cx.uv[:, 1]], axis=1
-    )
-    pref = _smooth_field(rng, cx.uv, 5, freq=2.5)
-    pref[:, :2] += 1.0  # edges drive most vertices; colour and luminance vary over cortex
-    return centers, pref
-
-
-def planted_responses(
-    feats: np.ndarray,
-    cortex: Cortex,
-    pref: np.ndarray,
-    centers: np.ndarray,
-    gain: np.ndarray,
-    extra: np.ndarray | None = None,
-) -> np.ndarray:
-    """Noise-free responses, standardized per vertex.
-
-    Parameters
-    ----------
-    feats : ndarray of shape (n_images, 5, grid, grid)
-        Features from :func:`.synthetic_images.draw_pool`.
-    cortex : Cortex
-    pref : ndarray of shape (n_vertices, 5)
-        Feature preference of each vertex.
-    centers : ndarray of shape (n_vertices, 2)
-        Receptive-field centres in the image.
-    gain : ndarray of shape (n_vertices,)
-    extra : ndarray of shape (n_images, n_vertices), optional
-        Added drive (category selectivity) before the rectification.
-
-    Returns
-    -------
-    ndarray of shape (n_images, n_vertices)
-    """
-    g = (np.arange(GRID) + 0.5) / GRID
-    sigma = 0.06 + 0.12 * cortex.ecc
-    rf_x = np.exp(-((g[None, :] - centers[:, :1]) ** 2) / (2 * sigma[:, None] ** 2))
-    rf_y = np.exp(-((g[None, :] - centers[:, 1:]) ** 2) / (2 * sigma[:, None] ** 2))
-    rf = rf_y[:, :, None] * rf_x[:, None, :]
-    rf /= rf.sum(axis=(1, 2), keepdims=True)
-    pooled = np.einsum("ncyx,vyx->nvc", feats, rf)  # (n_images, n_vertices, 5)
-    drive = np.einsum("nvc,vc->nv", pooled, pref)
-    drive = (drive - drive.mean(0)) / (drive.std(0) + 1e-8)
-    if extra is not None:  # category selectivity (faces, places)
-        drive = drive + extra
-    signal = np.logaddexp(0, 2 * drive) * gain  # soft rectification
-    return (signal - signal.mean(0)) / (signal.std(0) + 1e-8)
 
 
 def category_drive(cx: Cortex, cat: np.ndarray) -> np.ndarray:

@@ -2,14 +2,23 @@
 
 A trained group model already holds what subjects share: the trunk, the layer
 projections and the readout's shared parts. Adapting adds the new subject to
-the encoder (:meth:`Encoder.add_subject`) and trains **only what the readout
-says the subject owns** (:meth:`Readout.adapt_parameters`: its own parameters,
-starting from the average of the existing subjects'), through ``train``'s
-loop (:func:`~brainencoder.training.loop.run_epochs`: the same step, the same
+the encoder (:meth:`Encoder.add_subject`, starting at the average of the
+existing subjects) and trains **only what the subject owns**: its gain and
+offset, and its own copy of the readout's per-vertex tuning
+(``point``: positions, widths, layer selector, feature weights; ``roi_query``:
+every vertex's map of its region's outputs; the group-PCA readouts: the
+subject's map), as a residual on the group's values pulled toward them by an
+L2 penalty whose strength is chosen on the subject's own validation images
+(:mod:`.adapt_train`). It trains through ``train``'s loop
+(:func:`~brainencoder.training.loop.run_epochs`: the same step, the same
 best-epoch selection and early stopping) on cached trunk features of ``N`` of
-its images (:func:`~brainencoder.training.partial.setup_partial`). Everything
+its images, or of the images a list names (:mod:`.adapt_images`). Everything
 else is frozen and in eval mode, so the other subjects' predictions are
 bit-identical afterwards.
+
+``N = 0`` is the zero-shot model: the group model's prediction at the new
+subject's vertices, nothing trained. Every adapt scores it beside the adapted
+model on the subject's ``val`` split (images never trained on).
 
 The new subject's vertices that no training subject had grow the group space.
 Readouts with per-vertex parameters (``point``, ``roi_query``) start those
@@ -26,8 +35,9 @@ store and its identity, ``metrics.jsonl``, ``summary.json``) that ``evaluate``,
 from __future__ import annotations
 
 import logging
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,14 +45,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..core.metrics import StreamingStats
-from ..data.loader import SampleIndex, StoreBatches
 from ..data.prepare import PrepareOptions, prepare_store
-from ..data.splits import make_splits
 from ..data.store import Store
-from ..inference.cache import CacheOptions, CacheSpec, build_feature_cache
-from ..inference.store import summarize_stats
 from ..models.encoder import Encoder
+from ..models.readouts.personal import personalize
 from ..runs.ensemble import EnsembleModel
 from ..runs.hub import resolve_source
 from ..runs.load import load_model
@@ -50,13 +56,23 @@ from ..runs.provenance import add_subject_record, read_record, training_record
 from ..runs.run import Run
 from ..runs.stores import recorded_stores, store_record
 from ..training.config import TrainConfig, parse_overrides
-from ..training.loop import run_epochs
-from ..training.partial import rows_only, setup_partial
-from ..training.selection import BestEpoch, BestParameters
 from ..util.errors import ConfigError, DataError
 from ..util.typecheck import check_seed, from_mapping
+from .adapt_images import choose_rows, listed_rows, read_image_list, split_rows
+from .adapt_train import fit_subject
 
-__all__ = ["TRAIN_KEYS", "AdaptConfig", "Overwrite", "adapt", "choose_rows", "load_adapt_config"]
+__all__ = [
+    "TRAIN_KEYS",
+    "AdaptConfig",
+    "Overwrite",
+    "adapt",
+    "choose_rows",
+    "load_adapt_config",
+    "scores_line",
+]
+
+#: what ``images=`` takes: a list file, or the image file names themselves
+Images = str | os.PathLike | Sequence[str]
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +113,14 @@ class AdaptConfig:
         at the readout's own initialisation.
     cache_dir : str or None
         Where the feature cache lives (default: inside the store).
+    personal : bool
+        Give the subject its own residual of the readout's per-vertex tuning
+        (``point``, ``roi_query``; False: its gain and offset only, the
+        adaptation of brainencoder before 0.x). The group-PCA readouts always
+        train the subject's own map.
+    pulls : list of float
+        Strengths of the L2 pull of the subject's tuning toward the group's
+        (:mod:`.adapt_train`): one fit each, the best on the validation images kept.
     """
 
     epochs: int = 60
@@ -108,6 +132,8 @@ class AdaptConfig:
     ridge_alphas: list[float] = field(default_factory=lambda: np.logspace(-2, 5, 15).tolist())
     init: str = "average"
     cache_dir: str | None = None
+    personal: bool = True
+    pulls: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0])
 
     def train_config(self, seed: int = 0, n_train: int | None = None) -> TrainConfig:
         """The TrainConfig of the loop that trains the subject.
@@ -142,6 +168,8 @@ class AdaptConfig:
             raise ConfigError("'ridge_alphas' must be positive numbers")
         if self.init not in ("average", "default"):
             raise ConfigError(f"'init' must be 'average' or 'default'; got {self.init!r}")
+        if not self.pulls or min(self.pulls) < 0 or len(set(self.pulls)) != len(self.pulls):
+            raise ConfigError(f"'pulls' must be distinct numbers >= 0; got {self.pulls}")
 
 
 def load_adapt_config(overrides: list[str] | None = None) -> AdaptConfig:
@@ -171,26 +199,6 @@ def _open_data(data: Path, subject: str, store_dir: Path, image_size: int | None
     return store
 
 
-def choose_rows(
-    store: Store, subject: str, n_images: int | None, seed: int, val_fraction: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded N of the subject's train-split rows (never a row evaluate scores): (train, val)."""
-    pool = np.sort(store.split_rows(subject, "train"))
-    if n_images is None:
-        n_images = pool.size
-    if n_images > pool.size:
-        raise ConfigError(
-            f"--n-images {n_images} is more than the {pool.size} training images of {subject} "
-            "in its train split (its val and test-val images are kept for evaluation)"
-        )
-    if n_images < 10:
-        raise ConfigError(f"--n-images must be at least 10; got {n_images}")
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 11]))
-    chosen = np.sort(rng.choice(pool, size=n_images, replace=False))
-    parts = make_splits(n_images, (1 - val_fraction, val_fraction, 0.0), seed, key=subject)
-    return chosen[parts["train"]], chosen[parts["val"]]
-
-
 @dataclass(frozen=True)
 class Overwrite:
     """What :func:`adapt` may replace (``--overwrite``, ``--overwrite-subject``)."""
@@ -204,7 +212,7 @@ def adapt(
     data: str | Path,
     subject: str,
     out: str | Path,
-    n_images: int | None = None,
+    n_images: int | Images | None = None,
     seed: int = 0,
     config: AdaptConfig | None = None,
     overwrite: Overwrite | None = None,
@@ -222,8 +230,11 @@ def adapt(
         The new subject's name (``subjXX`` in ``data``).
     out : path
         New run folder (written aside and moved into place when complete).
-    n_images : int, optional
-        Use a seeded random subset of this many training images (default: all).
+    n_images : int, path or sequence of str, optional
+        Which of the subject's train-split images it trains on: a seeded random
+        subset of this many (0: none, the zero-shot model; at least 10
+        otherwise), or exactly the images a list file names (a path), or these
+        image file names (``train-0001_nsd-00013.png``). Default: all.
     seed : int, default=0
     config : AdaptConfig, optional
     overwrite : Overwrite, optional
@@ -232,7 +243,9 @@ def adapt(
     Returns
     -------
     dict
-        Also ``out/summary.json``: validation metrics, images used, timings.
+        Also ``out/summary.json``: validation metrics, the pull kept, the
+        zero-shot and adapted scores on the subject's ``val`` split
+        (``heldout/...``), images used, timings.
     """
     start = time.perf_counter()
     config, overwrite = config or AdaptConfig(), overwrite or Overwrite()
@@ -240,31 +253,16 @@ def adapt(
     seed = check_seed("seed", seed)
     run, data, out = resolve_source(run), Path(data), Path(out)  # hf:ORG/NAME: its folder
     Run.check_target(out, [run, data], overwrite.out)
-    model = load_model(run)
+    model = _group_model(run, subject, overwrite)
     base = read_record(run)  # the group subjects keep what they trained on
-    if isinstance(model, EnsembleModel):  # an exported ensemble
-        raise ConfigError(
-            f"{run}: an ensemble of {len(model.models)} models; adapt starts from one model: "
-            "pass one of its runs, or a folder exported from one run"
-        )
-    if not isinstance(model, Encoder):
-        raise ConfigError(
-            f"{run}: adapt needs a trained encoder; a ridge baseline has no shared parts to "
-            "adapt from (fit a ridge on the new subject instead)"
-        )
-    if subject in model.subjects and not overwrite.subject:
-        raise ConfigError(
-            f"{run}: the model already has a subject {subject!r}; adapt under another name "
-            "(rename the folder) or pass --overwrite-subject to replace its parameters"
-        )
     with Run.build(out, [run, data], overwrite=overwrite.out) as target:
         store = _open_data(data, subject, target.path / "store", model.store_image_size)
         inside = store.path.resolve().is_relative_to(target.path.resolve())
-        train_rows, val_rows = choose_rows(store, subject, n_images, seed, config.val_fraction)
+        train_rows, val_rows = _rows(store, subject, n_images, seed, config.val_fraction)
         added = _add_subject(model, subject, store, config, data)
-        summary = _train_subject(
-            model, store, subject, (train_rows, val_rows), added, config, seed, target
-        )
+        heldout = np.sort(store.split_rows(subject, "val"))
+        rows = (train_rows, val_rows, heldout)
+        summary = fit_subject(model, store, subject, rows, added, config, seed, target)
         model.training_record = add_subject_record(
             base, training_record(store, [subject], ["train"])
         )
@@ -284,6 +282,41 @@ def adapt(
     return summary
 
 
+def _group_model(run: Path, subject: str, overwrite: Overwrite) -> Encoder:
+    """The trained encoder to adapt; one-line errors for what cannot be adapted."""
+    model = load_model(run)
+    if isinstance(model, EnsembleModel):  # an exported ensemble
+        raise ConfigError(
+            f"{run}: an ensemble of {len(model.models)} models; adapt starts from one model: "
+            "pass one of its runs, or a folder exported from one run"
+        )
+    if not isinstance(model, Encoder):
+        raise ConfigError(
+            f"{run}: adapt needs a trained encoder; a ridge baseline has no shared parts to "
+            "adapt from (fit a ridge on the new subject instead)"
+        )
+    if subject in model.subjects and not overwrite.subject:
+        raise ConfigError(
+            f"{run}: the model already has a subject {subject!r}; adapt under another name "
+            "(rename the folder) or pass --overwrite-subject to replace its parameters"
+        )
+    return model
+
+
+def _rows(
+    store: Store, subject: str, n_images: int | Images | None, seed: int, val_fraction: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The subject's rows that train and that validate: N drawn, or those listed."""
+    if n_images is None or isinstance(n_images, (int, np.integer)):
+        return choose_rows(store, subject, n_images, seed, val_fraction)
+    if isinstance(n_images, (str, os.PathLike)):
+        entries, source = read_image_list(n_images), os.fspath(n_images)
+    else:
+        entries, source = [(i, str(n)) for i, n in enumerate(n_images, 1)], "images="
+    chosen = listed_rows(store, subject, entries, source)
+    return split_rows(chosen, subject, seed, val_fraction)
+
+
 def _add_subject(
     model: Encoder, subject: str, store: Store, config: AdaptConfig, data: Path
 ) -> torch.Tensor:
@@ -299,98 +332,35 @@ def _add_subject(
         model.remove_subject(subject)
     others = model.subjects
     like = others if config.init == "average" and others else None
-    return model.add_subject(subject, masks, like=like)
+    added = model.add_subject(subject, masks, like=like)
+    if config.personal and getattr(model.readout, "personal_tensors", ()):
+        personalize(model.readout, subject)  # its own residual of the per-vertex tuning
+        model.config.readout = model.readout.config()
+    return added
 
 
-def _train_subject(
-    model: Encoder,
-    store: Store,
-    subject: str,
-    rows: tuple[np.ndarray, np.ndarray],
-    added: torch.Tensor,
-    config: AdaptConfig,
-    seed: int,
-    run: Run,
-) -> dict[str, Any]:
-    """Train the subject's parameters alone (``train``'s loop and step); best epoch kept."""
-    train_rows, val_rows = rows
-    readout = model.readout
-    model.eval()  # dropout off, BatchNorm statistics fixed: nothing shared changes
-    for p in model.parameters():
-        p.requires_grad_(False)
-    trained = readout.adapt_parameters(subject, added)
-    t_cache = time.perf_counter()
-    image_rows = store.subject(subject).train_rows
-    used = np.concatenate([train_rows, val_rows])
-    quiet = CacheOptions(progress=False)
-    cache = build_feature_cache(
-        model, store, image_rows[used], CacheSpec(seed=seed), root=config.cache_dir, options=quiet
-    )
-    t_cache = time.perf_counter() - t_cache
-    exclude = None if readout.trains_added_vertices else added.numpy()
-    index = store.subject(subject).index
-    batches = StoreBatches(
-        store,
-        SampleIndex(np.full(train_rows.size, index), train_rows, image_rows[train_rows]),
-        space=model.space,
-        exclude=exclude,
-    )
-    features = {
-        name: cache.get(np.zeros(r.size, np.int64), cache.lookup(image_rows[r]))
-        for name, r in (("train", train_rows), ("val", val_rows))
-    }
-    columns = model.space.subject_columns(subject)
-    scored = (
-        ~np.isin(columns, added.numpy()) if exclude is not None else np.ones(columns.size, bool)
-    )
-    loop = config.train_config(seed, train_rows.size)
-    with rows_only(trained, added):
-        s = setup_partial(run, store, model, batches, cache, trained, int(added.numel()), loop)
-        best = BestParameters([p for p, _ in trained])
-        validate = _validation(model, store, subject, val_rows, features["val"], scored)
-        selection = BestEpoch(loop.val_metric, validate, best.keep, loop.early_stop_patience)
-        run_epochs(s, loop, selection, progress=False, checkpoints=False)
-        best.restore()
-    fitted = readout.finish_adaptation(
-        subject,
-        features["train"],
-        torch.from_numpy(store.read_fmri(subject, train_rows)[:, ~scored]),
-        torch.from_numpy(columns[~scored]),
-        config.ridge_alphas,
-    )
-    return {
-        "finished": True,
-        "subject": subject,
-        "n_train_images": int(train_rows.size),
-        "n_val_images": int(val_rows.size),
-        "best_epoch": s.state.best_epoch,
-        "val/pearson_median": s.state.best,
-        "added_vertices": int(added.numel()),
-        "ridge_vertices": fitted,
-        "feature_seconds": t_cache,
-        "trainable_parameters": s.n_trainable,
-    }
+def scores_line(summary: dict[str, Any]) -> str | None:
+    """The zero-shot (N = 0) and adapted scores of a summary, as one line (None: not scored).
 
+    Parameters
+    ----------
+    summary : dict
+        What :func:`adapt` returns.
 
-def _validation(
-    model: Encoder,
-    store: Store,
-    subject: str,
-    val_rows: np.ndarray,
-    features: list[torch.Tensor],
-    scored: np.ndarray,
-) -> Callable[[int], dict[str, float]]:
-    """An epoch's validation: the subject's metrics on its held-out rows and ``scored`` vertices."""
-    target = store.read_fmri(subject, val_rows)
-    columns = model.space.subject_columns(subject)
-    index = model.space.subject_index(subject)
-
-    def validate(epoch: int) -> dict[str, float]:
-        with torch.no_grad():
-            subj = torch.full((val_rows.size,), index, dtype=torch.long)
-            pred = model.readout(features, subj)[:, columns].numpy()
-        stats = StreamingStats(int(scored.sum()))
-        stats.update(pred[:, scored], target[:, scored])
-        return summarize_stats({subject: stats}, "val")
-
-    return validate
+    Returns
+    -------
+    str or None
+        E.g. ``subj04 val split (60 images), median r: zero-shot (N = 0) 0.412,
+        adapted from 100 images 0.503 (pull 0.1)``.
+    """
+    zero = summary.get("heldout/zero_shot_pearson_median")
+    if zero is None:
+        return None
+    n = summary["n_train_images"] + summary["n_val_images"]
+    head = f"{summary['subject']} val split ({summary['heldout_images']} images), median r:"
+    line = f"{head} zero-shot (N = 0) {zero:.3f}"
+    if n:
+        pull = summary.get("pull")
+        kept = f" (pull {pull:g})" if pull is not None else ""
+        line += f", adapted from {n} images {summary['heldout/adapted_pearson_median']:.3f}{kept}"
+    return line

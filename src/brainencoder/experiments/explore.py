@@ -31,8 +31,11 @@ from ..util.errors import DataError
 from ..util.fileio import atomic_path, check_free_space, write_bytes_atomic
 from ..util.html import render_page
 from ..util.ownership import build_owned, check_replaceable
+from .explore_intervals import Ensemble, ensemble_scores, separability
+from .explore_page import PAGE, histogram, montage
+from .explore_page import cortex_map as _cortex_map
 
-__all__ = ["ArrayRows", "check_data_space", "explore"]
+__all__ = ["ArrayRows", "Ensemble", "check_data_space", "explore"]
 
 logger = logging.getLogger(__name__)
 
@@ -110,77 +113,6 @@ def _roi_scores(values: np.ndarray, masks: Sequence[np.ndarray], rows: int = 409
     return score, total / values.shape[0]
 
 
-def _montage(source: ImageSource, values, order, top: int, out: Path, label: str) -> Path:
-    import matplotlib.pyplot as plt
-
-    from ..evaluation.plotting import save_png
-
-    fig, axes = plt.subplots(2, top, figsize=(1.6 * top, 4.0), squeeze=False)
-    for row, picks, title in (
-        (0, order[:top], "top"),
-        (1, order[::-1][:top], "bottom"),
-    ):
-        for col in range(top):
-            ax = axes[row, col]
-            ax.axis("off")
-            if col < len(picks):
-                i = picks[col]
-                ax.imshow(source.load(int(i), 128))
-                ax.set_title(f"{values[i]:+.2f}", fontsize=9)
-        axes[row, 0].text(
-            -0.15,
-            0.5,
-            title,
-            transform=axes[row, 0].transAxes,
-            rotation=90,
-            va="center",
-            ha="right",
-            fontsize=11,
-        )
-    fig.suptitle(f"{label}: top and bottom {top} of {len(source)} images")
-    fig.tight_layout()
-    save_png(fig, out, dpi=110)
-    plt.close(fig)
-    return out
-
-
-def _histogram(values, threshold: float, out: Path, label: str) -> Path:
-    import matplotlib.pyplot as plt
-
-    from ..evaluation.plotting import save_png
-
-    fig, ax = plt.subplots(figsize=(6, 3.2))
-    ax.hist(values, bins=min(40, max(5, len(values) // 3)), color="#4c72b0")
-    ax.axvline(threshold, color="#c44e52", linestyle="--", label="top-K threshold")
-    ax.set_xlabel(f"{label} (predicted, z-scored units)")
-    ax.set_ylabel("images")
-    ax.legend(frameon=False)
-    fig.tight_layout()
-    save_png(fig, out, dpi=110)
-    plt.close(fig)
-    return out
-
-
-_PAGE = """<!DOCTYPE html><html><head><meta charset="utf-8">
-<title>explore: {{ label }}</title>
-<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
-img{max-width:100%;border:1px solid #eee;margin:6px 0}
-table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}</style>
-</head><body>
-<h1>Which images drive {{ label }}?</h1>
-<p>Run <code>{{ run }}</code>, subject {{ subject }}, {{ n_images }} images from
-<code>{{ images }}</code>; ranked by the mean predicted response in
-{{ label }} (z-scored units).</p>
-<h2>Top and bottom {{ top }}</h2><img alt="montage" src="{{ montage }}">
-<h2>Distribution</h2><img alt="histogram" src="{{ histogram }}">
-<h2>Cortex: top {{ top }} minus all images</h2><img alt="map" src="{{ map }}">
-<h2>Ranking</h2><table><tr><th>rank</th><th>image</th><th>value</th></tr>
-{% for row in rows %}<tr><td>{{ row.rank }}</td><td>{{ row.image }}</td>
-<td>{{ "%.3f"|format(row.value) }}</td></tr>{% endfor %}</table>
-<p>Full ranking: <a href="ranking.csv">ranking.csv</a></p>
-</body></html>"""
-
-
 @dataclass(frozen=True)
 class ArrayRows:
     """Which images of an image array file :func:`explore` ranks (``--dataset``, ``--rows``)."""
@@ -190,7 +122,7 @@ class ArrayRows:
 
 
 def explore(
-    run: str | Path,
+    run: str | Path | Ensemble,
     images: str | Path,
     subject: str,
     rois: Sequence[str],
@@ -203,8 +135,13 @@ def explore(
 
     Parameters
     ----------
-    run : path
-        Run folder, model file or exported folder (or ``hf:ORG/NAME``).
+    run : path or Ensemble
+        Run folder, model file or exported folder (or ``hf:ORG/NAME``); an
+        :class:`~brainencoder.experiments.explore_intervals.Ensemble` of several:
+        ranked by their mean prediction, and with its ``interval`` each image's
+        calibrated interval for the ROI score (ranking.csv ``lower``, ``upper``,
+        ``separable`` from the next rank; the page says which top ranks are
+        separable from the rest).
     images : path
         Folder of images (any size and mode; see :func:`~brainencoder.data.images.load_image`),
         or uint8 images in a ``.npy`` or HDF5 file (NSD's ``nsd_stimuli.hdf5``;
@@ -232,71 +169,40 @@ def explore(
     -------
     dict of str to Path
     """
-    import pandas as pd
-
     from ..runs.exported import open_roi_layout
-    from ..runs.hub import resolve_source
-    from ..runs.load import load_model, model_file, read_files
 
     array = array or ArrayRows()
-    run, out = resolve_source(run), Path(out)  # hf:ORG/NAME: its cached folder
+    ensemble = run if isinstance(run, Ensemble) else Ensemble([run])
+    out = Path(out)
     if not 1 <= len(rois) <= 2:
         raise DataError("give one ROI (--roi NAME) or two for a contrast (--roi A --roi B)")
     if top < 1:
         raise DataError(f"--top must be >= 1; got {top}")
-    model_path = model_file(run)
-    model = load_model(run)  # an exported ensemble: every member
+    paths, models, inputs = _members(ensemble)
+    run, model = paths[0], models[0]
     data, store_path = _roi_data(run, data)
-    inputs = [images, data, store_path, *read_files(run)]
+    inputs = [images, data, store_path, *inputs]
     check_replaceable(out, "explore", inputs)  # before any work
+    calibrated = _calibration(ensemble, paths)
     subjects = list(model.space.subjects) if subject == "all" else [subject]
     model.space.subject_index(subjects[0])
     layout = open_roi_layout(data, [s for s in subjects])
     check_data_space(model.space, layout, subjects)
-    label = rois[0] if len(rois) == 1 else f"{rois[0]} - {rois[1]}"
+    query = {
+        "run": str(run),
+        "images": str(images),
+        "dataset": array.dataset,
+        "rows": None if array.rows is None else [array.rows.start, array.rows.stop],
+        "subject": subject,
+        "rois": list(rois),
+        "top": top,
+    }
+    if len(paths) > 1:
+        query.update(ensemble=[str(p) for p in paths], interval=ensemble.interval)
     with open_images(images, array.dataset, array.rows) as source:
-        score, diffs = _scores(model, model_path, source, layout, subjects, rois)
-        order = np.argsort(-score, kind="stable")
-        k = min(top, len(source))
-        diffs = {n: v[np.sort(order[:k])].mean(0) - mean for n, (v, mean) in diffs.items()}
-        names = source.names
-        ranking = pd.DataFrame(
-            {
-                "rank": np.arange(1, len(source) + 1),
-                "image": [names[i] for i in order],
-                "value": score[order],
-            }
-        )
-        query = {
-            "run": str(run),
-            "images": str(images),
-            "dataset": array.dataset,
-            "rows": None if array.rows is None else [array.rows.start, array.rows.stop],
-            "subject": subject,
-            "rois": list(rois),
-            "top": k,
-        }
+        ranked = _scores((models, paths), source, layout, subjects, rois, calibrated)
         with build_owned(out, "explore", inputs) as work:  # moved into place when complete
-            with atomic_path(work / "ranking.csv", suffix=".csv") as tmp:
-                ranking.to_csv(tmp, index=False)
-            _montage(source, score, order, k, work / "montage.png", label)
-            _histogram(score, score[order[k - 1]], work / "histogram.png", label)
-            _cortex_map(model.space, subjects, diffs, work / "map.png", subject, k, label)
-            page = render_page(
-                _PAGE,
-                label=label,
-                run=str(run),
-                subject=subject,
-                n_images=len(source),
-                images=str(images),
-                top=k,
-                montage="montage.png",
-                histogram="histogram.png",
-                map="map.png",
-                rows=ranking.head(max(2 * k, 20)).to_dict("records"),
-            )
-            write_bytes_atomic(work / "index.html", page)
-            write_bytes_atomic(work / "query.json", json.dumps(query, indent=2).encode())
+            _write(work, source, ranked, model.space, query)
     return {
         "page": out / "index.html",
         "ranking": out / "ranking.csv",
@@ -304,6 +210,76 @@ def explore(
         "histogram": out / "histogram.png",
         "map": out / "map.png",
     }
+
+
+def _members(ensemble: Ensemble) -> tuple[list[Path], list, list[Path]]:
+    """The runs' paths, models (of one vertex space) and the files they are read from."""
+    from ..runs.hub import resolve_source
+    from ..runs.load import load_model, read_files
+
+    paths = [resolve_source(r) for r in ensemble.runs]  # hf:ORG/NAME: its cached folder
+    models = [load_model(p) for p in paths]  # an exported ensemble: every member
+    for p, m in zip(paths[1:], models[1:], strict=True):
+        if not m.space.same_as(models[0].space):
+            raise DataError(f"{p}: other subjects or vertices than {paths[0]}; rank one model")
+    return paths, models, [f for p in paths for f in read_files(p)]
+
+
+def _calibration(ensemble: Ensemble, paths: list[Path]):
+    """The checked calibration of the runs (None without an interval)."""
+    from ..inference.conformal import conformal_rank
+    from ..runs.calibration import default_calibration_path, read_calibration
+
+    if ensemble.interval is None:
+        return None
+    conformal_rank(10**9, ensemble.interval)  # the level is a number in (0, 1)
+    path = Path(ensemble.calibration or default_calibration_path(paths))
+    cal = read_calibration(path)
+    cal.check_members(paths, path)
+    return cal, ensemble.interval
+
+
+def _write(work: Path, source: ImageSource, ranked: dict, space: GroupSpace, query: dict) -> None:
+    """The ranking, the figures, the page and the query, into ``work``."""
+    import pandas as pd
+
+    score, order, subjects = ranked["score"], ranked["order"], list(ranked["diffs"])
+    k, rois, level = min(query["top"], len(source)), query["rois"], ranked["level"]
+    query["top"] = k
+    label = rois[0] if len(rois) == 1 else f"{rois[0]} - {rois[1]}"
+    table = {"rank": np.arange(1, len(source) + 1), "image": [source.names[i] for i in order]}
+    table["value"] = score[order]
+    text = ""
+    if level is not None:
+        table["lower"], table["upper"] = ranked["lower"][order], ranked["upper"][order]
+        sep, text = separability(ranked["lower"], ranked["upper"], order, k, level)
+        table["separable"] = sep
+    ranking = pd.DataFrame(table)
+    top = np.sort(order[:k])
+    diffs = {n: v[top].mean(0) - mean for n, (v, mean) in ranked["diffs"].items()}
+    with atomic_path(work / "ranking.csv", suffix=".csv") as tmp:
+        ranking.to_csv(tmp, index=False)
+    montage(source, score, order, k, work / "montage.png", label)
+    histogram(score, score[order[k - 1]], work / "histogram.png", label)
+    _cortex_map(space, subjects, diffs, work / "map.png", query["subject"], k, label)
+    page = render_page(
+        PAGE,
+        label=label,
+        run=query["run"]
+        + (f" (+{len(query['ensemble']) - 1} runs)" if "ensemble" in query else ""),
+        subject=query["subject"],
+        n_images=len(source),
+        images=query["images"],
+        top=k,
+        montage="montage.png",
+        histogram="histogram.png",
+        map="map.png",
+        rows=ranking.head(max(2 * k, 20)).to_dict("records"),
+        level=None if level is None else f"{100 * level:g}%",
+        separability=text,
+    )
+    write_bytes_atomic(work / "index.html", page)
+    write_bytes_atomic(work / "query.json", json.dumps(query, indent=2).encode())
 
 
 def _roi_data(run: Path, data: str | Path | None) -> tuple[str | Path, Path | None]:
@@ -320,16 +296,50 @@ def _roi_data(run: Path, data: str | Path | None) -> tuple[str | Path, Path | No
     return Store(store_path).manifest["source"]["root"], store_path
 
 
-def _scores(model, model_path: Path, source: ImageSource, layout, subjects, rois) -> tuple:
-    """Each image's score (the mean over ``subjects``); each subject's (predictions, mean)."""
-    per_subject, predictions = [], {}
+def _scores(members: tuple, source: ImageSource, layout, subjects, rois, calibrated) -> dict:
+    """Each image's score (the mean over ``subjects``), its order and interval; the map's parts.
+
+    ``members`` is (models, model paths); ``calibrated`` (Calibration, level) or None.
+    Returns a dict: ``score``, ``order``, ``lower`` and ``upper`` (None without
+    an interval), ``level``, and ``diffs``: per subject (the members' mean
+    predictions, the mean over images) for the cortical map.
+    """
+    from ..runs.load import model_file
+
+    models, paths = members
+    per_subject, lows, highs, diffs = [], [], [], {}
     for name in subjects:
         masks = [roi_mask(layout[name], r) for r in rois]
-        values = _predictions(model, model_path, source, name)
-        score, mean = _roi_scores(values, masks)
+        values = [_predictions(m, model_file(p), source, name) for m, p in zip(models, paths)]
+        if len(values) == 1 and calibrated is None:
+            score, mean = _roi_scores(values[0], masks)
+            lower = upper = None
+        else:
+            extra = None if calibrated is None else (calibrated[0], name, calibrated[1])
+            score, mean, lower, upper = ensemble_scores(values, masks, extra)
         per_subject.append(score)
-        predictions[name] = (values, mean)
-    return np.mean(per_subject, axis=0), predictions
+        lows.append(lower)
+        highs.append(upper)
+        diffs[name] = (_MemberMean(values), mean)
+    score = np.mean(per_subject, axis=0)
+    return {
+        "score": score,
+        "order": np.argsort(-score, kind="stable"),
+        "lower": None if calibrated is None else np.mean(lows, axis=0),
+        "upper": None if calibrated is None else np.mean(highs, axis=0),
+        "level": None if calibrated is None else calibrated[1],
+        "diffs": diffs,
+    }
+
+
+class _MemberMean:
+    """Rows of the members' mean prediction: ``obj[rows]`` (n_rows, n_columns)."""
+
+    def __init__(self, values: list[np.ndarray]) -> None:
+        self.values = values
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+        return np.mean([np.asarray(v[rows], dtype=np.float64) for v in self.values], axis=0)
 
 
 _DATA_SPACE = (
@@ -371,30 +381,3 @@ def check_data_space(
             if diff is not None:
                 path = layout[name].roi_dir / f"{hemi}.all-vertices_fsaverage_space.npy"
                 raise DataError(message.format(path=path, subject=name, hemi=hemi, diff=diff))
-
-
-def _cortex_map(
-    space: GroupSpace,
-    subjects: Sequence[str],
-    diffs: dict[str, np.ndarray],
-    path: Path,
-    subject: str,
-    k: int,
-    label: str,
-) -> None:
-    """The mean prediction to the top ``k`` images minus all images, on cortex.
-
-    ``diffs[name]`` is that difference at each of the subject's columns, shape (n_lh + n_rh,).
-    """
-    import matplotlib.pyplot as plt
-
-    from ..evaluation.plotting import plot_difference_map
-
-    fig = plot_difference_map(
-        space,
-        {name: diffs[name] for name in subjects},
-        f"{subject}: mean prediction, top {k} images for {label} minus all images",
-        "predicted response difference",
-        output_file=path,
-    )
-    plt.close(fig)

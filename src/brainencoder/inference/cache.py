@@ -15,6 +15,10 @@ random-resized crops (augmentation). Layout::
 
 ``key`` hashes the store, the trunk's weights and layers, the input size, the
 view settings and the dtype, so a cache is never reused for something else.
+A model with several trunks (``model.trunks``) has one cache per trunk, keyed
+on that trunk alone (:func:`feature_sources`), read together as a
+:class:`~.cache_files.MultiFeatureCache`; the files are read by
+:mod:`.cache_files`.
 
 Several processes (``torchrun`` ranks) extract one cache together: each takes
 every ``count``-th (view, chunk) job (:class:`CacheOptions`'s ``shard``),
@@ -42,10 +46,12 @@ import torch
 from ..data.store import Store
 from ..data.transforms import random_resized_crop, resize
 from ..models.encoder import Encoder
+from ..models.multi_trunk import TrunkSet
 from ..util.errors import StoreError
 from ..util.fileio import check_free_space, read_json, write_json_atomic
 from ..util.prefetch import prefetch
-from .quantize import check_features, estimate_cache_bytes, quantize_int8
+from .cache_files import FeatureCache, InMemoryFeatures, MultiFeatureCache, layer_files, open_layers
+from .quantize import bytes_per_view, check_features, quantize_int8
 
 __all__ = [
     "CACHE_DTYPES",
@@ -53,7 +59,9 @@ __all__ = [
     "CacheSpec",
     "FeatureCache",
     "InMemoryFeatures",
+    "MultiFeatureCache",
     "build_feature_cache",
+    "feature_sources",
 ]
 
 logger = logging.getLogger(__name__)
@@ -61,117 +69,72 @@ _CHUNK = 64
 CACHE_DTYPES = ("float16", "int8")
 
 
-def _layer_files(path: Path, index: int, dtype: str) -> tuple[Path, Path | None]:
-    if dtype == "int8":
-        return path / f"layer{index}.i8", path / f"layer{index}.scale"
-    return path / f"layer{index}.f16", None
+@dataclass
+class FeatureSource:
+    """What one cache is extracted from: a trunk of ``model`` (or its only one).
+
+    Attributes
+    ----------
+    model : Encoder
+        Moved to the device and set to eval mode for the extraction.
+    forward : callable
+        Images in [0, 1], (B, 3, S, S) at ``model.input_size`` -> list of maps.
+    shapes : list of tuple of int
+        (C, *positions) of each map.
+    key : dict
+        What the maps depend on besides the images (enters the cache's key).
+    """
+
+    model: Encoder
+    forward: Callable[[torch.Tensor], list[torch.Tensor]]
+    shapes: list[tuple[int, ...]]
+    key: dict
+
+
+def _trunk_key(trunk: torch.nn.Module, indices: list[int]) -> dict:
+    digest = hashlib.sha256()
+    for name, tensor in trunk.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return {"trunk": digest.hexdigest(), "layers": list(indices)}
+
+
+def feature_sources(model: Encoder) -> list[FeatureSource]:
+    """One source per cache: the model's trunk, or each member of its ``model.trunks``.
+
+    A member's key is that of a model with this trunk alone at the model's
+    input size (so such a model and this one share the cache), plus its own
+    input size where the member resizes the images further.
+    """
+    if not isinstance(model.trunk, TrunkSet):
+        key = {**_trunk_key(model.trunk, model.trunk.indices), "input_size": model.input_size}
+        if model.config.prefix_tokens:  # other shapes (caches without them keep their key)
+            key["prefix_tokens"] = True
+        if model.config.trunk_family != "timm":  # its architecture and mean/std are config
+            key["trunk_config"] = json.dumps(model.config.trunk_kwargs, sort_keys=True)
+        shapes = [tuple(s) for s in model.feature_shapes]
+        return [FeatureSource(model, model.forward_features, shapes, key)]
+    sources, start = [], 0
+    for i, member in enumerate(model.trunk.members):
+        key = {**_trunk_key(member, member.indices), "input_size": model.input_size}
+        entry = model.config.trunks[i]
+        if entry.get("prefix_tokens"):
+            key["prefix_tokens"] = True
+        if member.family != "timm":
+            key["trunk_config"] = json.dumps(member.model_kwargs, sort_keys=True)
+        if member.input_size != model.input_size:
+            key["trunk_input_size"] = member.input_size
+        count = model.trunk.groups[i]
+        shapes = [tuple(s) for s in model.feature_shapes[start : start + count]]
+        start += count
+        sources.append(FeatureSource(model, partial(model.trunk.member_features, i), shapes, key))
+    return sources
 
 
 def _marker(path: Path, job: tuple[int, int]) -> Path:
     """The file that says the (view, first row) chunk ``job`` is extracted."""
     view, start = job
     return path / "chunks" / f"{view}-{start:08d}.done"
-
-
-def _trunk_digest(model: Encoder) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in model.trunk.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
-class FeatureCache:
-    """A complete feature cache, opened read-only.
-
-    Attributes
-    ----------
-    layers : list of memory-mapped ndarray, shape (n_views, n_images, C, *positions)
-        float16 values, or int8 values with ``scales``.
-    scales : list of ndarray of float32, shape (n_views, n_images, C), or None
-    dtype : {"float16", "int8"}
-    image_rows : ndarray of int64, shape (n_images,)
-        Store image rows held, sorted; :meth:`lookup` maps store rows to cache rows.
-    """
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        if not (self.path / "manifest.json").exists():
-            raise StoreError(
-                f"{self.path}: feature cache is incomplete; rerun training with "
-                "cache_features: true to finish it"
-            )
-        manifest = read_json(self.path / "manifest.json", "feature cache manifest")
-        self.n_views = int(manifest["n_views"])
-        self.image_rows = np.asarray(manifest["image_rows"], dtype=np.int64)
-        self.shapes = [tuple(s) for s in manifest["shapes"]]
-        self.dtype = manifest.get("dtype", "float16")
-        self.layers, scales = _open_layers(
-            self.path, self.shapes, self.n_views, self.image_rows.size, self.dtype, "r"
-        )
-        self.scales = scales if self.dtype == "int8" else None
-
-    def lookup(self, store_rows: np.ndarray) -> np.ndarray:
-        """Cache rows of store image rows (all must be cached)."""
-        pos = np.searchsorted(self.image_rows, store_rows)
-        if (pos >= self.image_rows.size).any() or (
-            self.image_rows[np.minimum(pos, self.image_rows.size - 1)] != store_rows
-        ).any():
-            raise StoreError(f"{self.path}: some images are not in the feature cache")
-        return pos
-
-    def get(self, views: np.ndarray, rows: np.ndarray) -> list[torch.Tensor]:
-        """Features of (view, cache row) pairs as float32 tensors (B, C, *positions) per layer.
-
-        int8 caches are dequantized here, batch by batch.
-        """
-        if self.scales is None:
-            return [
-                torch.from_numpy(np.asarray(layer[views, rows], dtype=np.float32))
-                for layer in self.layers
-            ]
-        out = []
-        for layer, scale in zip(self.layers, self.scales):
-            q = torch.from_numpy(np.asarray(layer[views, rows]))
-            s = torch.from_numpy(np.asarray(scale[views, rows]))
-            out.append(q.float() * s.view(*s.shape, *([1] * (q.ndim - 2))))
-        return out
-
-
-def _open_layers(path, shapes, n_views, n_images, dtype, mode):
-    layers, scales = [], []
-    for i, shape in enumerate(shapes):
-        values, scale = _layer_files(path, i, dtype)
-        np_dtype = np.int8 if dtype == "int8" else np.float16
-        layers.append(
-            np.memmap(values, dtype=np_dtype, mode=mode, shape=(n_views, n_images, *shape))
-        )
-        if scale is not None:
-            scales.append(
-                np.memmap(scale, dtype=np.float32, mode=mode, shape=(n_views, n_images, shape[0]))
-            )
-    return layers, scales
-
-
-class InMemoryFeatures:
-    """The :class:`FeatureCache` interface over tensors in memory (benchmarks, tests).
-
-    Parameters
-    ----------
-    layers : list of Tensor of shape (n_views, n_images, C, *positions)
-        Cache row ``i`` is image row ``i``.
-    """
-
-    def __init__(self, layers: list[torch.Tensor]) -> None:
-        self.layers = layers
-        self.n_views = int(layers[0].shape[0])
-
-    def lookup(self, store_rows: np.ndarray) -> np.ndarray:
-        return np.asarray(store_rows)
-
-    def get(self, views: np.ndarray, rows: np.ndarray) -> list[torch.Tensor]:
-        v, r = torch.from_numpy(np.asarray(views)), torch.from_numpy(np.asarray(rows))
-        return [layer[v, r].float() for layer in self.layers]
 
 
 @dataclass(frozen=True)
@@ -208,8 +171,12 @@ def build_feature_cache(
     *,
     root: str | Path | None = None,
     options: CacheOptions | None = None,
-) -> FeatureCache:
+) -> FeatureCache | MultiFeatureCache:
     """Extract (or finish extracting) the trunk features of ``image_rows``.
+
+    A model with several trunks (``model.trunks``) gets one cache per trunk,
+    each keyed on its trunk alone (:func:`feature_sources`): adding a trunk
+    to a model reuses the other trunks' caches.
 
     Parameters
     ----------
@@ -227,7 +194,7 @@ def build_feature_cache(
 
     Returns
     -------
-    FeatureCache
+    FeatureCache, or MultiFeatureCache of one FeatureCache per trunk
     """
     spec, options = spec or CacheSpec(), options or CacheOptions()
     index, count = options.shard
@@ -235,37 +202,54 @@ def build_feature_cache(
         raise ValueError(f"shard {options.shard} needs 0 <= index < count and a sync for count > 1")
     if spec.dtype not in CACHE_DTYPES:
         raise StoreError(f"cache dtype must be one of {CACHE_DTYPES}; got {spec.dtype!r}")
-    barrier = options.sync or (lambda: None)
     image_rows = np.unique(np.asarray(image_rows, dtype=np.int64))
-    key_src = _key_source(model, store, image_rows, spec)
+    folder = Path(root) if root is not None else store.path / "features"
+    caches = [
+        _build_one(source, store, image_rows, spec, folder, options)
+        for source in feature_sources(model)
+    ]
+    return caches[0] if len(caches) == 1 else MultiFeatureCache(caches)
+
+
+def _build_one(
+    source: FeatureSource,
+    store: Store,
+    image_rows: np.ndarray,
+    spec: CacheSpec,
+    folder: Path,
+    options: CacheOptions,
+) -> FeatureCache:
+    """The cache of one source in ``folder`` (see :func:`build_feature_cache`)."""
+    index = options.shard[0]
+    barrier = options.sync or (lambda: None)
+    key_src = _key_source(source, store, image_rows, spec)
     key = hashlib.sha256(repr(sorted(key_src.items())).encode()).hexdigest()[:16]
-    path = (Path(root) if root is not None else store.path / "features") / key
+    path = folder / key
     if (path / "manifest.json").exists():
         return FeatureCache(path)
-    shapes = [tuple(s) for s in model.feature_shapes]
     if index == 0:
-        plan = json.loads(json.dumps({"key": key_src, "shapes": shapes}))  # as read back
-        _prepare_files(path, plan, model, image_rows, spec.n_views, spec.dtype)
+        plan = json.loads(json.dumps({"key": key_src, "shapes": source.shapes}))  # as read back
+        _prepare_files(path, plan, image_rows, spec.n_views, spec.dtype)
     barrier()
     chunks = range(0, image_rows.size, spec.batch_size)
     jobs = [(v, s) for v in range(spec.n_views) for s in chunks]
-    _extract(model, store, image_rows, path, spec, options, jobs)
+    _extract(source, store, image_rows, path, spec, options, jobs)
     barrier()
     if index == 0:
-        _finish(path, jobs, shapes, spec.n_views, image_rows, key_src, spec.dtype)
+        _finish(path, jobs, source.shapes, spec.n_views, image_rows, key_src, spec.dtype)
     barrier()
     return FeatureCache(path)
 
 
-def _key_source(model: Encoder, store: Store, image_rows: np.ndarray, spec: CacheSpec) -> dict:
+def _key_source(
+    source: FeatureSource, store: Store, image_rows: np.ndarray, spec: CacheSpec
+) -> dict:
     """Everything a cache's bytes depend on: the cache's key is their hash."""
     key_src = {
         "store": store.manifest["source"]["fingerprint"],
         "store_path": str(Path(store.path).resolve()),  # one cache whatever the spelling
         "image_size": store.image_size,
-        "trunk": _trunk_digest(model),
-        "layers": model.trunk.indices,
-        "input_size": model.input_size,
+        **source.key,
         "n_views": spec.n_views,
         "crop_scale": list(spec.crop_scale),
         "seed": spec.seed,
@@ -275,10 +259,6 @@ def _key_source(model: Encoder, store: Store, image_rows: np.ndarray, spec: Cach
     }
     if spec.dtype != "float16":  # float16 caches keep the key they always had
         key_src["dtype"] = spec.dtype
-    if model.config.prefix_tokens:  # other feature shapes (caches without them keep their key)
-        key_src["prefix_tokens"] = True
-    if model.config.trunk_family != "timm":  # its architecture and mean/std are config
-        key_src["trunk_config"] = json.dumps(model.config.trunk_kwargs, sort_keys=True)
     return key_src
 
 
@@ -296,13 +276,13 @@ def _load_chunk(store, image_rows, size, spec, pin, job) -> torch.Tensor:
     return x.pin_memory() if pin else x
 
 
-def _extract(model, store, image_rows, path, spec, options, jobs) -> None:
+def _extract(source, store, image_rows, path, spec, options, jobs) -> None:
     """Extract this process's share of ``jobs`` not marked done into the files at ``path``."""
     from tqdm.auto import tqdm
 
     index, count = options.shard
-    shapes = [tuple(s) for s in model.feature_shapes]
-    layers, scales = _open_layers(path, shapes, spec.n_views, image_rows.size, spec.dtype, "r+")
+    model, shapes = source.model, source.shapes
+    layers, scales = open_layers(path, shapes, spec.n_views, image_rows.size, spec.dtype, "r+")
     mine = jobs[index::count]
     todo = [job for job in mine if not _marker(path, job).exists()]
     if count > 1:
@@ -317,7 +297,7 @@ def _extract(model, store, image_rows, path, spec, options, jobs) -> None:
     done = len(mine) - len(todo)
     bar = tqdm(total=len(mine), initial=done, unit="batch", desc="cache features", disable=off)
     for (view, start), x in zip(todo, prefetch(load, todo, options.workers)):
-        feats = model.forward_features(x.to(options.device, non_blocking=True))
+        feats = source.forward(x.to(options.device, non_blocking=True))
         stop = start + x.shape[0]
         where = f"store rows {image_rows[start]}..{image_rows[stop - 1]}"
         check_features(feats, spec.dtype, where)
@@ -343,11 +323,11 @@ def _write_chunk(layers, scales, feats, where, dtype) -> None:
 
 
 def _prepare_files(
-    path: Path, plan: dict, model: Encoder, image_rows: np.ndarray, n_views: int, dtype: str
+    path: Path, plan: dict, image_rows: np.ndarray, n_views: int, dtype: str
 ) -> None:
     """Create (or reuse, if it was for the same plan) the preallocated cache files."""
     shapes = plan["shapes"]
-    needed = estimate_cache_bytes(model, image_rows.size, n_views, dtype)
+    needed = bytes_per_view(shapes, dtype) * image_rows.size * n_views
     logger.info(
         "feature cache %s: %d images x %d views, %s, %.2f GiB",
         path,
@@ -371,7 +351,7 @@ def _prepare_files(
         path.mkdir(parents=True)
     if not (path / "plan.json").exists():
         check_free_space(path, needed, f"the feature cache {path}")
-        layers, scales = _open_layers(path, shapes, n_views, image_rows.size, dtype, "w+")
+        layers, scales = open_layers(path, shapes, n_views, image_rows.size, dtype, "w+")
         del layers, scales  # the files exist at their full (sparse) size
         write_json_atomic(path / "plan.json", plan)
     (path / "chunks").mkdir(exist_ok=True)
@@ -386,7 +366,7 @@ def _finish(path, jobs, shapes, n_views, image_rows, key_src, dtype) -> None:
             "training to finish the cache"
         )
     for i in range(len(shapes)):
-        for f in _layer_files(path, i, dtype):
+        for f in layer_files(path, i, dtype):
             if f is not None:
                 with open(f, "rb+") as fh:
                     os.fsync(fh.fileno())

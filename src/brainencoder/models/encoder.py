@@ -10,10 +10,8 @@ Model files (save / load) are in :mod:`brainencoder.models.modelfile`.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -22,11 +20,11 @@ from torch import nn
 
 from ..core.space import GroupSpace
 from ..data.transforms import resize
-from ..util.errors import ConfigError
-from ..util.typecheck import MAX_IMAGE_SIZE, check_int_range, check_trunk_kwargs, from_mapping
-from .presets import ENCODERS
-from .readouts import ReadoutContext, create_readout, validate_readout_config
-from .trunk import TRUNK_FAMILIES, Trunk, split_trunk_name
+from ..util.typecheck import MAX_IMAGE_SIZE, check_int_range, check_trunk_kwargs
+from .encoder_config import EncoderConfig, merge_encoder_config, preset_config
+from .multi_trunk import TrunkDropout, TrunkSet
+from .readouts import ReadoutContext, create_readout
+from .trunk import Trunk
 
 __all__ = [
     "Encoder",
@@ -38,60 +36,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class EncoderConfig:
-    """Architecture of an encoder: a trunk and a readout.
-
-    Attributes
-    ----------
-    trunk : str
-        Model name in the trunk family (a timm name, with optional pretrained
-        tag), or ``FAMILY:NAME`` (``hf:facebook/dinov2-base``, ``hf:/a/folder``).
-    trunk_family : str
-        Where the trunk comes from: a registered family
-        (:data:`~brainencoder.models.trunk.TRUNK_FAMILIES`; ``"timm"``, ``"hf"``).
-    layers : list of int, str or list of str
-        Trunk feature layers (indices or fnmatch globs on module names).
-    pretrained : bool
-        Load the trunk's pretrained weights (hub or cache).
-    trunk_weights : str or None
-        Local trunk weights file (safetensors or torch state dict).
-    img_size : int or None
-        Input size (8 to 1024 px); default the trunk's pretrained config.
-    prefix_tokens : bool
-        Feed a ViT's class (and register) tokens to the readout with the
-        patch tokens, as the original entry does.
-    trunk_kwargs : dict
-        Extra keyword arguments for the family's builder (``timm.create_model``);
-        one the model does not accept is an error. A built encoder adds what
-        rebuilds its trunk without files (an ``hf`` trunk's config, mean, std).
-    readout : dict
-        ``{"name": <registered readout>, **options}``
-        (see :mod:`brainencoder.models.readouts`).
-    """
-
-    trunk: str = "eva02_base_patch14_224.mim_in22k"
-    trunk_family: str = "timm"
-    layers: list[int] | list[str] | str = field(default_factory=lambda: [0, 2, 4, 6, 8, 10])
-    pretrained: bool = True
-    trunk_weights: str | None = None
-    img_size: int | None = None
-    prefix_tokens: bool = False
-    trunk_kwargs: dict[str, Any] = field(default_factory=dict)
-    readout: dict[str, Any] = field(default_factory=lambda: {"name": "grouplin"})
-
-    def __post_init__(self) -> None:  # "hf:NAME" -> trunk_family "hf", trunk "NAME"
-        self.trunk_family, self.trunk = split_trunk_name(self.trunk, self.trunk_family)
-
-    def validate(self) -> None:
-        """Check values (of a config or a model file's header); ConfigError naming the key."""
-        if self.img_size is not None:
-            check_int_range("model.img_size", self.img_size, 8, MAX_IMAGE_SIZE)
-        check_trunk_kwargs("model.trunk_kwargs.", self.trunk_kwargs)
-        TRUNK_FAMILIES.get(self.trunk_family)
-        validate_readout_config(self.readout)
 
 
 class Encoder(nn.Module):
@@ -117,21 +61,13 @@ class Encoder(nn.Module):
         config.validate()
         self.config = config
         self.space = space
-        self.trunk = Trunk(
-            config.trunk,
-            config.layers,
-            pretrained=config.pretrained,
-            weights=config.trunk_weights,
-            img_size=config.img_size,
-            prefix_tokens=config.prefix_tokens,
-            family=config.trunk_family,
-            **config.trunk_kwargs,
-        )
-        config.trunk_kwargs = dict(self.trunk.model_kwargs)  # the model file rebuilds it
-        dc = self.trunk.data_config  # the dry run and the buffers below need sane values
-        check_int_range("model.img_size", self.trunk.input_size, 8, MAX_IMAGE_SIZE)
-        check_trunk_kwargs("model.trunk_kwargs.", {"mean": dc["mean"], "std": dc["std"]})
+        self.trunk, dc = _build_trunk(config)
         self.feature_shapes = self.trunk.feature_shapes()
+        self.trunk_dropout = (
+            TrunkDropout(self.trunk.groups, config.trunk_dropout)
+            if isinstance(self.trunk, TrunkSet) and config.trunk_dropout
+            else None
+        )
         options = dict(config.readout)
         name = options.pop("name")
         self.readout = create_readout(
@@ -238,7 +174,11 @@ class Encoder(nn.Module):
         return (images - self.pixel_mean) / self.pixel_std
 
     def forward_features(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """Trunk feature maps of images in [0, 1], shape (B, 3, S, S)."""
+        """Trunk feature maps of images in [0, 1], shape (B, 3, S, S).
+
+        Several trunks (``model.trunks``): every member's maps, member after
+        member, each from the images at its own size and normalization.
+        """
         return self.trunk(self.normalize(images))
 
     def forward(self, images: torch.Tensor, subject: torch.Tensor) -> torch.Tensor:
@@ -254,7 +194,10 @@ class Encoder(nn.Module):
         -------
         Tensor of shape (B, n_group_vertices)
         """
-        return self.readout(self.forward_features(images), subject)
+        features = self.forward_features(images)
+        if self.trunk_dropout is not None:
+            features = self.trunk_dropout(features)
+        return self.readout(features, subject)
 
     def prepare_images(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
         """The model's input: float (B, 3, S, S) in [0, 1], ``S = input_size``.
@@ -312,40 +255,33 @@ class Encoder(nn.Module):
         }
 
 
-def merge_encoder_config(base: EncoderConfig, overrides: dict[str, Any]) -> EncoderConfig:
-    """``base`` updated with ``overrides`` (a ``model:`` mapping), type-checked.
+def _build_trunk(config: EncoderConfig) -> tuple[Trunk | TrunkSet, dict[str, Any]]:
+    """The trunk (or the :class:`TrunkSet` of ``config.trunks``) and its data config.
 
-    ``readout`` options are merged into the base readout's (so
-    ``model.readout.dropout=0.5`` changes one option); naming another readout
-    (``model.readout.name=...``) starts from that readout's defaults. Unknown
-    keys and ill-typed values are ConfigErrors naming ``model.<key>``.
+    The config follows what rebuilds the trunk without files (each trunk's
+    ``trunk_kwargs``); a trunk set normalizes per member, so its data config
+    has mean 0 and std 1.
     """
-    data = dataclasses.asdict(base)
-    for key, value in overrides.items():
-        if value is None and key != "trunk_weights" and key != "img_size":
-            continue
-        if key == "readout" and isinstance(value, dict):
-            same = value.get("name", data["readout"].get("name")) == data["readout"].get("name")
-            value = {**data["readout"], **value} if same else dict(value)
-        data[key] = value
-    return from_mapping(EncoderConfig, data, prefix="model.")
-
-
-def preset_config(name: str, overrides: dict[str, Any] | None = None) -> EncoderConfig:
-    """The encoder preset ``name`` with ``overrides`` (see :func:`merge_encoder_config`).
-
-    Raises
-    ------
-    ConfigError
-        An unknown name (listing :data:`~brainencoder.models.presets.ENCODERS`),
-        a preset that is no valid config (naming it), or a bad override.
-    """
-    preset = copy.deepcopy(ENCODERS.get(name))
-    try:
-        base = merge_encoder_config(EncoderConfig(), preset)
-    except ConfigError as exc:
-        raise ConfigError(f"encoder preset {name!r}: {exc}") from None
-    return merge_encoder_config(base, overrides or {})
+    if config.trunks:
+        specs = config.trunk_specs()
+        trunks = TrunkSet(specs)
+        config.trunks = [dataclasses.asdict(s) for s in specs]  # resolved: rebuilds it
+        return trunks, {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}
+    trunk = Trunk(
+        config.trunk,
+        config.layers,
+        pretrained=config.pretrained,
+        weights=config.trunk_weights,
+        img_size=config.img_size,
+        prefix_tokens=config.prefix_tokens,
+        family=config.trunk_family,
+        **config.trunk_kwargs,
+    )
+    config.trunk_kwargs = dict(trunk.model_kwargs)  # the model file rebuilds it
+    dc = trunk.data_config  # the dry run and the buffers below need sane values
+    check_int_range("model.img_size", trunk.input_size, 8, MAX_IMAGE_SIZE)
+    check_trunk_kwargs("model.trunk_kwargs.", {"mean": dc["mean"], "std": dc["std"]})
+    return trunk, dc
 
 
 def create_encoder(

@@ -30,6 +30,7 @@ from ..util.errors import BrainEncoderError, CheckpointError, ConfigError
 from ..util.typecheck import MAX_IMAGE_SIZE, from_mapping
 from .encoder import Encoder, EncoderConfig
 from .lora import LoRAConfig, apply_lora
+from .multi_trunk import MAX_TRUNKS, header_entries
 from .readouts import READOUTS
 from .readouts.base import check_subject_name
 from .trunk import TRUNK_FAMILIES
@@ -101,9 +102,13 @@ def check_registered(path: str | Path, config: Any) -> None:
     if isinstance(readout, dict) and isinstance(readout.get("name"), str):
         if readout["name"] not in READOUTS:
             missing.append(f"readout {readout['name'][:60]!r} (registered: {READOUTS.names()})")
-    family = config.get("trunk_family", "timm")
-    if isinstance(family, str) and family not in TRUNK_FAMILIES:
-        missing.append(f"trunk family {family[:60]!r} (registered: {TRUNK_FAMILIES.names()})")
+    entries = config.get("trunks")
+    entries = entries[: MAX_TRUNKS + 1] if isinstance(entries, list) else []  # more: refused later
+    families = [config.get("trunk_family", "timm")]
+    families += [e.get("trunk_family", "timm") for e in entries if isinstance(e, dict)]
+    for family in dict.fromkeys(f for f in families if isinstance(f, str)):
+        if family not in TRUNK_FAMILIES:
+            missing.append(f"trunk family {family[:60]!r} (registered: {TRUNK_FAMILIES.names()})")
     if missing:
         raise CheckpointError(
             f"{path}: the model's {' and '.join(missing)} "
@@ -143,6 +148,7 @@ def parse_header(view: ModelFileView) -> Header:
     config.pretrained, config.trunk_weights = False, None  # the weights are in the file
     config.trunk_kwargs.pop("checkpoint_path", None)  # likewise (files of older versions)
     config.trunk_kwargs["from_header"] = True  # the trunk from these values alone, no folder
+    config.trunks = header_entries(config.trunks)  # likewise for every trunk of model.trunks
     subjects = header_json(path, meta, "subjects")
     if not isinstance(subjects, list) or not 1 <= len(subjects) <= MAX_SUBJECTS:
         raise CheckpointError(

@@ -90,3 +90,18 @@ register_encoder(
         "readout": {"name": "grouplin_seq", "hidden_dim": 256, "latent_dim": 256, "dropout": 0.3},
     },
 )
+# two random-init trunks of different families in one `point` readout (model.trunks): the
+# tiny encoder's ResNet-18 and timm's 0.4 M-parameter test ViT with 8 px patches (14 x 14
+# tokens at 112 px); every vertex chooses among their 6 maps
+register_encoder(
+    "tiny_pair",
+    {
+        "pretrained": False,
+        "img_size": 112,
+        "trunks": [
+            {"trunk": "resnet18", "layers": ["layer1", "layer2", "layer3"]},
+            {"trunk": "test_vit", "layers": [1, 3, 5], "trunk_kwargs": {"patch_size": 8}},
+        ],
+        "readout": {"name": "point"},
+    },
+)

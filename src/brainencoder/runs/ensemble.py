@@ -1,4 +1,4 @@
-"""Ensembles: several runs as one model, and per-vertex weights chosen on val.
+"""Ensembles: several runs as one model, and weights chosen on val (per vertex, per ROI...).
 
 Both score and average through the one path of :mod:`brainencoder.inference`:
 :func:`val_weights` scores every member with
@@ -9,7 +9,7 @@ averages with :func:`~brainencoder.inference.images.average_predictions`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +17,15 @@ import numpy as np
 from ..data.store import Store
 from ..inference.images import average_predictions
 from ..inference.store import split_stats
-from ..util.errors import DataError
+from ..util.errors import ConfigError, DataError
+from .ensemble_weights import (
+    WEIGHTINGS,
+    best_member,
+    normalize,
+    per_region,
+    region_labels,
+    stack_subject,
+)
 from .provenance import check_held_out
 from .run import Run
 
@@ -30,13 +38,20 @@ def val_weights(
     store: Store | Path | None = None,
     power: float = 2.0,
     trust_splits: bool = False,
+    by: str = "vertex",
+    data: Path | None = None,
 ) -> list[dict[str, np.ndarray]]:
-    """Weights proportional to ``max(r_val, 0) ** power`` per model and vertex.
+    """Ensemble weights chosen on the store's val split, per model and vertex.
 
-    Where no model has a positive validation correlation the weights are
-    uniform. Weights sum to 1 over models at each vertex. Every run must be
-    held out on the store's val split (:func:`.provenance.check_held_out`;
-    ``trust_splits`` accepts runs that record nothing).
+    ``by="vertex"``: proportional to ``max(r_val, 0) ** power`` at each vertex;
+    ``"roi"``: the same averaged over each ROI of the data's ROI groups;
+    ``"stack"``: per ROI, non-negative least squares on the val responses;
+    ``"best"``: the member with the highest val r at each vertex (see
+    :mod:`.ensemble_weights`). Where no model has a positive validation
+    correlation the weights are uniform. Weights sum to 1 over models at each
+    vertex. Every run must be held out on the store's val split
+    (:func:`.provenance.check_held_out`; ``trust_splits`` accepts runs that
+    record nothing).
 
     Parameters
     ----------
@@ -48,32 +63,70 @@ def val_weights(
         Default: the store of the first run.
     power : float, default=2.0
     trust_splits : bool, default=False
+    by : {"vertex", "roi", "stack", "best"}, default="vertex"
+    data : path, optional
+        Challenge data root (or exported folder) with the ROI files, for "roi"
+        and "stack" (default: the store's source).
 
     Returns
     -------
     list (one per model) of dict of str to ndarray of shape (n_lh + n_rh,)
+
+    Raises
+    ------
+    ConfigError
+        For an unknown ``by``, before any work.
+    DataError
+        A run trained on the val split, or ROI files that cannot be found.
     """
+    if by not in WEIGHTINGS:
+        raise ConfigError(f"'by' must be one of {list(WEIGHTINGS)}; got {by!r}")
     if not isinstance(store, Store):
         store = Store(store if store is not None else Run(run_dirs[0]).store_path())
     for run in map(Path, run_dirs):
         if run.is_dir():
             Run(run).check_store(store)
         check_held_out(run, "val", [(n, store) for n in store.names], trust_splits)
-    raw = [
-        {
-            name: np.clip(s.pearson(), 0, None) ** power
-            for name, s in split_stats(m, store, "val").items()
-        }
-        for m in models
-    ]
-    out = [dict() for _ in models]
+    regions = _regions(store, data) if by in ("roi", "stack") else {}
+    if by == "stack":
+        weights = {n: stack_subject(models, store, n, regions[n]) for n in store.names}
+    else:
+        r = [{n: s.pearson() for n, s in split_stats(m, store, "val").items()} for m in models]
+        weights = {}
+        for name in store.names:
+            stack = np.stack([ri[name] for ri in r])
+            scores = np.clip(np.nan_to_num(stack), 0, None) ** power
+            if by == "best":
+                weights[name] = best_member(stack)
+            elif by == "roi":
+                weights[name] = per_region(scores, regions[name])
+            else:
+                weights[name] = normalize(scores)
+    return [{name: w[m] for name, w in weights.items()} for m in range(len(models))]
+
+
+def _regions(store: Store, data: Path | None) -> dict[str, np.ndarray]:
+    """Per subject, the region of every challenge column (:func:`region_labels`)."""
+    from ..core.regions import subject_roi_masks
+    from .exported import open_roi_layout
+
+    root = data if data is not None else store.manifest.get("source", {}).get("root")
+    if root is None or not Path(root).exists():
+        raise DataError(
+            f"{store.path}: the data folder with its ROI files is not known or gone ({root}); "
+            "pass the challenge data root (data=...) for weights per ROI"
+        )
+    layout = open_roi_layout(root, list(store.names))
+    out = {}
     for name in store.names:
-        stack = np.stack([r[name] for r in raw])
-        total = stack.sum(0)
-        uniform = np.full_like(stack, 1.0 / len(models))
-        weights = np.where(total > 0, stack / np.where(total > 0, total, 1), uniform)
-        for m in range(len(models)):
-            out[m][name] = weights[m]
+        n = sum(store.subject(name).n_vertices.values())
+        masks = [m.both() for m in subject_roi_masks(layout[name])]
+        if any(m.size != n for m in masks):
+            raise DataError(
+                f"{root}: {name}'s ROI files have other vertices than the store's; "
+                "pass the data the store was prepared from"
+            )
+        out[name] = region_labels(masks, n)
     return out
 
 
@@ -94,6 +147,9 @@ class EnsembleModel:
     labels : sequence of str, optional
         The members' names (their run folders) for errors; default: from
         ``name``, else ``model 1``, ``model 2``...
+    weights : sequence of dict of str to ndarray of shape (n_lh + n_rh,), optional
+        Per member, per subject, per-vertex weights summing to 1 over members
+        (:func:`val_weights`); default: the plain mean.
 
     Raises
     ------
@@ -103,10 +159,16 @@ class EnsembleModel:
     """
 
     def __init__(
-        self, models: Sequence, name: str = "ensemble", labels: Sequence[str] | None = None
+        self,
+        models: Sequence,
+        name: str = "ensemble",
+        labels: Sequence[str] | None = None,
+        weights: Sequence[Mapping[str, np.ndarray]] | None = None,
     ) -> None:
         if len(models) < 2:
             raise ValueError("an ensemble needs at least two models")
+        if weights is not None and len(weights) != len(models):
+            raise ValueError(f"{len(weights)} weights for {len(models)} models")
         labels = list(labels) if labels is not None else _member_labels(name, len(models))
         first = models[0].space
         for model in models[1:]:
@@ -125,12 +187,13 @@ class EnsembleModel:
                 "predict from the same decoded images; ensemble runs trained on one store"
             )
         self.models = list(models)
+        self.weights = None if weights is None else [dict(w) for w in weights]
         self.space = first
         self.name = name
         self.store_image_size = known[0][1] if len(known) == len(models) else None
 
     def predict(self, images: np.ndarray, subject: str) -> dict[str, np.ndarray]:
-        """Mean of the models' predictions (:func:`average_predictions`, equal weights).
+        """Mean of the models' predictions (:func:`average_predictions`), weighted if given.
 
         Parameters
         ----------
@@ -141,7 +204,9 @@ class EnsembleModel:
         -------
         dict with keys "lh", "rh" : ndarray of float32, shape (n_images, n_vertices_hemi)
         """
-        return average_predictions([m.predict(images, subject) for m in self.models])
+        preds = [m.predict(images, subject) for m in self.models]
+        weights = None if self.weights is None else [w[subject] for w in self.weights]
+        return average_predictions(preds, weights)
 
 
 def _member_labels(name: str, n: int) -> list[str]:

@@ -108,16 +108,24 @@ def _portable_metadata(meta: dict[str, str]) -> dict[str, str]:
             continue
         if not isinstance(config, dict):
             continue
-        if config.get("trunk_weights"):
-            config["trunk_weights"] = Path(str(config["trunk_weights"])).name
-        trunk = config.get("trunk")
-        if isinstance(trunk, str) and trunk.startswith("hf:") and not _is_hub_id(trunk[3:]):
-            config["trunk"] = "hf:" + Path(trunk[3:].rstrip("/")).name
-        kwargs = config.get("trunk_kwargs")
-        if isinstance(kwargs, dict) and kwargs.get("checkpoint_path"):
-            kwargs["checkpoint_path"] = Path(str(kwargs["checkpoint_path"])).name
+        _portable_trunk(config)
+        for entry in config.get("trunks") or []:  # several trunks: each names its own
+            if isinstance(entry, dict):
+                _portable_trunk(entry)
         out[key] = json.dumps(config)
     return out
+
+
+def _portable_trunk(config: dict) -> None:
+    """Cut one trunk's local paths (weights, folder, checkpoint) to their last part."""
+    if config.get("trunk_weights"):
+        config["trunk_weights"] = Path(str(config["trunk_weights"])).name
+    trunk = config.get("trunk")
+    if isinstance(trunk, str) and trunk.startswith("hf:") and not _is_hub_id(trunk[3:]):
+        config["trunk"] = "hf:" + Path(trunk[3:].rstrip("/")).name
+    kwargs = config.get("trunk_kwargs")
+    if isinstance(kwargs, dict) and kwargs.get("checkpoint_path"):
+        kwargs["checkpoint_path"] = Path(str(kwargs["checkpoint_path"])).name
 
 
 def _is_hub_id(name: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -17,11 +18,25 @@ logger = logging.getLogger(__name__)
 
 
 def append(path: Path, record: Mapping[str, Any]) -> None:
-    """Append ``record`` as one line, flushed to disk (a kill loses at most this line)."""
-    with open(path, "a") as fh:
-        fh.write(json.dumps(dict(record)) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    """Append ``record`` as one line, flushed to disk (a kill loses at most this line).
+
+    A write that fails (a full disk) is cut back to the file's previous end, so no
+    half-written line is left before the error propagates.
+    """
+    data = memoryview((json.dumps(dict(record)) + "\n").encode())
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        start = os.fstat(fd).st_size
+        try:
+            while data:
+                data = data[os.write(fd, data) :]
+            os.fsync(fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, start)
+            raise
+    finally:
+        os.close(fd)
 
 
 def truncate(path: Path, step: int) -> None:

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from ..models.encoder import EncoderConfig, preset_config
 from ..models.lora import LoRAConfig
+from ..models.multi_trunk import lora_parts
 from ..models.presets import ENCODERS
 from ..util.errors import ConfigError, DataError
 from ..util.fileio import read_yaml_mapping
@@ -281,10 +282,8 @@ class TrainConfig:
         return "val" not in self.train_on
 
     def lora_config(self) -> LoRAConfig | None:
-        """The ``lora`` mapping as a checked :class:`~brainencoder.models.lora.LoRAConfig`."""
-        if self.lora is None:
-            return None
-        return from_mapping(LoRAConfig, self.lora, prefix="lora.")
+        """``lora`` as a checked LoRAConfig (its ``trunk``: :func:`~.multi_trunk.lora_parts`)."""
+        return None if self.lora is None else lora_parts(self.lora)[0]
 
     def encoder_config(self) -> EncoderConfig:
         """The preset named by ``encoder`` with the ``model`` overrides, type-checked."""

@@ -22,6 +22,7 @@ from ..inference.cache import CacheOptions, CacheSpec, FeatureCache, build_featu
 from ..models.encoder import Encoder, build_encoder
 from ..models.lora import apply_lora, lora_layers
 from ..models.modelfile import load_encoder, load_state, model_state, read_model_file
+from ..models.multi_trunk import TrunkSet, cached_head, freeze_members, lora_parts, member_lora
 from ..models.pca import GroupPCA, fit_group_pca, training_mean
 from ..models.trunk import apply_freeze
 from ..runs.checkpoint import load_checkpoint
@@ -88,7 +89,7 @@ def setup_training(
     )
     batches = StoreBatches(store, train_index)
     cache = open_cache(config, model, store, train_index, info, device, progress)
-    trained: nn.Module = model.readout if cache is not None else model
+    trained: nn.Module = model if cache is None else cached_head(model)
     module = trained
     if info.enabled:
         module = nn.parallel.DistributedDataParallel(
@@ -267,18 +268,7 @@ def prepare_model(
     model.store_image_size = store.image_size
     model.train()  # loaded models come in eval mode
     model.set_trunk_mode(config.train_trunk, bn_eval=config.trunk_bn_eval)
-    lora = config.lora_config()
-    if lora is not None:
-        if not lora_layers(model.trunk):  # a resumed checkpoint brings its own
-            wrapped = apply_lora(model.trunk.model, lora)
-            logger.info("LoRA rank %d on %d trunk layers", lora.rank, len(wrapped))
-        model.lora_config = lora
-        for layer in lora_layers(model.trunk).values():
-            layer.lora_a.requires_grad_(True)
-            layer.lora_b.requires_grad_(True)
-    if config.train_trunk and config.freeze:
-        frozen = apply_freeze(model.trunk.model, config.freeze)  # timm parameter names
-        logger.info("froze %d trunk parameter tensors", len(frozen))
+    _trunk_training(config, model)
     if info.enabled:
         sync_batchnorms(model.readout, native=device.type == "cuda")
         if device.type == "cuda" and config.train_trunk:
@@ -288,6 +278,34 @@ def prepare_model(
     if n_trainable == 0:
         raise ConfigError("no trainable parameters: check train_trunk and freeze")
     return model, n_trainable
+
+
+def _trunk_training(config: TrainConfig, model: Encoder) -> None:
+    """LoRA layers (on the trunk, or the named or every member of ``model.trunks``), freezing."""
+    lora, several = config.lora_config(), isinstance(model.trunk, TrunkSet)
+    named = lora_parts(config.lora)[1] if config.lora is not None else None
+    if named is not None and not several:
+        raise ConfigError(
+            "'lora.trunk' names one of model.trunks; this model has one trunk: drop lora.trunk"
+        )
+    if lora is not None:
+        if not lora_layers(model.trunk):  # a resumed checkpoint brings its own
+            if several:  # targets on the members' module names (recorded in checkpoints)
+                lora = member_lora(model.trunk, lora, named)
+            wrapped = apply_lora(model.trunk.model, lora)
+            logger.info("LoRA rank %d on %d trunk layers", lora.rank, len(wrapped))
+        elif model.lora_config is not None:
+            lora = model.lora_config  # the checkpoint's resolved targets
+        model.lora_config = lora
+        for layer in lora_layers(model.trunk).values():
+            layer.lora_a.requires_grad_(True)
+            layer.lora_b.requires_grad_(True)
+    if config.train_trunk and config.freeze:
+        if several:  # each member's own (timm) parameter names
+            frozen = freeze_members(model.trunk, config.freeze)
+        else:
+            frozen = apply_freeze(model.trunk.model, config.freeze)  # timm parameter names
+        logger.info("froze %d trunk parameter tensors", len(frozen))
 
 
 def open_cache(

@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 MARKER = ".brainencoder"
-KINDS = ("store", "run", "ridge-run", "explore", "compare", "export")
+KINDS = ("store", "run", "ridge-run", "explore", "compare", "export", "synthesize")
 
 # the files of output folders written before markers existed (only these: a folder
 # holding anything else is not recognised), and the file that identifies them

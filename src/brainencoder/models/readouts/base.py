@@ -40,6 +40,7 @@ from ...util.errors import ConfigError
 from ...util.registry import Registry
 from ...util.typecheck import from_mapping
 from .context import ReadoutContext, check_needs
+from .personal import drop_subject_module, make_personal_module
 
 __all__ = [
     "READOUTS",
@@ -129,7 +130,7 @@ class Readout(nn.Module):
         check_subject_name(name)
         if name in self.per_subject:
             raise ConfigError(f"subject {name!r} is already in this readout")
-        module = self.make_subject_module()
+        module = make_personal_module(self, name)  # personal: a model file's adapted subject
         if like is not None:
             sources = [like] if isinstance(like, str) else list(like)
             states = [self.per_subject[s].state_dict() for s in sources]
@@ -147,7 +148,7 @@ class Readout(nn.Module):
         """Drop a subject and its parameters."""
         if name not in self.per_subject:
             raise ConfigError(f"subject {name!r} is not in this readout ({self.subjects})")
-        del self.per_subject[name]
+        drop_subject_module(self, name)  # and its record as a personal subject
         self.subjects.remove(name)
 
     def subject_parameters(self, name: str) -> list[nn.Parameter]:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 import torch
@@ -39,6 +39,7 @@ from torch import nn
 
 from ...util.errors import ConfigError
 from .base import Readout, register_readout
+from .personal import personal_forward
 from .subject_layers import SubjectAffine, affine_per_subject
 
 __all__ = ["PointOptions", "PointReadout"]
@@ -88,6 +89,9 @@ class PointOptions:
     shared_rank : int
         Add a low-rank path shared by all vertices: the globally pooled
         projected maps -> ``shared_rank`` factors -> every vertex (0: off).
+    personal_subjects : list of str
+        Subjects ``adapt`` gave their own residual of the positions, widths,
+        layer selector and feature weights (:mod:`.personal`); set by the code.
     """
 
     channels: int = 64
@@ -103,6 +107,7 @@ class PointOptions:
     surround_scale: float = 3.0
     output: Literal["linear", "softplus"] = "linear"
     shared_rank: int = 0
+    personal_subjects: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
         if self.max_grid < 0 or self.shared_rank < 0:
@@ -260,7 +265,19 @@ class PointReadout(Readout):
         """
         return fmap.flatten(2) @ self.pooling(layer, *fmap.shape[-2:], scale.to(fmap.dtype)).t()
 
+    @property
+    def personal_tensors(self) -> tuple[str, ...]:
+        """What an adapted subject may own: positions, widths (Gaussian), selector, weights."""
+        widths = ("log_width",) if self.options.sampling == "gaussian" else ()
+        return ("positions", *widths, "selector", "weight")
+
+    def personal_step(self, name: str) -> float:
+        """An adapted subject's residual of positions and widths is in map units (see above)."""
+        return 1 / self.options.position_speed if name in ("positions", "log_width") else 1.0
+
     def forward(self, features: Sequence[torch.Tensor], subject: torch.Tensor) -> torch.Tensor:
+        if (personal := personal_forward(self, features, subject)) is not None:
+            return personal  # a batch with an adapted subject's own tuning
         self.check_features(features)
         select = self.layer_weights()
         maps, pools, pooled = [], [], []

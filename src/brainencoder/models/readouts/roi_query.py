@@ -31,6 +31,7 @@ from torch import nn
 from ...core.regions import DEFAULT_ROI_GROUPS, RegionLabels
 from ...util.errors import ConfigError
 from .base import Readout, register_readout
+from .personal import personal_forward
 from .subject_layers import SubjectAffine, affine_per_subject
 
 __all__ = ["RoiQueryOptions", "RoiQueryReadout"]
@@ -58,6 +59,9 @@ class RoiQueryOptions:
     region_names : list of str
         Region names, set by the code from the data's label files (query 0 is
         "outside every ROI", query k is ``region_names[k - 1]``).
+    personal_subjects : list of str
+        Subjects ``adapt`` gave their own residual of every vertex's map of
+        its region's outputs (:mod:`.personal`); set by the code.
     """
 
     dim: int = 128
@@ -67,6 +71,7 @@ class RoiQueryOptions:
     dropout: float = 0.1
     roi_groups: list[str] = field(default_factory=lambda: list(DEFAULT_ROI_GROUPS))
     region_names: list[str] = field(default_factory=list)
+    personal_subjects: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
         if self.dim < 1 or self.heads < 1 or self.dim % self.heads:
@@ -93,6 +98,8 @@ class RoiQueryReadout(Readout):
 
     needs = frozenset({"regions"})
     vertex_axes: ClassVar[dict[str, int]] = {"region": 0, "weight": 0, "bias": 0}
+    #: what an adapted subject may own a residual of: every vertex's map (its "query")
+    personal_tensors: ClassVar[tuple[str, ...]] = ("weight",)
 
     def __init__(
         self,
@@ -175,6 +182,8 @@ class RoiQueryReadout(Readout):
         return out.reshape(out.shape[0], -1, self.weight.shape[1])
 
     def forward(self, features: Sequence[torch.Tensor], subject: torch.Tensor) -> torch.Tensor:
+        if (personal := personal_forward(self, features, subject)) is not None:
+            return personal  # a batch with an adapted subject's own maps
         out = self.region_outputs(features)
         every = torch.einsum("brd,vd->brv", out, self.weight.to(out.dtype))  # (B, R, V)
         index = self.region[None, None, :].expand(out.shape[0], 1, -1)
