@@ -375,9 +375,9 @@ def resume_state(
             f"{ckpt}: the checkpoint was made with another config; resume "
             "with the same config and overrides"
         )
-    if info.is_main:
+    if info.is_main:  # only rank 0 writes and logs
         run.truncate_metrics(state["step"])
-    logger.info("resuming at epoch %d, step %d", state["epoch"], state["step"])
+        logger.info("resuming at epoch %d, step %d", state["epoch"], state["step"])
     return TrainState.from_dict(state)
 
 
