@@ -2,7 +2,8 @@
 
 Usage: python benchmarks/adapt.py [--worlds subjects retino] [--readouts point ...]
        [--sizes 0 25 100 400 -1] [--seeds 3] [--n-train 640] [--n-vertices 400]
-       [--image-size 96] [--pulls 0.01 0.1 1] [--no-gain-only] [--scratch-sizes -1]
+       [--image-size 96] [--pulls 0.01 0.1 1] [--folds 5] [--no-gain-only]
+       [--scratch-sizes -1]
        [--overrides epochs=8 ...]
 
 Two planted worlds (synthetic data with planted truth, 3 group subjects and a
@@ -21,7 +22,8 @@ way with subj04 among the group subjects, with all its train-split images
 zero-shot model; -1: all of subj04's train-split images) and seed:
 
 * adapt: `brainencoder adapt` with N images (its own tuning pulled toward the
-  group's, the pull chosen on its validation images);
+  group's, the pull chosen on --folds folds of its images, the mean of the
+  chosen pull's fold fits kept);
 * gain only: `adapt` with `personal=False` (the subject's gain and offset only:
   brainencoder's adaptation before issue 35);
 * ridge: per-vertex-alpha ridge (5-fold) on the random ResNet-18 trunk's
@@ -153,7 +155,7 @@ def _readout(args, tmp, world, readout, stores) -> dict:
         res: dict = {k: [] for k in ("adapt", "gain", "ridge", "pull", "t_adapt")}
         for seed in range(1 if n == 0 else args.seeds):
             cache = str(tmp / world / f"cache-{readout}")
-            config = AdaptConfig(cache_dir=cache, pulls=list(args.pulls))
+            config = AdaptConfig(cache_dir=cache, pulls=list(args.pulls), folds=args.folds)
             out = runs / f"ad-{n}-{seed}"
             score, seconds, summary = _adapt_score(runs / "group", held, data, out, n, seed, config)
             res["adapt"].append(score)
@@ -214,6 +216,9 @@ def main() -> None:
     parser.add_argument("--rf-shift", type=float, default=0.0, help="0: the world's preset")
     parser.add_argument("--jitter", type=float, default=0.0, help="0: the world's preset")
     parser.add_argument("--pulls", type=float, nargs="+", default=AdaptConfig().pulls)
+    parser.add_argument(
+        "--folds", type=int, default=AdaptConfig().folds, help="adapt's folds (0: one val split)"
+    )
     parser.add_argument("--no-gain-only", dest="gain_only", action="store_false")
     parser.add_argument(
         "--scratch-sizes",

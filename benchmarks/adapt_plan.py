@@ -1,7 +1,7 @@
 """Which images to show a new subject: `plan`'s choices vs random images, through `adapt`.
 
-Usage: python benchmarks/adapt_plan.py [--n-train 600] [--sizes 25 100 400] [--draws 5]
-       [--methods cover kcenter dopt] [--readout grouplin_seq] [--members 1] [--zero]
+Usage: python benchmarks/adapt_plan.py [--n-train 1000] [--sizes 25 100 400] [--draws 8]
+       [--methods dopt cover kcenter] [--readout grouplin_seq] [--members 1] [--zero]
        [--adapt-epochs 60]
 
 The setup of benchmarks/adapt.py: one synthetic dataset with planted truth, 3
@@ -97,10 +97,10 @@ def _setup(args, tmp: Path) -> tuple:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--n-train", type=int, default=600)
+    parser.add_argument("--n-train", type=int, default=1000)  # a pool of 850: N = 400 < half
     parser.add_argument("--sizes", type=int, nargs="+", default=[25, 100, 400])
-    parser.add_argument("--draws", type=int, default=5)
-    parser.add_argument("--methods", nargs="+", default=["cover", "kcenter", "dopt"])
+    parser.add_argument("--draws", type=int, default=8)
+    parser.add_argument("--methods", nargs="+", default=["dopt", "cover", "kcenter"])
     parser.add_argument("--readout", default="grouplin_seq", choices=list(READOUTS))
     parser.add_argument("--members", type=int, default=1)
     parser.add_argument("--zero", action="store_true")

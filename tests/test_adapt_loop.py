@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from brainencoder.experiments import adapt as adapt_module
-from brainencoder.experiments import adapt_images, adapt_train
+from brainencoder.experiments import adapt_images, adapt_select, adapt_train
 from brainencoder.experiments.adapt import (
     TRAIN_KEYS,
     AdaptConfig,
@@ -20,6 +20,7 @@ from brainencoder.experiments.adapt import (
     adapt,
     load_adapt_config,
 )
+from brainencoder.runs.load import load_model
 from brainencoder.training.config import TrainConfig, load_config
 from brainencoder.training.loop import run_epochs, train
 from brainencoder.training.partial import count_trained, partial_optimizer, rows_only
@@ -151,6 +152,7 @@ def test_adapt_config_is_built_on_train_config():
         ("val_fraction=0.6", r"^'val_fraction' must be in \(0, 0.5\); got 0.6$"),
         ("ridge_alphas=[0, 1]", r"^'ridge_alphas' must be positive numbers$"),
         ("init=mean", r"^'init' must be 'average' or 'default'; got 'mean'$"),
+        ("folds=1", r"^'folds' must be 0 \(one validation split\) or >= 2; got 1$"),
         ("train_trunk=true", r"^unknown key\(s\) \['train_trunk'\]"),  # train's, not adapt's
     ],
 )
@@ -171,7 +173,8 @@ def test_adapt_overrides_keep_their_keys():
 
 
 def test_adapt_has_no_epoch_loop_of_its_own():
-    source = "".join(inspect.getsource(m) for m in (adapt_module, adapt_images, adapt_train))
+    modules = (adapt_module, adapt_images, adapt_train, adapt_select)
+    source = "".join(inspect.getsource(m) for m in modules)
     for piece in ("EpochBatchSampler", "TrainStep", "set_epoch", "torch.optim", "epochs_since"):
         assert piece not in source, piece
 
@@ -194,7 +197,12 @@ def test_adapt_runs_the_shared_loop_and_keeps_its_best_epoch(
 
     monkeypatch.setattr(adapt_train, "run_epochs", spy)
     config = AdaptConfig(
-        epochs=30, lr=0.02, early_stop_patience=2, cache_dir=str(tmp_path / "c"), pulls=[0.1]
+        epochs=30,
+        lr=0.02,
+        early_stop_patience=2,
+        cache_dir=str(tmp_path / "c"),
+        pulls=[0.1],
+        folds=0,  # one fit, its best epoch on the held-out images
     )
     args = {"n_images": 30, "config": config, "overwrite": Overwrite(subject=True)}
     summary = adapt(group_run, store.path, "subj01", tmp_path / "ad", **args)
@@ -213,3 +221,40 @@ def test_adapt_runs_the_shared_loop_and_keeps_its_best_epoch(
     # every epoch ran, or early stopping two epochs after the best (here: 4 of 30, best 1)
     assert len(epochs) in (30, summary["best_epoch"] + 3)
     assert not (tmp_path / "ad" / "checkpoints").exists()
+
+
+def test_adapt_chooses_the_pull_on_folds_and_keeps_the_mean_of_their_fits(
+    store, group_run, tmp_path, monkeypatch
+):
+    calls, fits = [], []
+    original = BestParameters.restore
+
+    def spy(s, config, selection, **options):
+        calls.append((config, selection))
+        return run_epochs(s, config, selection, **options)
+
+    def restore(self):  # every fit's kept parameters, as BestParameters restores them
+        original(self)
+        fits.append([p.detach().clone() for p in self.params])
+
+    monkeypatch.setattr(adapt_train, "run_epochs", spy)
+    monkeypatch.setattr(BestParameters, "restore", restore)
+    pulls = [0.1, 1.0]
+    config = AdaptConfig(epochs=4, cache_dir=str(tmp_path / "c"), pulls=pulls, folds=3)
+    args = {"n_images": 30, "config": config, "overwrite": Overwrite(subject=True)}
+    summary = adapt(group_run, store.path, "subj01", tmp_path / "ad", **args)
+    # one fit per fold and pull, each validated on its fold (10 of the 30 images)
+    assert len(calls) == len(fits) == 3 * len(pulls) and summary["folds"] == 3
+    assert all(selection.metric == "val/pearson_median" for _, selection in calls)
+    assert all(loop.batch_size == 20 for loop, _ in calls)
+    assert summary["n_train_images"] + summary["n_val_images"] == 30
+    scores = summary["pull_scores"]
+    assert summary["pull"] == max(pulls, key=lambda p: scores[f"{p:g}"])
+    # the subject's parameters: the mean of the chosen pull's three fits (the mean of the
+    # changes from the start, summed in another order: float32 rounding, 1e-6)
+    start = 3 * pulls.index(summary["pull"])
+    chosen = fits[start : start + 3]
+    module = load_model(tmp_path / "ad").readout.per_subject["subj01"]
+    for i, (name, value) in enumerate(module.named_parameters()):
+        expected = torch.stack([fit[i] for fit in chosen]).mean(0)
+        torch.testing.assert_close(value.detach(), expected, rtol=1e-6, atol=1e-6, msg=name)

@@ -349,3 +349,24 @@ def test_an_exported_ensemble_is_held_out_only_where_every_member_is(shared, tmp
     table = be.evaluate(mixed, "testval", store=shared.moved.store, out_dir=tmp_path / "t")
     assert set(table.subject) == {*GROUP, "all"}
     assert "| train, val |" in (mixed / "README.md").read_text()
+
+
+def test_the_card_lists_every_trunk_of_a_several_trunk_model():
+    from brainencoder.runs.card import model_facts
+
+    config = {
+        "trunk": "resnet18",
+        "pretrained": True,
+        "trunks": [
+            {"trunk": "resnet18", "layers": [-1], "pretrained": None},
+            {"trunk": "/home/me/models/dinov2-small", "layers": [2, 5], "pretrained": False},
+        ],
+        "readout": {"name": "point"},
+        "img_size": 64,
+    }
+    facts = model_facts("m", {"config": json.dumps(config)})
+    # the second trunk's local folder keeps only its last part; pretrained follows each entry
+    assert facts["trunk"] == "resnet18 (pretrained) + dinov2-small"
+    assert facts["layers"] == "[-1] + [2, 5]"
+    single = model_facts("m", {"config": json.dumps({**config, "trunks": []})})
+    assert single["trunk"] == "resnet18 (pretrained)" and single["layers"] == "?"

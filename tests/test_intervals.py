@@ -186,6 +186,9 @@ def test_explore_shows_intervals_and_separability(seeds, calibrated, synth_root,
     assert (ranking.separable.to_numpy()[:-1] == expected).all()
     page = (out / "index.html").read_text()
     assert "90% interval" in page and "separable from every image ranked below 3" in page
+    from PIL import Image  # the chart of the ranks' intervals, linked from the page
+
+    assert 'src="intervals.png"' in page and Image.open(out / "intervals.png").size[0] > 300
     model = be.load(*seeds)
     pred = model.predict(images, "subj01", interval=0.9)
     mask = pred.roi_mask("V1v")

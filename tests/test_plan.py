@@ -134,3 +134,38 @@ def test_plan_refuses_bad_outputs_and_sizes_with_one_line(runs, pool, tmp_path, 
     args = ["plan", str(runs[0]), "--pool", str(pool), "--subject", "subj01", "--out", "x.txt"]
     assert main(args) == 1
     assert "give both --store and --subject" in capsys.readouterr().err
+
+
+def test_plan_draws_its_picture_beside_the_list_and_says_where(runs, pool, tmp_path, capsys):
+    from PIL import Image
+
+    out = tmp_path / "list.txt"
+    args = ["plan", str(runs[0]), "--pool", str(pool), "--n", "6", "--out", str(out)]
+    assert main(args) == 0
+    picture = tmp_path / "list.png"
+    assert str(picture) in capsys.readouterr().out
+    with Image.open(picture) as image:
+        assert image.format == "PNG" and image.text.get("brainencoder") == "plan"
+        assert image.width > 400 and image.height > 200  # the scatter and the thumbnails
+    assert be.plan(runs[0], pool, n=6) == out.read_text().splitlines()  # no out: no picture
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["list.png", "list.txt"]
+    # plan's own picture is replaced with --overwrite, with the list
+    assert main([*args, "--overwrite", "--method", "random"]) == 0
+
+
+def test_plan_never_replaces_a_picture_it_did_not_write(runs, pool, tmp_path):
+    from PIL import Image
+
+    out, picture = tmp_path / "list.txt", tmp_path / "list.png"
+    Image.new("RGB", (4, 4)).save(picture)  # the user's own list.png
+    mine = picture.read_bytes()
+    with pytest.raises(BrainEncoderError, match=r"list.png exists \(plan writes its picture"):
+        be.plan(runs[0], pool, n=5, out=out)
+    with pytest.raises(UnsafeOverwriteError, match="did not write this file"):
+        be.plan(runs[0], pool, n=5, out=out, overwrite=True)
+    assert picture.read_bytes() == mine and not out.exists()  # refused before any work
+    picture.unlink()
+    picture.mkdir()
+    with pytest.raises(UnsafeOverwriteError, match="is a folder"):
+        be.plan(runs[0], pool, n=5, out=out, overwrite=True)
+    assert not out.exists()

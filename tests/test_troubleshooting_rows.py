@@ -29,6 +29,7 @@ ROOT = Path(__file__).parents[1]
 TROUBLESHOOTING = ROOT / "docs" / "troubleshooting.md"
 
 ROW_TESTS = {
+    "`adapt ... folds=1` (the folds that choose the pull toward t": "tests/test_adapt_loop.py::test_adapt_overrides_are_checked_as_train_checks_them",
     "no `subjXX` folders": "tests/test_synthetic_layout.py::test_validate_missing_and_duplicate_subjects",
     "`subj1` and `subj01`": "tests/test_synthetic_layout.py::test_validate_missing_and_duplicate_subjects",
     "a subject folder missing (`subj02` of 3)": "tests/test_synthetic_layout.py::test_validate_missing_and_duplicate_subjects",
@@ -156,6 +157,7 @@ ROW_TESTS = {
     "`adapt --images LIST` with a name it lacks, twice, or too fe": "tests/test_adapt_images.py::test_a_bad_list_is_one_line_naming_the_file_and_line",
     "`model.trunks` with one entry, or trunk dropout with one tru": "tests/test_multi_trunk.py::test_config_errors_name_the_key",
     "`plan --method disagreement` from one run; `--n` over the po": "tests/test_plan.py::test_disagreement_needs_an_ensemble_and_works_with_one",
+    "`plan --out list.txt` where `list.png` exists (the picture `": "tests/test_plan.py::test_plan_never_replaces_a_picture_it_did_not_write",
     "`be.load` of one run with per-ROI weights": "tests/test_ensemble_weights.py::test_weights_refuse_one_run_an_unknown_scheme_and_a_run_that_saw_val",
 }
 

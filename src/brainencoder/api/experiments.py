@@ -59,6 +59,7 @@ def adapt(
     cache_dir: str | Path | None = None,
     personal: bool = True,
     pulls: Sequence[float] = [0.01, 0.1, 1.0],  # AdaptConfig's default (never mutated)
+    folds: int = 5,
     overwrite: bool = False,
     overwrite_subject: bool = False,
 ) -> Run:
@@ -96,7 +97,8 @@ def adapt(
         AdamW on the subject's own parameters.
     weight_decay : float, default=0.01
     val_fraction : float, default=0.15
-        Fraction of the images held out to pick the best epoch, in (0, 0.5).
+        With ``folds=0``: the fraction of the images held out to pick the best
+        epoch and the pull, in (0, 0.5).
     early_stop_patience : int, default=10
         Stop after this many epochs without a better validation median r.
     ridge_alphas : sequence of float, optional
@@ -109,8 +111,12 @@ def adapt(
         The subject's own residual of the readout's per-vertex tuning (False:
         its gain and offset only).
     pulls : sequence of float, default=[0.01, 0.1, 1.0]
-        Strengths of the L2 pull toward the group's tuning, one fit each, the
-        best on the validation images kept.
+        Strengths of the L2 pull toward the group's tuning, the best on the
+        subject's own images kept.
+    folds : int, default=5
+        Choose the pull by this many folds of the images (one fit per fold and
+        pull) and keep the mean of the chosen pull's fold fits; 0: one fit per
+        pull, the best on the ``val_fraction`` held out.
     overwrite : bool, default=False
         Replace the run in ``out``.
     overwrite_subject : bool, default=False
@@ -142,7 +148,7 @@ def adapt(
     }
     if ridge_alphas is not None:
         settings["ridge_alphas"] = list(ridge_alphas)
-    settings.update(personal=personal, pulls=list(pulls))
+    settings.update(personal=personal, pulls=list(pulls), folds=folds)
     if n_images is not None:
         _count("n_images", n_images, minimum=0)
         if images is not None:

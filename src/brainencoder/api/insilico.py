@@ -68,7 +68,7 @@ def synthesize(
     ...               out="made-v1v", pool="pool.npy", options={"steps": 64})  # doctest: +SKIP
     """
     from ..experiments.synthesize import synthesize as make
-    from ..experiments.synthesize_param import AscentOptions
+    from ..experiments.synthesize_options import AscentOptions
     from ..util.typecheck import from_mapping
 
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:

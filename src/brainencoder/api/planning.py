@@ -15,7 +15,7 @@ def plan(
     *,
     n: int = 100,
     out: str | Path | None = None,
-    method: Literal["cover", "kcenter", "dopt", "disagreement", "random"] = "cover",
+    method: Literal["dopt", "cover", "kcenter", "disagreement", "random"] = "dopt",
     seed: int = 0,
     train_split: tuple[str | Path, str] | None = None,
     overwrite: bool = False,
@@ -39,11 +39,16 @@ def plan(
         How many images to pick.
     out : path, optional
         Also write the names to this ``.txt`` file, one per line (what
-        ``adapt --images`` reads).
-    method : {"cover", "kcenter", "dopt", "disagreement", "random"}, default="cover"
-        ``cover``: the image nearest each of ``n`` k-means centres; ``kcenter``:
-        farthest-point; ``dopt``: greedy D-optimal; ``disagreement``: where an
-        ensemble's members disagree most (two or more runs); ``random``.
+        ``adapt --images`` reads), and beside it a picture (``list.txt`` ->
+        ``list.png``): the pool in the plane of the first two principal
+        components of the predicted responses with the picked images
+        numbered in pick order, and the first 12 picked images.
+    method : {"dopt", "cover", "kcenter", "disagreement", "random"}, default="dopt"
+        ``dopt``: greedy D-optimal (the one that beat random images at 25,
+        100 and 400 images in ``benchmarks/adapt_plan.py``); ``cover``: the
+        image nearest each of ``n`` k-means centres; ``kcenter``:
+        farthest-point; ``disagreement``: where an ensemble's members disagree
+        most (two or more runs); ``random``.
     seed : int, default=0
         Of ``random`` and of ``cover``'s k-means start.
     train_split : (path, str), optional
@@ -51,7 +56,8 @@ def plan(
         subject's train split (the only ones ``adapt`` trains on; its val and
         test-val images are kept for evaluation).
     overwrite : bool, default=False
-        Replace an existing ``out``.
+        Replace an existing ``out`` (and the picture beside it, only if
+        ``plan`` wrote it).
 
     Returns
     -------
@@ -64,6 +70,10 @@ def plan(
         A bad ``n``, ``method`` or seed, before any image is read.
     DataError
         A run or pool that cannot be read.
+    BrainEncoderError
+        ``out`` or its picture exists and ``overwrite`` is false; an
+        ``UnsafeOverwriteError`` where either may not be written (inside an
+        input, a folder, or a picture ``plan`` did not write), before any work.
 
     Examples
     --------

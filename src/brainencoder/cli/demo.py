@@ -274,6 +274,7 @@ def _plan_step(out: Path, data: Path, run: Path, held_out: list[str]) -> dict[st
     print(f"[demo] plan: which {n} of {subject}'s images to show it (for adapt --images)")
     names = plan(run, pool, n=n, out=target, train_split=(store, subject), overwrite=True)
     print(f"  {len(names)} image names, in the order picked: {target}")
+    print(f"  where they lie in the pool, and the first of them: {target.with_suffix('.png')}")
     return {"plan": target}
 
 

@@ -32,7 +32,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add_seed(p)
     add_store(p, "with --subject: keep only the images of that subject's train split")
     p.add_argument("--subject", default=None, help="the new subject in --store")
-    add_out(p, "a .txt file: one image file name per line (what adapt --images reads)")
+    add_out(
+        p,
+        "a .txt file: one image file name per line (what adapt --images reads); "
+        "its picture is written beside it (list.txt -> list.png)",
+    )
     add_overwrite(p, "replace --out if it exists")
     add_plugin(p)
     return p
@@ -41,6 +45,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     """Pick the images; write the list; print where it is."""
     from ..api.planning import plan
+    from ..experiments.plan_figure import figure_path
     from ..util.errors import ConfigError
 
     load_plugins(args.plugins)
@@ -57,4 +62,5 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
     )
     print(f"wrote {args.out} ({len(names)} images of {args.pool}, method {args.method})")
+    print(f"  where they lie in the pool, and the first of them: {figure_path(args.out)}")
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..experiments.synthesize_options import AscentOptions
 from .options import add_data, add_out, add_plugin, add_seed, load_plugins
 from .types import non_negative_int, positive_int
 
@@ -54,11 +55,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="natural images (folder, .npy or HDF5): keep an image only if the member that did "
         "not make it predicts it above the pool's best",
     )
-    p.add_argument("--steps", type=positive_int, default=128, help="gradient steps (default 128)")
-    p.add_argument("--lr", type=_positive_float, default=0.05, help="Adam's learning rate")
-    p.add_argument("--jitter", type=non_negative_int, default=8, help="jitter prior (pixels)")
-    p.add_argument("--blur", type=_non_negative_float, default=0.0, help="blur prior (sigma)")
-    p.add_argument("--tv", type=_non_negative_float, default=0.05, help="total-variation weight")
+    d = AscentOptions()  # the defaults live in one place
+    p.add_argument("--steps", type=positive_int, default=d.steps, help=f"Adam steps ({d.steps})")
+    p.add_argument("--lr", type=_positive_float, default=d.lr, help=f"Adam's rate ({d.lr})")
+    p.add_argument("--jitter", type=non_negative_int, default=d.jitter, help="jitter (pixels)")
+    p.add_argument("--blur", type=_non_negative_float, default=d.blur, help="blur prior (sigma)")
+    p.add_argument("--tv", type=_non_negative_float, default=d.tv, help="total-variation weight")
+    p.add_argument(
+        "--decay",
+        type=_non_negative_float,
+        default=d.decay,
+        help=f"spectrum ~ 1 / frequency ** decay: larger, smoother images ({d.decay})",
+    )
     add_seed(p)
     add_out(p, "output folder (the images, responses.npy, the page)")
     add_data(p, "default: the first run's data root (an exported folder's own ROI files)")
@@ -71,7 +79,9 @@ def run(args: argparse.Namespace) -> int:
     from ..api.insilico import synthesize
 
     load_plugins(args.plugins)
-    settings = {k: getattr(args, k) for k in ("steps", "lr", "jitter", "blur", "tv", "seed")}
+    settings = {
+        k: getattr(args, k) for k in ("steps", "lr", "jitter", "blur", "tv", "decay", "seed")
+    }
     outputs = synthesize(
         args.runs,
         subject=args.subject,

@@ -5,7 +5,8 @@ same images of one store and split; the table holds the mean Pearson r and
 (with noise ceilings) the challenge score per subject and over all subjects'
 vertices, the mean r per ROI, and the difference of each run from the first
 with a 95% bootstrap interval over images (the images are resampled, every
-vertex's r recomputed), so "+0.4" can be told from noise. A per-ROI
+vertex's r recomputed; the interval moved by the resamples' bias:
+:func:`~.compare_stats.shifted_percentiles`), so "+0.4" can be told from noise. A per-ROI
 difference chart, a cortical difference map and an HTML page come with it.
 """
 
@@ -25,29 +26,11 @@ from ..runs.ensemble import EnsembleModel
 from ..util.errors import DataError
 from ..util.fileio import atomic_path, write_bytes_atomic
 from ..util.ownership import build_owned, check_replaceable
+from .compare_stats import pearson_rows, shifted_percentiles, summary
 
 __all__ = ["compare_runs"]
 
 logger = logging.getLogger(__name__)
-
-
-def _pearson_rows(pred: np.ndarray, target: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """Per-vertex r over the images ``idx`` (a bootstrap sample), shape (n_vertices,)."""
-    p, t = pred[idx], target[idx]
-    p = p - p.mean(0)
-    t = t - t.mean(0)
-    denom = np.sqrt((p * p).sum(0) * (t * t).sum(0))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denom > 0, (p * t).sum(0) / denom, 0.0)
-
-
-def _summary(r: np.ndarray, nc: np.ndarray | None) -> dict[str, float]:
-    from ..core.metrics import noise_normalized_score
-
-    out = {"pearson": float(np.mean(r))}
-    if nc is not None:
-        out["score"] = float(np.mean(noise_normalized_score(r, nc)))
-    return out
 
 
 def compare_runs(
@@ -137,12 +120,12 @@ def compare_runs(
         )
         n = target.shape[0]
         samples = [rng.integers(0, n, n) for _ in range(n_boot)]
-        full = {name: _pearson_rows(p, target, np.arange(n)) for name, p in preds.items()}
+        full = {name: pearson_rows(p, target, np.arange(n)) for name, p in preds.items()}
         subject_boots = {
-            name: [_summary(_pearson_rows(preds[name], target, s), nc) for s in samples]
+            name: [summary(pearson_rows(preds[name], target, s), nc) for s in samples]
             for name in names
         }
-        values = {name: _summary(full[name], nc) for name in names}
+        values = {name: summary(full[name], nc) for name in names}
         rows += _difference_rows(subject, values, subject_boots)
         if layout is not None:
             rows += _roi_rows(layout[subject], full, names)
@@ -248,9 +231,10 @@ def _difference_rows(
     rows = []
     for name in names:
         for metric, value in values[name].items():
+            base = values[names[0]][metric]
             diffs = [b[metric] - r[metric] for b, r in zip(boots[name], boots[names[0]])]
-            ci = np.percentile(diffs, [2.5, 97.5])
-            rows.append(_row(name, subject, "all", metric, value, values[names[0]][metric], ci))
+            ci = shifted_percentiles(np.asarray(diffs), value - base)
+            rows.append(_row(name, subject, "all", metric, value, base, ci))
     return rows
 
 

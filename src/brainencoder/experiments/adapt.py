@@ -8,8 +8,9 @@ offset, and its own copy of the readout's per-vertex tuning
 (``point``: positions, widths, layer selector, feature weights; ``roi_query``:
 every vertex's map of its region's outputs; the group-PCA readouts: the
 subject's map), as a residual on the group's values pulled toward them by an
-L2 penalty whose strength is chosen on the subject's own validation images
-(:mod:`.adapt_train`). It trains through ``train``'s loop
+L2 penalty whose strength is chosen by K-fold cross-validation on the
+subject's own images, the mean of that strength's fold fits kept
+(:mod:`.adapt_train`, :mod:`.adapt_select`). It trains through ``train``'s loop
 (:func:`~brainencoder.training.loop.run_epochs`: the same step, the same
 best-epoch selection and early stopping) on cached trunk features of ``N`` of
 its images, or of the images a list names (:mod:`.adapt_images`). Everything
@@ -59,7 +60,7 @@ from ..training.config import TrainConfig, parse_overrides
 from ..util.errors import ConfigError, DataError
 from ..util.typecheck import check_seed, from_mapping
 from .adapt_images import choose_rows, listed_rows, read_image_list, split_rows
-from .adapt_train import fit_subject
+from .adapt_select import fit_subject
 
 __all__ = [
     "TRAIN_KEYS",
@@ -91,7 +92,7 @@ class AdaptConfig:
     :class:`~brainencoder.training.config.TrainConfig`'s (``epochs``,
     ``batch_size``, ``lr``, ``weight_decay``, ``early_stop_patience``,
     ``cache_dir``) go into the TrainConfig it runs (:meth:`train_config`), and are
-    checked by it; the other three are adapt's own.
+    checked by it; the others are adapt's own.
 
     Attributes
     ----------
@@ -103,7 +104,13 @@ class AdaptConfig:
         AdamW on the subject's own parameters, at a constant learning rate (no
         decay on the rows of tensors the subjects share).
     val_fraction : float
-        Fraction of the ``N`` images held out to pick the best epoch.
+        With ``folds = 0``: the fraction of the ``N`` images held out to pick
+        the best epoch and the pull.
+    folds : int
+        Choose the pull by this many folds of the ``N`` images (at most
+        ``N // 2``), one fit per fold, and keep the mean of the chosen pull's
+        fits (:mod:`.adapt_select`); 0: one fit per pull on the images but
+        ``val_fraction`` of them, the best on those kept.
     early_stop_patience : int
         Stop after this many epochs without a better validation median r.
     ridge_alphas : list of float
@@ -120,7 +127,7 @@ class AdaptConfig:
         train the subject's own map.
     pulls : list of float
         Strengths of the L2 pull of the subject's tuning toward the group's
-        (:mod:`.adapt_train`): one fit each, the best on the validation images kept.
+        (:mod:`.adapt_train`): the best on the subject's images kept (``folds``).
     """
 
     epochs: int = 60
@@ -134,6 +141,7 @@ class AdaptConfig:
     cache_dir: str | None = None
     personal: bool = True
     pulls: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0])
+    folds: int = 5
 
     def train_config(self, seed: int = 0, n_train: int | None = None) -> TrainConfig:
         """The TrainConfig of the loop that trains the subject.
@@ -170,6 +178,8 @@ class AdaptConfig:
             raise ConfigError(f"'init' must be 'average' or 'default'; got {self.init!r}")
         if not self.pulls or min(self.pulls) < 0 or len(set(self.pulls)) != len(self.pulls):
             raise ConfigError(f"'pulls' must be distinct numbers >= 0; got {self.pulls}")
+        if self.folds == 1 or self.folds < 0:
+            raise ConfigError(f"'folds' must be 0 (one validation split) or >= 2; got {self.folds}")
 
 
 def load_adapt_config(overrides: list[str] | None = None) -> AdaptConfig:

@@ -12,10 +12,9 @@ subjects' maps) and an L2 pull toward that start is added to the loss::
 
 (the residuals are in the units the readout uses them in: ``point``'s
 positions and widths in map units, though it stores its own divided by
-``position_speed``). One fit per strength in ``AdaptConfig.pulls``, each
-from the same start through ``train``'s loop
-(:func:`~brainencoder.training.loop.run_epochs`, best epoch kept); the strength
-whose best epoch scores highest on the subject's validation images is kept.
+``position_speed``). A fit (:func:`fit_once`) runs from the start through
+``train``'s loop (:func:`~brainencoder.training.loop.run_epochs`, best epoch
+kept); :mod:`.adapt_select` chooses the strength and the epochs.
 """
 
 from __future__ import annotations
@@ -44,7 +43,7 @@ if TYPE_CHECKING:
     from ..runs.run import Run
     from .adapt import AdaptConfig
 
-__all__ = ["Pulled", "fit_subject", "subject_score", "tuning_tensors"]
+__all__ = ["FitData", "Pulled", "fit_data", "fit_once", "subject_score", "subset", "tuning_tensors"]
 
 
 def tuning_tensors(model: Encoder, subject: str) -> list[tuple[nn.Parameter, float]]:
@@ -160,8 +159,8 @@ def _validation(
 
 
 @dataclass
-class _Data:
-    """What every fit of one adapt shares: rows, features, batches, the vertices scored."""
+class FitData:
+    """What a fit trains and validates on: rows, features, batches, the vertices scored."""
 
     subject: str
     train_rows: np.ndarray
@@ -173,7 +172,7 @@ class _Data:
     seconds: float
 
 
-def _data(
+def fit_data(
     model: Encoder,
     store: Store,
     subject: str,
@@ -181,7 +180,7 @@ def _data(
     added: torch.Tensor,
     config: AdaptConfig,
     seed: int,
-) -> _Data:
+) -> FitData:
     """Cache the trunk features of the subject's used (and held-out) images; the batches."""
     train_rows, val_rows, heldout = rows
     start = time.perf_counter()
@@ -196,29 +195,63 @@ def _data(
         options=CacheOptions(progress=False),
     )
     exclude = None if model.readout.trains_added_vertices else added.numpy()
+    features = {"heldout": _features(store, subject, cache, heldout)}
+    columns = model.space.subject_columns(subject)
+    scored = (
+        ~np.isin(columns, added.numpy()) if exclude is not None else np.ones(columns.size, bool)
+    )
+    data = FitData(subject, train_rows, val_rows, features, None, cache, scored, 0.0)
+    data = subset(model, store, data, train_rows, val_rows)
+    data.seconds = time.perf_counter() - start
+    return data
+
+
+def _features(store: Store, subject: str, cache: Any, rows: np.ndarray) -> list[torch.Tensor]:
+    """The cached trunk features of the subject's training-split ``rows``."""
+    image_rows = store.subject(subject).train_rows[rows]
+    return cache.get(np.zeros(rows.size, np.int64), cache.lookup(image_rows))
+
+
+def subset(
+    model: Encoder, store: Store, data: FitData, train_rows: np.ndarray, val_rows: np.ndarray
+) -> FitData:
+    """``data`` (its cache, held-out features, scored vertices) on other rows.
+
+    Parameters
+    ----------
+    model : Encoder
+    store : Store
+    data : FitData
+    train_rows, val_rows : ndarray of int64
+        The subject's training-split rows to train on and to validate on (may be empty).
+
+    Returns
+    -------
+    FitData
+    """
+    subject = data.subject
+    image_rows = store.subject(subject).train_rows
     index = store.subject(subject).index
     batches = StoreBatches(
         store,
         SampleIndex(np.full(train_rows.size, index), train_rows, image_rows[train_rows]),
         space=model.space,
-        exclude=exclude,
+        exclude=model.space.subject_columns(subject)[~data.scored],
     )
     features = {
-        name: cache.get(np.zeros(r.size, np.int64), cache.lookup(image_rows[r]))
-        for name, r in (("train", train_rows), ("val", val_rows), ("heldout", heldout))
+        **data.features,
+        "train": _features(store, subject, data.cache, train_rows),
+        "val": _features(store, subject, data.cache, val_rows),
     }
-    columns = model.space.subject_columns(subject)
-    scored = (
-        ~np.isin(columns, added.numpy()) if exclude is not None else np.ones(columns.size, bool)
+    return replace(
+        data, train_rows=train_rows, val_rows=val_rows, features=features, batches=batches
     )
-    seconds = time.perf_counter() - start
-    return _Data(subject, train_rows, val_rows, features, batches, cache, scored, seconds)
 
 
-def _fit_once(
+def fit_once(
     model: Encoder,
     store: Store,
-    data: _Data,
+    data: FitData,
     trained: Sequence[tuple[nn.Parameter, int | None]],
     added: torch.Tensor,
     pulled: Pulled,
@@ -227,6 +260,7 @@ def _fit_once(
 ) -> Any:
     """One fit at one pull strength from the current (start) values; best epoch restored.
 
+    Without validation rows, every epoch of ``loop`` runs and the last is kept.
     Returns the :class:`~brainencoder.training.state.TrainSetup` it ran.
     """
     with rows_only(trained, added):
@@ -238,118 +272,8 @@ def _fit_once(
         validate = _validation(
             model, store, data.subject, data.val_rows, data.features["val"], data.scored
         )
-        selection = BestEpoch(loop.val_metric, validate, best.keep, loop.early_stop_patience)
+        metric = loop.val_metric if data.val_rows.size else None
+        selection = BestEpoch(metric, validate, best.keep, loop.early_stop_patience)
         run_epochs(s, loop, selection, progress=False, checkpoints=False)
         best.restore()
     return s
-
-
-def fit_subject(
-    model: Encoder,
-    store: Store,
-    subject: str,
-    rows: tuple[np.ndarray, np.ndarray, np.ndarray],
-    added: torch.Tensor,
-    config: AdaptConfig,
-    seed: int,
-    run: Run,
-) -> dict[str, Any]:
-    """Fit the subject's own parameters at each pull; keep the best on its validation images.
-
-    Parameters
-    ----------
-    model : Encoder
-        With ``subject`` added (and personalized); frozen but for what it owns.
-    store : Store
-    subject : str
-    rows : (ndarray, ndarray, ndarray) of int64
-        The subject's training rows that train, that validate (pick the epoch
-        and the pull), and that are scored before and after (its ``val``
-        split); the first two are empty for the zero-shot model.
-    added : LongTensor of shape (n_added,)
-        The vertices the subject added to the group space.
-    config : AdaptConfig
-    seed : int
-    run : Run
-        Where ``metrics.jsonl`` goes.
-
-    Returns
-    -------
-    dict
-        The summary's training part: images, best epoch and score, the pull
-        kept and every pull's score, and the zero-shot and adapted scores on
-        the held-out rows (``heldout/...``).
-    """
-    model.eval()  # dropout off, BatchNorm statistics fixed: nothing shared changes
-    for p in model.parameters():
-        p.requires_grad_(False)
-    data = _data(model, store, subject, rows, added, config, seed)
-    heldout = store.read_fmri(subject, rows[2]) if rows[2].size else None
-    summary: dict[str, Any] = {"finished": True, "subject": subject}
-    if heldout is not None:
-        zero = subject_score(model, data.features["heldout"], heldout, subject)
-        summary["heldout/zero_shot_pearson_median"] = zero["pearson_median"]
-    summary.update(
-        {"n_train_images": int(data.train_rows.size), "n_val_images": int(data.val_rows.size)}
-    )
-    summary.update({"added_vertices": int(added.numel()), "feature_seconds": data.seconds})
-    if data.train_rows.size:
-        summary.update(_fit_pulls(model, store, subject, data, added, config, seed, run))
-    if heldout is not None:
-        adapted = subject_score(model, data.features["heldout"], heldout, subject)
-        summary["heldout/adapted_pearson_median"] = adapted["pearson_median"]
-        summary["heldout_images"] = int(rows[2].size)
-    return summary
-
-
-def _fit_pulls(
-    model: Encoder,
-    store: Store,
-    subject: str,
-    data: _Data,
-    added: torch.Tensor,
-    config: AdaptConfig,
-    seed: int,
-    run: Run,
-) -> dict[str, Any]:
-    """Every pull's fit from the same start; the best one's parameters kept, then the ridge."""
-    readout = model.readout
-    trained = readout.adapt_parameters(subject, added)
-    tensors = tuning_tensors(model, subject)
-    start = [p.detach().clone() for p, _ in trained]
-    anchor = [p.detach().clone() for p, _ in tensors]
-    n_columns = int(model.space.subject_columns(subject).size)
-    loop = config.train_config(seed, data.train_rows.size)
-    pulls = list(config.pulls) if tensors else list(config.pulls[:1])
-    scores: dict[str, float] = {}
-    kept: tuple[float, Any, list[torch.Tensor]] | None = None
-    for pull in pulls:
-        with torch.no_grad():
-            for (p, _), value in zip(trained, start, strict=True):
-                p.copy_(value)
-        pulled = Pulled(readout, tensors, anchor, float(pull), n_columns)
-        s = _fit_once(model, store, data, trained, added, pulled, loop, run)
-        scores[f"{pull:g}"] = float(s.state.best)
-        if kept is None or s.state.best > kept[1].state.best:
-            kept = (float(pull), s, [p.detach().clone() for p, _ in trained])
-    pull, s, values = kept
-    with torch.no_grad():
-        for (p, _), value in zip(trained, values, strict=True):
-            p.copy_(value)
-    columns = model.space.subject_columns(subject)
-    fitted = readout.finish_adaptation(
-        subject,
-        data.features["train"],
-        torch.from_numpy(store.read_fmri(subject, data.train_rows)[:, ~data.scored]),
-        torch.from_numpy(columns[~data.scored]),
-        config.ridge_alphas,
-    )
-    return {
-        "best_epoch": s.state.best_epoch,
-        "val/pearson_median": s.state.best,
-        "pull": pull if tensors else None,
-        "pull_scores": scores if tensors else {},
-        "personal_tuning": bool(tensors),
-        "ridge_vertices": fitted,
-        "trainable_parameters": s.n_trainable,
-    }

@@ -32,7 +32,7 @@ from ..util.fileio import atomic_path, check_free_space, write_bytes_atomic
 from ..util.html import render_page
 from ..util.ownership import build_owned, check_replaceable
 from .explore_intervals import Ensemble, ensemble_scores, separability
-from .explore_page import PAGE, histogram, montage
+from .explore_page import PAGE, histogram, interval_chart, montage
 from .explore_page import cortex_map as _cortex_map
 
 __all__ = ["ArrayRows", "Ensemble", "check_data_space", "explore"]
@@ -152,11 +152,11 @@ def explore(
         ROI names as in the challenge's mapping files (``FFA-1``, ``PPA``...).
     out : path
         Output folder (ranking.csv, montage.png, histogram.png, map.png, index.html,
-        query.json). It may not be, hold or lie inside an input (the images, the
-        data, the store) nor hold the run or the current folder; an existing
-        folder is replaced only if it is empty or an earlier ``explore`` output
-        (never files it did not write). It is written aside and moved into
-        place when complete.
+        query.json; with an interval also intervals.png). It may not be, hold or lie
+        inside an input (the images, the data, the store) nor hold the run or the
+        current folder; an existing folder is replaced only if it is empty or an earlier
+        ``explore`` output (never files it did not write). It is written aside and moved
+        into place when complete.
     top : int, default=8
     data : path, optional
         Challenge data root with the ROI label files (default: the run's store's
@@ -209,6 +209,7 @@ def explore(
         "montage": out / "montage.png",
         "histogram": out / "histogram.png",
         "map": out / "map.png",
+        **({} if calibrated is None else {"intervals": out / "intervals.png"}),
     }
 
 
@@ -262,6 +263,8 @@ def _write(work: Path, source: ImageSource, ranked: dict, space: GroupSpace, que
     montage(source, score, order, k, work / "montage.png", label)
     histogram(score, score[order[k - 1]], work / "histogram.png", label)
     _cortex_map(space, subjects, diffs, work / "map.png", query["subject"], k, label)
+    if level is not None:
+        interval_chart(ranking, max(2 * k, 20), k, work / "intervals.png", label, level)
     page = render_page(
         PAGE,
         label=label,
@@ -277,6 +280,7 @@ def _write(work: Path, source: ImageSource, ranked: dict, space: GroupSpace, que
         rows=ranking.head(max(2 * k, 20)).to_dict("records"),
         level=None if level is None else f"{100 * level:g}%",
         separability=text,
+        intervals=None if level is None else "intervals.png",
     )
     write_bytes_atomic(work / "index.html", page)
     write_bytes_atomic(work / "query.json", json.dumps(query, indent=2).encode())

@@ -10,7 +10,7 @@ import numpy as np
 from ..core.space import GroupSpace
 from ..data.sources import ImageSource
 
-__all__ = ["PAGE", "cortex_map", "histogram", "montage"]
+__all__ = ["PAGE", "cortex_map", "histogram", "interval_chart", "montage"]
 
 
 def montage(source: ImageSource, values, order, top: int, out: Path, label: str) -> Path:
@@ -64,6 +64,39 @@ def histogram(values, threshold: float, out: Path, label: str) -> Path:
     return out
 
 
+def interval_chart(ranking, n: int, k: int, out: Path, label: str, level: float) -> Path:
+    """The first ``n`` ranks' values with their calibrated intervals (``explore --interval``).
+
+    ``ranking`` is the ranked table (columns ``value``, ``lower``, ``upper``,
+    ``separable``), best first; a rank whose interval overlaps the next one's is
+    drawn hollow, and a dotted line marks the top ``k``.
+    """
+    import matplotlib.pyplot as plt
+
+    from ..evaluation.plotting import save_png
+
+    head = ranking.head(n)
+    ranks = np.arange(1, len(head) + 1)
+    value, lower, upper = (head[c].to_numpy(float) for c in ("value", "lower", "upper"))
+    sep = head["separable"].to_numpy(bool)
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.28 * len(head) + 1.5), 3.4))
+    ax.errorbar(ranks, value, yerr=[value - lower, upper - value], fmt="none", ecolor="#8c8c8c")
+    ax.scatter(ranks[sep], value[sep], color="#4c72b0", zorder=3, label="separable from the next")
+    ax.scatter(
+        ranks[~sep], value[~sep], facecolor="white", edgecolor="#4c72b0", zorder=3,
+        label="interval overlaps the next rank's",
+    )  # fmt: skip
+    ax.axvline(k + 0.5, color="#c44e52", linestyle=":", label=f"top {k}")
+    ax.set_xlabel("rank")
+    ax.set_ylabel(f"{label} (predicted)")
+    ax.set_title(f"{100 * level:g}% calibrated intervals of the first {len(head)} ranks")
+    ax.legend(frameon=False, fontsize=8, loc="upper right")
+    fig.tight_layout()
+    save_png(fig, out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 PAGE = """<!DOCTYPE html><html><head><meta charset="utf-8">
 <title>explore: {{ label }}</title>
 <style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
@@ -77,6 +110,8 @@ table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;paddin
 <h2>Top and bottom {{ top }}</h2><img alt="montage" src="{{ montage }}">
 <h2>Distribution</h2><img alt="histogram" src="{{ histogram }}">
 <h2>Cortex: top {{ top }} minus all images</h2><img alt="map" src="{{ map }}">
+{% if intervals %}<h2>How sure: {{ level }} intervals</h2>
+<img alt="intervals" src="{{ intervals }}">{% endif %}
 <h2>Ranking</h2>{% if separability %}<p>{{ separability }}</p>{% endif %}
 <table><tr><th>rank</th><th>image</th><th>value</th>{% if level %}<th>{{ level }} interval
 </th><th>separable from the next rank</th>{% endif %}</tr>

@@ -4,14 +4,14 @@ Every rule takes the pool's feature matrix (one row per image; ``plan`` gives
 the principal components of the model's predicted responses) and returns N
 distinct row indices in the order they were picked:
 
+* ``dopt`` (the default): greedy D-optimal design: each step adds the image
+  of largest leverage ``x' (lam I + X_S' X_S)^-1 x`` (``x``: the features and
+  a constant for the offset), which maximises ``log det`` of the regularised
+  information matrix of a linear readout;
 * ``cover``: k-means with N centres (k-means++ start, seeded), and the image
   nearest each centre: N images that represent the pool's spread;
 * ``kcenter``: farthest-point (k-centre greedy) from the image nearest the
   mean: N images as far apart as possible;
-* ``dopt``: greedy D-optimal design: each step adds the image of largest
-  leverage ``x' (lam I + X_S' X_S)^-1 x`` (``x``: the features and a constant
-  for the offset), which maximises ``log det`` of the regularised information
-  matrix of a linear readout;
 * ``disagreement``: the N images on which an ensemble's members disagree most;
 * ``random``: a seeded random draw (the baseline).
 """
@@ -23,7 +23,7 @@ import numpy as np
 __all__ = ["SELECTORS", "cover", "dopt", "kcenter", "principal_scores", "top_disagreement"]
 
 #: the selection rules ``plan --method`` takes; the first is the default
-SELECTORS = ("cover", "kcenter", "dopt", "disagreement", "random")
+SELECTORS = ("dopt", "cover", "kcenter", "disagreement", "random")
 
 
 def principal_scores(x: np.ndarray, n_components: int) -> np.ndarray:

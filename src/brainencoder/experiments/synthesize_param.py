@@ -2,14 +2,16 @@
 
 An image is not optimised pixel by pixel (that finds high-frequency patterns
 that fool one network and no other): its pixels are the inverse real FFT of a
-learned spectrum whose amplitudes are scaled by ``1 / frequency`` (natural
-images' fall-off, so every frequency starts on an equal footing and low
-frequencies move first), in a decorrelated colour space (the square root of
-natural images' colour covariance), squashed into [0, 1] by a sigmoid (after
-Olah et al. 2017, "Feature Visualization", and the Lucid library). Each step
-sees the image jittered by a few pixels (a random translation), optionally
-blurred, with a total-variation penalty: priors that keep what is found
-robust, so that models that did not make an image also respond to it.
+learned spectrum whose amplitudes are scaled by ``1 / frequency ** decay``
+(``decay`` 1 is natural images' fall-off, so every frequency starts on an equal
+footing and low frequencies move first; the default 1.5 favours smoother
+images, which other models than the makers also respond to), in a decorrelated
+colour space (the square root of natural images' colour covariance), squashed
+into [0, 1] by a sigmoid (after Olah et al. 2017, "Feature Visualization", and
+the Lucid library). Each step sees the image jittered by a few pixels (a random
+translation), optionally blurred, with a total-variation penalty: priors that
+keep what is found robust, so that models that did not make an image also
+respond to it.
 
 :func:`ascend` runs the optimisation for any differentiable objective, so it
 knows nothing of encoders or regions (:mod:`.synthesize` builds those).
@@ -18,62 +20,17 @@ knows nothing of encoders or regions (:mod:`.synthesize` builds those).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from .synthesize_options import AscentOptions
 
 __all__ = ["AscentOptions", "FourierImages", "ascend", "total_variation"]
 
 # square root of the colour covariance of natural images (ImageNet), as in Lucid:
 # its columns are the decorrelated colour directions, scaled below so the largest has norm 1
 _COLOR_SQRT = ((0.26, 0.09, 0.02), (0.27, 0.00, -0.05), (0.27, -0.09, 0.03))
-
-
-@dataclass(frozen=True)
-class AscentOptions:
-    """How images are optimised (``synthesize``'s settings).
-
-    Attributes
-    ----------
-    steps : int
-        Gradient steps (Adam).
-    lr : float
-        Adam's learning rate on the spectrum.
-    jitter : int
-        Each step translates the images by up to this many pixels (of the
-        images made); 0: none.
-    blur : float
-        Gaussian blur (sigma, in pixels of the images made) applied to what
-        the models see each step; 0: none.
-    tv : float
-        Weight of the total-variation penalty (mean absolute difference of
-        neighbouring pixels) subtracted from the objective.
-    decay : float
-        Exponent of the ``1 / frequency`` scaling of the spectrum.
-    seed : int
-        Seeds the starting spectra and the jitter.
-    """
-
-    steps: int = 128
-    lr: float = 0.05
-    jitter: int = 8
-    blur: float = 0.0
-    tv: float = 0.05
-    decay: float = 1.0
-    seed: int = 0
-
-    def validate(self) -> None:
-        """A ConfigError naming the first setting out of range."""
-        from ..util.errors import ConfigError
-        from ..util.typecheck import check_seed
-
-        check_seed("seed", self.seed)
-        if self.steps < 1 or self.lr <= 0:
-            raise ConfigError(f"'steps' must be >= 1 and 'lr' > 0; got {self.steps}, {self.lr}")
-        for key in ("jitter", "blur", "tv", "decay"):
-            if not getattr(self, key) >= 0:
-                raise ConfigError(f"'{key}' must be >= 0; got {getattr(self, key)!r}")
 
 
 class FourierImages(torch.nn.Module):

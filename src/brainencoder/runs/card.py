@@ -97,6 +97,17 @@ def model_facts(name: str, meta: Mapping[str, str]) -> dict[str, str]:
         readout = "ridge regression per vertex"
     trunk = portable(config.get("trunk", "?")) + " (pretrained)" * bool(config.get("pretrained"))
     layers, size = portable(config.get("layers", "?")), config.get("img_size", "?")
+    entries = [e for e in config.get("trunks") or [] if isinstance(e, Mapping)]
+    if entries:  # model.trunks: every trunk with its own layers
+        pretrained = [
+            config.get("pretrained") if e.get("pretrained") is None else e["pretrained"]
+            for e in entries
+        ]
+        trunk = " + ".join(
+            portable(e.get("trunk", "?")) + " (pretrained)" * bool(p)
+            for e, p in zip(entries, pretrained)
+        )
+        layers = " + ".join(portable(e.get("layers", "?")) for e in entries)
     if config.get("kind") == "pixels":  # a ridge on pixels: no trunk
         trunk, layers = f"none: pixels, PCA {config.get('pca_components', '?')}", "-"
         size = config.get("pixel_size", "?")
