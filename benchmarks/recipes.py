@@ -127,6 +127,9 @@ RECIPES = {
     "  the same, trained on every image": Recipe(
         (f"model.readout={{{SMALL}}}", LR, "weight_decay=2.0", EVERY)
     ),
+    "  every image, 40 epochs": Recipe(
+        (f"model.readout={{{SMALL}}}", LR, "weight_decay=2.0", EVERY, "epochs=40")
+    ),
     "  every image, ensemble of 3 (the demo's)": Recipe(
         (f"model.readout={{{SMALL}}}", LR, "weight_decay=2.0", EVERY), members=3
     ),
