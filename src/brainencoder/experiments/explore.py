@@ -263,8 +263,9 @@ def _write(work: Path, source: ImageSource, ranked: dict, space: GroupSpace, que
     montage(source, score, order, k, work / "montage.png", label)
     histogram(score, score[order[k - 1]], work / "histogram.png", label)
     _cortex_map(space, subjects, diffs, work / "map.png", query["subject"], k, label)
+    shown = max(2 * k, 20)  # the ranks the page lists (and charts with their intervals)
     if level is not None:
-        interval_chart(ranking, max(2 * k, 20), k, work / "intervals.png", label, level)
+        interval_chart(ranking, shown, k, work / "intervals.png", label, level)
     page = render_page(
         PAGE,
         label=label,
@@ -277,7 +278,7 @@ def _write(work: Path, source: ImageSource, ranked: dict, space: GroupSpace, que
         montage="montage.png",
         histogram="histogram.png",
         map="map.png",
-        rows=ranking.head(max(2 * k, 20)).to_dict("records"),
+        rows=ranking.head(shown).to_dict("records"),
         level=None if level is None else f"{100 * level:g}%",
         separability=text,
         intervals=None if level is None else "intervals.png",
