@@ -1,7 +1,7 @@
 """Readouts, losses, phase 2 vs LoRA, ensembles and soups on one planted truth.
 
 Usage: python benchmarks/readouts.py [--seeds 0 1 2] [--subjects 4] [--n-train 150]
-       [--worlds W ...] [--reduced]
+       [--n-test 60] [--image-size 128] [--extra KEY=VALUE ...] [--worlds W ...] [--reduced]
 
 One synthetic dataset per planted world (``--worlds``, default all; see
 docs/recipes-worlds.md). On each, for every seed (the seed sets the random ResNet-18 trunk,
@@ -57,7 +57,7 @@ from worlds import (
 # learning rates (and roi_query's queries per region) chosen on a smaller dataset
 # (2 subjects x 250 images, seed 0) among 2e-3, 5e-3, 1e-2 (see the README)
 # configs/demo.yaml's settings when these numbers were recorded (it moved on since)
-PINNED = ["weight_decay=0.5", "train_on=[train]"]
+PINNED = ["weight_decay=0.5", "train_on=[train]", "smoothness=0"]
 # the demo's phase 1 before its readout became point (configs/demo.yaml with these)
 GROUPLIN_SEQ = [
     "model.readout={name: grouplin_seq, hidden_dim: 256, latent_dim: 256, dropout: 0.8}",
@@ -112,6 +112,8 @@ def _per_seed(data, seed: int, args, record) -> None:
     for readout, r_args in READOUTS.items():
         if args.reduced and "grouplin" in readout:  # a PCA of the few smoke-run images
             r_args = [*r_args, "model.readout.latent_dim=16"]
+        elif "grouplin" in readout and args.n_train < 150:  # fewer images than 256 components
+            r_args = [*r_args, "model.readout.latent_dim=auto"]
         for loss, l_args in LOSSES.items():
             overrides = [*common, *r_args, *l_args]
             run = _train("configs/demo.yaml", overrides, data.store, runs / readout / loss)
@@ -163,11 +165,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--subjects", type=int, default=4)
     parser.add_argument("--n-train", type=int, default=150)
     parser.add_argument("--epochs", type=int, default=20, help="phase 1 (the demo's: 20)")
+    parser.add_argument("--n-test", type=int, default=60, help="test images of subj01")
+    parser.add_argument("--image-size", type=int, default=128, help="the store's image size")
+    parser.add_argument(
+        "--extra", nargs="*", default=[], help="overrides added to every run (a smaller run)"
+    )
     parser.add_argument("--reduced", action="store_true", help="a seconds-long smoke run")
     add_worlds_argument(parser)
     args = parser.parse_args(argv)
     worlds = args.worlds or WORLDS.names()
-    size, n_test, args.extra = 128, 60, []
+    size, n_test = args.image_size, args.n_test
     if args.reduced:  # two worlds unless --worlds names them
         worlds = args.worlds or ["retino", "shapes"]
         args.seeds, args.epochs, args.subjects, args.n_train, n_test, size = [0], 1, 2, 40, 8, 48

@@ -91,6 +91,14 @@ def _p14(options: str = "", *more: str) -> Recipe:
     return Recipe((f"model.readout={{{P14}{options}}}", *more, LR, OLD_WD))
 
 
+def _every(*more: str) -> Recipe:
+    """The demo's recipe (its readout, trained on every image) with ``more`` overrides."""
+    return Recipe((f"model.readout={{{SMALL}}}", LR, "weight_decay=2.0", EVERY, *more))
+
+
+# a random-init ResNet-18 member of model.trunks, its name to be closed by the row
+RESNET = "{trunk: resnet18, layers: [layer1, layer2, layer3], name: "
+
 RECIPES = {
     "grouplin_seq (the old demo's)": Recipe(tuple(GROUPLIN_SEQ)),
     "point as filed (32 ch, full maps)": Recipe(
@@ -130,8 +138,19 @@ RECIPES = {
     "  every image, 40 epochs": Recipe(
         (f"model.readout={{{SMALL}}}", LR, "weight_decay=2.0", EVERY, "epochs=40")
     ),
-    "  every image, ensemble of 3 (the demo's)": Recipe(
+    "  every image, Pearson loss": _every("loss={name: pearson}"),
+    "  every image, Pearson + MSE": _every("loss={name: pearson, mse_weight: 1.0}"),
+    "  every image, no crops": _every("crop_scale=[1.0, 1.0]", "cache_views=1"),
+    "  every image, deep random trunk": _every("model.trunk_kwargs={zero_init_last: false}"),
+    "  every image, two random ResNet-18s": _every(f"model.trunks=[{RESNET}a}}, {RESNET}b}}]"),
+    "  every image, ensemble of 3 (the old demo's)": Recipe(
         (f"model.readout={{{SMALL}}}", LR, "weight_decay=2.0", EVERY), members=3
+    ),
+    "  every image, smoothness 1": _every("smoothness=1"),
+    "  every image, smoothness 3": _every("smoothness=3"),
+    "  every image, smoothness 10": _every("smoothness=10"),
+    "  smoothness 1, ensemble of 3 (the demo's)": Recipe(
+        (f"model.readout={{{SMALL}}}", LR, "weight_decay=2.0", EVERY, "smoothness=1"), members=3
     ),
     "  every image, ensemble of 5": Recipe(
         (f"model.readout={{{SMALL}}}", LR, "weight_decay=2.0", EVERY), members=5
@@ -187,9 +206,9 @@ def _ratio(value: float, base: float | None) -> float:
 
 def _train_recipe(name: str, recipe: Recipe, seed: int, data, args) -> tuple[float, float]:
     """Train ``recipe`` (its members) on one world's store; (test score, training seconds)."""
-    # the train split only, unless the recipe says otherwise (the demo's config
-    # trains on train + val)
-    overrides = ["train_on=[train]", *recipe.overrides, *args.extra]
+    # the train split only and no smoothness prior, unless the recipe says otherwise
+    # (the demo's config trains on every image, with smoothness)
+    overrides = ["train_on=[train]", "smoothness=0", *recipe.overrides, *args.extra]
     if args.reduced:
         overrides += ["model.img_size=32", "batch_size=16"]
         if "grouplin" in name:  # a PCA of the few smoke-run images

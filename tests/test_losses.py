@@ -41,6 +41,21 @@ def test_pearson_loss_is_one_minus_mean_r_per_subject(rng):
     assert loss.item() == pytest.approx(1 - np.mean(rs), abs=1e-5)
 
 
+def test_pearson_loss_adds_mse_weight_times_the_masked_mse(rng):
+    pred = torch.from_numpy(rng.standard_normal((6, 4))).float()
+    target = torch.from_numpy(rng.standard_normal((6, 4))).float()
+    subject = torch.tensor([0, 0, 0, 1, 1, 1])
+    mask = torch.ones(6, 4, dtype=torch.bool)
+    mask[3:, 3] = False
+    alone = create_loss({"name": "pearson"})(pred, target, mask, None, subject)
+    both = create_loss({"name": "pearson", "mse_weight": 0.5})(pred, target, mask, None, subject)
+    mse = ((pred - target)[mask] ** 2).mean()
+    # float32 sums of 22 terms: agreement to 1e-5
+    assert both.item() == pytest.approx(alone.item() + 0.5 * mse.item(), abs=1e-5)
+    with pytest.raises(ConfigError, match="'loss.mse_weight' must be >= 0"):
+        create_loss({"name": "pearson", "mse_weight": -1})
+
+
 def _step_weights(loss: dict, grad_accum: int, readout, batches, feats) -> dict:
     readout = copy.deepcopy(readout)
     config = load_config(

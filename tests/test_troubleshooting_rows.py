@@ -111,6 +111,8 @@ ROW_TESTS = {
     "unknown config key / bad value": "tests/test_train.py::test_config_layers_and_errors",
     "bad nested model key": "tests/test_models.py::test_encoder_factory_rejects_unknown",
     "unknown encoder, readout or loss": "tests/test_readouts.py::test_registry_errors_list_valid_names",
+    "`smoothness` on a readout without per-vertex tuning": "tests/test_smoothness.py::test_smoothness_is_refused_for_a_readout_without_tuning_and_below_zero",
+    "`smoothness` where nilearn has no fsaverage mesh": "tests/test_smoothness.py::test_a_mesh_nilearn_cannot_load_is_a_clear_error",
     "`trunk_kwargs` the trunk does not take": "tests/test_models.py::test_convnet_trunk_img_size_optional_other_kwargs_refused",
     "`model.trunk_kwargs={checkpoint_path: PATH}`": "tests/test_models.py::test_trunk_checkpoint_path_is_refused_for_trunk_weights",
     "a micro-batch of one sample (`batch_size=2 grad_accum=2`)": "tests/test_train.py::test_seeds_and_micro_batches_are_refused_before_any_work",

@@ -23,7 +23,7 @@ from ..util.fileio import read_yaml_mapping
 from ..util.plugins import load_plugins
 from ..util.typecheck import check_seed, from_mapping
 from .losses import create_loss, validate_loss
-from .overrides import parse_overrides, read_overrides
+from .overrides import merge_config, parse_overrides, read_overrides
 
 __all__ = ["TrainConfig", "load_config", "parse_overrides"]
 
@@ -84,6 +84,10 @@ class TrainConfig:
     lr, weight_decay, warmup_frac, min_lr_frac : float
         AdamW; linear warmup over ``warmup_frac`` of the steps, then cosine
         decay to ``min_lr_frac * lr``.
+    smoothness : float
+        Weight of a smoothness prior on the readout's per-vertex tuning over
+        the cortical surface, reached at the last step by a linear ramp (0:
+        off; see :mod:`brainencoder.models.readouts.smoothness`).
     betas : list of 2 floats
         AdamW betas (the original entry: [0.9, 0.99]).
     decay_all_params : bool
@@ -158,6 +162,7 @@ class TrainConfig:
     grad_accum: int = 1
     lr: float = 6e-4
     weight_decay: float = 0.8
+    smoothness: float = 0.0
     warmup_frac: float = 0.05
     min_lr_frac: float = 0.05
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
@@ -224,8 +229,9 @@ class TrainConfig:
             )
         if self.lr <= 0 or self.lr > 1:
             raise ConfigError(f"'lr' must be in (0, 1]; got {self.lr}")
-        if self.weight_decay < 0:
-            raise ConfigError(f"'weight_decay' must be >= 0; got {self.weight_decay}")
+        for key in ("weight_decay", "smoothness"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"'{key}' must be >= 0; got {getattr(self, key)}")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ConfigError(f"'grad_clip' must be > 0 or null; got {self.grad_clip}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
@@ -297,25 +303,6 @@ def _decomposes(loss: dict[str, Any]) -> bool:
     return create_loss(loss).decomposes
 
 
-def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    """``update`` merged into ``base`` key by key; naming another readout or loss replaces it.
-
-    ``model.readout.dropout=0.5`` changes one option of the file's readout, but
-    ``model.readout={name: grouplin_seq, ...}`` over a file's ``point`` starts from
-    the new readout's own defaults (the file's options belong to the other one).
-    """
-    merged = dict(base)
-    for key, value in update.items():
-        old = merged.get(key)
-        other = isinstance(old, dict) and isinstance(value, dict) and "name" in value
-        other = other and value.get("name") != old.get("name")
-        if isinstance(value, dict) and isinstance(old, dict) and not other:
-            merged[key] = _merge(old, value)
-        else:
-            merged[key] = value
-    return merged
-
-
 def load_config(
     path: str | Path | None = None,
     overrides: Mapping[str, Any] | Sequence[str] | None = None,
@@ -348,7 +335,7 @@ def load_config(
             data = read_yaml_mapping(path, "config file")
         except DataError as exc:
             raise ConfigError(str(exc)) from None
-    data = _merge(data, read_overrides(overrides))
+    data = merge_config(data, read_overrides(overrides))
     if isinstance(data.get("loss"), str):  # "loss: smooth_l1" shorthand
         data["loss"] = {"name": data["loss"]}
     if isinstance(data.get("loss"), dict):  # "loss.beta=0.1" keeps the default name

@@ -198,13 +198,25 @@ class SmoothL1Loss(Loss):
 
 @dataclass
 class PearsonOptions:
-    """``eps``: added to variances before the square root."""
+    """Options of the ``pearson`` loss.
+
+    Attributes
+    ----------
+    eps : float
+        Added to variances before the square root.
+    mse_weight : float
+        Adds this times the masked MSE (0: Pearson alone): correlation fixes
+        a vertex's shape over images, the MSE its scale and offset.
+    """
 
     eps: float = 1e-6
+    mse_weight: float = 0.0
 
     def validate(self) -> None:
         if self.eps <= 0:
             raise ConfigError(f"'loss.eps' must be > 0; got {self.eps}")
+        if self.mse_weight < 0:
+            raise ConfigError(f"'loss.mse_weight' must be >= 0; got {self.mse_weight}")
 
 
 @register_loss("pearson", PearsonOptions)
@@ -240,4 +252,7 @@ class PearsonLoss(Loss):
             count += cols.numel()
         if count == 0:
             raise ValueError("the pearson loss needs at least two samples of one subject")
-        return 1 - total / count
+        loss = 1 - total / count
+        if self.options.mse_weight:
+            loss = loss + self.options.mse_weight * masked_mse(pred, target, mask, denominator)
+        return loss

@@ -15,7 +15,7 @@ import yaml
 
 from ..util.errors import ConfigError
 
-__all__ = ["nest_overrides", "parse_overrides", "read_overrides"]
+__all__ = ["merge_config", "nest_overrides", "parse_overrides", "read_overrides"]
 
 
 def _put(out: dict[str, Any], key: str, value: Any, item: str) -> None:
@@ -134,3 +134,22 @@ def read_overrides(overrides: Mapping[str, Any] | Sequence[str] | None) -> dict[
             f"{overrides!r} (write [{overrides!r}])"
         )
     return parse_overrides(overrides)
+
+
+def merge_config(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``update`` merged into ``base`` key by key; naming another readout or loss replaces it.
+
+    ``model.readout.dropout=0.5`` changes one option of the file's readout, but
+    ``model.readout={name: grouplin_seq, ...}`` over a file's ``point`` starts from
+    the new readout's own defaults (the file's options belong to the other one).
+    """
+    merged = dict(base)
+    for key, value in update.items():
+        old = merged.get(key)
+        other = isinstance(old, dict) and isinstance(value, dict) and "name" in value
+        other = other and value.get("name") != old.get("name")
+        if isinstance(value, dict) and isinstance(old, dict) and not other:
+            merged[key] = merge_config(old, value)
+        else:
+            merged[key] = value
+    return merged

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..core.surface_graph import surface_edges
 from ..data.loader import EpochBatchSampler, SampleIndex, StoreBatches, build_index
 from ..data.store import Store
 from ..inference.cache import CacheOptions, CacheSpec, FeatureCache, build_feature_cache
@@ -24,6 +25,7 @@ from ..models.lora import apply_lora, lora_layers
 from ..models.modelfile import load_encoder, load_state, model_state, read_model_file
 from ..models.multi_trunk import TrunkSet, cached_head, freeze_members, lora_parts, member_lora
 from ..models.pca import GroupPCA, fit_group_pca, training_mean
+from ..models.readouts.smoothness import check_smoothable
 from ..models.trunk import apply_freeze
 from ..runs.checkpoint import load_checkpoint
 from ..runs.load import model_file
@@ -78,11 +80,16 @@ def setup_training(
     inputs = [store_path, config.init_from, config.pca_file, config.cache_dir]
     store = Store(store_path)
     record = training_record_of(config, store)  # an init_from that saw val: before any work
+    edges = surface_edges(store.space) if config.smoothness else None  # nilearn's mesh: too
     run = prepare_run_dir(run_dir, resume, overwrite, info, inputs)
     np.random.seed(config.seed)  # noqa: NPY002 (for user code that uses it)
     ckpt = run.latest_checkpoint() if resume else None
     model, n_trainable = prepare_model(config, store, info, device, ckpt)
     model.training_record = record
+    neighbours = None
+    if edges is not None:
+        check_smoothable(model.readout)
+        neighbours = torch.as_tensor(edges, device=device)
 
     train_index = build_index(
         store, config.train_on, fraction=config.train_fraction, seed=config.seed
@@ -112,6 +119,8 @@ def setup_training(
         device=device,
         info=info,
         amp_dtype=amp_dtype,
+        neighbours=neighbours,
+        total_steps=len(sampler) * config.epochs,
     )
     state = TrainState()
     if ckpt is not None:

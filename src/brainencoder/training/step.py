@@ -24,6 +24,7 @@ from ..data.transforms import random_resized_crop
 from ..inference.cache import FeatureCache
 from ..models.encoder import Encoder
 from ..models.readouts import Readout
+from ..models.readouts.smoothness import smoothness_penalty
 from ..util.errors import ConfigError
 from .config import TrainConfig
 from .distributed import DistInfo
@@ -37,11 +38,23 @@ __all__ = [
     "amp_settings",
     "lr_at",
     "make_optimizer",
+    "smoothness_at",
 ]
 
 
 class NonFiniteLossError(ConfigError):
     """The training loss became NaN or inf."""
+
+
+def smoothness_at(step: int, total_steps: int, weight: float) -> float:
+    """Weight of the smoothness prior at ``step`` (0-based): a linear ramp to ``weight``.
+
+    The prior starts at ``weight / total_steps`` and reaches ``weight`` at the
+    last step: early steps fit every vertex freely, later ones pull neighbours
+    together (at full weight from the start, a short run under-fits: the
+    neighbours' consensus takes many steps).
+    """
+    return weight * min(1.0, (step + 1) / max(1, total_steps))
 
 
 def lr_at(
@@ -194,6 +207,11 @@ class TrainStep:
     device : torch.device
     info : DistInfo
     amp_dtype : torch.dtype or None
+    neighbours : LongTensor of shape (n_edges, 2) or None
+        Group vertices joined on the surface, on the device, when
+        ``config.smoothness`` smooths the readout's tuning over them.
+    total_steps : int
+        Optimizer steps of the whole run (the smoothness prior's ramp).
     """
 
     module: nn.Module
@@ -207,6 +225,8 @@ class TrainStep:
     device: torch.device
     info: DistInfo
     amp_dtype: torch.dtype | None = None
+    neighbours: torch.Tensor | None = None
+    total_steps: int = 1
 
     def inputs(
         self, chunk: np.ndarray, epoch: int, step: int, part: int
@@ -254,6 +274,15 @@ class TrainStep:
         """Prepare and run the step; returns the global batch's loss (see :meth:`run`)."""
         return self.run(self.prepare(positions, epoch, step))
 
+    def penalty(self, step: int) -> torch.Tensor:
+        """The readout's regularizer, plus the smoothness prior when ``neighbours`` is set."""
+        readout = getattr(self.model, "readout", self.model)
+        penalty = readout.regularizer()
+        if self.neighbours is not None:
+            weight = smoothness_at(step, self.total_steps, self.config.smoothness)
+            penalty = penalty + weight * smoothness_penalty(readout, self.neighbours)
+        return penalty
+
     def run(self, batch: Batch) -> float:
         """Forward, backward and optimizer step on a prepared batch; returns its global loss.
 
@@ -284,7 +313,7 @@ class TrainStep:
             with ctx, autocast:
                 pred = self.module(self._on_device(part.inputs), subject)
                 loss = self.loss(pred, target, mask, denominator, subject)
-                penalty = getattr(self.model, "readout", self.model).regularizer()
+                penalty = self.penalty(batch.step)
                 if penalty.requires_grad:  # once per step in total, on every rank alike
                     loss = loss + penalty / n_parts
             self.scaler.scale(loss).backward()
