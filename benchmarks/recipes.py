@@ -143,13 +143,13 @@ RECIPES = {
     "  every image, no crops": _every("crop_scale=[1.0, 1.0]", "cache_views=1"),
     "  every image, deep random trunk": _every("model.trunk_kwargs={zero_init_last: false}"),
     "  every image, two random ResNet-18s": _every(f"model.trunks=[{RESNET}a}}, {RESNET}b}}]"),
-    "  every image, ensemble of 3 (the old demo's)": Recipe(
+    "  every image, ensemble of 3 (the demo's)": Recipe(
         (f"model.readout={{{SMALL}}}", LR, "weight_decay=2.0", EVERY), members=3
     ),
     "  every image, smoothness 1": _every("smoothness=1"),
     "  every image, smoothness 3": _every("smoothness=3"),
     "  every image, smoothness 10": _every("smoothness=10"),
-    "  smoothness 1, ensemble of 3 (the demo's)": Recipe(
+    "  smoothness 1, ensemble of 3": Recipe(
         (f"model.readout={{{SMALL}}}", LR, "weight_decay=2.0", EVERY, "smoothness=1"), members=3
     ),
     "  every image, ensemble of 5": Recipe(
@@ -207,7 +207,7 @@ def _ratio(value: float, base: float | None) -> float:
 def _train_recipe(name: str, recipe: Recipe, seed: int, data, args) -> tuple[float, float]:
     """Train ``recipe`` (its members) on one world's store; (test score, training seconds)."""
     # the train split only and no smoothness prior, unless the recipe says otherwise
-    # (the demo's config trains on every image, with smoothness)
+    # (the demo's config trains on every image)
     overrides = ["train_on=[train]", "smoothness=0", *recipe.overrides, *args.extra]
     if args.reduced:
         overrides += ["model.img_size=32", "batch_size=16"]

@@ -117,10 +117,11 @@ def test_smoothness_is_refused_for_a_readout_without_tuning_and_below_zero(store
     config = load_config(None, [*TINY_TRAIN, "smoothness=1"])  # grouplin_seq: no tuning
     with pytest.raises(ConfigError, match="'grouplin_seq' has none .*set smoothness: 0"):
         train(config, store.path, tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # refused before the run folder is claimed
 
 
 def test_the_prior_ramps_linearly_to_its_weight_at_the_last_step():
-    from brainencoder.training.step import smoothness_at
+    from brainencoder.training.smoothing import smoothness_at
 
     assert [smoothness_at(s, 4, 2.0) for s in range(4)] == [0.5, 1.0, 1.5, 2.0]
     assert smoothness_at(10, 4, 2.0) == 2.0  # never beyond (a resumed run's extra steps)

@@ -16,7 +16,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core.surface_graph import surface_edges
 from ..data.loader import EpochBatchSampler, SampleIndex, StoreBatches, build_index
 from ..data.store import Store
 from ..inference.cache import CacheOptions, CacheSpec, FeatureCache, build_feature_cache
@@ -35,6 +34,7 @@ from ..util.errors import CheckpointError, ConfigError, DataError
 from .config import TrainConfig
 from .distributed import DistInfo, barrier, init_distributed, sync_batchnorms
 from .losses import create_loss
+from .smoothing import surface_neighbours
 from .state import TrainSetup, TrainState
 from .step import TrainStep, amp_settings, make_optimizer
 from .tracking import Tracker, require_trackers
@@ -80,7 +80,7 @@ def setup_training(
     inputs = [store_path, config.init_from, config.pca_file, config.cache_dir]
     store = Store(store_path)
     record = training_record_of(config, store)  # an init_from that saw val: before any work
-    edges = surface_edges(store.space) if config.smoothness else None  # nilearn's mesh: too
+    edges = surface_neighbours(config, store)  # before the run folder is claimed
     run = prepare_run_dir(run_dir, resume, overwrite, info, inputs)
     np.random.seed(config.seed)  # noqa: NPY002 (for user code that uses it)
     ckpt = run.latest_checkpoint() if resume else None
@@ -88,7 +88,7 @@ def setup_training(
     model.training_record = record
     neighbours = None
     if edges is not None:
-        check_smoothable(model.readout)
+        check_smoothable(model.readout)  # an init_from model's readout, known only now
         neighbours = torch.as_tensor(edges, device=device)
 
     train_index = build_index(

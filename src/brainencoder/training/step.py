@@ -29,6 +29,7 @@ from ..util.errors import ConfigError
 from .config import TrainConfig
 from .distributed import DistInfo
 from .losses import Loss
+from .smoothing import smoothness_at
 
 __all__ = [
     "Batch",
@@ -38,23 +39,11 @@ __all__ = [
     "amp_settings",
     "lr_at",
     "make_optimizer",
-    "smoothness_at",
 ]
 
 
 class NonFiniteLossError(ConfigError):
     """The training loss became NaN or inf."""
-
-
-def smoothness_at(step: int, total_steps: int, weight: float) -> float:
-    """Weight of the smoothness prior at ``step`` (0-based): a linear ramp to ``weight``.
-
-    The prior starts at ``weight / total_steps`` and reaches ``weight`` at the
-    last step: early steps fit every vertex freely, later ones pull neighbours
-    together (at full weight from the start, a short run under-fits: the
-    neighbours' consensus takes many steps).
-    """
-    return weight * min(1.0, (step + 1) / max(1, total_steps))
 
 
 def lr_at(

@@ -10,7 +10,7 @@ weights; ``roi_query``: each vertex's map of its region's outputs), the mean
 over the surface's edges ``(i, j)`` of ``||t_i - t_j||^2``, the squared
 difference of the two vertices' slices summed over the tensor's other axes.
 The weight ramps linearly from 0 to ``LAMBDA`` over the run's steps
-(:func:`brainencoder.training.step.smoothness_at`).
+(:func:`brainencoder.training.smoothing.smoothness_at`).
 Tensors are compared in the units an optimizer step moves them by (a stored
 tensor times ``1 / personal_step(name)``, so ``point``'s positions and widths
 count in map units).
@@ -26,10 +26,10 @@ from ...util.errors import ConfigError
 __all__ = ["check_smoothable", "smoothness_penalty"]
 
 
-def check_smoothable(readout: nn.Module) -> None:
-    """Refuse a readout without per-vertex tuning tensors (nothing to smooth)."""
+def check_smoothable(readout: nn.Module | type) -> None:
+    """Refuse a readout (or readout class) without per-vertex tuning tensors."""
     if not getattr(readout, "personal_tensors", ()):
-        name = getattr(readout, "name", type(readout).__name__)
+        name = getattr(readout, "name", None) or type(readout).__name__
         raise ConfigError(
             f"'smoothness' smooths a readout's per-vertex tuning; {name!r} has none "
             "(readouts that do: point, roi_query): set smoothness: 0"
