@@ -11,9 +11,9 @@ over the surface's edges ``(i, j)`` of ``||t_i - t_j||^2``, the squared
 difference of the two vertices' slices summed over the tensor's other axes.
 The weight ramps linearly from 0 to ``LAMBDA`` over the run's steps
 (:func:`brainencoder.training.smoothing.smoothness_at`).
-Tensors are compared in the units an optimizer step moves them by (a stored
-tensor times ``1 / personal_step(name)``, so ``point``'s positions and widths
-count in map units).
+Tensors are compared as the readout uses them: a stored tensor divided by
+``personal_step(name)``, so ``point``'s positions (before their tanh) and
+log-widths count in map units, not in their stored, slowed-down form.
 """
 
 from __future__ import annotations
