@@ -82,6 +82,17 @@ LOSSES = {"mse": [], "smooth_l1": ["loss={name: smooth_l1, beta: 0.01}"]}
 LORA = "lora={rank: 4, alpha: 8, targets: ['layer3.*.conv*', 'layer3.0.downsample.0']}"
 
 
+def pca_size(readout: str, args) -> list[str]:
+    """The group PCA's size for a ``grouplin`` readout where the run has few images."""
+    if "grouplin" not in readout:
+        return []
+    if args.reduced:  # a PCA of the few smoke-run images
+        return ["model.readout.latent_dim=16"]
+    if args.n_train < 150:  # fewer images than the PCA's 256 components
+        return ["model.readout.latent_dim=auto"]
+    return []
+
+
 def test_score(model, store, truth: Path) -> float:
     """Devkit score (%): mean over every vertex of every subject's test predictions."""
     scores = []
@@ -110,10 +121,7 @@ def _per_seed(data, seed: int, args, record) -> None:
     fit_ridge_baseline(data.store, runs / "ridge", FeatureSpec(seed=seed), seed=seed)
     record("ridge", test_score(load_model(runs / "ridge"), data.store, data.truth))
     for readout, r_args in READOUTS.items():
-        if args.reduced and "grouplin" in readout:  # a PCA of the few smoke-run images
-            r_args = [*r_args, "model.readout.latent_dim=16"]
-        elif "grouplin" in readout and args.n_train < 150:  # fewer images than 256 components
-            r_args = [*r_args, "model.readout.latent_dim=auto"]
+        r_args = [*r_args, *pca_size(readout, args)]
         for loss, l_args in LOSSES.items():
             overrides = [*common, *r_args, *l_args]
             run = _train("configs/demo.yaml", overrides, data.store, runs / readout / loss)

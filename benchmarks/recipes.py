@@ -51,7 +51,7 @@ from brainencoder.runs.load import load_model
 from brainencoder.training.config import load_config
 from brainencoder.training.loop import train
 from brainencoder.training.losses import masked_mse
-from readouts import GROUPLIN_SEQ, test_score
+from readouts import GROUPLIN_SEQ, pca_size, test_score
 from worlds import (
     WORLDS,
     add_worlds_argument,
@@ -91,9 +91,9 @@ def _p14(options: str = "", *more: str) -> Recipe:
     return Recipe((f"model.readout={{{P14}{options}}}", *more, LR, OLD_WD))
 
 
-def _every(*more: str) -> Recipe:
+def _every(*more: str, members: int = 1) -> Recipe:
     """The demo's recipe (its readout, trained on every image) with ``more`` overrides."""
-    return Recipe((f"model.readout={{{SMALL}}}", LR, "weight_decay=2.0", EVERY, *more))
+    return Recipe((f"model.readout={{{SMALL}}}", LR, "weight_decay=2.0", EVERY, *more), members)
 
 
 # a random-init ResNet-18 member of model.trunks, its name to be closed by the row
@@ -132,29 +132,19 @@ RECIPES = {
     "  train + val, ensemble of 3 seeds": Recipe(
         (f"model.readout={{{SMALL}}}", LR, "weight_decay=2.0", TRAIN_VAL), members=3
     ),
-    "  the same, trained on every image": Recipe(
-        (f"model.readout={{{SMALL}}}", LR, "weight_decay=2.0", EVERY)
-    ),
-    "  every image, 40 epochs": Recipe(
-        (f"model.readout={{{SMALL}}}", LR, "weight_decay=2.0", EVERY, "epochs=40")
-    ),
+    "  the same, trained on every image": _every(),
+    "  every image, 40 epochs": _every("epochs=40"),
     "  every image, Pearson loss": _every("loss={name: pearson}"),
     "  every image, Pearson + MSE": _every("loss={name: pearson, mse_weight: 1.0}"),
     "  every image, no crops": _every("crop_scale=[1.0, 1.0]", "cache_views=1"),
     "  every image, deep random trunk": _every("model.trunk_kwargs={zero_init_last: false}"),
     "  every image, two random ResNet-18s": _every(f"model.trunks=[{RESNET}a}}, {RESNET}b}}]"),
-    "  every image, ensemble of 3 (the demo's)": Recipe(
-        (f"model.readout={{{SMALL}}}", LR, "weight_decay=2.0", EVERY), members=3
-    ),
+    "  every image, ensemble of 3 (the demo's)": _every(members=3),
     "  every image, smoothness 1": _every("smoothness=1"),
     "  every image, smoothness 3": _every("smoothness=3"),
     "  every image, smoothness 10": _every("smoothness=10"),
-    "  smoothness 1, ensemble of 3": Recipe(
-        (f"model.readout={{{SMALL}}}", LR, "weight_decay=2.0", EVERY, "smoothness=1"), members=3
-    ),
-    "  every image, ensemble of 5": Recipe(
-        (f"model.readout={{{SMALL}}}", LR, "weight_decay=2.0", EVERY), members=5
-    ),
+    "  smoothness 1, ensemble of 3": _every("smoothness=1", members=3),
+    "  every image, ensemble of 5": _every(members=5),
 }
 SHAPES = [(64, 28, 28), (128, 14, 14), (256, 7, 7)]
 STEM = (64, 56, 56)  # the ResNet stem (act1) at 112 px, for recipes that read it
@@ -211,10 +201,7 @@ def _train_recipe(name: str, recipe: Recipe, seed: int, data, args) -> tuple[flo
     overrides = ["train_on=[train]", "smoothness=0", *recipe.overrides, *args.extra]
     if args.reduced:
         overrides += ["model.img_size=32", "batch_size=16"]
-        if "grouplin" in name:  # a PCA of the few smoke-run images
-            overrides.append("model.readout.latent_dim=16")
-    elif "grouplin" in name and args.n_train < 150:  # fewer images than the PCA's 256 components
-        overrides.append("model.readout.latent_dim=auto")
+    overrides += pca_size(name, args)
     models, spent = [], 0.0
     for member in range(recipe.members):
         run = data.root.parent / f"seed{seed}" / f"{name.strip().replace(' ', '_')}-{member}"

@@ -41,6 +41,7 @@ def test_pearson_loss_is_one_minus_mean_r_per_subject(rng):
     assert loss.item() == pytest.approx(1 - np.mean(rs), abs=1e-5)
 
 
+@pytest.mark.numerics
 def test_pearson_loss_adds_mse_weight_times_the_masked_mse(rng):
     pred = torch.from_numpy(rng.standard_normal((6, 4))).float()
     target = torch.from_numpy(rng.standard_normal((6, 4))).float()

@@ -72,6 +72,7 @@ def test_a_mesh_nilearn_cannot_load_is_a_clear_error(monkeypatch):
         surface_edges(space)
 
 
+@pytest.mark.numerics
 def test_penalty_is_the_mean_squared_neighbour_difference_of_each_tuning_tensor():
     readout = create_readout("point", [(3, 4, 4)], ["subj01"], 3, channels=2)
     with torch.no_grad():

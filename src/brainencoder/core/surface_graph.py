@@ -22,6 +22,7 @@ __all__ = ["mesh_for", "surface_edges"]
 
 _PARTS = {"lh": "left", "rh": "right"}
 _BUNDLED = 5  # the icosahedral order of the mesh nilearn ships (fsaverage5)
+_ORDERS = range(3, 8)  # fsaverage3 ... fsaverage (order 7), the meshes nilearn knows
 
 
 def mesh_for(space: GroupSpace) -> str:
@@ -34,12 +35,13 @@ def mesh_for(space: GroupSpace) -> str:
         (orders 3 to 7): the vertices are then no fsaverage vertices.
     """
     sizes = set(space.n_fsaverage.values())
-    orders = [k for k in range(3, 8) if {ico_vertices(k)} == sizes]
+    orders = [k for k in _ORDERS if {ico_vertices(k)} == sizes]
     if not orders:
+        known = ", ".join(f"{ico_vertices(k):,}" for k in _ORDERS)
         raise DataError(
             f"the group space's masks have {sorted(sizes)} entries per hemisphere, not an "
-            "fsaverage mesh's (642, 2,562, 10,242, 40,962 or 163,842): its vertices have no "
-            "surface neighbours; set smoothness: 0"
+            f"fsaverage mesh's ({known}): its vertices have no surface neighbours; "
+            "set smoothness: 0"
         )
     order = orders[0]
     top = max((int(v.max()) for v in space.vertices.values() if v.size), default=-1)

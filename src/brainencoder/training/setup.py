@@ -88,7 +88,8 @@ def setup_training(
     model.training_record = record
     neighbours = None
     if edges is not None:
-        check_smoothable(model.readout)  # an init_from model's readout, known only now
+        if config.init_from:  # its readout is known only now (the config's was checked)
+            check_smoothable(model.readout)
         neighbours = torch.as_tensor(edges, device=device)
 
     train_index = build_index(

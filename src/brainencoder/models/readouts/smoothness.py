@@ -51,16 +51,14 @@ def smoothness_penalty(readout: nn.Module, edges: torch.Tensor) -> torch.Tensor:
     -------
     Tensor of shape ()
     """
-    step = getattr(readout, "personal_step", lambda name: 1.0)
+    check_smoothable(readout)
+    total = next(readout.parameters()).new_zeros((), dtype=torch.float32)
     if edges.numel() == 0:  # no two vertices are neighbours: nothing to smooth
-        return next(readout.parameters()).new_zeros(())
-    total = None
+        return total
+    step = getattr(readout, "personal_step", lambda name: 1.0)
     for name in readout.personal_tensors:
         tensor = getattr(readout, name) / step(name)
         by_vertex = tensor.movedim(readout.vertex_axes[name], 0).flatten(1).float()
         diff = by_vertex.index_select(0, edges[:, 0]) - by_vertex.index_select(0, edges[:, 1])
-        term = diff.pow(2).sum(1).mean()
-        total = term if total is None else total + term
-    if total is None:
-        raise ConfigError("the readout names no per-vertex tuning tensors to smooth")
+        total = total + diff.pow(2).sum(1).mean()
     return total
