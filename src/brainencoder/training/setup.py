@@ -88,8 +88,7 @@ def setup_training(
     model.training_record = record
     neighbours = None
     if edges is not None:
-        if config.init_from:  # its readout is known only now (the config's was checked)
-            check_smoothable(model.readout)
+        check_smoothable(model.readout)  # an init_from model's readout, known only now
         neighbours = torch.as_tensor(edges, device=device)
 
     train_index = build_index(
